@@ -1,0 +1,139 @@
+"""Process configuration: one frozen dataclass per process, validated once.
+
+Precedence everywhere: command line > environment > config file > defaults. Nothing here exits
+the process; invalid input raises :class:`ConfigError` with an actionable one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgpu_core.errors import ConfigError
+from mgpu_core.protocol import DEFAULT_PORT, MAX_FRAME_BYTES
+
+MASTER_ENV = "MGPU_MASTER"
+CONFIG_ENV = "MGPU_CONFIG"
+SYSTEM_CONFIG = Path("/etc/mgpu/config.toml")
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
+    """``host``, ``host:port`` or ``[v6]:port`` -> Address."""
+    raw = text.strip()
+    if not raw:
+        raise ConfigError("empty master address: use HOST:PORT")
+    host, port_text = raw, ""
+    if raw.startswith("["):
+        end = raw.find("]")
+        if end < 0:
+            raise ConfigError(f"invalid address '{text}': unclosed '['")
+        host, rest = raw[1:end], raw[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ConfigError(f"invalid address '{text}': use [HOST]:PORT")
+        port_text = rest[1:]
+    elif raw.count(":") == 1:
+        host, port_text = raw.split(":")
+    if not host:
+        raise ConfigError(f"invalid address '{text}': no host")
+    if not port_text:
+        return Address(host, default_port)
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigError(f"invalid address '{text}': port must be 1-65535")
+    return Address(host, int(port_text))
+
+
+def user_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "mgpu"
+
+
+def user_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mgpu"
+
+
+def _config_files() -> list[Path]:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return [Path(explicit)]
+    return [user_config_dir() / "config.toml", SYSTEM_CONFIG]
+
+
+def _master_from_files() -> str | None:
+    # tomllib is imported only when a file exists: client start-up time matters.
+    for path in _config_files():
+        if not path.is_file():
+            continue
+        import tomllib
+
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        master = data.get("master")
+        if master is not None:
+            if not isinstance(master, str):
+                raise ConfigError(f"{path}: 'master' must be a string HOST:PORT")
+            return master
+    return None
+
+
+def resolve_master(cli_value: str | None) -> Address:
+    """The master's address: --master, else $MGPU_MASTER, else a config file, else default."""
+    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _master_from_files()):
+        if value:
+            return parse_address(value)
+    return Address("127.0.0.1", DEFAULT_PORT)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    state_dir: Path = Path("mgpu-state")
+    port_file: Path | None = None
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    hello_timeout_s: float = 10.0
+    node_timeout_s: float = 15.0
+    kill_grace_s: float = 10.0
+    # A client that stops reading (a stuck srun) is dropped past this much queued output,
+    # instead of the master buffering a job's whole output in memory.
+    max_client_backlog_bytes: int = 64 * 1024 * 1024
+
+    def validate(self) -> ServerConfig:
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"invalid port {self.port}: use 0-65535")
+        for name in ("hello_timeout_s", "node_timeout_s", "kill_grace_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    master: Address
+    node_id: str
+    fake_gpu_count: int | None = None
+    state_dir: Path = Path("mgpu-node-state")
+    heartbeat_interval_s: float = 5.0
+    reconnect_max_s: float = 30.0
+    max_frame_bytes: int = MAX_FRAME_BYTES
+
+    def validate(self) -> NodeConfig:
+        if not self.node_id or len(self.node_id) > 256 or any(c.isspace() for c in self.node_id):
+            raise ConfigError(f"invalid node id {self.node_id!r}: 1-256 non-blank characters")
+        if self.fake_gpu_count is not None and not 0 <= self.fake_gpu_count <= 64:
+            raise ConfigError("--gpu-count must be between 0 and 64")
+        if self.heartbeat_interval_s <= 0:
+            raise ConfigError("heartbeat interval must be positive")
+        return self

@@ -1,0 +1,62 @@
+"""Blocking-socket adapter over the sans-I/O framing, for clients (no asyncio import:
+client start-up time matters)."""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+
+from mgpu_core.config import Address
+from mgpu_core.errors import ConnectionClosed, MasterUnreachable
+from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder, Message, encode_frame
+
+_RECV_BYTES = 256 * 1024
+
+
+class BlockingConnection:
+    __slots__ = ("_decoder", "_pending", "_sock", "address")
+
+    def __init__(self, sock: socket.socket, address: Address, max_frame_bytes: int) -> None:
+        self._sock = sock
+        self.address = address
+        self._decoder = FrameDecoder(max_frame_bytes)
+        self._pending: deque[Message] = deque()
+
+    @classmethod
+    def connect(
+        cls, address: Address, *, timeout_s: float, max_frame_bytes: int = MAX_FRAME_BYTES
+    ) -> BlockingConnection:
+        try:
+            sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            raise MasterUnreachable(f"cannot reach mgpu master at {address}: {reason}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)
+        return cls(sock, address, max_frame_bytes)
+
+    def send(self, msg: Message) -> None:
+        try:
+            self._sock.sendall(encode_frame(msg))
+        except OSError as exc:
+            raise ConnectionClosed(f"lost connection to master at {self.address}: {exc}") from None
+
+    def recv(self, timeout_s: float | None = None) -> Message:
+        """Next message; ``TimeoutError`` if none within timeout_s, ConnectionClosed at EOF."""
+        self._sock.settimeout(timeout_s)
+        while not self._pending:
+            try:
+                data = self._sock.recv(_RECV_BYTES)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise ConnectionClosed(
+                    f"lost connection to master at {self.address}: {exc}"
+                ) from None
+            if not data:
+                raise ConnectionClosed(f"master at {self.address} closed the connection")
+            self._pending.extend(self._decoder.feed(data))
+        return self._pending.popleft()
+
+    def close(self) -> None:
+        self._sock.close()

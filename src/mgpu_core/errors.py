@@ -1,0 +1,126 @@
+"""One error hierarchy for the whole suite.
+
+Errors cross the wire as data: ``{"t": "error", "id": N, "code": "...", "message": "..."}``.
+Every class carries a stable ``code``; :func:`error_from_wire` rebuilds the typed exception on
+the receiving side so callers catch classes, not strings. The codes are listed in
+docs/protocol.md and must never change meaning.
+"""
+
+from __future__ import annotations
+
+
+class MgpuError(Exception):
+    """Base of every expected mgpu failure. ``str(err)`` is a one-line human message."""
+
+    code = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class ConfigError(MgpuError):
+    code = "config_error"
+
+
+class ProtocolError(MgpuError):
+    """The peer broke the protocol (framing, schema, ordering)."""
+
+    code = "protocol_error"
+
+
+class FrameTooLarge(ProtocolError):
+    code = "frame_too_large"
+
+
+class BadMessage(ProtocolError):
+    """A frame decoded, but its content does not match the message's schema."""
+
+    code = "bad_message"
+
+
+class UnknownMessageType(ProtocolError):
+    code = "unknown_message_type"
+
+
+class VersionMismatch(ProtocolError):
+    code = "version_mismatch"
+
+
+class ConnectionClosed(MgpuError):
+    code = "connection_closed"
+
+
+class MasterUnreachable(MgpuError):
+    code = "master_unreachable"
+
+
+class InvalidRequest(MgpuError):
+    """A well-formed request that cannot be honoured as asked (bad job spec, impossible size)."""
+
+    code = "invalid_request"
+
+
+class JobNotFound(MgpuError):
+    code = "job_not_found"
+
+
+class InvalidJobState(MgpuError):
+    """The job exists but is in a state where the operation makes no sense."""
+
+    code = "invalid_job_state"
+
+
+class NodeNotFound(MgpuError):
+    code = "node_not_found"
+
+
+class NodeConflict(MgpuError):
+    """Another live agent already holds this node name."""
+
+    code = "node_conflict"
+
+
+class PermissionDenied(MgpuError):
+    code = "permission_denied"
+
+
+class InternalError(MgpuError):
+    code = "internal_error"
+
+
+_BY_CODE: dict[str, type[MgpuError]] = {
+    cls.code: cls
+    for cls in (
+        MgpuError,
+        ConfigError,
+        ProtocolError,
+        FrameTooLarge,
+        BadMessage,
+        UnknownMessageType,
+        VersionMismatch,
+        ConnectionClosed,
+        MasterUnreachable,
+        InvalidRequest,
+        JobNotFound,
+        InvalidJobState,
+        NodeNotFound,
+        NodeConflict,
+        PermissionDenied,
+        InternalError,
+    )
+}
+
+ERROR_CODES: tuple[str, ...] = tuple(_BY_CODE)
+
+
+def error_from_wire(code: object, message: object) -> MgpuError:
+    """Rebuild the typed exception for an error reply (unknown codes become MgpuError)."""
+    cls = _BY_CODE.get(code, MgpuError) if isinstance(code, str) else MgpuError
+    err = cls(str(message))
+    if cls is MgpuError and isinstance(code, str):
+        err.code = code
+    return err

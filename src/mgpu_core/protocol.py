@@ -1,0 +1,104 @@
+"""The wire: framing and encoding. The only module that imports msgpack and struct.
+
+A frame is a 4-byte big-endian unsigned length followed by that many bytes of one msgpack
+map. The map always has ``t`` (message type, str); requests also carry ``id`` (int, chosen by
+the sender and echoed in the reply). Everything here is sans-I/O: bytes in, dicts out. The
+socket adapters (:mod:`mgpu_core.aio`, :mod:`mgpu_core.conn`) are thin loops around it.
+
+Validation of a message's fields against its schema is :mod:`mgpu_core.messages`' job; this
+module only guarantees "a map with a string ``t``" and enforces the size limits *before*
+buffering a body, so a peer announcing a 4 GiB frame costs us four bytes, not four gigabytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+
+from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError
+
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 6860
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+_HEADER = struct.Struct("!I")
+HEADER_BYTES = _HEADER.size
+
+Message = dict[str, Any]
+
+
+def encode_frame(msg: Message) -> bytes:
+    """Encode one message as a complete frame (length prefix + msgpack body)."""
+    body = msgpack.packb(msg, use_bin_type=True)
+    return _HEADER.pack(len(body)) + body
+
+
+def decode_body(body: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> Message:
+    """Decode one frame body into a message map, or raise :class:`ProtocolError`."""
+    try:
+        msg = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            max_buffer_size=max_frame_bytes,
+        )
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise BadMessage(f"undecodable frame body: {type(exc).__name__}") from None
+    if not isinstance(msg, dict):
+        raise BadMessage(f"frame body must be a map, got {type(msg).__name__}")
+    if not isinstance(msg.get("t"), str):
+        raise BadMessage("message has no string field 't'")
+    return msg
+
+
+class FrameDecoder:
+    """Incremental frame decoder: ``feed(bytes) -> [messages]``.
+
+    Raises :class:`FrameTooLarge` as soon as a header announces an oversized body and
+    :class:`ProtocolError` for a body that is not a message map. After an error the stream
+    cannot be resynchronised: the caller must close the connection.
+    """
+
+    __slots__ = ("_buf", "_need", "max_frame_bytes")
+
+    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self._buf = bytearray()
+        self._need = -1  # body length of the frame being read, -1 while reading a header
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Message]:
+        self._buf += data
+        out: list[Message] = []
+        while True:
+            if self._need < 0:
+                if len(self._buf) < HEADER_BYTES:
+                    return out
+                (length,) = _HEADER.unpack_from(self._buf)
+                if length > self.max_frame_bytes:
+                    raise FrameTooLarge(
+                        f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
+                    )
+                if length == 0:
+                    raise ProtocolError("empty frame")
+                del self._buf[:HEADER_BYTES]
+                self._need = length
+            if len(self._buf) < self._need:
+                return out
+            body = bytes(self._buf[: self._need])
+            del self._buf[: self._need]
+            self._need = -1
+            out.append(decode_body(body, max_frame_bytes=self.max_frame_bytes))
+
+
+def ok_reply(req_id: int, data: Message | None = None) -> Message:
+    return {"t": "ok", "id": req_id, "data": data if data is not None else {}}
+
+
+def error_reply(req_id: int | None, code: str, message: str) -> Message:
+    return {"t": "error", "id": req_id, "code": code, "message": message}

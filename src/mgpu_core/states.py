@@ -1,0 +1,100 @@
+"""Job states and the one transition table.
+
+Names are Slurm's on purpose: scripts that parse squeue/sacct output keep working. Every state
+change of a job goes through :func:`check_transition`; an illegal one is a bug in mgpu and
+raises :class:`IllegalTransition` instead of silently corrupting the queue.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    REQUEUED = "REQUEUED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def short(self) -> str:
+        """squeue's compact code (``%t``)."""
+        return _SHORT[self]
+
+
+TERMINAL_STATES = frozenset(
+    {
+        JobState.COMPLETED,
+        JobState.FAILED,
+        JobState.CANCELLED,
+        JobState.TIMEOUT,
+        JobState.NODE_FAIL,
+    }
+)
+
+_SHORT = {
+    JobState.PENDING: "PD",
+    JobState.RUNNING: "R",
+    JobState.COMPLETED: "CD",
+    JobState.FAILED: "F",
+    JobState.CANCELLED: "CA",
+    JobState.TIMEOUT: "TO",
+    JobState.NODE_FAIL: "NF",
+    JobState.REQUEUED: "RQ",
+}
+
+# old state -> the states it may move to. REQUEUED is transitional: a requeued job goes back
+# to PENDING in the same step, keeping its id (as in Slurm).
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.PENDING: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.RUNNING: frozenset(
+        {
+            JobState.COMPLETED,
+            JobState.FAILED,
+            JobState.CANCELLED,
+            JobState.TIMEOUT,
+            JobState.NODE_FAIL,
+            JobState.REQUEUED,
+        }
+    ),
+    JobState.REQUEUED: frozenset({JobState.PENDING, JobState.CANCELLED}),
+    JobState.COMPLETED: frozenset(),
+    JobState.FAILED: frozenset(),
+    JobState.CANCELLED: frozenset(),
+    JobState.TIMEOUT: frozenset(),
+    JobState.NODE_FAIL: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the table forbids: always a bug, never user input."""
+
+
+def check_transition(old: JobState, new: JobState) -> None:
+    if new not in TRANSITIONS[old]:
+        raise IllegalTransition(f"job state {old.value} -> {new.value} is not allowed")
+
+
+def final_state(
+    *, exit_code: int | None, signal: int | None, cancelled: bool, timed_out: bool
+) -> JobState:
+    """The terminal state for a job whose process ended, Slurm's way.
+
+    A cancel wins over whatever the process did while dying (a job killed by our SIGTERM is
+    CANCELLED, not FAILED); a time limit likewise gives TIMEOUT.
+    """
+    if cancelled:
+        return JobState.CANCELLED
+    if timed_out:
+        return JobState.TIMEOUT
+    if signal is None and exit_code == 0:
+        return JobState.COMPLETED
+    return JobState.FAILED

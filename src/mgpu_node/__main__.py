@@ -1,0 +1,3 @@
+from mgpu_node.cli import main
+
+main()

@@ -1,0 +1,132 @@
+"""``mgpu_node``: command line -> NodeConfig -> Agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from mgpu_core import __version__
+from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
+from mgpu_core.errors import MgpuError
+from mgpu_core.units import parse_size
+from mgpu_node.agent import Agent, RegistrationRefused, host_resources
+from mgpu_node.gpus import detect_gpus
+
+EXIT_REGISTRATION_REFUSED = 3
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--master-host", default=None, help="Master host [default: from $MGPU_MASTER or 127.0.0.1]."
+)
+@click.option("--master-port", type=click.IntRange(1, 65535), default=None, help="Master port.")
+@click.option("--node-id", default=None, help="Name of this node [default: hostname].")
+@click.option(
+    "--gpu-count",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Use N fake GPUs instead of NVML (CPU-only hosts, tests).",
+)
+@click.option(
+    "--cpus",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPUs offered to jobs [default: all of this host's].",
+)
+@click.option(
+    "--mem",
+    "mem_bytes",
+    callback=_size,
+    default=None,
+    help="Memory offered to jobs, e.g. 64G [default: all of this host's].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Spool directory for batch scripts [default: ~/.local/state/mgpu/node-ID].",
+)
+@click.option(
+    "--heartbeat-interval",
+    "heartbeat_interval_s",
+    type=click.FloatRange(min=0.05),
+    default=5.0,
+    show_default=True,
+    help="Seconds between heartbeats.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="mgpu_node")
+def cli(
+    *,
+    master_host: str | None,
+    master_port: int | None,
+    node_id: str | None,
+    gpu_count: int | None,
+    cpus: int | None,
+    mem_bytes: int | None,
+    state_dir: Path | None,
+    heartbeat_interval_s: float,
+    log_level: str,
+) -> None:
+    """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        default = resolve_master(None)
+        master = Address(master_host or default.host, master_port or default.port)
+        name = node_id or socket.gethostname().split(".")[0]
+        config = NodeConfig(
+            master=master,
+            node_id=name,
+            fake_gpu_count=gpu_count,
+            state_dir=state_dir or user_state_dir() / f"node-{name}",
+            heartbeat_interval_s=heartbeat_interval_s,
+        ).validate()
+    except MgpuError as exc:
+        raise click.ClickException(str(exc)) from None
+    host_cpus, host_mem = host_resources()
+    backend = detect_gpus(fake_count=gpu_count, node_name=name)
+    agent = Agent(config, backend, cpus=cpus or host_cpus, mem_bytes=mem_bytes or host_mem)
+    try:
+        asyncio.run(_run(agent))
+    except RegistrationRefused as exc:
+        click.echo(f"mgpu_node: {exc}", err=True)
+        sys.exit(EXIT_REGISTRATION_REFUSED)
+
+
+async def _run(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, agent.should_exit.set)
+    await agent.run()
+
+
+def main() -> None:
+    cli(prog_name="mgpu_node")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""GPU discovery and monitoring for the node agent.
+
+Everything the agent knows about GPUs goes through one small interface, :class:`GpuBackend`:
+
+* :class:`NvmlBackend` talks to the NVIDIA driver through NVML (``pynvml``, from the
+  ``nvidia-ml-py`` package). Whole GPUs are numbered in PCI bus order, so a whole GPU's
+  ``visible_id`` (its NVML index) matches CUDA only when jobs run with
+  ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. MIG instances are addressed by their UUID instead.
+* :class:`FakeGpuBackend` pretends to have ``count`` idle GPUs (for tests and for nodes started
+  with ``--gpu-count``); with ``kind="none"`` and no devices it stands for "this node has no GPU".
+
+Use :func:`detect_gpus` to pick one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+MAX_FAKE_GPUS = 64
+FAKE_GPU_MEMORY_BYTES = 80 * 1024**3
+
+
+@dataclass(slots=True, frozen=True)
+class GpuDevice:
+    """One schedulable GPU (a whole GPU or one MIG instance) on this node."""
+
+    index: int  # scheduler's index on this node, 0..n-1, stable order (PCI bus order for NVML)
+    uuid: str  # "GPU-..." or "MIG-..." for MIG instances
+    name: str  # e.g. "NVIDIA H100 80GB HBM3" or "NVIDIA H100 ... MIG 1g.10gb"
+    memory_total_bytes: int
+    visible_id: str  # CUDA_VISIBLE_DEVICES entry: NVML index (whole GPU) or MIG UUID
+    fake: bool
+
+
+@dataclass(slots=True, frozen=True)
+class GpuProcess:
+    """A process that holds a context on a GPU."""
+
+    pid: int
+    user: str  # process owner's user name ("?" if unknown)
+    used_memory_bytes: int  # 0 if NVML does not say
+    command: str  # short process name, "" if unknown
+
+
+@dataclass(slots=True, frozen=True)
+class GpuSample:
+    """The state of one device at one moment."""
+
+    index: int
+    healthy: bool
+    error: str  # "" when healthy, else a short reason (NVML error text)
+    utilization_pct: int  # -1 if unknown
+    memory_used_bytes: int  # -1 if unknown
+    processes: tuple[GpuProcess, ...]
+
+
+class GpuBackend(Protocol):
+    """What the agent needs from a GPU source.
+
+    ``devices()`` is fixed for the backend's lifetime. ``sample()`` returns exactly one
+    :class:`GpuSample` per device, in ``devices()`` order; a single failing GPU is reported as
+    unhealthy in its sample, never raised. ``close()`` releases the backend and may be called
+    more than once.
+    """
+
+    kind: str  # "nvml", "fake" or "none"
+
+    def devices(self) -> list[GpuDevice]: ...
+
+    def sample(self) -> list[GpuSample]: ...
+
+    def close(self) -> None: ...
+
+
+class NvmlUnavailableError(RuntimeError):
+    """NVML could not be loaded, initialised or queried; the message says why."""
+
+
+class FakeGpuBackend:
+    """``count`` fake, always idle and healthy GPUs named after the node.
+
+    Raises ValueError unless ``0 <= count <= 64``. ``kind`` is "fake" by default; the no-GPU
+    backend is ``FakeGpuBackend(0, node_name, kind="none")``.
+    """
+
+    def __init__(self, count: int, node_name: str, *, kind: str = "fake") -> None:
+        if isinstance(count, bool) or not 0 <= count <= MAX_FAKE_GPUS:
+            raise ValueError(f"fake GPU count must be 0..{MAX_FAKE_GPUS}, got {count!r}")
+        self.kind = kind
+        safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", node_name) or "node"
+        self._devices = [
+            GpuDevice(
+                index=i,
+                uuid=f"GPU-fake-{safe_name}-{i}",
+                name="Fake GPU",
+                memory_total_bytes=FAKE_GPU_MEMORY_BYTES,
+                visible_id=str(i),
+                fake=True,
+            )
+            for i in range(count)
+        ]
+
+    def devices(self) -> list[GpuDevice]:
+        """Return the fake devices (a new list each call)."""
+        return list(self._devices)
+
+    def sample(self) -> list[GpuSample]:
+        """Report every fake device as healthy, idle and empty."""
+        return [GpuSample(d.index, True, "", 0, 0, ()) for d in self._devices]
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _text(value: object) -> str:
+    """NVML strings are bytes on old pynvml versions and str on new ones."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _describe_process(pid: int, used_memory: object) -> GpuProcess:
+    """Resolve a pid's owner and name with psutil; unknown parts become "?" and ""."""
+    user, command = "?", ""
+    with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        proc = psutil.Process(pid)
+        with contextlib.suppress(psutil.AccessDenied):
+            user = proc.username()
+        with contextlib.suppress(psutil.AccessDenied):
+            command = proc.name()
+    memory = used_memory if isinstance(used_memory, int) and used_memory >= 0 else 0
+    return GpuProcess(pid=pid, user=user, used_memory_bytes=memory, command=command)
+
+
+class NvmlBackend:
+    """Real GPUs through NVML.
+
+    The constructor initialises NVML and enumerates the devices; it raises
+    :class:`NvmlUnavailableError` if pynvml cannot be imported or NVML fails as a whole. A GPU
+    that cannot be queried during enumeration is skipped with a WARNING. ``sample()`` and
+    ``close()`` are thread-safe; ``sample()`` after ``close()`` raises RuntimeError.
+    """
+
+    kind = "nvml"
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError as exc:
+            raise NvmlUnavailableError(f"pynvml not importable: {exc}") from exc
+        self._nvml: Any = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as exc:
+            raise NvmlUnavailableError(str(exc)) from exc
+        self._lock = threading.Lock()
+        self._closed = False
+        self._unhealthy: set[int] = set()
+        try:
+            self._devices, self._handles = self._enumerate()
+        except pynvml.NVMLError as exc:
+            self.close()
+            raise NvmlUnavailableError(str(exc)) from exc
+
+    def _enumerate(self) -> tuple[list[GpuDevice], list[Any]]:
+        """List schedulable units in PCI bus order (MIG instances in MIG index order)."""
+        nvml = self._nvml
+        gpus: list[tuple[str, int, Any]] = []
+        for nvml_index in range(nvml.nvmlDeviceGetCount()):
+            try:
+                handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index)
+                bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId).lower()
+            except nvml.NVMLError as exc:
+                logger.warning("GPU at NVML index %d skipped: %s", nvml_index, exc)
+                continue
+            gpus.append((bus_id, nvml_index, handle))
+        gpus.sort(key=lambda gpu: (gpu[0], gpu[1]))
+
+        devices: list[GpuDevice] = []
+        handles: list[Any] = []
+        for bus_id, nvml_index, handle in gpus:
+            try:
+                units = self._units(nvml_index, handle)
+            except nvml.NVMLError as exc:
+                logger.warning("GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
+                continue
+            for unit, visible_id in units:
+                try:
+                    uuid = _text(nvml.nvmlDeviceGetUUID(unit))
+                    name = _text(nvml.nvmlDeviceGetName(unit))
+                    memory = int(nvml.nvmlDeviceGetMemoryInfo(unit).total)
+                except nvml.NVMLError as exc:
+                    logger.warning("a device of GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
+                    continue
+                index = len(devices)
+                devices.append(GpuDevice(index, uuid, name, memory, visible_id or uuid, False))
+                handles.append(unit)
+                logger.info("GPU %d: %s %s (%s, %d MiB)", index, uuid, name, bus_id, memory >> 20)
+        return devices, handles
+
+    def _units(self, nvml_index: int, handle: Any) -> list[tuple[Any, str | None]]:
+        """Return (handle, visible_id) for a GPU's schedulable units.
+
+        visible_id is None for MIG instances, whose visible id is their UUID.
+        """
+        nvml = self._nvml
+        try:
+            current_mode = nvml.nvmlDeviceGetMigMode(handle)[0]
+        except (nvml.NVMLError_NotSupported, nvml.NVMLError_FunctionNotFound):
+            current_mode = nvml.NVML_DEVICE_MIG_DISABLE
+        if current_mode != nvml.NVML_DEVICE_MIG_ENABLE:
+            return [(handle, str(nvml_index))]
+        units: list[tuple[Any, str | None]] = []
+        for mig_index in range(nvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+            try:
+                units.append((nvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, mig_index), None))
+            except nvml.NVMLError_NotFound:
+                continue
+        if not units:
+            logger.warning("GPU %d has MIG enabled but no MIG instances: no devices", nvml_index)
+        return units
+
+    def devices(self) -> list[GpuDevice]:
+        """Return the devices found at start-up (a new list each call)."""
+        return list(self._devices)
+
+    def sample(self) -> list[GpuSample]:
+        """Query every device; a device whose query fails is reported unhealthy."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("NVML backend is closed")
+            samples = [self._sample_one(i, h) for i, h in enumerate(self._handles)]
+        for sample in samples:
+            self._log_health_change(sample)
+        return samples
+
+    def _sample_one(self, index: int, handle: Any) -> GpuSample:
+        nvml = self._nvml
+        try:
+            memory_used = int(nvml.nvmlDeviceGetMemoryInfo(handle).used)
+            utilization = self._utilization(handle)
+            processes = self._processes(handle)
+        except nvml.NVMLError as exc:
+            return GpuSample(index, False, _text(exc) or type(exc).__name__, -1, -1, ())
+        return GpuSample(index, True, "", utilization, memory_used, processes)
+
+    def _utilization(self, handle: Any) -> int:
+        """GPU busy percentage, -1 where NVML does not support it (e.g. MIG instances)."""
+        try:
+            return int(self._nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
+        except self._nvml.NVMLError_NotSupported:
+            return -1
+
+    def _processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+        """Compute and graphics processes on a device, one entry per pid, ordered by pid.
+
+        Listings NVML refuses (not supported, no permission, e.g. MIG without root) count as empty.
+        """
+        nvml = self._nvml
+        mismatch = getattr(nvml, "NVMLLibraryMismatchError", nvml.NVMLError_FunctionNotFound)
+        queries = [nvml.nvmlDeviceGetComputeRunningProcesses]
+        if hasattr(nvml, "nvmlDeviceGetGraphicsRunningProcesses"):
+            queries.append(nvml.nvmlDeviceGetGraphicsRunningProcesses)
+        memory_by_pid: dict[int, object] = {}
+        for query in queries:
+            try:
+                infos = query(handle)
+            except (nvml.NVMLError_NotSupported, nvml.NVMLError_NoPermission, mismatch):
+                continue
+            for info in infos:
+                memory_by_pid.setdefault(int(info.pid), getattr(info, "usedGpuMemory", None))
+        return tuple(_describe_process(pid, memory_by_pid[pid]) for pid in sorted(memory_by_pid))
+
+    def _log_health_change(self, sample: GpuSample) -> None:
+        if not sample.healthy and sample.index not in self._unhealthy:
+            self._unhealthy.add(sample.index)
+            logger.warning("GPU %d is unhealthy: %s", sample.index, sample.error)
+        elif sample.healthy and sample.index in self._unhealthy:
+            self._unhealthy.discard(sample.index)
+            logger.info("GPU %d is healthy again", sample.index)
+
+    def close(self) -> None:
+        """Shut NVML down; later calls do nothing."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._nvml.nvmlShutdown()
+            except self._nvml.NVMLError as exc:
+                logger.warning("nvmlShutdown failed: %s", exc)
+
+
+def detect_gpus(*, fake_count: int | None, node_name: str) -> GpuBackend:
+    """Choose the node's GPU backend.
+
+    With ``fake_count`` (the agent's ``--gpu-count``) return ``FakeGpuBackend(fake_count,
+    node_name)`` (ValueError if out of range), warning if NVML sees real GPUs that are thereby
+    ignored. Otherwise return an :class:`NvmlBackend`, or, if NVML is unavailable, a backend of
+    kind "none" with no devices. Never raises because of NVML.
+    """
+    if fake_count is not None:
+        backend = FakeGpuBackend(fake_count, node_name)
+        logger.info("using %d fake GPU(s) (--gpu-count)", fake_count)
+        try:
+            probe = NvmlBackend()
+        except NvmlUnavailableError:
+            return backend
+        real_count = len(probe.devices())
+        probe.close()
+        if real_count:
+            logger.warning(
+                "%d real GPU device(s) found by NVML are ignored because --gpu-count was given",
+                real_count,
+            )
+        return backend
+    try:
+        return NvmlBackend()
+    except NvmlUnavailableError as exc:
+        logger.info("NVML unavailable (%s): no GPUs", exc)
+        return FakeGpuBackend(0, node_name, kind="none")

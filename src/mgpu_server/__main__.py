@@ -1,0 +1,3 @@
+from mgpu_server.cli import main
+
+main()

@@ -1,0 +1,122 @@
+"""``mgpu_master``: command line -> ServerConfig -> Server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from mgpu_core import __version__
+from mgpu_core.config import ServerConfig, user_state_dir
+from mgpu_core.errors import MgpuError
+from mgpu_core.protocol import DEFAULT_PORT
+from mgpu_server.server import Server
+
+EXIT_STARTUP_FAILURE = 3
+
+
+def default_state_dir() -> Path:
+    import os
+
+    return Path("/var/lib/mgpu") if os.geteuid() == 0 else user_state_dir() / "master"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="TCP port (0 picks a free one; see --port-file).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where state lives [default: /var/lib/mgpu as root, else ~/.local/state/mgpu/master].",
+)
+@click.option(
+    "--port-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the bound port here once listening (for --port 0).",
+)
+@click.option(
+    "--node-timeout",
+    "node_timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=15.0,
+    show_default=True,
+    help="Seconds of node silence before its jobs are NODE_FAIL.",
+)
+@click.option(
+    "--kill-grace",
+    "kill_grace_s",
+    type=click.FloatRange(min=0.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between SIGTERM and SIGKILL on cancel.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name="mgpu_master")
+def cli(
+    *,
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    port_file: Path | None,
+    node_timeout_s: float,
+    kill_grace_s: float,
+    log_level: str,
+) -> None:
+    """The mgpu master: job queue, node registry and scheduler."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    state = state_dir or default_state_dir()
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        config = ServerConfig(
+            host=host,
+            port=port,
+            state_dir=state,
+            port_file=port_file,
+            node_timeout_s=node_timeout_s,
+            kill_grace_s=max(kill_grace_s, 0.01),
+        ).validate()
+    except (OSError, MgpuError) as exc:
+        raise click.ClickException(f"cannot start: {exc}") from None
+    try:
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        click.echo(f"mgpu_master: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_STARTUP_FAILURE)
+
+
+async def _serve(config: ServerConfig) -> None:
+    server = Server(config)
+    loop = asyncio.get_running_loop()
+    # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.should_exit.set)
+    await server.serve_forever()
+
+
+def main() -> None:
+    cli(prog_name="mgpu_master")
+
+
+if __name__ == "__main__":
+    main()

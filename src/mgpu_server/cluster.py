@@ -1,0 +1,360 @@
+"""The master's state: jobs, nodes, and every change to them. Synchronous and I/O-free.
+
+Handlers mutate state, record changed jobs in the store, and append messages to
+:attr:`Cluster.outbox` (to a node, or to whoever watches a job). The server commits the store
+and only then sends the outbox, so nothing leaves the master that is not stored. Keeping the
+sockets out makes every rule here testable with plain function calls and a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, MgpuError, NodeConflict
+from mgpu_core.models import JobSpec
+from mgpu_core.states import JobState, final_state
+from mgpu_server import scheduler
+from mgpu_server.jobs import Job
+from mgpu_server.nodes import GpuRecord, NodeRecord
+from mgpu_server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class ToNode:
+    node_id: str
+    msg: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class ToWatchers:
+    job_id: int
+    msg: dict[str, Any]
+
+
+Effect = ToNode | ToWatchers
+
+
+class Cluster:
+    def __init__(self, store: Store, *, kill_grace_s: float, node_timeout_s: float) -> None:
+        self.store = store
+        self.kill_grace_s = kill_grace_s
+        self.node_timeout_s = node_timeout_s
+        self.jobs: dict[int, Job] = {}
+        # Insertion order is submission order; a dict gives O(1) removal and ordered iteration.
+        self.pending: dict[int, Job] = {}
+        self.nodes: dict[str, NodeRecord] = {}
+        self.outbox: list[Effect] = []
+        for job in store.load_jobs():
+            self.jobs[job.job_id] = job
+            if job.state is JobState.PENDING:
+                self.pending[job.job_id] = job
+        self._next_id = store.next_job_id()
+
+    # ---- clients -------------------------------------------------------------------------
+
+    def submit(self, user: str, spec: JobSpec, now: float) -> Job:
+        self._check_spec(spec)
+        job = Job(job_id=self._next_id, user=user, spec=spec, submit_time=now)
+        self._next_id += 1
+        self.jobs[job.job_id] = job
+        self.pending[job.job_id] = job
+        self.store.put_job(job)
+        log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, user, spec.gpus)
+        return job
+
+    def _check_spec(self, spec: JobSpec) -> None:
+        if bool(spec.argv) == (spec.script is not None):
+            raise InvalidRequest("a job needs exactly one of a command (argv) or a batch script")
+        unknown = [n for n in spec.nodelist if n not in self.nodes]
+        if unknown:
+            raise InvalidRequest(f"invalid node name specified: {', '.join(unknown[:5])}")
+        candidates = [self.nodes[n] for n in spec.nodelist] or list(self.nodes.values())
+        if not candidates:
+            return  # no node has registered yet: the job waits for one
+        probe = scheduler.PendingJob(0, spec.gpus, spec.cpus, spec.mem_bytes)
+        if not any(scheduler._fits_ever(probe, n.view()) for n in candidates):
+            most = max(len(n.gpus) for n in candidates)
+            cpus = max(n.cpus for n in candidates)
+            raise InvalidRequest(
+                f"requested node configuration is not available: {spec.gpus} GPUs, "
+                f"{spec.cpus} CPUs asked; largest node has {most} GPUs, {cpus} CPUs"
+            )
+
+    def cancel(self, job_ids: list[int], now: float) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for job_id in job_ids:
+            try:
+                self._cancel_one(job_id, now)
+                results.append({"job_id": job_id, "ok": True})
+            except MgpuError as err:
+                results.append({"job_id": job_id, "ok": False, **err.to_wire()})
+        return results
+
+    def _cancel_one(self, job_id: int, now: float) -> None:
+        job = self.get(job_id)
+        if job.state is JobState.PENDING:
+            del self.pending[job_id]
+            self._finish(job, JobState.CANCELLED, now, reason="cancelled while pending")
+        elif job.state is JobState.RUNNING:
+            if job.cancel_requested:
+                return
+            job.cancel_requested = True
+            self.store.put_job(job)
+            node = self.nodes.get(job.node_id)
+            if node is not None and node.connected:
+                self.outbox.append(
+                    ToNode(node.node_id, {"t": "kill", "job_id": job_id, "reason": "cancelled"})
+                )
+            else:
+                # The node is unreachable: the job is cancelled now, and the agent kills it as
+                # an unknown job when it reconnects.
+                self._finish(job, JobState.CANCELLED, now, reason="cancelled, node unreachable")
+        else:
+            raise InvalidJobState(f"job {job_id} already finished ({job.state.value})")
+
+    def get(self, job_id: int) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise JobNotFound(f"invalid job id specified: {job_id}")
+        return job
+
+    def list_jobs(
+        self,
+        *,
+        users: list[str],
+        states: list[str],
+        job_ids: list[int],
+        include_finished: bool,
+        now: float,
+    ) -> list[dict[str, Any]]:
+        pool = [self.jobs[i] for i in job_ids if i in self.jobs] if job_ids else self.jobs.values()
+        rows = []
+        want_states = set(states)
+        want_users = set(users)
+        for job in pool:
+            if want_states:
+                if job.state.value not in want_states:
+                    continue
+            elif job.state.terminal and not include_finished and not job_ids:
+                continue
+            if want_users and job.user not in want_users:
+                continue
+            rows.append(job.to_wire(now))
+        return rows
+
+    # ---- nodes ---------------------------------------------------------------------------
+
+    def node_join(self, info: dict[str, Any], now: float) -> NodeRecord:
+        node_id = info["node_id"]
+        old = self.nodes.get(node_id)
+        if old is not None and old.connected:
+            raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
+        gpus = [
+            GpuRecord(
+                g["index"],
+                g["uuid"],
+                g["name"],
+                g["memory_total_bytes"],
+                g["visible_id"],
+                g["fake"],
+            )
+            for g in sorted(info["gpus"], key=lambda g: g["index"])
+        ]
+        if [g.index for g in gpus] != list(range(len(gpus))):
+            raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
+        node = NodeRecord(
+            node_id=node_id,
+            hostname=info["hostname"] or node_id,
+            address=info["address"],
+            cpus=info["cpus"],
+            mem_bytes=info["mem_bytes"],
+            gpus=gpus,
+            gpu_backend=info["gpu_backend"],
+            agent_version=info["agent_version"],
+            last_seen_s=now,
+        )
+        self.nodes[node_id] = node
+        self._reconcile(node, set(info["running_job_ids"]), now)
+        log.info(
+            "node=%s joined address=%s gpus=%d cpus=%d", node_id, node.address, len(gpus), node.cpus
+        )
+        return node
+
+    def _reconcile(self, node: NodeRecord, reported: set[int], now: float) -> None:
+        """Match what the node runs against what we believe it runs."""
+        for job in self.jobs.values():
+            if job.state is not JobState.RUNNING or job.node_id != node.node_id:
+                continue
+            if job.job_id in reported:
+                if any(i >= len(node.gpus) for i in job.gpu_indices):
+                    continue  # its GPUs are gone; the job keeps running, unaccounted
+                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+            else:
+                self._finish(
+                    job, JobState.NODE_FAIL, now, reason="job vanished while node was away"
+                )
+        for job_id in reported:
+            if self.job_of_node(node.node_id, job_id) is None:
+                self.outbox.append(
+                    ToNode(
+                        node.node_id, {"t": "kill", "job_id": job_id, "reason": "unknown to master"}
+                    )
+                )
+
+    def node_leave(self, node_id: str, now: float) -> None:
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        node.connected = False
+        node.last_seen_s = now
+        log.warning(
+            "node=%s disconnected; its jobs keep their state until it returns or times out", node_id
+        )
+
+    def heartbeat(self, node_id: str, samples: list[dict[str, Any]], now: float) -> None:
+        node = self.nodes[node_id]
+        node.last_seen_s = now
+        if node.down_reason == "not responding":
+            node.down_reason = ""
+        for sample in samples:
+            if sample["index"] >= len(node.gpus):
+                continue
+            gpu = node.gpus[sample["index"]]
+            gpu.healthy = sample["healthy"]
+            gpu.error = sample["error"]
+            gpu.utilization_pct = sample["utilization_pct"]
+            gpu.memory_used_bytes = sample["memory_used_bytes"]
+            gpu.processes = sample["processes"]
+
+    def expire_nodes(self, now: float) -> None:
+        """Fail the jobs of nodes silent for longer than the timeout (called once a second)."""
+        for node in self.nodes.values():
+            if now - node.last_seen_s < self.node_timeout_s:
+                continue
+            if node.connected and not node.down_reason:
+                node.down_reason = "not responding"
+                log.warning("node=%s not responding", node.node_id)
+            for job_id in sorted(node.jobs):
+                if node.connected:
+                    kill = {"t": "kill", "job_id": job_id, "reason": "node failed"}
+                    self.outbox.append(ToNode(node.node_id, kill))
+                reason = f"node {node.node_id} failed"
+                self._finish(self.jobs[job_id], JobState.NODE_FAIL, now, reason=reason)
+
+    # ---- job events from nodes -----------------------------------------------------------
+
+    def job_of_node(self, node_id: str, job_id: int) -> Job | None:
+        job = self.jobs.get(job_id)
+        if job is None or job.node_id != node_id or job.state is not JobState.RUNNING:
+            return None
+        return job
+
+    def job_started(self, node_id: str, job_id: int, pid: int) -> None:
+        job = self.job_of_node(node_id, job_id)
+        if job is not None:
+            job.pid = pid
+            self.store.put_job(job)
+
+    def job_exited(self, node_id: str, event: dict[str, Any], now: float) -> None:
+        job = self.job_of_node(node_id, event["job_id"])
+        if job is None:
+            return  # already failed over or cancelled while the node was away
+        job.exit_code = event["exit_code"]
+        job.signal = event["signal"]
+        state = final_state(
+            exit_code=job.exit_code,
+            signal=job.signal,
+            cancelled=job.cancel_requested,
+            timed_out=event["timed_out"],
+        )
+        self._finish(job, state, now, reason=event["reason"])
+
+    def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
+        job.transition(state, now, reason)
+        node = self.nodes.get(job.node_id)
+        if node is not None:
+            node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
+        self.store.put_job(job)
+        log.info(
+            "job=%d node=%s state=%s exit=%s signal=%s elapsed_s=%.3f",
+            job.job_id,
+            job.node_id or "-",
+            state.value,
+            job.exit_code,
+            job.signal,
+            job.elapsed_s(now),
+        )
+        self.outbox.append(ToWatchers(job.job_id, ended_event(job)))
+
+    # ---- scheduling ----------------------------------------------------------------------
+
+    def schedule(self, now: float) -> int:
+        """One pass: start what fits, update pending reasons. Returns the number started."""
+        if not self.pending:
+            return 0
+        queue = [
+            scheduler.PendingJob(
+                j.job_id, j.spec.gpus, j.spec.cpus, j.spec.mem_bytes, frozenset(j.spec.nodelist)
+            )
+            for j in self.pending.values()
+        ]
+        plan = scheduler.plan(queue, [n.view() for n in self.nodes.values()])
+        for start in plan.starts:
+            self._start(self.pending.pop(start.job_id), start, now)
+        for job_id, reason in plan.reasons.items():
+            job = self.pending[job_id]
+            if job.reason != reason:
+                job.reason = reason
+                if job.spec.interactive:
+                    self.outbox.append(ToWatchers(job_id, state_event(job)))
+        return len(plan.starts)
+
+    def _start(self, job: Job, start: scheduler.Start, now: float) -> None:
+        node = self.nodes[start.node_id]
+        node.allocate(job.job_id, start.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        job.node_id = node.node_id
+        job.gpu_indices = start.gpu_indices
+        job.transition(JobState.RUNNING, now)
+        self.store.put_job(job)
+        log.info(
+            "job=%d node=%s state=RUNNING gpus=%s",
+            job.job_id,
+            node.node_id,
+            list(start.gpu_indices),
+        )
+        launch = {
+            "job_id": job.job_id,
+            "user": job.user,
+            "spec": job.spec.to_wire(),
+            "gpu_indices": list(start.gpu_indices),
+            "kill_grace_s": self.kill_grace_s,
+        }
+        self.outbox.append(ToNode(node.node_id, {"t": "launch", "launch": launch}))
+        if job.spec.interactive:
+            self.outbox.append(ToWatchers(job.job_id, state_event(job)))
+
+
+def state_event(job: Job) -> dict[str, Any]:
+    return {
+        "t": "job_state",
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "reason": job.reason,
+        "node": job.node_id,
+        "gpu_indices": list(job.gpu_indices),
+    }
+
+
+def ended_event(job: Job) -> dict[str, Any]:
+    return {
+        "t": "job_ended",
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "signal": job.signal,
+        "reason": job.reason,
+    }

@@ -1,0 +1,71 @@
+"""The master's job record. State changes go through :meth:`Job.transition`, which checks the
+one transition table in :mod:`mgpu_core.states`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mgpu_core.models import JobSpec
+from mgpu_core.states import JobState, check_transition
+
+
+@dataclass(slots=True)
+class Job:
+    job_id: int
+    user: str
+    spec: JobSpec
+    submit_time: float
+    state: JobState = JobState.PENDING
+    reason: str = ""
+    node_id: str = ""
+    gpu_indices: tuple[int, ...] = ()
+    start_time: float = 0.0
+    end_time: float = 0.0
+    exit_code: int | None = None
+    signal: int | None = None
+    cancel_requested: bool = False
+    pid: int = 0
+
+    def transition(self, new: JobState, now: float, reason: str = "") -> None:
+        check_transition(self.state, new)
+        self.state = new
+        self.reason = reason
+        if new is JobState.RUNNING:
+            self.start_time = now
+        elif new.terminal:
+            self.end_time = now
+
+    def elapsed_s(self, now: float) -> float:
+        if self.state is JobState.RUNNING:
+            return max(0.0, now - self.start_time)
+        if self.start_time and self.end_time:
+            return max(0.0, self.end_time - self.start_time)
+        return 0.0
+
+    def to_wire(self, now: float) -> dict[str, Any]:
+        """A queue row: everything squeue-like listings show."""
+        spec = self.spec
+        return {
+            "job_id": self.job_id,
+            "name": spec.display_name(),
+            "user": self.user,
+            "state": self.state.value,
+            "reason": self.reason,
+            "node": self.node_id,
+            "gpus": spec.gpus,
+            "gpu_indices": list(self.gpu_indices),
+            "cpus": spec.cpus,
+            "mem_bytes": spec.mem_bytes,
+            "time_limit_s": spec.time_limit_s,
+            "submit_time": self.submit_time,
+            "start_time": self.start_time,
+            "end_time": self.end_time,
+            "elapsed_s": self.elapsed_s(now),
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "interactive": spec.interactive,
+            "command": spec.command_display(),
+            "cwd": spec.cwd,
+            "stdout_path": spec.stdout_path,
+        }

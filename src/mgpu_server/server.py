@@ -1,0 +1,237 @@
+"""The master's network side: accept connections, speak the protocol, run the loop.
+
+One asyncio event loop owns all state (no threads, no locks). Handlers call into
+:class:`~mgpu_server.cluster.Cluster` and queue their replies; once per loop turn
+:meth:`Server._flush` runs the scheduling pass, commits the store, and only then sends replies
+and the cluster's outbox. So scheduling is event-driven (a job whose resources are free starts
+in the same turn as the event that freed them), coalesced (a burst of 1,000 submits is one
+pass and one commit), and nothing is acknowledged before it is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from mgpu_core import __version__
+from mgpu_core.aio import AsyncConnection
+from mgpu_core.config import ServerConfig
+from mgpu_core.errors import ConnectionClosed, MgpuError, ProtocolError, VersionMismatch
+from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
+from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
+from mgpu_server.cluster import Cluster, ToNode, ToWatchers
+from mgpu_server.service import ClientService
+from mgpu_server.store import MemoryStore, Store
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+        self.config = config
+        self.cluster = Cluster(
+            store or MemoryStore(),
+            kill_grace_s=config.kill_grace_s,
+            node_timeout_s=config.node_timeout_s,
+        )
+        self.node_links: dict[str, AsyncConnection] = {}
+        self.watchers: dict[int, set[AsyncConnection]] = {}
+        self.service = ClientService(self)
+        self._replies: list[tuple[AsyncConnection, Message]] = []
+        self._flush_scheduled = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = 0
+        self.should_exit = asyncio.Event()
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        cfg = self.config
+        self._server = await asyncio.start_server(self._on_connect, cfg.host, cfg.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        if cfg.port_file is not None:
+            tmp = cfg.port_file.with_suffix(".tmp")
+            tmp.write_text(f"{self.port}\n")
+            tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
+        self._spawn(self._liveness_loop())
+        log.info("mgpu_master %s listening on %s:%d", __version__, cfg.host, self.port)
+
+    async def serve_forever(self) -> None:
+        await self.startup()
+        try:
+            await self.should_exit.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.cluster.store.commit()
+        self.cluster.store.close()
+        log.info("mgpu_master stopped")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---- the per-turn flush --------------------------------------------------------------
+
+    def reply(self, conn: AsyncConnection, msg: Message) -> None:
+        self._replies.append((conn, msg))
+        self.kick()
+
+    def kick(self) -> None:
+        """Ask for a scheduling pass + commit + send at the end of this loop turn."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        cluster = self.cluster
+        cluster.schedule(time.time())
+        cluster.store.commit()
+        replies, self._replies = self._replies, []
+        for conn, msg in replies:
+            conn.send(msg)
+        effects, cluster.outbox = cluster.outbox, []
+        for effect in effects:
+            if isinstance(effect, ToNode):
+                link = self.node_links.get(effect.node_id)
+                if link is not None:
+                    link.send(effect.msg)
+            else:
+                self._send_watchers(effect)
+
+    def _send_watchers(self, effect: ToWatchers) -> None:
+        conns = self.watchers.get(effect.job_id)
+        if not conns:
+            return
+        ended = effect.msg["t"] == "job_ended"
+        if ended:
+            del self.watchers[effect.job_id]
+        for conn in list(conns):
+            conn.send(effect.msg)
+            if conn.backlog_bytes() > self.config.max_client_backlog_bytes:
+                log.warning("client %s stopped reading; dropping it", conn.peer)
+                conn.close()
+
+    async def _liveness_loop(self) -> None:
+        # Liveness is the one timer in the master; it is not on the scheduling path.
+        while True:
+            await asyncio.sleep(1.0)
+            self.cluster.expire_nodes(time.time())
+            if self.cluster.outbox:
+                self.kick()
+
+    # ---- connections ---------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
+        try:
+            hello = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
+            if hello["t"] != "hello":
+                raise ProtocolError(f"expected hello first, got {hello['t']!r}")
+            hello = HELLO.check(hello)
+            if hello["version"] != PROTOCOL_VERSION:
+                raise VersionMismatch(
+                    f"protocol version {hello['version']} not supported (master speaks "
+                    f"{PROTOCOL_VERSION}): upgrade the older side"
+                )
+            if hello["role"] == "node":
+                await self._serve_node(conn, hello)
+            else:
+                await self._serve_client(conn, hello)
+        except ProtocolError as err:
+            log.warning("peer %s: %s; closing", conn.peer, err)
+            conn.send(error_reply(None, err.code, err.message))
+        except (ConnectionClosed, TimeoutError):
+            pass
+        except Exception:
+            # A bug in one handler must not take the master down for everyone else.
+            log.exception("peer %s: internal error; closing its connection", conn.peer)
+        finally:
+            conn.close()
+
+    async def _serve_client(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
+        user = hello["user"] or "nobody"
+        self.reply(
+            conn, ok_reply(hello["id"], {"version": PROTOCOL_VERSION, "server": __version__})
+        )
+        try:
+            while True:
+                raw = await conn.recv()
+                req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
+                try:
+                    msg = validate(raw, CLIENT_REQUESTS)
+                    data = self.service.handle(conn, user, msg)
+                except MgpuError as err:
+                    self.reply(conn, error_reply(req_id, err.code, err.message))
+                    continue
+                if data is not None:
+                    self.reply(conn, ok_reply(msg["id"], data))
+        finally:
+            self._client_gone(conn)
+
+    def _client_gone(self, conn: AsyncConnection) -> None:
+        """An interactive job whose srun vanished is cancelled: nobody gets its output."""
+        now = time.time()
+        for job_id, conns in list(self.watchers.items()):
+            conns.discard(conn)
+            if conns:
+                continue
+            del self.watchers[job_id]
+            job = self.cluster.jobs.get(job_id)
+            if job is not None and job.spec.interactive and not job.state.terminal:
+                log.info("job=%d its srun disconnected; cancelling", job_id)
+                self.cluster.cancel([job_id], now)
+                self.kick()
+
+    async def _serve_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
+        info = hello["node"]
+        if info is None:
+            raise ProtocolError("a node hello must carry its 'node' registration")
+        if not info["address"]:
+            info["address"] = conn.peer.rsplit(":", 1)[0]
+        try:
+            node = self.cluster.node_join(info, time.time())
+        except MgpuError as err:
+            conn.send(error_reply(hello["id"], err.code, err.message))
+            return
+        node_id = node.node_id
+        self.node_links[node_id] = conn
+        self.reply(conn, ok_reply(hello["id"], {"node_id": node_id, "version": PROTOCOL_VERSION}))
+        try:
+            while True:
+                msg = validate(await conn.recv(), NODE_MESSAGES)
+                self._on_node_message(node_id, msg)
+        finally:
+            if self.node_links.get(node_id) is conn:
+                del self.node_links[node_id]
+                self.cluster.node_leave(node_id, time.time())
+                self.kick()
+
+    def _on_node_message(self, node_id: str, msg: dict[str, Any]) -> None:
+        cluster = self.cluster
+        now = time.time()
+        kind = msg["t"]
+        cluster.nodes[node_id].last_seen_s = now
+        if kind == "job_output":
+            job = cluster.job_of_node(node_id, msg["job_id"])
+            if job is not None:
+                self._send_watchers(ToWatchers(job.job_id, msg))
+            return
+        if kind == "heartbeat":
+            cluster.heartbeat(node_id, msg["gpus"], now)
+        elif kind == "job_started":
+            cluster.job_started(node_id, msg["job_id"], msg["pid"])
+        elif kind == "job_exited":
+            cluster.job_exited(node_id, msg, now)
+        self.kick()

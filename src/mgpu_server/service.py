@@ -1,0 +1,86 @@
+"""Client request handlers: decode the checked request, call the cluster, shape the reply.
+
+Dispatch is a dict from message type to handler; an unknown type never reaches here (the
+schema table in mgpu_core.messages rejects it with ``unknown_message_type``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mgpu_core import __version__
+from mgpu_core.aio import AsyncConnection
+from mgpu_core.models import JobSpec
+from mgpu_core.states import JobState
+
+if TYPE_CHECKING:  # the server owns the service; the import is for types only
+    from mgpu_server.server import Server
+
+Handler = Callable[[AsyncConnection, str, dict[str, Any]], dict[str, Any] | None]
+
+
+class ClientService:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.cluster = server.cluster
+        self._handlers: dict[str, Handler] = {
+            "submit": self.submit,
+            "cancel": self.cancel,
+            "queue": self.queue,
+            "nodes": self.nodes,
+            "info": self.info,
+        }
+
+    def handle(
+        self, conn: AsyncConnection, user: str, msg: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        return self._handlers[msg["t"]](conn, user, msg)
+
+    def submit(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        spec = JobSpec.from_wire(msg["job"])
+        job = self.cluster.submit(user, spec, time.time())
+        if msg["attach"]:
+            self.server.watchers.setdefault(job.job_id, set()).add(conn)
+        return {"job_id": job.job_id}
+
+    def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"results": self.cluster.cancel(msg["job_ids"], time.time())}
+
+    def queue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+        rows = self.cluster.list_jobs(
+            users=msg["users"],
+            states=msg["states"],
+            job_ids=msg["job_ids"],
+            include_finished=msg["include_finished"],
+            now=now,
+        )
+        return {"jobs": rows, "now": now}
+
+    def nodes(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        nodes = sorted(self.cluster.nodes.values(), key=lambda n: n.node_id)
+        return {"nodes": [n.to_wire() for n in nodes], "now": time.time()}
+
+    def info(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        nodes = list(self.cluster.nodes.values())
+        states: dict[str, int] = {}
+        for node in nodes:
+            states[node.display_state()] = states.get(node.display_state(), 0) + 1
+        up = [n for n in nodes if n.up]
+        jobs: dict[str, int] = {}
+        for job in self.cluster.jobs.values():
+            if job.state in (JobState.PENDING, JobState.RUNNING):
+                jobs[job.state.value] = jobs.get(job.state.value, 0) + 1
+        return {
+            "version": __version__,
+            "nodes_total": len(nodes),
+            "node_states": states,
+            "gpus_total": sum(len(n.gpus) for n in nodes),
+            "gpus_up": sum(1 for n in up for g in n.gpus if g.healthy),
+            "gpus_alloc": sum(1 for n in up for g in n.gpus if g.job_id is not None),
+            "cpus_total": sum(n.cpus for n in up),
+            "cpus_alloc": sum(n.cpus_alloc for n in up),
+            "jobs": jobs,
+        }
