@@ -35,15 +35,10 @@ def encode_frame(msg: Message) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def decode_body(body: bytes, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> Message:
+def decode_body(body: bytes) -> Message:
     """Decode one frame body into a message map, or raise :class:`ProtocolError`."""
     try:
-        msg = msgpack.unpackb(
-            body,
-            raw=False,
-            strict_map_key=True,
-            max_buffer_size=max_frame_bytes,
-        )
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         raise BadMessage(f"undecodable frame body: {type(exc).__name__}") from None
     if not isinstance(msg, dict):
@@ -93,7 +88,7 @@ class FrameDecoder:
             body = bytes(self._buf[: self._need])
             del self._buf[: self._need]
             self._need = -1
-            out.append(decode_body(body, max_frame_bytes=self.max_frame_bytes))
+            out.append(decode_body(body))
 
 
 def ok_reply(req_id: int, data: Message | None = None) -> Message:

@@ -67,8 +67,8 @@ class Cluster:
         return job
 
     def _check_spec(self, spec: JobSpec) -> None:
-        if bool(spec.argv) == (spec.script is not None):
-            raise InvalidRequest("a job needs exactly one of a command (argv) or a batch script")
+        if not spec.argv and spec.script is None:
+            raise InvalidRequest("a job needs a command or a batch script")
         unknown = [n for n in spec.nodelist if n not in self.nodes]
         if unknown:
             raise InvalidRequest(f"invalid node name specified: {', '.join(unknown[:5])}")

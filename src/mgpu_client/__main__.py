@@ -1,0 +1,3 @@
+from mgpu_client.main import main
+
+main()

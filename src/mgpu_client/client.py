@@ -1,0 +1,119 @@
+"""The client library: one blocking connection to the master, one method per verb.
+
+Imports only the wire and the socket adapter (no asyncio, no rich): every command-line tool
+pays for its imports at every start.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from typing import Any
+
+from mgpu_core.config import Address
+from mgpu_core.conn import BlockingConnection
+from mgpu_core.errors import ProtocolError, error_from_wire
+from mgpu_core.models import JobSpec
+from mgpu_core.protocol import PROTOCOL_VERSION, Message
+
+EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended"})
+
+
+def current_user() -> str:
+    import pwd  # small C module; only needed here
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return os.environ.get("USER") or str(os.getuid())
+
+
+class Client:
+    """A session with the master. Requests are sequential; pushed job events are queued."""
+
+    def __init__(self, address: Address, *, timeout_s: float = 30.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._conn = BlockingConnection.connect(address, timeout_s=timeout_s)
+        self._next_id = 1
+        self._events: deque[Message] = deque()
+        self.server_version = ""
+        hello = self._call(
+            {"t": "hello", "version": PROTOCOL_VERSION, "role": "client", "user": current_user()}
+        )
+        self.server_version = str(hello.get("server", ""))
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _call(self, msg: Message) -> dict[str, Any]:
+        req_id = self._next_id
+        self._next_id += 1
+        msg["id"] = req_id
+        self._conn.send(msg)
+        while True:
+            reply = self._conn.recv(self.timeout_s)
+            kind = reply["t"]
+            if kind in EVENT_TYPES:
+                self._events.append(reply)
+                continue
+            if reply.get("id") not in (req_id, None):
+                raise ProtocolError(f"reply for request {reply.get('id')}, expected {req_id}")
+            if kind == "error":
+                raise error_from_wire(reply.get("code"), reply.get("message"))
+            if kind != "ok":
+                raise ProtocolError(f"unexpected message {kind!r} from master")
+            data = reply.get("data")
+            return data if isinstance(data, dict) else {}
+
+    def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        return self._call({"t": kind, **fields})
+
+    def next_event(self, timeout_s: float | None = None) -> Message:
+        """The next pushed job event (``TimeoutError`` if none arrives in time)."""
+        if self._events:
+            return self._events.popleft()
+        while True:
+            msg = self._conn.recv(timeout_s)
+            if msg["t"] in EVENT_TYPES:
+                return msg
+            if msg["t"] == "error":
+                raise error_from_wire(msg.get("code"), msg.get("message"))
+
+    # ---- verbs ---------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, *, attach: bool = False) -> int:
+        data = self.request("submit", job=spec.to_wire(), attach=attach)
+        return int(data["job_id"])
+
+    def cancel(self, job_ids: list[int]) -> list[dict[str, Any]]:
+        results = self.request("cancel", job_ids=job_ids)["results"]
+        return list(results)
+
+    def queue(
+        self,
+        *,
+        users: list[str] | None = None,
+        states: list[str] | None = None,
+        job_ids: list[int] | None = None,
+        include_finished: bool = False,
+    ) -> dict[str, Any]:
+        return self.request(
+            "queue",
+            users=users or [],
+            states=states or [],
+            job_ids=job_ids or [],
+            include_finished=include_finished,
+        )
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return list(self.request("nodes")["nodes"])
+
+    def info(self) -> dict[str, Any]:
+        return self.request("info")

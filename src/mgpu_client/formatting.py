@@ -1,0 +1,89 @@
+"""Plain-text tables for the listing commands (fast: no rich import on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from mgpu_core.units import format_duration, format_size
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool = True) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in ([headers] if header else []) + list(rows):
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    return "\n".join(lines)
+
+
+QUEUE_HEADERS = ("JOBID", "NAME", "USER", "STATE", "TIME", "GPUS", "NODE(REASON)")
+
+
+def queue_row(job: dict[str, Any]) -> list[str]:
+    if job["state"] == "PENDING":
+        where = f"({job['reason'] or 'None'})"
+    elif job["node"]:
+        where = job["node"]
+        if job["gpu_indices"]:
+            where += f" gpu:{','.join(str(i) for i in job['gpu_indices'])}"
+    else:
+        where = f"({job['reason']})" if job["reason"] else ""
+    return [
+        str(job["job_id"]),
+        job["name"][:24],
+        job["user"],
+        job["state"],
+        format_duration(job["elapsed_s"]),
+        str(job["gpus"]),
+        where,
+    ]
+
+
+NODE_HEADERS = ("NODE", "STATE", "ADDRESS", "GPUS", "CPUS", "MEMORY", "JOBS")
+
+
+def node_row(node: dict[str, Any]) -> list[str]:
+    gpus = node["gpus"]
+    used = sum(1 for g in gpus if g["job_id"] is not None)
+    down = sum(1 for g in gpus if not g["healthy"])
+    gpu_text = f"{used}/{len(gpus)}" + (f" ({down} down)" if down else "")
+    state = node["state"] + (f" ({node['down_reason']})" if node["down_reason"] else "")
+    return [
+        node["node_id"],
+        state,
+        node["address"],
+        gpu_text,
+        f"{node['cpus_alloc']}/{node['cpus']}",
+        f"{format_size(node['mem_alloc_bytes'])}/{format_size(node['mem_bytes'])}",
+        ",".join(str(j) for j in node["jobs"]) or "-",
+    ]
+
+
+def gpu_lines(node: dict[str, Any]) -> list[str]:
+    """One line per GPU: what it is and what occupies it (ours and strangers' processes)."""
+    lines = []
+    for g in node["gpus"]:
+        mem = format_size(g["memory_total_bytes"])
+        if g["memory_used_bytes"] >= 0:
+            mem = f"{format_size(g['memory_used_bytes'])}/{mem}"
+        util = f" util {g['utilization_pct']}%" if g["utilization_pct"] >= 0 else ""
+        status = (
+            "down: " + (g["error"] or "unhealthy")
+            if not g["healthy"]
+            else (f"job {g['job_id']}" if g["job_id"] is not None else "free")
+        )
+        line = f"  gpu{g['index']}  {g['name']}  mem {mem}{util}  {status}"
+        others = [
+            f"pid {p['pid']} {p['user']} {p['command'] or '?'} "
+            f"{format_size(p['used_memory_bytes'])}"
+            for p in g["processes"]
+        ]
+        if others:
+            line += "  | not from mgpu: " + "; ".join(others)
+        lines.append(line)
+    return lines

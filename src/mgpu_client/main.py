@@ -1,0 +1,173 @@
+"""``mgpu_client``: every verb under one roof."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mgpu_client import cancel, queue, sbatch, srun
+from mgpu_client._common import (
+    CONTEXT,
+    build_spec,
+    connect,
+    handles_errors,
+    job_options,
+    master_option,
+)
+from mgpu_core import __version__
+from mgpu_core.protocol import DEFAULT_PORT
+
+PROG = "mgpu_client"
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """mgpu: a Slurm-like scheduler for GPU machines."""
+
+
+@cli.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
+@job_options
+@click.option("-o", "--output", default=None, help="stdout file [default: mgpu-%j.out].")
+@click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
+@master_option
+@click.argument("command", nargs=-1, required=True)
+@handles_errors(f"{PROG} submit")
+def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
+    """Submit a shell command as a batch job: mgpu_client submit --gpus 1 "nvidia-smi"."""
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    opts["output"] = opts.get("output") or sbatch.DEFAULT_OUTPUT
+    spec = build_spec(opts, argv=[], script=f"#!/bin/sh\n{line}\n", interactive=False)
+    if not spec.name:
+        spec.name = line.split()[0].rsplit("/", 1)[-1] if line.split() else "batch"
+    with connect(master) as client:
+        click.echo(f"Submitted batch job {client.submit(spec)}")
+
+
+cli.add_command(srun.cli, "run")
+cli.add_command(sbatch.cli, "sbatch")
+cli.add_command(queue.cli, "queue")
+cli.add_command(cancel.cli, "cancel")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--gpus/--no-gpus", "show_gpus", default=True, show_default=True, help="One line per GPU."
+)
+@master_option
+@handles_errors(f"{PROG} nodes")
+def nodes(*, as_json: bool, show_gpus: bool, master: str | None) -> None:
+    """Nodes, their GPUs, and what occupies each GPU."""
+    from mgpu_client.formatting import NODE_HEADERS, gpu_lines, node_row, table
+
+    with connect(master) as client:
+        rows = client.nodes()
+    if as_json:
+        click.echo(json.dumps({"nodes": rows}, indent=2))
+        return
+    lines = table(NODE_HEADERS, [node_row(n) for n in rows]).splitlines()
+    click.echo(lines[0])
+    for line, node in zip(lines[1:], rows, strict=True):
+        click.echo(line)
+        if show_gpus:
+            for gpu_line in gpu_lines(node):
+                click.echo(gpu_line)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@master_option
+@handles_errors(f"{PROG} info")
+def info(*, as_json: bool, master: str | None) -> None:
+    """Cluster summary (sinfo-like)."""
+    with connect(master) as client:
+        data = client.info()
+        address = client.address
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    states = ", ".join(f"{n} {s}" for s, n in sorted(data["node_states"].items())) or "none"
+    jobs = data["jobs"]
+    click.echo(f"master   {address} (mgpu {data['version']})")
+    click.echo(f"nodes    {data['nodes_total']} ({states})")
+    click.echo(
+        f"gpus     {data['gpus_alloc']} allocated / {data['gpus_up']} up"
+        f" / {data['gpus_total']} total"
+    )
+    click.echo(f"cpus     {data['cpus_alloc']} allocated / {data['cpus_total']} up")
+    click.echo(f"jobs     {jobs.get('RUNNING', 0)} running, {jobs.get('PENDING', 0)} pending")
+
+
+@cli.group()
+def local() -> None:
+    """A master and a node on this machine, in the background (task-spooler style)."""
+
+
+_STATE_OPT = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Pid files, logs and state [default: ~/.local/state/mgpu/local].",
+)
+
+
+@local.command("start")
+@_STATE_OPT
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option(
+    "--gpu-count",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Fake GPUs instead of NVML (for machines without GPUs).",
+)
+@handles_errors(f"{PROG} local start")
+def local_start(*, state_dir: Path | None, port: int, gpu_count: int | None) -> None:
+    """Start a local master and node; returns when the node is ready."""
+    from mgpu_client import local as local_mode
+
+    state = state_dir or local_mode.default_dir()
+    address = local_mode.start(
+        state=state, port=port, gpu_count=gpu_count, node_id=socket.gethostname().split(".")[0]
+    )
+    click.echo(f"local cluster up: master {address}, logs in {state}")
+    if port != DEFAULT_PORT:
+        click.echo(f"use it with: export MGPU_MASTER={address}")
+
+
+@local.command("stop")
+@_STATE_OPT
+@handles_errors(f"{PROG} local stop")
+def local_stop(*, state_dir: Path | None) -> None:
+    """Stop the local node (its jobs end) and master."""
+    from mgpu_client import local as local_mode
+
+    stopped = local_mode.stop(state=state_dir or local_mode.default_dir())
+    click.echo("stopped " + ", ".join(stopped) if stopped else "no local cluster was running")
+
+
+@local.command("status")
+@_STATE_OPT
+def local_status(*, state_dir: Path | None) -> None:
+    """Whether the local master and node run."""
+    from mgpu_client import local as local_mode
+
+    pids = local_mode.status(state=state_dir or local_mode.default_dir())
+    for name, pid in pids.items():
+        click.echo(f"{name:7} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    if not all(pids.values()):
+        sys.exit(1)
+
+
+def main() -> None:
+    cli(prog_name=PROG)
+
+
+if __name__ == "__main__":
+    main()
