@@ -1,0 +1,162 @@
+"""Real processes on 127.0.0.1: a master, node agents, and the real client commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PY = sys.executable
+START_TIMEOUT_S = 20.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@dataclass
+class Cluster:
+    tmp: Path
+    port: int = 0
+    master: subprocess.Popen[bytes] | None = None
+    nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["MGPU_MASTER"] = self.address
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start_master(self, *extra: str) -> None:
+        port_file = self.tmp / "master.port"
+        port_file.unlink(missing_ok=True)
+        log = open(self.tmp / "master.log", "ab")  # noqa: SIM115 - the child owns it
+        self.master = subprocess.Popen(
+            [PY, "-m", "mgpu_server", "--host", "127.0.0.1", "--port", "0",
+             "--port-file", str(port_file), "--state-dir", str(self.tmp / "master"), *extra],
+            stdout=log, stderr=log,
+        )
+        log.close()
+        wait_for(lambda: port_file.exists() or self.master.poll() is not None, START_TIMEOUT_S, "master port")
+        assert self.master.poll() is None, (self.tmp / "master.log").read_text()
+        self.port = int(port_file.read_text())
+
+    def start_node(self, node_id: str, gpus: int = 2, *extra: str, wait: bool = True) -> None:
+        log = open(self.tmp / f"node-{node_id}.log", "ab")  # noqa: SIM115
+        self.nodes[node_id] = subprocess.Popen(
+            [PY, "-m", "mgpu_node", "--master-host", "127.0.0.1", "--master-port", str(self.port),
+             "--node-id", node_id, "--gpu-count", str(gpus), "--cpus", "16",
+             "--state-dir", str(self.tmp / f"node-{node_id}"), "--heartbeat-interval", "0.5", *extra],
+            stdout=log, stderr=log,
+        )
+        log.close()
+        if wait:
+            wait_for(lambda: self.node_state(node_id) not in (None, "down"), START_TIMEOUT_S, f"node {node_id}")
+
+    def node_state(self, node_id: str) -> str | None:
+        for node in self.nodes_json():
+            if node["node_id"] == node_id:
+                return str(node["state"])
+        return None
+
+    def cli(self, *args: str, timeout: float = 60, check: bool = False, cwd: Path | None = None,
+            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        """Run a real client command: ``cli("mgpu_queue", "--json")``."""
+        tool, rest = args[0], args[1:]
+        module = {
+            "mgpu_srun": "mgpu_client.srun",
+            "mgpu_sbatch": "mgpu_client.sbatch",
+            "mgpu_queue": "mgpu_client.queue",
+            "mgpu_cancel": "mgpu_client.cancel",
+            "mgpu_client": "mgpu_client",
+        }[tool]
+        result = subprocess.run(
+            [PY, "-m", module, *rest], capture_output=True, timeout=timeout, env=self.env,
+            cwd=cwd or self.tmp, input=input.decode() if input is not None else None, text=True,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def nodes_json(self) -> list[dict[str, Any]]:
+        out = self.cli("mgpu_client", "nodes", "--json", check=True).stdout
+        return list(json.loads(out)["nodes"])
+
+    def jobs(self, *args: str) -> dict[int, dict[str, Any]]:
+        out = self.cli("mgpu_queue", "--json", "-t", "all", *args, check=True).stdout
+        return {j["job_id"]: j for j in json.loads(out)["jobs"]}
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.jobs("-j", str(job_id))[job_id]
+
+    def wait_state(self, job_id: int, *states: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        return wait_for(
+            lambda: (j := self.job(job_id))["state"] in states and j,
+            timeout_s,
+            f"job {job_id} in {states}",
+        )
+
+    def sbatch(self, *args: str, cwd: Path | None = None) -> int:
+        result = self.cli("mgpu_sbatch", "--parsable", *args, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.strip())
+
+    def stop(self) -> None:
+        for proc in self.nodes.values():
+            _stop(proc)
+        if self.master is not None:
+            _stop(self.master)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    c.start_master("--kill-grace", "2")
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
