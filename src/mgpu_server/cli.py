@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -20,8 +21,6 @@ EXIT_STARTUP_FAILURE = 3
 
 
 def default_state_dir() -> Path:
-    import os
-
     return Path("/var/lib/mgpu") if os.geteuid() == 0 else user_state_dir() / "master"
 
 
@@ -63,6 +62,14 @@ def default_state_dir() -> Path:
     help="Seconds between SIGTERM and SIGKILL on cancel.",
 )
 @click.option(
+    "--hello-timeout",
+    "hello_timeout_s",
+    type=click.FloatRange(min=0.01),
+    default=10.0,
+    show_default=True,
+    help="Seconds a new connection has to say hello.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -77,6 +84,7 @@ def cli(
     port_file: Path | None,
     node_timeout_s: float,
     kill_grace_s: float,
+    hello_timeout_s: float,
     log_level: str,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
@@ -95,6 +103,7 @@ def cli(
             port_file=port_file,
             node_timeout_s=node_timeout_s,
             kill_grace_s=max(kill_grace_s, 0.01),
+            hello_timeout_s=hello_timeout_s,
         ).validate()
     except (OSError, MgpuError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
