@@ -9,6 +9,7 @@ import click
 from mgpu_client._common import CONTEXT, EXIT_ERROR, connect, handles_errors, master_option
 from mgpu_client.client import current_user
 from mgpu_client.queue import parse_job_ids, parse_states
+from mgpu_core.cliutil import run_click
 
 PROG = "mgpu_cancel"
 
@@ -57,7 +58,7 @@ def cli(
 
 
 def main() -> None:
-    cli(prog_name=PROG)
+    run_click(cli, PROG)
 
 
 if __name__ == "__main__":

@@ -92,8 +92,10 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         "--state-dir",
         str(state / "node"),
     ]
-    if gpu_count is not None:
-        node += ["--gpu-count", str(gpu_count)]
+    # Real GPUs when NVML finds some; otherwise fake ones so the queue is usable at all.
+    node += (
+        ["--gpu-count", str(gpu_count)] if gpu_count is not None else ["--fallback-gpu-count", "2"]
+    )
     node_pid = _spawn(node, state, "node")
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ from mgpu_client._common import (
     master_option,
 )
 from mgpu_core import __version__
+from mgpu_core.cliutil import run_click
 from mgpu_core.protocol import DEFAULT_PORT
 
 PROG = "mgpu_client"
@@ -125,7 +126,7 @@ _STATE_OPT = click.option(
     "--gpu-count",
     type=click.IntRange(0, 64),
     default=None,
-    help="Fake GPUs instead of NVML (for machines without GPUs).",
+    help="Use N fake GPUs [default: real GPUs via NVML, 2 fake ones if none].",
 )
 @handles_errors(f"{PROG} local start")
 def local_start(*, state_dir: Path | None, port: int, gpu_count: int | None) -> None:
@@ -166,7 +167,7 @@ def local_status(*, state_dir: Path | None) -> None:
 
 
 def main() -> None:
-    cli(prog_name=PROG)
+    run_click(cli, PROG)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import click
 from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
 from mgpu_client.client import current_user
 from mgpu_client.formatting import QUEUE_HEADERS, queue_row, table
+from mgpu_core.cliutil import run_click
 from mgpu_core.errors import ConfigError
 from mgpu_core.states import JobState
 
@@ -83,7 +84,7 @@ def cli(
 
 
 def main() -> None:
-    cli(prog_name=PROG)
+    run_click(cli, PROG)
 
 
 if __name__ == "__main__":

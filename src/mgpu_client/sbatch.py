@@ -17,6 +17,7 @@ from mgpu_client._common import (
     job_options,
     master_option,
 )
+from mgpu_core.cliutil import run_click
 from mgpu_core.errors import ConfigError
 
 PROG = "mgpu_sbatch"
@@ -118,7 +119,7 @@ def cli(**_: Any) -> None:
 
 
 def main() -> None:
-    cli(prog_name=PROG)
+    run_click(cli, PROG)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from mgpu_client._common import (
     master_option,
 )
 from mgpu_client.client import Client
+from mgpu_core.cliutil import run_click
 
 PROG = "mgpu_srun"
 # After a cancel, how long to wait for the job's final state before giving up on it.
@@ -95,7 +96,7 @@ def cli(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
 
 
 def main() -> None:
-    cli(prog_name=PROG)
+    run_click(cli, PROG)
 
 
 if __name__ == "__main__":

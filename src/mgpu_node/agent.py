@@ -23,17 +23,23 @@ import psutil
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import NodeConfig
-from mgpu_core.errors import ConnectionClosed, MgpuError, ProtocolError, error_from_wire
-from mgpu_core.messages import MASTER_TO_NODE, validate
+from mgpu_core.errors import (
+    ConnectionClosed,
+    MgpuError,
+    NodeConflict,
+    ProtocolError,
+    error_from_wire,
+)
+from mgpu_core.messages import MASTER_TO_NODE, MAX_IDS_PER_REQUEST, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
 from mgpu_node.gpus import GpuBackend
 
 log = logging.getLogger(__name__)
 
-# Undelivered exits kept while the master is away; beyond this the oldest are logged and lost
-# (issue #3 moves them to disk).
-MAX_HELD_EVENTS = 100_000
+# Undelivered exits kept while the master is away (their ids ride in the next hello, which
+# takes at most MAX_IDS_PER_REQUEST); beyond this the oldest are logged and lost.
+MAX_HELD_EVENTS = MAX_IDS_PER_REQUEST // 2
 
 
 class RegistrationRefused(MgpuError):
@@ -92,11 +98,12 @@ class Agent:
             while not self.should_exit.is_set():
                 try:
                     await self._session()
-                    delay_s = 0.2
                 except RegistrationRefused:
                     raise
                 except (OSError, ConnectionClosed, ProtocolError, TimeoutError) as exc:
                     log.warning("master link: %s; retrying in %.1f s", exc, delay_s)
+                if self.registered.is_set():
+                    delay_s = 0.2  # the link worked: start the backoff afresh
                 self.registered.clear()
                 self._conn = None
                 with contextlib.suppress(TimeoutError):
@@ -120,7 +127,12 @@ class Agent:
             reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
             if reply["t"] == "error":
                 err = error_from_wire(reply.get("code"), reply.get("message"))
+                if isinstance(err, NodeConflict):
+                    # Usually our own previous link, not yet seen dead by the master: retry.
+                    raise ConnectionClosed(str(err))
                 raise RegistrationRefused(f"master refused registration: {err}")
+            if reply["t"] != "ok":
+                raise ProtocolError(f"expected a reply to hello, got {reply['t']!r}")
             log.info("registered with master %s as %s", master, self.config.node_id)
             self.registered.set()
             while self._held:
@@ -128,6 +140,10 @@ class Agent:
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(conn))
             try:
                 await self._serve(conn)
+                # Asked to exit: stop the jobs while the link is up, so their exits reach
+                # the master now rather than through the node timeout.
+                await self.executor.shutdown()
+                await conn.drain()
             finally:
                 heartbeat.cancel()
         finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from mgpu_core import __version__
+from mgpu_core.cliutil import run_click
 from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.units import parse_size
@@ -41,6 +42,12 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     type=click.IntRange(0, 64),
     default=None,
     help="Use N fake GPUs instead of NVML (CPU-only hosts, tests).",
+)
+@click.option(
+    "--fallback-gpu-count",
+    type=click.IntRange(0, 64),
+    default=None,
+    help="Fake GPUs to use only if NVML finds no GPU (local mode on a laptop).",
 )
 @click.option(
     "--cpus",
@@ -82,6 +89,7 @@ def cli(
     master_port: int | None,
     node_id: str | None,
     gpu_count: int | None,
+    fallback_gpu_count: int | None,
     cpus: int | None,
     mem_bytes: int | None,
     state_dir: Path | None,
@@ -109,6 +117,8 @@ def cli(
         raise click.ClickException(str(exc)) from None
     host_cpus, host_mem = host_resources()
     backend = detect_gpus(fake_count=gpu_count, node_name=name)
+    if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
+        backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name)
     agent = Agent(config, backend, cpus=cpus or host_cpus, mem_bytes=mem_bytes or host_mem)
     try:
         asyncio.run(_run(agent))
@@ -125,7 +135,7 @@ async def _run(agent: Agent) -> None:
 
 
 def main() -> None:
-    cli(prog_name="mgpu_node")
+    run_click(cli, "mgpu_node")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from mgpu_core import __version__
+from mgpu_core.cliutil import run_click
 from mgpu_core.config import ServerConfig, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
@@ -124,7 +125,7 @@ async def _serve(config: ServerConfig) -> None:
 
 
 def main() -> None:
-    cli(prog_name="mgpu_master")
+    run_click(cli, "mgpu_master")
 
 
 if __name__ == "__main__":

@@ -64,26 +64,65 @@ class Cluster:
         port_file.unlink(missing_ok=True)
         log = open(self.tmp / "master.log", "ab")  # noqa: SIM115 - the child owns it
         self.master = subprocess.Popen(
-            [PY, "-m", "mgpu_server", "--host", "127.0.0.1", "--port", "0",
-             "--port-file", str(port_file), "--state-dir", str(self.tmp / "master"), *extra],
-            stdout=log, stderr=log,
+            [
+                PY,
+                "-m",
+                "mgpu_server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--state-dir",
+                str(self.tmp / "master"),
+                *extra,
+            ],
+            stdout=log,
+            stderr=log,
         )
         log.close()
-        wait_for(lambda: port_file.exists() or self.master.poll() is not None, START_TIMEOUT_S, "master port")
+        wait_for(
+            lambda: port_file.exists() or self.master.poll() is not None,
+            START_TIMEOUT_S,
+            "master port",
+        )
         assert self.master.poll() is None, (self.tmp / "master.log").read_text()
         self.port = int(port_file.read_text())
 
     def start_node(self, node_id: str, gpus: int = 2, *extra: str, wait: bool = True) -> None:
         log = open(self.tmp / f"node-{node_id}.log", "ab")  # noqa: SIM115
         self.nodes[node_id] = subprocess.Popen(
-            [PY, "-m", "mgpu_node", "--master-host", "127.0.0.1", "--master-port", str(self.port),
-             "--node-id", node_id, "--gpu-count", str(gpus), "--cpus", "16",
-             "--state-dir", str(self.tmp / f"node-{node_id}"), "--heartbeat-interval", "0.5", *extra],
-            stdout=log, stderr=log,
+            [
+                PY,
+                "-m",
+                "mgpu_node",
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(self.port),
+                "--node-id",
+                node_id,
+                "--gpu-count",
+                str(gpus),
+                "--cpus",
+                "16",
+                "--state-dir",
+                str(self.tmp / f"node-{node_id}"),
+                "--heartbeat-interval",
+                "0.5",
+                *extra,
+            ],
+            stdout=log,
+            stderr=log,
         )
         log.close()
         if wait:
-            wait_for(lambda: self.node_state(node_id) not in (None, "down"), START_TIMEOUT_S, f"node {node_id}")
+            wait_for(
+                lambda: self.node_state(node_id) not in (None, "down"),
+                START_TIMEOUT_S,
+                f"node {node_id}",
+            )
 
     def node_state(self, node_id: str) -> str | None:
         for node in self.nodes_json():
@@ -91,8 +130,14 @@ class Cluster:
                 return str(node["state"])
         return None
 
-    def cli(self, *args: str, timeout: float = 60, check: bool = False, cwd: Path | None = None,
-            input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 60,
+        check: bool = False,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a real client command: ``cli("mgpu_queue", "--json")``."""
         tool, rest = args[0], args[1:]
         module = {
@@ -103,8 +148,13 @@ class Cluster:
             "mgpu_client": "mgpu_client",
         }[tool]
         result = subprocess.run(
-            [PY, "-m", module, *rest], capture_output=True, timeout=timeout, env=self.env,
-            cwd=cwd or self.tmp, input=input.decode() if input is not None else None, text=True,
+            [PY, "-m", module, *rest],
+            capture_output=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=cwd or self.tmp,
+            input=input.decode() if input is not None else None,
+            text=True,
         )
         if check:
             assert result.returncode == 0, result.stderr

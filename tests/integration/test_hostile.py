@@ -148,12 +148,30 @@ def test_wrong_fields_and_unknown_types_get_error_replies(
 
 def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
     with connect(cluster) as sock:
-        sock.sendall(frame({"t": "hello", "id": 1, "version": 1, "role": "node",
-                            "node": {"node_id": "x", "gpus": [{"index": 70, "visible_id": "0"}]}}))
+        sock.sendall(
+            frame(
+                {
+                    "t": "hello",
+                    "id": 1,
+                    "version": 1,
+                    "role": "node",
+                    "node": {"node_id": "x", "gpus": [{"index": 70, "visible_id": "0"}]},
+                }
+            )
+        )
         assert closed_after_error(sock) == "bad_message"
     with connect(cluster) as sock:
-        sock.sendall(frame({"t": "hello", "id": 1, "version": 1, "role": "node",
-                            "node": {"node_id": "x", "gpus": [{"index": 1, "visible_id": "1"}]}}))
+        sock.sendall(
+            frame(
+                {
+                    "t": "hello",
+                    "id": 1,
+                    "version": 1,
+                    "role": "node",
+                    "node": {"node_id": "x", "gpus": [{"index": 1, "visible_id": "1"}]},
+                }
+            )
+        )
         assert closed_after_error(sock) == "invalid_request"
     still_serving(cluster)
     assert cluster.nodes_json() == []

@@ -63,7 +63,9 @@ def test_equal_priority_jobs_start_in_submission_order(cluster: Cluster) -> None
     blocker = cluster.sbatch("--gpus", "1", "--wrap", cmd)
     cluster.wait_state(blocker, "RUNNING")
     order = cluster.tmp / "order"
-    ids = [cluster.sbatch("--gpus", "1", "--wrap", f"echo $MGPU_JOB_ID >> {order}") for _ in range(5)]
+    ids = [
+        cluster.sbatch("--gpus", "1", "--wrap", f"echo $MGPU_JOB_ID >> {order}") for _ in range(5)
+    ]
     for job_id in ids:
         assert cluster.job(job_id)["state"] == "PENDING"
     release.touch()
@@ -75,7 +77,9 @@ def test_equal_priority_jobs_start_in_submission_order(cluster: Cluster) -> None
 def test_cancel_pending_and_running_kills_grandchildren(cluster: Cluster) -> None:
     cluster.start_node("n1", gpus=1)
     pid_file = cluster.tmp / "grandchild.pid"
-    running = cluster.sbatch("--gpus", "1", "--wrap", f"sh -c 'sleep 300 & echo $! > {pid_file}; wait'")
+    running = cluster.sbatch(
+        "--gpus", "1", "--wrap", f"sh -c 'sleep 300 & echo $! > {pid_file}; wait'"
+    )
     cluster.wait_state(running, "RUNNING")
     pending = cluster.sbatch("--gpus", "1", "--wrap", "true")
     assert cluster.job(pending)["state"] == "PENDING"
@@ -128,13 +132,19 @@ def test_srun_environment_and_directory(cluster: Cluster, tmp_path: Path) -> Non
     )
     result = subprocess.run(
         [PY, "-m", "mgpu_client.srun", "--gpus", "2", "--", PY, "-c", script],
-        capture_output=True, text=True, timeout=60, env=env, cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=workdir,
     )
     assert result.returncode == 0, result.stderr
     gpus, order, job_id, node, setting, cwd = result.stdout.split(" ", 5)
     assert (gpus, order, node, setting) == ("0,1", "PCI_BUS_ID", "n1", "from-submitter")
     assert int(job_id) > 0 and cwd.strip() == str(workdir)
-    no_gpu = cluster.cli("mgpu_srun", "--", "sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"', check=True)
+    no_gpu = cluster.cli(
+        "mgpu_srun", "--", "sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"', check=True
+    )
     assert no_gpu.stdout == "[]\n"
 
 
@@ -149,7 +159,10 @@ def test_srun_streams_10mb_complete_and_in_order(cluster: Cluster) -> None:
     )
     result = subprocess.run(
         [PY, "-m", "mgpu_client.srun", "--", PY, "-c", script],
-        capture_output=True, timeout=120, env=cluster.env, cwd=cluster.tmp,
+        capture_output=True,
+        timeout=120,
+        env=cluster.env,
+        cwd=cluster.tmp,
     )
     assert result.returncode == 0, result.stderr
     expected = b"".join(f"{i:010d} {'x' * 40}\n".encode() for i in range(lines))
@@ -165,7 +178,10 @@ def test_srun_says_it_waits_then_runs(cluster: Cluster) -> None:
     cluster.wait_state(blocker, "RUNNING")
     srun = subprocess.Popen(
         [PY, "-m", "mgpu_client.srun", "--gpus", "1", "--", "echo", "ran"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cluster.env, cwd=cluster.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+        cwd=cluster.tmp,
     )
     try:
         assert srun.stderr is not None
@@ -185,7 +201,10 @@ def test_srun_ctrl_c_cancels_the_job(cluster: Cluster) -> None:
     marker = cluster.tmp / "started"
     srun = subprocess.Popen(
         [PY, "-m", "mgpu_client.srun", "--", "sh", "-c", f"touch {marker}; sleep 300"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cluster.env, cwd=cluster.tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+        cwd=cluster.tmp,
     )
     try:
         wait_for(marker.exists, 30, "job to start")
@@ -229,7 +248,9 @@ def test_sbatch_directives_output_and_override(cluster: Cluster, tmp_path: Path)
 
 def test_client_submit_and_queue_table(cluster: Cluster) -> None:
     cluster.start_node("n1", gpus=1)
-    result = cluster.cli("mgpu_client", "submit", "--gpus", "1", "echo $CUDA_VISIBLE_DEVICES", check=True)
+    result = cluster.cli(
+        "mgpu_client", "submit", "--gpus", "1", "echo $CUDA_VISIBLE_DEVICES", check=True
+    )
     assert result.stdout.startswith("Submitted batch job ")
     job_id = int(result.stdout.split()[-1])
     cluster.wait_state(job_id, "COMPLETED")
@@ -272,7 +293,10 @@ def test_unreachable_master_is_one_line_exit_2(tmp_path: Path) -> None:
         args = {"mgpu_client.srun": ["--", "true"], "mgpu_client.cancel": ["1"]}.get(tool, [])
         result = subprocess.run(
             [sys.executable, "-m", tool, "--master", "127.0.0.1:1", *args],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
         )
         assert result.returncode == 2, (tool, result.stderr)
         assert result.stderr.count("\n") == 1 and "127.0.0.1:1" in result.stderr

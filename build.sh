@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build the mgpu tools into ONE PyInstaller one-folder bundle, dist/mgpu/ (the executable
+# dist/mgpu/mgpu and its _internal/), with one symlink per tool. The bundle's entry script,
+# packaging/launcher.py, runs the tool named by argv[0] (busybox-style):
+#
+#   dist/mgpu/mgpu_srun -> mgpu         inside the bundle: what `mgpu_client local start` runs
+#                                       (it starts sys.executable's siblings mgpu_master/mgpu_node)
+#   dist/mgpu_srun      -> mgpu/mgpu_srun   convenience links at the top of dist/
+#
+# PyInstaller's bootloader keeps argv[0] as the link's name, resolves the link to find
+# _internal/, and sets sys.executable to the real dist/mgpu/mgpu (checked by
+# tests/integration/test_build.py).
+#
+# Usage: ./build.sh   (from any directory; PYTHON=/path/to/python to use another interpreter,
+# which needs mgpu's dependencies and pyinstaller: pip install -e '.[build]')
+set -euo pipefail
+
+# A relative $PYTHON path is relative to the caller's directory; the default, to this one.
+if [[ "${PYTHON:-}" == */* && "$PYTHON" != /* ]]; then
+    PYTHON="$PWD/$PYTHON"
+fi
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
+PYTHON="${PYTHON:-.venv/bin/python}"
+TOOLS=(mgpu_master mgpu_node mgpu_client mgpu_srun mgpu_sbatch mgpu_queue mgpu_cancel)
+
+if ! "$PYTHON" -c 'import PyInstaller' 2>/dev/null; then
+    echo "build.sh: PyInstaller is not importable by $PYTHON; install it: pip install -e '.[build]'" >&2
+    exit 1
+fi
+
+pyinstaller_args=(
+    --noconfirm --clean --log-level WARN
+    --onedir --console --name mgpu
+    --distpath dist --workpath build/pyinstaller --specpath build
+    --paths "$PWD/src"
+    # Imported lazily inside mgpu_node/gpus.py (NvmlBackend); listed so NVML always works.
+    --hidden-import pynvml
+    # Never used by mgpu. multiprocessing is only reachable through
+    # concurrent.futures.ProcessPoolExecutor (asyncio's executor is a thread pool); excluding
+    # it also drops the xmlrpc, http, xml and pyexpat modules it drags in.
+    --exclude-module multiprocessing
+    --exclude-module tkinter
+    --exclude-module unittest
+    --exclude-module pydoc
+    --exclude-module doctest
+)
+# Debug symbols are most of libpython's size; strip them when a strip tool exists.
+if command -v strip >/dev/null; then
+    pyinstaller_args+=(--strip)
+fi
+
+# PyInstaller prints a few INFO lines even at WARN: keep its output in a log, show it on
+# failure, and pass on only its warnings and errors otherwise.
+mkdir -p build
+log=build/pyinstaller.log
+if ! "$PYTHON" -m PyInstaller "${pyinstaller_args[@]}" "$PWD/packaging/launcher.py" >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "build.sh: PyInstaller failed (log: $PWD/$log)" >&2
+    exit 1
+fi
+grep -v -E '^[0-9]+ INFO: ' "$log" >&2 || true
+
+for tool in "${TOOLS[@]}"; do
+    ln -sfn mgpu "dist/mgpu/$tool"
+    ln -sfn "mgpu/$tool" "dist/$tool"
+done
+
+# Smoke check: every link starts the right tool.
+for tool in "${TOOLS[@]}"; do
+    if ! usage="$("dist/$tool" --help 2>&1)" || [[ "$usage" != *"Usage: $tool "* ]]; then
+        echo "build.sh: dist/$tool --help failed:" >&2
+        echo "$usage" >&2
+        exit 1
+    fi
+done
+
+echo "build.sh: built dist/mgpu/ ($(du -sh dist/mgpu | cut -f1)) and ${TOOLS[*]/#/dist/}"

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessageType
+from mgpu_core.messages import CLIENT_REQUESTS, validate
+from mgpu_core.protocol import FrameDecoder, encode_frame
+
+
+def test_split_and_concatenated_frames() -> None:
+    msgs = [{"t": "queue", "id": i, "blob": b"x" * i} for i in range(50)]
+    stream = b"".join(encode_frame(m) for m in msgs)
+    for step in (1, 3, 7, 4096, len(stream)):
+        dec = FrameDecoder()
+        out = []
+        for i in range(0, len(stream), step):
+            out += dec.feed(stream[i : i + step])
+        assert out == msgs
+        assert dec.buffered_bytes == 0
+
+
+def test_oversized_header_rejected_before_body() -> None:
+    dec = FrameDecoder(max_frame_bytes=1024)
+    with pytest.raises(FrameTooLarge):
+        dec.feed(struct.pack("!I", 1025))
+    with pytest.raises(FrameTooLarge):
+        FrameDecoder().feed(struct.pack("!I", 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\xc1", b"\x93\x01", msgpack.packb([1, 2]), msgpack.packb({"t": 5}), msgpack.packb({1: 2})],
+)
+def test_bad_bodies(body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        FrameDecoder().feed(struct.pack("!I", len(body)) + body)
+
+
+@given(st.binary(max_size=512))
+def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
+    dec = FrameDecoder(max_frame_bytes=4096)
+    try:
+        for msg in dec.feed(data):
+            assert isinstance(msg, dict) and isinstance(msg["t"], str)
+    except ProtocolError:
+        pass
+
+
+def test_validate_fills_defaults_and_drops_unknown_keys() -> None:
+    msg = validate(
+        {"t": "submit", "id": 3, "job": {"argv": ["true"], "future": 1}}, CLIENT_REQUESTS
+    )
+    assert msg["job"]["gpus"] == 0 and msg["job"]["cpus"] == 1 and "future" not in msg["job"]
+    assert msg["attach"] is False
+
+
+@pytest.mark.parametrize(
+    ("msg", "fragment"),
+    [
+        ({"t": "submit", "id": 1, "job": {"gpus": "2"}}, "field 'job.gpus': expected int, got str"),
+        (
+            {"t": "submit", "id": 1, "job": {"gpus": True}},
+            "field 'job.gpus': expected int, got bool",
+        ),
+        ({"t": "submit", "id": 1, "job": {"gpus": 65}}, "field 'job.gpus': 65 outside 0..64"),
+        ({"t": "submit", "id": 1, "job": {"argv": [1]}}, "field 'job.argv[0]'"),
+        ({"t": "submit", "id": 1, "job": {"env": {"A": 1}}}, "field 'job.env.A'"),
+        ({"t": "submit", "id": 1}, "field 'job' is required"),
+        ({"t": "cancel", "id": 1, "job_ids": [0]}, "field 'job_ids[0]'"),
+    ],
+)
+def test_validate_names_the_bad_field(msg: dict[str, object], fragment: str) -> None:
+    with pytest.raises(BadMessage) as info:
+        validate(msg, CLIENT_REQUESTS)
+    assert fragment in str(info.value)
+
+
+def test_validate_unknown_type() -> None:
+    with pytest.raises(UnknownMessageType):
+        validate({"t": "launch", "id": 1}, CLIENT_REQUESTS)
+
+
+def test_env_size_is_bounded() -> None:
+    env = {f"K{i}": "v" * 1000 for i in range(1100)}
+    with pytest.raises(BadMessage, match="exceeds"):
+        validate({"t": "submit", "id": 1, "job": {"argv": ["x"], "env": env}}, CLIENT_REQUESTS)

@@ -1,0 +1,380 @@
+"""build.sh: the PyInstaller bundle, and a real cluster run with nothing but the built binaries.
+
+The bundle is built once for the module (about 10 s), in the repository's own build/ and dist/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+DIST = ROOT / "dist"
+TOOLS = (
+    "mgpu_master",
+    "mgpu_node",
+    "mgpu_client",
+    "mgpu_srun",
+    "mgpu_sbatch",
+    "mgpu_queue",
+    "mgpu_cancel",
+)
+BUILD_TIMEOUT_S = 540
+CMD_TIMEOUT_S = 60
+START_TIMEOUT_S = 30.0
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def tool(name: str) -> str:
+    return str(DIST / name)
+
+
+def run(
+    *argv: str, cwd: Path | None = None, timeout: float = CMD_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env()
+    )
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MGPU_MASTER", None)  # every command gets --master
+    return env
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Path:
+    """Run build.sh once; skip only if this interpreter has no PyInstaller."""
+    if importlib.util.find_spec("PyInstaller") is None:
+        pytest.skip(f"PyInstaller is not importable by {sys.executable} (pip install '.[build]')")
+    env = _env()
+    env["PYTHON"] = sys.executable
+    result = subprocess.run(
+        ["bash", str(ROOT / "build.sh")],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+        cwd="/",  # build.sh must work from any directory
+        env=env,
+    )
+    assert result.returncode == 0, f"build.sh failed:\n{result.stdout}\n{result.stderr}"
+    return DIST
+
+
+class BundleCluster:
+    """A master and nodes started from dist/, always terminated by pid."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.port = 0
+
+    @property
+    def master(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        with open(self.tmp / log_name, "ab") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_env()
+            )
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / name).read_text(errors="replace")
+
+    def start_master(self) -> None:
+        port_file = self.tmp / "port"
+        proc = self._start(
+            [
+                tool("mgpu_master"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+                "--state-dir",
+                str(self.tmp / "m"),
+            ],
+            "master.log",
+        )
+
+        def port_written() -> bool:
+            assert proc.poll() is None, f"master exited:\n{self.log('master.log')}"
+            return port_file.exists() and port_file.read_text().strip().isdigit()
+
+        wait_for(port_written, START_TIMEOUT_S, "the master's port file")
+        self.port = int(port_file.read_text())
+
+    def start_node(self, node_id: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self._start(
+            [
+                tool("mgpu_node"),
+                "--master-host",
+                "127.0.0.1",
+                "--master-port",
+                str(self.port),
+                "--node-id",
+                node_id,
+                "--state-dir",
+                str(self.tmp / f"n-{node_id}"),
+                "--heartbeat-interval",
+                "0.5",
+                *extra,
+            ],
+            f"node-{node_id}.log",
+        )
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        result = run(tool("mgpu_client"), "nodes", "--json", "--master", self.master)
+        assert result.returncode == 0, result.stderr
+        return {n["node_id"]: n for n in json.loads(result.stdout)["nodes"]}
+
+    def wait_node(self, node_id: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+        def up() -> dict[str, Any] | None:
+            assert proc.poll() is None, f"node exited:\n{self.log(f'node-{node_id}.log')}"
+            node = self.nodes().get(node_id)
+            return node if node and node["state"] != "down" else None
+
+        node: dict[str, Any] = wait_for(up, START_TIMEOUT_S, f"node {node_id} to register")
+        return node
+
+    def jobs(self) -> dict[int, dict[str, Any]]:
+        result = run(tool("mgpu_queue"), "--master", self.master, "-t", "all", "--json")
+        assert result.returncode == 0, result.stderr
+        return {int(j["job_id"]): j for j in json.loads(result.stdout)["jobs"]}
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):  # nodes first, then the master
+            _stop(proc)
+
+
+@pytest.fixture
+def cluster(bundle: Path, tmp_path: Path) -> Iterator[BundleCluster]:
+    c = BundleCluster(tmp_path)
+    try:
+        c.start_master()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_dist_layout(bundle: Path) -> None:
+    exe = bundle / "mgpu" / "mgpu"
+    assert exe.is_file() and os.access(exe, os.X_OK)
+    assert (bundle / "mgpu" / "_internal").is_dir()
+    for name in TOOLS:
+        inner, outer = bundle / "mgpu" / name, bundle / name
+        assert inner.is_symlink() and os.readlink(inner) == "mgpu", inner
+        assert outer.is_symlink() and os.readlink(outer) == f"mgpu/{name}", outer
+        assert outer.resolve() == exe.resolve()
+        assert os.access(outer, os.X_OK) and os.access(inner, os.X_OK)
+
+
+def test_launcher_dispatch(bundle: Path, tmp_path: Path) -> None:
+    exe = str(bundle / "mgpu" / "mgpu")
+    # The tool is argv[0]'s basename, through either link, from any directory.
+    for path in (tool("mgpu_queue"), str(bundle / "mgpu" / "mgpu_queue")):
+        result = run(path, "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("Usage: mgpu_queue ")
+    # Started as the bundle itself, the tool is the first argument.
+    result = run(exe, "mgpu_sbatch", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: mgpu_sbatch ")
+    result = run(exe, "--help")
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in TOOLS)
+    for argv in ([exe], [exe, "mgpu_bogus"]):
+        result = run(*argv)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1, result.stderr
+        assert all(name in lines[0] for name in TOOLS)
+    # Unreachable master: one line, exit 2, like the installed entry point.
+    result = run(tool("mgpu_queue"), "--master", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("mgpu_queue: error: ")
+
+
+_IMPORTS_PROBE = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("launcher", sys.argv[1])
+launcher = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(launcher)
+sys.argv = sys.argv[2:]
+try:
+    launcher.main()
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "loaded", "not_loaded"),
+    [
+        ("mgpu_queue", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
+        ("mgpu_srun", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
+        ("mgpu_client", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
+        ("mgpu_master", {"mgpu_server"}, {"mgpu_client", "mgpu_node", "psutil"}),
+        ("mgpu_node", {"mgpu_node"}, {"mgpu_client", "mgpu_server"}),
+    ],
+)
+def test_launcher_imports_only_the_chosen_tool(
+    name: str, loaded: set[str], not_loaded: set[str]
+) -> None:
+    """Client start-up time: the launcher must not import the server for mgpu_queue."""
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_PROBE, str(ROOT / "packaging" / "launcher.py"), name, "-h"],
+        capture_output=True,
+        text=True,
+        timeout=CMD_TIMEOUT_S,
+        env=_env(),
+    )
+    assert result.stdout.startswith(f"Usage: {name} "), result.stdout + result.stderr
+    modules = set(json.loads(result.stderr.splitlines()[-1]))
+    assert loaded <= modules
+    assert not modules & not_loaded
+
+
+def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> None:
+    node = cluster.start_node("n1", "--gpu-count", "2")
+    n1 = cluster.wait_node("n1", node)
+    assert len(n1["gpus"]) == 2
+
+    # srun: output streamed, the job's exit code is srun's.
+    result = run(
+        tool("mgpu_srun"),
+        "--master",
+        cluster.master,
+        "--gpus",
+        "1",
+        "--",
+        "sh",
+        "-c",
+        'echo "gpu=$CUDA_VISIBLE_DEVICES"; exit 7',
+    )
+    assert result.returncode == 7, result.stderr
+    assert "gpu=0" in result.stdout.splitlines()
+
+    # Jobs get the submitter's environment, not the bootloader's additions.
+    result = run(
+        tool("mgpu_srun"),
+        "--master",
+        cluster.master,
+        "--",
+        "sh",
+        "-c",
+        'echo "ld=${LD_LIBRARY_PATH-unset}"; env | grep "^_PYI_" || true',
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"ld={os.environ.get('LD_LIBRARY_PATH', 'unset')}"]
+
+    # sbatch: the job id, then COMPLETED with its output in the submit directory.
+    work = tmp_path / "work"
+    work.mkdir()
+    result = run(
+        tool("mgpu_sbatch"), "--master", cluster.master, "--wrap", "echo batch-ok", cwd=work
+    )
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    assert words[:3] == ["Submitted", "batch", "job"] and len(words) == 4, result.stdout
+    job_id = int(words[3])
+
+    def completed() -> bool:
+        job = cluster.jobs().get(job_id)
+        assert job is not None, f"job {job_id} missing from the queue"
+        assert job["state"] in ("PENDING", "RUNNING", "COMPLETED"), job
+        return bool(job["state"] == "COMPLETED")
+
+    wait_for(completed, 30, f"job {job_id} to complete")
+    assert (work / f"mgpu-{job_id}.out").read_text() == "batch-ok\n"
+
+    # cancel of an unknown job: non-zero, one line on stderr.
+    result = run(tool("mgpu_cancel"), "--master", cluster.master, "99999")
+    assert result.returncode != 0
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("mgpu_cancel: error: ")
+
+
+def test_node_bundles_pynvml(cluster: BundleCluster) -> None:
+    """Without --gpu-count the node asks NVML: pynvml must be in the bundle. On a machine
+    without a driver NVML itself is unavailable, which is fine; a missing module is not."""
+    node = cluster.start_node("nvml")
+    cluster.wait_node("nvml", node)
+    assert "pynvml not importable" not in cluster.log("node-nvml.log")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_local_mode_starts_bundled_siblings(bundle: Path, tmp_path: Path) -> None:
+    """``mgpu_client local start`` frozen starts dist/mgpu/mgpu_master and mgpu_node."""
+    state = tmp_path / "local"
+    client = tool("mgpu_client")
+    try:
+        port = str(_free_port())
+        result = run(
+            client, "local", "start", "--state-dir", str(state), "--port", port, "--gpu-count", "1"
+        )
+        assert result.returncode == 0, result.stderr + "".join(
+            p.read_text(errors="replace") for p in sorted(state.glob("*.log"))
+        )
+        for name in ("master", "node"):
+            pid = int((state / f"{name}.pid").read_text())
+            exe = os.readlink(f"/proc/{pid}/exe")
+            assert Path(exe) == (bundle / "mgpu" / "mgpu").resolve()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert cmdline[0].decode() == str(bundle.resolve() / "mgpu" / f"mgpu_{name}")
+        result = run(client, "local", "status", "--state-dir", str(state))
+        assert result.returncode == 0, result.stdout + result.stderr
+    finally:
+        stopped = run(client, "local", "stop", "--state-dir", str(state))
+        for pid_file in state.glob("*.pid"):  # if stop failed: end what we started, by pid
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    assert stopped.returncode == 0, stopped.stderr

@@ -1,0 +1,152 @@
+"""The master's state machine, driven by plain calls and a fake clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
+from mgpu_core.models import JobSpec
+from mgpu_core.states import IllegalTransition, JobState
+from mgpu_server.cluster import Cluster, ToNode, ToWatchers
+from mgpu_server.store import MemoryStore
+
+
+def node_info(node_id: str, gpus: int, running: list[int] | None = None) -> dict[str, Any]:
+    return {
+        "node_id": node_id,
+        "hostname": node_id,
+        "address": "10.0.0.1",
+        "cpus": 8,
+        "mem_bytes": 1 << 30,
+        "gpu_backend": "fake",
+        "agent_version": "t",
+        "gpus": [
+            {
+                "index": i,
+                "uuid": f"u{i}",
+                "name": "g",
+                "memory_total_bytes": 1,
+                "visible_id": str(i),
+                "fake": True,
+            }
+            for i in range(gpus)
+        ],
+        "running_job_ids": running or [],
+    }
+
+
+def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[str, Any]:
+    return {"job_id": job_id, "exit_code": code, "signal": sig, "timed_out": False, "reason": ""}
+
+
+@pytest.fixture
+def cluster() -> Cluster:
+    c = Cluster(MemoryStore(), kill_grace_s=1.0, node_timeout_s=10.0)
+    c.node_join(node_info("n1", 2), now=0.0)
+    return c
+
+
+def launches(c: Cluster) -> list[tuple[str, int, list[int]]]:
+    out = [
+        (e.node_id, e.msg["launch"]["job_id"], e.msg["launch"]["gpu_indices"])
+        for e in c.outbox
+        if isinstance(e, ToNode) and e.msg["t"] == "launch"
+    ]
+    c.outbox.clear()
+    return out
+
+
+def test_submit_schedule_exit_release(cluster: Cluster) -> None:
+    a = cluster.submit("alice", JobSpec(argv=["x"], gpus=2), now=1.0)
+    b = cluster.submit("bob", JobSpec(argv=["y"], gpus=1), now=2.0)
+    assert cluster.schedule(now=3.0) == 1
+    assert launches(cluster) == [("n1", a.job_id, [0, 1])]
+    assert b.state is JobState.PENDING and b.reason == "Resources"
+    cluster.job_exited("n1", exited(a.job_id, 0), now=4.0)
+    assert a.state is JobState.COMPLETED and a.elapsed_s(9.0) == 1.0
+    cluster.schedule(now=5.0)
+    assert launches(cluster) == [("n1", b.job_id, [0])]
+    cluster.job_exited("n1", exited(b.job_id, None, 9), now=6.0)
+    assert b.state is JobState.FAILED and b.signal == 9
+
+
+def test_cancel_pending_running_finished_unknown(cluster: Cluster) -> None:
+    run = cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
+    wait = cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
+    cluster.schedule(now=0)
+    cluster.outbox.clear()
+    results = cluster.cancel([wait.job_id, run.job_id, 999], now=1)
+    assert [r["ok"] for r in results] == [True, True, False]
+    assert results[2]["code"] == JobNotFound.code
+    assert wait.state is JobState.CANCELLED
+    kills = [e.msg for e in cluster.outbox if isinstance(e, ToNode)]
+    assert kills == [{"t": "kill", "job_id": run.job_id, "reason": "cancelled"}]
+    assert run.state is JobState.RUNNING  # until the node reports the exit
+    cluster.job_exited("n1", exited(run.job_id, None, 15), now=2)
+    assert run.state is JobState.CANCELLED
+    with pytest.raises(InvalidJobState):
+        cluster._cancel_one(run.job_id, now=3)
+
+
+def test_impossible_and_unknown_node_requests_rejected(cluster: Cluster) -> None:
+    with pytest.raises(InvalidRequest, match="not available"):
+        cluster.submit("a", JobSpec(argv=["x"], gpus=3), now=0)
+    with pytest.raises(InvalidRequest, match="nope"):
+        cluster.submit("a", JobSpec(argv=["x"], nodelist=["nope"]), now=0)
+    with pytest.raises(InvalidRequest):
+        cluster.submit("a", JobSpec(), now=0)
+
+
+def test_node_conflict_and_reconcile(cluster: Cluster) -> None:
+    with pytest.raises(NodeConflict):
+        cluster.node_join(node_info("n1", 2), now=1)
+    a = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=0)
+    b = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=0)
+    cluster.schedule(now=0)
+    cluster.outbox.clear()
+    cluster.node_leave("n1", now=1)
+    assert cluster.schedule(now=1) == 0
+    # The node comes back still running a, not b, plus a job we never gave it.
+    cluster.node_join(node_info("n1", 2, running=[a.job_id, 77]), now=2)
+    assert a.state is JobState.RUNNING and b.state is JobState.NODE_FAIL
+    assert cluster.nodes["n1"].gpus[a.gpu_indices[0]].job_id == a.job_id
+    kills = [
+        e.msg["job_id"] for e in cluster.outbox if isinstance(e, ToNode) and e.msg["t"] == "kill"
+    ]
+    assert kills == [77]
+
+
+def test_silent_node_fails_its_jobs_after_timeout(cluster: Cluster) -> None:
+    job = cluster.submit("a", JobSpec(argv=["x"], gpus=1, interactive=True), now=0)
+    cluster.schedule(now=0)
+    cluster.outbox.clear()
+    cluster.expire_nodes(now=5)
+    assert job.state is JobState.RUNNING
+    cluster.expire_nodes(now=11)
+    assert job.state is JobState.NODE_FAIL
+    assert cluster.nodes["n1"].display_state() == "down"
+    ended = [e.msg for e in cluster.outbox if isinstance(e, ToWatchers)]
+    assert ended and ended[-1]["t"] == "job_ended" and ended[-1]["state"] == "NODE_FAIL"
+    cluster.heartbeat("n1", [], now=12)
+    assert cluster.nodes["n1"].up
+
+
+def test_illegal_transition_raises() -> None:
+    from mgpu_server.jobs import Job
+
+    job = Job(1, "a", JobSpec(argv=["x"]), 0.0)
+    job.transition(JobState.CANCELLED, 1.0)
+    with pytest.raises(IllegalTransition):
+        job.transition(JobState.RUNNING, 2.0)
+
+
+def test_store_sees_every_change(cluster: Cluster) -> None:
+    store = cluster.store
+    assert isinstance(store, MemoryStore)
+    job = cluster.submit("a", JobSpec(argv=["x"]), now=0)
+    assert store.load_jobs() == []  # not committed yet
+    store.commit()
+    assert [j.job_id for j in store.load_jobs()] == [job.job_id]
+    assert store.next_job_id() == job.job_id + 1
