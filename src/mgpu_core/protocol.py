@@ -31,7 +31,7 @@ Message = dict[str, Any]
 
 def encode_frame(msg: Message) -> bytes:
     """Encode one message as a complete frame (length prefix + msgpack body)."""
-    body = msgpack.packb(msg, use_bin_type=True)
+    body: bytes = msgpack.packb(msg, use_bin_type=True)
     return _HEADER.pack(len(body)) + body
 
 
