@@ -96,7 +96,7 @@ def info(*, as_json: bool, master: str | None) -> None:
         return
     states = ", ".join(f"{n} {s}" for s, n in sorted(data["node_states"].items())) or "none"
     jobs = data["jobs"]
-    click.echo(f"master   {address} (mgpu {data['version']})")
+    click.echo(f"master   {address} (mgpu {data['server']})")
     click.echo(f"nodes    {data['nodes_total']} ({states})")
     click.echo(
         f"gpus     {data['gpus_alloc']} allocated / {data['gpus_up']} up"

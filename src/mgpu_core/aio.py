@@ -39,6 +39,7 @@ class AsyncConnection:
 
     async def recv(self) -> Message:
         while not self._pending:
+            self._decoder.feed(b"")  # raises an error held back from the last chunk
             try:
                 data = await self.reader.read(_READ_BYTES)
             except (ConnectionError, OSError) as exc:

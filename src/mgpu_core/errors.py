@@ -88,6 +88,12 @@ class PermissionDenied(MgpuError):
     code = "permission_denied"
 
 
+class RegistrationRefused(MgpuError):
+    """The master will not accept this node (wrong version, bad registration): do not retry."""
+
+    code = "registration_refused"
+
+
 class InternalError(MgpuError):
     code = "internal_error"
 
@@ -110,6 +116,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         NodeNotFound,
         NodeConflict,
         PermissionDenied,
+        RegistrationRefused,
         InternalError,
     )
 }

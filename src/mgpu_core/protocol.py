@@ -56,24 +56,38 @@ class FrameDecoder:
     cannot be resynchronised: the caller must close the connection.
     """
 
-    __slots__ = ("_buf", "_need", "max_frame_bytes")
+    __slots__ = ("_buf", "_error", "_need", "max_frame_bytes")
 
     def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
         self.max_frame_bytes = max_frame_bytes
         self._buf = bytearray()
         self._need = -1  # body length of the frame being read, -1 while reading a header
+        # An error found after some good frames in the same chunk: those frames are returned
+        # first (a request must not vanish because garbage followed it), the error next call.
+        self._error: ProtocolError | None = None
 
     @property
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Message]:
+        if self._error is not None:
+            raise self._error
         self._buf += data
         out: list[Message] = []
+        try:
+            self._parse(out)
+        except ProtocolError as err:
+            if not out:
+                raise
+            self._error = err
+        return out
+
+    def _parse(self, out: list[Message]) -> None:
         while True:
             if self._need < 0:
                 if len(self._buf) < HEADER_BYTES:
-                    return out
+                    return
                 (length,) = _HEADER.unpack_from(self._buf)
                 if length > self.max_frame_bytes:
                     raise FrameTooLarge(
@@ -84,7 +98,7 @@ class FrameDecoder:
                 del self._buf[:HEADER_BYTES]
                 self._need = length
             if len(self._buf) < self._need:
-                return out
+                return
             body = bytes(self._buf[: self._need])
             del self._buf[: self._need]
             self._need = -1

@@ -25,9 +25,9 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import NodeConfig
 from mgpu_core.errors import (
     ConnectionClosed,
-    MgpuError,
     NodeConflict,
     ProtocolError,
+    RegistrationRefused,
     error_from_wire,
 )
 from mgpu_core.messages import MASTER_TO_NODE, MAX_IDS_PER_REQUEST, validate
@@ -40,10 +40,6 @@ log = logging.getLogger(__name__)
 # Undelivered exits kept while the master is away (their ids ride in the next hello, which
 # takes at most MAX_IDS_PER_REQUEST); beyond this the oldest are logged and lost.
 MAX_HELD_EVENTS = MAX_IDS_PER_REQUEST // 2
-
-
-class RegistrationRefused(MgpuError):
-    code = "registration_refused"
 
 
 def local_address_towards(host: str, port: int) -> str:

@@ -14,9 +14,9 @@ import click
 from mgpu_core import __version__
 from mgpu_core.cliutil import run_click
 from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
-from mgpu_core.errors import MgpuError
+from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.units import parse_size
-from mgpu_node.agent import Agent, RegistrationRefused, host_resources
+from mgpu_node.agent import Agent, host_resources
 from mgpu_node.gpus import detect_gpus
 
 EXIT_REGISTRATION_REFUSED = 3

@@ -9,6 +9,10 @@ from typing import Any
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState, check_transition
 
+# Queue rows carry a command preview, not the whole command line: a listing of 100,000 jobs
+# must fit in one frame.
+MAX_COMMAND_DISPLAY = 200
+
 
 @dataclass(slots=True)
 class Job:
@@ -65,7 +69,7 @@ class Job:
             "exit_code": self.exit_code,
             "signal": self.signal,
             "interactive": spec.interactive,
-            "command": spec.command_display(),
+            "command": spec.command_display()[:MAX_COMMAND_DISPLAY],
             "cwd": spec.cwd,
             "stdout_path": spec.stdout_path,
         }

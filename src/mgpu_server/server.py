@@ -151,6 +151,7 @@ class Server:
                 await self._serve_client(conn, hello)
         except ProtocolError as err:
             log.warning("peer %s: %s; closing", conn.peer, err)
+            self._flush()  # replies already queued for this peer go out before the error
             conn.send(error_reply(None, err.code, err.message))
         except (ConnectionClosed, TimeoutError):
             pass

@@ -74,7 +74,7 @@ class ClientService:
             if job.state in (JobState.PENDING, JobState.RUNNING):
                 jobs[job.state.value] = jobs.get(job.state.value, 0) + 1
         return {
-            "version": __version__,
+            "server": __version__,
             "nodes_total": len(nodes),
             "node_states": states,
             "gpus_total": sum(len(n.gpus) for n in nodes),

@@ -89,3 +89,11 @@ def test_env_size_is_bounded() -> None:
     env = {f"K{i}": "v" * 1000 for i in range(1100)}
     with pytest.raises(BadMessage, match="exceeds"):
         validate({"t": "submit", "id": 1, "job": {"argv": ["x"], "env": env}}, CLIENT_REQUESTS)
+
+
+def test_good_frames_before_garbage_are_delivered_then_the_error() -> None:
+    good = encode_frame({"t": "queue", "id": 1})
+    dec = FrameDecoder()
+    assert dec.feed(good + struct.pack("!I", 2) + b"\xc1\xc1") == [{"t": "queue", "id": 1}]
+    with pytest.raises(BadMessage):
+        dec.feed(b"")
