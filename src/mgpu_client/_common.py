@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from mgpu_client.client import Client
+from mgpu_core.cliutil import parsed_by
 from mgpu_core.config import resolve_master
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 from mgpu_core.hostlist import expand_hostlist
@@ -69,33 +70,6 @@ def handles_errors(prog: str) -> Callable[[F], F]:
     return wrap
 
 
-def _time_limit(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_time_limit(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
-def _nodelist(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    try:
-        return expand_hostlist(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-
-
 def _gres(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """Slurm's ``--gres=gpu:N`` or ``gpu:TYPE:N`` (the type is accepted and not matched yet)."""
     if value is None:
@@ -131,7 +105,7 @@ JOB_OPTIONS = (
     click.option(
         "--mem",
         "mem_bytes",
-        callback=_size,
+        callback=parsed_by(parse_size),
         default=None,
         metavar="SIZE",
         help="Memory, e.g. 16G (bare number: MB).",
@@ -140,7 +114,7 @@ JOB_OPTIONS = (
         "-t",
         "--time",
         "time_limit_s",
-        callback=_time_limit,
+        callback=parsed_by(parse_time_limit),
         default=None,
         metavar="LIMIT",
         help="Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.",
@@ -149,7 +123,7 @@ JOB_OPTIONS = (
     click.option(
         "-w",
         "--nodelist",
-        callback=_nodelist,
+        callback=parsed_by(expand_hostlist),
         default=None,
         metavar="NODES",
         help="Run on one of these nodes, e.g. gpu[01-04].",

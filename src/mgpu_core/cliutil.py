@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 import click
 
@@ -20,3 +23,35 @@ def run_click(command: click.Command, prog: str) -> None:
         click.echo(f"{prog}: aborted", err=True)
         sys.exit(130)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+T = TypeVar("T")
+
+
+def parsed_by(
+    parse: Callable[[str], T],
+) -> Callable[[click.Context, click.Parameter, str | None], T | None]:
+    """A click callback that parses an option with ``parse``; its ValueError message becomes the
+    one-line usage error (``Invalid value for '--time': invalid time limit 'x': ...``)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> T | None:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return callback
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def configure_logging(level: str) -> None:
+    """Daemons log to stderr, one line per event; only CLIs configure handlers."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from mgpu_core import __version__
-from mgpu_core.cliutil import run_click
+from mgpu_core.cliutil import LOG_LEVELS, configure_logging, parsed_by, run_click
 from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.units import parse_size
@@ -20,15 +19,6 @@ from mgpu_node.agent import Agent, host_resources
 from mgpu_node.gpus import detect_gpus
 
 EXIT_REGISTRATION_REFUSED = 3
-
-
-def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return parse_size(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +48,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option(
     "--mem",
     "mem_bytes",
-    callback=_size,
+    callback=parsed_by(parse_size),
     default=None,
     help="Memory offered to jobs, e.g. 64G [default: all of this host's].",
 )
@@ -78,7 +68,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
     default="info",
     show_default=True,
 )
@@ -97,11 +87,7 @@ def cli(
     log_level: str,
 ) -> None:
     """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level)
     try:
         default = resolve_master(None)
         master = Address(master_host or default.host, master_port or default.port)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import click
 
 from mgpu_core import __version__
-from mgpu_core.cliutil import run_click
+from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
 from mgpu_core.config import ServerConfig, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
@@ -72,7 +71,7 @@ def default_state_dir() -> Path:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
     default="info",
     show_default=True,
 )
@@ -89,11 +88,7 @@ def cli(
     log_level: str,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level)
     state = state_dir or default_state_dir()
     try:
         state.mkdir(parents=True, exist_ok=True)
