@@ -126,7 +126,7 @@ class NodeConfig:
     fake_gpu_count: int | None = None
     state_dir: Path = Path("mgpu-node-state")
     heartbeat_interval_s: float = 5.0
-    reconnect_max_s: float = 30.0
+    reconnect_max_s: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
 
     def validate(self) -> NodeConfig:

@@ -94,6 +94,12 @@ class RegistrationRefused(MgpuError):
     code = "registration_refused"
 
 
+class StorageError(MgpuError):
+    """The master could not store a change (disk full, I/O error): nothing was acknowledged."""
+
+    code = "storage_error"
+
+
 class InternalError(MgpuError):
     code = "internal_error"
 
@@ -117,6 +123,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         NodeConflict,
         PermissionDenied,
         RegistrationRefused,
+        StorageError,
         InternalError,
     )
 }

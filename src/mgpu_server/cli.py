@@ -16,6 +16,7 @@ from mgpu_core.config import ServerConfig, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.server import Server
+from mgpu_server.sqlite_store import SqliteStore
 
 EXIT_STARTUP_FAILURE = 3
 
@@ -104,14 +105,19 @@ def cli(
     except (OSError, MgpuError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
     try:
-        asyncio.run(_serve(config))
+        store = SqliteStore(state)
+    except MgpuError as exc:
+        click.echo(f"mgpu_master: cannot start: {exc}", err=True)
+        sys.exit(EXIT_STARTUP_FAILURE)
+    try:
+        asyncio.run(_serve(config, store))
     except OSError as exc:
         click.echo(f"mgpu_master: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
 
 
-async def _serve(config: ServerConfig) -> None:
-    server = Server(config)
+async def _serve(config: ServerConfig, store: SqliteStore) -> None:
+    server = Server(config, store)
     loop = asyncio.get_running_loop()
     # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -39,7 +39,9 @@ Effect = ToNode | ToWatchers
 
 
 class Cluster:
-    def __init__(self, store: Store, *, kill_grace_s: float, node_timeout_s: float) -> None:
+    def __init__(
+        self, store: Store, *, kill_grace_s: float, node_timeout_s: float, now: float = 0.0
+    ) -> None:
         self.store = store
         self.kill_grace_s = kill_grace_s
         self.node_timeout_s = node_timeout_s
@@ -48,11 +50,41 @@ class Cluster:
         self.pending: dict[int, Job] = {}
         self.nodes: dict[str, NodeRecord] = {}
         self.outbox: list[Effect] = []
+        # Jobs submitted in the current loop turn: undone if the turn's commit fails.
+        self.new_jobs: list[Job] = []
+        for info in store.load_nodes():
+            # Known from before a restart: down until the agent reconnects; its jobs fail over
+            # if it has not returned within node_timeout_s of now.
+            node = _node_from_info(info, now)
+            node.connected = False
+            self.nodes[node.node_id] = node
         for job in store.load_jobs():
             self.jobs[job.job_id] = job
             if job.state is JobState.PENDING:
                 self.pending[job.job_id] = job
+            elif job.state is JobState.RUNNING:
+                self._restore_allocation(job)
         self._next_id = store.next_job_id()
+
+    def _restore_allocation(self, job: Job) -> None:
+        node = self.nodes.get(job.node_id)
+        if node is None or any(i >= len(node.gpus) for i in job.gpu_indices):
+            return
+        node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+
+    def undo_new_jobs(self) -> set[int]:
+        """Forget the jobs submitted this turn (their commit failed); returns their ids."""
+        ids = {job.job_id for job in self.new_jobs}
+        for job in self.new_jobs:
+            self.pending.pop(job.job_id, None)
+            del self.jobs[job.job_id]
+            node = self.nodes.get(job.node_id)
+            if node is not None:
+                node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
+            self.store.discard_job(job.job_id)
+        self.new_jobs.clear()
+        self.outbox = [e for e in self.outbox if _effect_job_id(e) not in ids]
+        return ids
 
     # ---- clients -------------------------------------------------------------------------
 
@@ -62,6 +94,7 @@ class Cluster:
         self._next_id += 1
         self.jobs[job.job_id] = job
         self.pending[job.job_id] = job
+        self.new_jobs.append(job)
         self.store.put_job(job)
         log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, user, spec.gpus)
         return job
@@ -153,34 +186,18 @@ class Cluster:
         old = self.nodes.get(node_id)
         if old is not None and old.connected:
             raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
-        gpus = [
-            GpuRecord(
-                g["index"],
-                g["uuid"],
-                g["name"],
-                g["memory_total_bytes"],
-                g["visible_id"],
-                g["fake"],
-            )
-            for g in sorted(info["gpus"], key=lambda g: g["index"])
-        ]
-        if [g.index for g in gpus] != list(range(len(gpus))):
+        node = _node_from_info(info, now)
+        if [g.index for g in node.gpus] != list(range(len(node.gpus))):
             raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
-        node = NodeRecord(
-            node_id=node_id,
-            hostname=info["hostname"] or node_id,
-            address=info["address"],
-            cpus=info["cpus"],
-            mem_bytes=info["mem_bytes"],
-            gpus=gpus,
-            gpu_backend=info["gpu_backend"],
-            agent_version=info["agent_version"],
-            last_seen_s=now,
-        )
         self.nodes[node_id] = node
+        self.store.put_node({k: v for k, v in info.items() if k != "running_job_ids"})
         self._reconcile(node, set(info["running_job_ids"]), now)
         log.info(
-            "node=%s joined address=%s gpus=%d cpus=%d", node_id, node.address, len(gpus), node.cpus
+            "node=%s joined address=%s gpus=%d cpus=%d",
+            node_id,
+            node.address,
+            len(node.gpus),
+            node.cpus,
         )
         return node
 
@@ -336,6 +353,34 @@ class Cluster:
         self.outbox.append(ToNode(node.node_id, {"t": "launch", "launch": launch}))
         if job.spec.interactive:
             self.outbox.append(ToWatchers(job.job_id, state_event(job)))
+
+
+def _node_from_info(info: dict[str, Any], now: float) -> NodeRecord:
+    gpus = [
+        GpuRecord(
+            g["index"], g["uuid"], g["name"], g["memory_total_bytes"], g["visible_id"], g["fake"]
+        )
+        for g in sorted(info["gpus"], key=lambda g: g["index"])
+    ]
+    return NodeRecord(
+        node_id=info["node_id"],
+        hostname=info["hostname"] or info["node_id"],
+        address=info["address"],
+        cpus=info["cpus"],
+        mem_bytes=info["mem_bytes"],
+        gpus=gpus,
+        gpu_backend=info["gpu_backend"],
+        agent_version=info["agent_version"],
+        last_seen_s=now,
+    )
+
+
+def _effect_job_id(effect: Effect) -> int | None:
+    msg = effect.msg
+    if "launch" in msg:
+        return int(msg["launch"]["job_id"])
+    job_id = msg.get("job_id")
+    return job_id if isinstance(job_id, int) else None
 
 
 def state_event(job: Job) -> dict[str, Any]:

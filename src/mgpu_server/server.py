@@ -18,7 +18,13 @@ from typing import Any
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import ServerConfig
-from mgpu_core.errors import ConnectionClosed, MgpuError, ProtocolError, VersionMismatch
+from mgpu_core.errors import (
+    ConnectionClosed,
+    MgpuError,
+    ProtocolError,
+    StorageError,
+    VersionMismatch,
+)
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.cluster import Cluster, ToNode, ToWatchers
@@ -35,6 +41,7 @@ class Server:
             store or MemoryStore(),
             kill_grace_s=config.kill_grace_s,
             node_timeout_s=config.node_timeout_s,
+            now=time.time(),
         )
         self.node_links: dict[str, AsyncConnection] = {}
         self.watchers: dict[int, set[AsyncConnection]] = {}
@@ -97,8 +104,16 @@ class Server:
         self._flush_scheduled = False
         cluster = self.cluster
         cluster.schedule(time.time())
-        cluster.store.commit()
         replies, self._replies = self._replies, []
+        try:
+            cluster.store.commit()
+        except StorageError as err:
+            # Nothing that is not stored is acknowledged: this turn's submissions are undone
+            # and refused; other changes stay pending and are retried with the next commit.
+            log.error("%s; refusing this turn's submissions", err)
+            refused = cluster.undo_new_jobs()
+            replies = [(conn, _refuse(msg, refused, err)) for conn, msg in replies]
+        cluster.new_jobs.clear()
         for conn, msg in replies:
             conn.send(msg)
         effects, cluster.outbox = cluster.outbox, []
@@ -236,3 +251,11 @@ class Server:
         elif kind == "job_exited":
             cluster.job_exited(node_id, msg, now)
         self.kick()
+
+
+def _refuse(reply: Message, refused: set[int], err: StorageError) -> Message:
+    """The error reply that replaces an ``ok`` for a submission that could not be stored."""
+    data = reply.get("data")
+    if reply["t"] == "ok" and isinstance(data, dict) and data.get("job_id") in refused:
+        return error_reply(reply["id"], err.code, f"job not accepted: {err.message}")
+    return reply

@@ -3,12 +3,14 @@
 The master's event loop calls :meth:`Store.put_job` for every change it makes during one
 turn, then :meth:`Store.commit` once before any reply or command leaves the process: an
 acknowledged change is stored (group commit). :class:`MemoryStore` keeps everything in
-process memory; the durable SQLite store (issue #3) implements the same contract.
+process memory (tests); :class:`mgpu_server.sqlite_store.SqliteStore` is the durable one.
+Node registrations are stored too, so that after a restart the master knows which nodes ran
+which jobs before those nodes reconnect.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from mgpu_server.jobs import Job
 
@@ -26,8 +28,25 @@ class Store(Protocol):
         """Record the job's current state; visible to :meth:`load_jobs` after :meth:`commit`."""
         ...
 
+    def discard_job(self, job_id: int) -> None:
+        """Drop a not-yet-committed job (its submission is being refused)."""
+        ...
+
+    def load_nodes(self) -> list[dict[str, Any]]:
+        """Every stored node registration (the node part of its hello), in node id order."""
+        ...
+
+    def put_node(self, info: dict[str, Any]) -> None:
+        """Record a node's registration; written with the next :meth:`commit`."""
+        ...
+
     def commit(self) -> None:
-        """Make every ``put_job`` since the last commit durable, all or nothing."""
+        """Make every ``put_*`` since the last commit durable, all or nothing.
+
+        Raises :class:`~mgpu_core.errors.StorageError` if that is impossible (disk full): the
+        writes stay pending (retried at the next commit) and the caller must not acknowledge
+        what they contain.
+        """
         ...
 
     def close(self) -> None: ...
@@ -39,6 +58,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._jobs: dict[int, Job] = {}
         self._dirty: dict[int, Job] = {}
+        self._nodes: dict[str, dict[str, Any]] = {}
+        self._dirty_nodes: dict[str, dict[str, Any]] = {}
         self.commits = 0
 
     def load_jobs(self) -> list[Job]:
@@ -50,11 +71,23 @@ class MemoryStore:
     def put_job(self, job: Job) -> None:
         self._dirty[job.job_id] = job
 
+    def discard_job(self, job_id: int) -> None:
+        self._dirty.pop(job_id, None)
+
+    def load_nodes(self) -> list[dict[str, Any]]:
+        return [self._nodes[k] for k in sorted(self._nodes)]
+
+    def put_node(self, info: dict[str, Any]) -> None:
+        self._dirty_nodes[info["node_id"]] = info
+
     def commit(self) -> None:
-        if self._dirty:
+        if self._dirty or self._dirty_nodes:
             self._jobs.update(self._dirty)
+            self._nodes.update(self._dirty_nodes)
             self._dirty.clear()
+            self._dirty_nodes.clear()
             self.commits += 1
 
     def close(self) -> None:
         self._dirty.clear()
+        self._dirty_nodes.clear()

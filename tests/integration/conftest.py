@@ -59,7 +59,8 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_master(self, *extra: str) -> None:
+    def start_master(self, *extra: str, port: int = 0) -> None:
+        """Start (or restart, with ``port=cluster.port``) the master on its state directory."""
         port_file = self.tmp / "master.port"
         port_file.unlink(missing_ok=True)
         log = open(self.tmp / "master.log", "ab")  # noqa: SIM115 - the child owns it
@@ -71,7 +72,7 @@ class Cluster:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(port),
                 "--port-file",
                 str(port_file),
                 "--state-dir",
@@ -182,6 +183,12 @@ class Cluster:
         result = self.cli("mgpu_sbatch", "--parsable", *args, cwd=cwd)
         assert result.returncode == 0, result.stderr
         return int(result.stdout.strip())
+
+    def kill_master(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash."""
+        assert self.master is not None
+        self.master.kill()
+        self.master.wait(timeout=10)
 
     def stop(self) -> None:
         for proc in self.nodes.values():
