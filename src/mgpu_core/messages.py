@@ -61,6 +61,8 @@ JOB_SPEC = Record(
         "cwd": (Str(MAX_PATH_LEN), "/"),
         "stdout_path": (Optional(Str(MAX_PATH_LEN)), None),
         "stderr_path": (Optional(Str(MAX_PATH_LEN)), None),
+        # Requeue (rather than end NODE_FAIL) when the node fails under the job.
+        "requeue": (Bool(), False),
     }
 )
 
@@ -167,6 +169,7 @@ LAUNCH_SPEC = Record(
         "spec": (JOB_SPEC, REQUIRED),
         "gpu_indices": (ListOf(Int(0, MAX_GPUS_PER_NODE - 1), MAX_GPUS_PER_NODE), list),
         "kill_grace_s": (Float(), 10.0),
+        "restart_count": (Int(0, 2**31), 0),
     }
 )
 
@@ -175,6 +178,8 @@ MASTER_TO_NODE: dict[str, Record] = {
     "error": Record({"id": (Optional(_ID), None), "code": (_NAME, ""), "message": (Str(4096), "")}),
     "launch": Record({"launch": (LAUNCH_SPEC, REQUIRED)}),
     "kill": Record({"job_id": (_JOB_ID, REQUIRED), "reason": (Str(1024), "")}),
+    # The master has stored this job's exit: the node may forget it.
+    "exit_ack": Record({"job_id": (_JOB_ID, REQUIRED)}),
 }
 
 MASTER_TO_CLIENT: frozenset[str] = frozenset(

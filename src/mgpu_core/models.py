@@ -32,6 +32,7 @@ class JobSpec:
     cwd: str = "/"
     stdout_path: str | None = None
     stderr_path: str | None = None
+    requeue: bool = False
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
