@@ -138,6 +138,14 @@ JOB_OPTIONS = (
 )
 
 
+REQUEUE_OPTION = click.option(
+    "--requeue/--no-requeue",
+    default=True,
+    show_default=True,
+    help="Requeue the job if its node fails (it sees MGPU_RESTART_COUNT).",
+)
+
+
 def job_options(fn: F) -> F:
     for option in reversed(JOB_OPTIONS):
         fn = option(fn)
@@ -170,4 +178,5 @@ def build_spec(
         cwd=cwd,
         stdout_path=opts.get("output"),
         stderr_path=opts.get("error"),
+        requeue=bool(opts.get("requeue", not interactive)),
     )

@@ -52,7 +52,8 @@ def node_row(node: dict[str, Any]) -> list[str]:
     used = sum(1 for g in gpus if g["job_id"] is not None)
     down = sum(1 for g in gpus if not g["healthy"])
     gpu_text = f"{used}/{len(gpus)}" + (f" ({down} down)" if down else "")
-    state = node["state"] + (f" ({node['down_reason']})" if node["down_reason"] else "")
+    why = node["down_reason"] or node.get("drain_reason", "")
+    state = node["state"] + (f" ({why})" if why else "")
     return [
         node["node_id"],
         state,

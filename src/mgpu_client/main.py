@@ -14,6 +14,7 @@ import click
 from mgpu_client import cancel, queue, sbatch, srun
 from mgpu_client._common import (
     CONTEXT,
+    REQUEUE_OPTION,
     build_spec,
     connect,
     handles_errors,
@@ -37,6 +38,7 @@ def cli() -> None:
 @job_options
 @click.option("-o", "--output", default=None, help="stdout file [default: mgpu-%j.out].")
 @click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
+@REQUEUE_OPTION
 @master_option
 @click.argument("command", nargs=-1, required=True)
 @handles_errors(f"{PROG} submit")
@@ -104,6 +106,66 @@ def info(*, as_json: bool, master: str | None) -> None:
     )
     click.echo(f"cpus     {data['cpus_alloc']} allocated / {data['cpus_total']} up")
     click.echo(f"jobs     {jobs.get('RUNNING', 0)} running, {jobs.get('PENDING', 0)} pending")
+
+
+@cli.command()
+@master_option
+@click.argument("job_id", type=click.IntRange(min=1))
+@handles_errors(f"{PROG} attach")
+def attach(*, job_id: int, master: str | None) -> None:
+    """Follow a running job's output and wait for its end (re-attach a lost srun).
+
+    Output the job wrote while nobody was attached is not replayed. Ctrl-C cancels the job.
+    """
+    srun.install_signal_handlers()
+    client = connect(master)
+    row = client.request("attach", job_id=job_id)["job"]
+    if row["state"] not in ("PENDING", "RUNNING"):
+        client.close()
+        sys.exit(srun.report_end(row, job_id, f"{PROG} attach"))
+    follower = srun.Follower(client, job_id, f"{PROG} attach")
+    code = follower.run()
+    follower.client.close()
+    sys.exit(code)
+
+
+@cli.group()
+def node() -> None:
+    """Admin verbs for nodes: drain, resume, remove."""
+
+
+def _node_update(master: str | None, node_id: str, action: str, reason: str = "") -> None:
+    with connect(master) as client:
+        client.request("node_update", node_id=node_id, action=action, reason=reason)
+    click.echo(f"node {node_id}: {action}" + (f" ({reason})" if reason else ""))
+
+
+@node.command("drain")
+@click.option("--reason", default="", help="Shown in the nodes view.")
+@master_option
+@click.argument("node_id")
+@handles_errors(f"{PROG} node drain")
+def node_drain(*, node_id: str, reason: str, master: str | None) -> None:
+    """Let NODE's running jobs finish but start no new ones there."""
+    _node_update(master, node_id, "drain", reason)
+
+
+@node.command("resume")
+@master_option
+@click.argument("node_id")
+@handles_errors(f"{PROG} node resume")
+def node_resume(*, node_id: str, master: str | None) -> None:
+    """Undo a drain: NODE takes jobs again."""
+    _node_update(master, node_id, "resume")
+
+
+@node.command("remove")
+@master_option
+@click.argument("node_id")
+@handles_errors(f"{PROG} node remove")
+def node_remove(*, node_id: str, master: str | None) -> None:
+    """Forget NODE (its agent must be stopped and its jobs ended)."""
+    _node_update(master, node_id, "remove")
 
 
 @cli.group()

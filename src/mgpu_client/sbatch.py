@@ -11,6 +11,7 @@ import click
 
 from mgpu_client._common import (
     CONTEXT,
+    REQUEUE_OPTION,
     build_spec,
     connect,
     handles_errors,
@@ -87,6 +88,7 @@ def merge_directives(ctx: click.Context, tokens: list[str]) -> dict[str, Any]:
     help=f"stdout file; %j is the job id [default: {DEFAULT_OUTPUT}].",
 )
 @click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
+@REQUEUE_OPTION
 @click.option(
     "--wrap", default=None, metavar="CMD", help="Wrap this shell command line in a script."
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+import time
 from typing import Any
 
 import click
@@ -21,14 +22,28 @@ from mgpu_client._common import (
 )
 from mgpu_client.client import Client
 from mgpu_core.cliutil import run_click
+from mgpu_core.errors import ConnectionClosed, MasterUnreachable
 
 PROG = "mgpu_srun"
 # After a cancel, how long to wait for the job's final state before giving up on it.
 CANCEL_WAIT_S = 30.0
 
 
+# Reconnect backoff while the master is away (srun follows the job across master restarts).
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
+
+
+class Detach(Exception):
+    """SIGHUP: the terminal is gone. Leave the job running; ``mgpu_client attach`` resumes."""
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _hangup(signum: int, frame: object) -> None:
+    raise Detach
 
 
 def exit_status(event: dict[str, Any]) -> int:
@@ -39,6 +54,16 @@ def exit_status(event: dict[str, Any]) -> int:
     if isinstance(code, int):
         return code & 0xFF if code >= 0 else EXIT_ERROR
     return EXIT_ERROR
+
+
+def report_end(event: dict[str, Any], job_id: int, prog: str) -> int:
+    """Say how a job ended (unless it simply completed or exited non-zero) and return the
+    exit status; ``event`` is a job_ended event or a queue row."""
+    state = event["state"]
+    if state != "COMPLETED" and not (state == "FAILED" and event.get("exit_code")):
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        click.echo(f"{prog}: error: job {job_id} ended {state}{reason}", err=True)
+    return exit_status(event)
 
 
 def stream_job(
@@ -61,23 +86,60 @@ def stream_job(
             elif event["state"] == "RUNNING" and waiting_said:
                 click.echo(f"{prog}: job {job_id} has been allocated resources", err=True)
         elif kind == "job_ended":
-            state = event["state"]
-            if state != "COMPLETED" and not (state == "FAILED" and event.get("exit_code")):
-                reason = f" ({event['reason']})" if event.get("reason") else ""
-                click.echo(f"{prog}: error: job {job_id} ended {state}{reason}", err=True)
-            return exit_status(event)
+            return report_end(event, job_id, prog)
 
 
-def run_attached(client: Client, job_id: int, *, prog: str = PROG) -> int:
-    """Stream the job; the first Ctrl-C (or SIGTERM/SIGHUP) cancels it, a second one leaves."""
-    try:
-        return stream_job(client, job_id, prog=prog)
-    except KeyboardInterrupt:
-        click.echo(f"{prog}: interrupted: cancelling job {job_id}", err=True)
-    client.cancel([job_id])
-    with contextlib.suppress(KeyboardInterrupt, TimeoutError):
-        stream_job(client, job_id, prog=prog, timeout_s=CANCEL_WAIT_S)
-    return EXIT_INTERRUPTED
+class Follower:
+    """Follows one job; when the master goes away, reconnects and re-attaches."""
+
+    def __init__(self, client: Client, job_id: int, prog: str) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.prog = prog
+
+    def follow(self, timeout_s: float | None = None) -> int:
+        while True:
+            try:
+                return stream_job(self.client, self.job_id, prog=self.prog, timeout_s=timeout_s)
+            except ConnectionClosed:
+                click.echo(
+                    f"{self.prog}: lost the master; reconnecting (job {self.job_id} keeps running)",
+                    err=True,
+                )
+            row = self._reattach()
+            if row["state"] not in ("PENDING", "RUNNING"):
+                return report_end(row, self.job_id, self.prog)
+
+    def _reattach(self) -> dict[str, Any]:
+        address = self.client.address
+        self.client.close()
+        delay_s = RECONNECT_MIN_S
+        while True:
+            try:
+                self.client = Client(address)
+                job: dict[str, Any] = self.client.request("attach", job_id=self.job_id)["job"]
+                return job
+            except (MasterUnreachable, ConnectionClosed, TimeoutError):
+                time.sleep(delay_s)  # waiting for the master to come back: nothing to wait on
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    def run(self) -> int:
+        """Follow to the end; Ctrl-C or SIGTERM cancels the job, SIGHUP detaches."""
+        try:
+            return self.follow()
+        except KeyboardInterrupt:
+            click.echo(f"{self.prog}: interrupted: cancelling job {self.job_id}", err=True)
+        except Detach:
+            return 128 + signal.SIGHUP
+        self.client.cancel([self.job_id])
+        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed):
+            stream_job(self.client, self.job_id, prog=self.prog, timeout_s=CANCEL_WAIT_S)
+        return EXIT_INTERRUPTED
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _hangup)
 
 
 @click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
@@ -87,12 +149,17 @@ def run_attached(client: Client, job_id: int, *, prog: str = PROG) -> int:
 @handles_errors(PROG)
 def cli(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
     """Run COMMAND as a job and stream its output: mgpu_srun --gpus 1 -- python train.py"""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _interrupt)
+    install_signal_handlers()
     spec = build_spec(opts, argv=list(command), script=None, interactive=True)
-    with connect(master) as client:
+    client = connect(master)
+    try:
         job_id = client.submit(spec, attach=True)
-        sys.exit(run_attached(client, job_id))
+        follower = Follower(client, job_id, PROG)
+        code = follower.run()
+    finally:
+        client.close()
+    follower.client.close()
+    sys.exit(code)
 
 
 def main() -> None:

@@ -138,6 +138,16 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "nodes": Record({"id": (_ID, REQUIRED)}),
+    # Follow a job's output and state from now on (srun after a master restart, or another shell).
+    "attach": Record({"id": (_ID, REQUIRED), "job_id": (_JOB_ID, REQUIRED)}),
+    "node_update": Record(
+        {
+            "id": (_ID, REQUIRED),
+            "node_id": (Str(MAX_NAME_LEN, min_len=1), REQUIRED),
+            "action": (OneOf("drain", "resume", "remove"), REQUIRED),
+            "reason": (Str(1024), ""),
+        }
+    ),
     "info": Record({"id": (_ID, REQUIRED)}),
 }
 

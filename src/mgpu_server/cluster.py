@@ -12,12 +12,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, MgpuError, NodeConflict
+from mgpu_core.errors import (
+    InvalidJobState,
+    InvalidRequest,
+    JobNotFound,
+    MgpuError,
+    NodeConflict,
+    NodeNotFound,
+)
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState, final_state
 from mgpu_server import scheduler
-from mgpu_server.jobs import Job
-from mgpu_server.nodes import GpuRecord, NodeRecord
+from mgpu_server.jobs import Job, ended_event, state_event
+from mgpu_server.nodes import NodeRecord
 from mgpu_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -55,7 +62,7 @@ class Cluster:
         for info in store.load_nodes():
             # Known from before a restart: down until the agent reconnects; its jobs fail over
             # if it has not returned within node_timeout_s of now.
-            node = _node_from_info(info, now)
+            node = NodeRecord.from_info(info, now)
             node.connected = False
             self.nodes[node.node_id] = node
         for job in store.load_jobs():
@@ -186,11 +193,13 @@ class Cluster:
         old = self.nodes.get(node_id)
         if old is not None and old.connected:
             raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
-        node = _node_from_info(info, now)
+        node = NodeRecord.from_info(info, now)
         if [g.index for g in node.gpus] != list(range(len(node.gpus))):
             raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
+        if old is not None:
+            node.drain_reason = old.drain_reason  # an admin's drain outlives reconnects
         self.nodes[node_id] = node
-        self.store.put_node({k: v for k, v in info.items() if k != "running_job_ids"})
+        self.store.put_node(node.to_info())
         self._reconcile(node, set(info["running_job_ids"]), now)
         log.info(
             "node=%s joined address=%s gpus=%d cpus=%d",
@@ -211,9 +220,7 @@ class Cluster:
                     continue  # its GPUs are gone; the job keeps running, unaccounted
                 node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
             else:
-                self._finish(
-                    job, JobState.NODE_FAIL, now, reason="job vanished while node was away"
-                )
+                self._node_failed(job, now, reason="job vanished while node was away")
         for job_id in reported:
             if self.job_of_node(node.node_id, job_id) is None:
                 self.outbox.append(
@@ -259,8 +266,28 @@ class Cluster:
                 if node.connected:
                     kill = {"t": "kill", "job_id": job_id, "reason": "node failed"}
                     self.outbox.append(ToNode(node.node_id, kill))
-                reason = f"node {node.node_id} failed"
-                self._finish(self.jobs[job_id], JobState.NODE_FAIL, now, reason=reason)
+                self._node_failed(self.jobs[job_id], now, reason=f"node {node.node_id} failed")
+
+    def update_node(self, node_id: str, action: str, reason: str, now: float) -> None:
+        """Admin verbs: drain (jobs finish, none start), resume, remove (no jobs, not connected)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise NodeNotFound(f"no node named {node_id!r}")
+        if action == "drain":
+            node.drain_reason = reason or "drained by admin"
+        elif action == "resume":
+            node.drain_reason = ""
+        elif node.connected or node.jobs:
+            raise InvalidRequest(
+                f"node {node_id} is connected or has jobs: stop its agent and let its jobs end"
+            )
+        else:
+            del self.nodes[node_id]
+            self.store.delete_node(node_id)
+            log.info("node=%s removed", node_id)
+            return
+        self.store.put_node(node.to_info())
+        log.info("node=%s %s reason=%r", node_id, action, node.drain_reason)
 
     # ---- job events from nodes -----------------------------------------------------------
 
@@ -277,6 +304,8 @@ class Cluster:
             self.store.put_job(job)
 
     def job_exited(self, node_id: str, event: dict[str, Any], now: float) -> None:
+        # Acked in any case (sent after this turn's commit): the node may forget the exit.
+        self.outbox.append(ToNode(node_id, {"t": "exit_ack", "job_id": event["job_id"]}))
         job = self.job_of_node(node_id, event["job_id"])
         if job is None:
             return  # already failed over or cancelled while the node was away
@@ -289,6 +318,29 @@ class Cluster:
             timed_out=event["timed_out"],
         )
         self._finish(job, state, now, reason=event["reason"])
+
+    def _node_failed(self, job: Job, now: float, *, reason: str) -> None:
+        """A job lost with its node: requeued if it asked for that (batch default), else
+        NODE_FAIL. A job being cancelled is not brought back."""
+        if not job.spec.requeue or job.cancel_requested:
+            self._finish(job, JobState.NODE_FAIL, now, reason=reason)
+            return
+        node = self.nodes.get(job.node_id)
+        if node is not None:
+            node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
+        log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, reason)
+        job.transition(JobState.REQUEUED, now, reason)
+        job.transition(JobState.PENDING, now, "NodeFail")
+        job.restart_count += 1
+        job.node_id = ""
+        job.gpu_indices = ()
+        job.pid = 0
+        self.store.put_job(job)
+        # Back in the queue at its original place: pending order is submission order.
+        out_of_order = bool(self.pending) and job.job_id < next(reversed(self.pending))
+        self.pending[job.job_id] = job
+        if out_of_order:
+            self.pending = dict(sorted(self.pending.items()))
 
     def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
         job.transition(state, now, reason)
@@ -349,30 +401,11 @@ class Cluster:
             "spec": job.spec.to_wire(),
             "gpu_indices": list(start.gpu_indices),
             "kill_grace_s": self.kill_grace_s,
+            "restart_count": job.restart_count,
         }
         self.outbox.append(ToNode(node.node_id, {"t": "launch", "launch": launch}))
         if job.spec.interactive:
             self.outbox.append(ToWatchers(job.job_id, state_event(job)))
-
-
-def _node_from_info(info: dict[str, Any], now: float) -> NodeRecord:
-    gpus = [
-        GpuRecord(
-            g["index"], g["uuid"], g["name"], g["memory_total_bytes"], g["visible_id"], g["fake"]
-        )
-        for g in sorted(info["gpus"], key=lambda g: g["index"])
-    ]
-    return NodeRecord(
-        node_id=info["node_id"],
-        hostname=info["hostname"] or info["node_id"],
-        address=info["address"],
-        cpus=info["cpus"],
-        mem_bytes=info["mem_bytes"],
-        gpus=gpus,
-        gpu_backend=info["gpu_backend"],
-        agent_version=info["agent_version"],
-        last_seen_s=now,
-    )
 
 
 def _effect_job_id(effect: Effect) -> int | None:
@@ -381,25 +414,3 @@ def _effect_job_id(effect: Effect) -> int | None:
         return int(msg["launch"]["job_id"])
     job_id = msg.get("job_id")
     return job_id if isinstance(job_id, int) else None
-
-
-def state_event(job: Job) -> dict[str, Any]:
-    return {
-        "t": "job_state",
-        "job_id": job.job_id,
-        "state": job.state.value,
-        "reason": job.reason,
-        "node": job.node_id,
-        "gpu_indices": list(job.gpu_indices),
-    }
-
-
-def ended_event(job: Job) -> dict[str, Any]:
-    return {
-        "t": "job_ended",
-        "job_id": job.job_id,
-        "state": job.state.value,
-        "exit_code": job.exit_code,
-        "signal": job.signal,
-        "reason": job.reason,
-    }

@@ -30,6 +30,7 @@ class Job:
     signal: int | None = None
     cancel_requested: bool = False
     pid: int = 0
+    restart_count: int = 0  # times requeued; the job sees it as MGPU_RESTART_COUNT
 
     def transition(self, new: JobState, now: float, reason: str = "") -> None:
         check_transition(self.state, new)
@@ -68,8 +69,31 @@ class Job:
             "elapsed_s": self.elapsed_s(now),
             "exit_code": self.exit_code,
             "signal": self.signal,
+            "restart_count": self.restart_count,
             "interactive": spec.interactive,
             "command": spec.command_display()[:MAX_COMMAND_DISPLAY],
             "cwd": spec.cwd,
             "stdout_path": spec.stdout_path,
         }
+
+
+def state_event(job: Job) -> dict[str, Any]:
+    return {
+        "t": "job_state",
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "reason": job.reason,
+        "node": job.node_id,
+        "gpu_indices": list(job.gpu_indices),
+    }
+
+
+def ended_event(job: Job) -> dict[str, Any]:
+    return {
+        "t": "job_ended",
+        "job_id": job.job_id,
+        "state": job.state.value,
+        "exit_code": job.exit_code,
+        "signal": job.signal,
+        "reason": job.reason,
+    }

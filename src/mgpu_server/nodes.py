@@ -55,9 +55,61 @@ class NodeRecord:
     connected: bool = True
     last_seen_s: float = 0.0
     down_reason: str = ""
+    drain_reason: str = ""  # set by an admin: running jobs finish, no new ones start
     cpus_alloc: int = 0
     mem_alloc_bytes: int = 0
     jobs: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any], now: float) -> NodeRecord:
+        """A record from a node's registration (its hello, or what the store kept of it)."""
+        gpus = [
+            GpuRecord(
+                g["index"],
+                g["uuid"],
+                g["name"],
+                g["memory_total_bytes"],
+                g["visible_id"],
+                g["fake"],
+            )
+            for g in sorted(info["gpus"], key=lambda g: g["index"])
+        ]
+        return cls(
+            node_id=info["node_id"],
+            hostname=info["hostname"] or info["node_id"],
+            address=info["address"],
+            cpus=info["cpus"],
+            mem_bytes=info["mem_bytes"],
+            gpus=gpus,
+            gpu_backend=info["gpu_backend"],
+            agent_version=info["agent_version"],
+            last_seen_s=now,
+            drain_reason=info.get("drain_reason", ""),
+        )
+
+    def to_info(self) -> dict[str, Any]:
+        """What the store keeps of this node: its registration plus the admin's drain."""
+        return {
+            "node_id": self.node_id,
+            "hostname": self.hostname,
+            "address": self.address,
+            "cpus": self.cpus,
+            "mem_bytes": self.mem_bytes,
+            "gpus": [
+                {
+                    "index": g.index,
+                    "uuid": g.uuid,
+                    "name": g.name,
+                    "memory_total_bytes": g.memory_total_bytes,
+                    "visible_id": g.visible_id,
+                    "fake": g.fake,
+                }
+                for g in self.gpus
+            ],
+            "gpu_backend": self.gpu_backend,
+            "agent_version": self.agent_version,
+            "drain_reason": self.drain_reason,
+        }
 
     @property
     def up(self) -> bool:
@@ -90,7 +142,7 @@ class NodeRecord:
         healthy = [g for g in self.gpus if g.healthy]
         return NodeView(
             node_id=self.node_id,
-            up=self.up,
+            up=self.up and not self.drain_reason,
             free_gpus=[g.index for g in healthy if g.job_id is None],
             healthy_gpus=len(healthy),
             free_cpus=self.cpus - self.cpus_alloc,
@@ -100,9 +152,11 @@ class NodeRecord:
         )
 
     def display_state(self) -> str:
-        """sinfo's words: idle, mixed, allocated, down."""
+        """sinfo's words: idle, mixed, allocated, down, drain (empty) or draining."""
         if not self.up:
             return "down"
+        if self.drain_reason:
+            return "draining" if self.jobs else "drain"
         if not self.jobs:
             return "idle"
         busy_gpus = sum(1 for g in self.gpus if g.job_id is not None)
@@ -117,6 +171,7 @@ class NodeRecord:
             "address": self.address,
             "state": self.display_state(),
             "down_reason": self.down_reason or ("" if self.connected else "not connected"),
+            "drain_reason": self.drain_reason,
             "cpus": self.cpus,
             "cpus_alloc": self.cpus_alloc,
             "mem_bytes": self.mem_bytes,

@@ -197,18 +197,12 @@ class Server:
             self._client_gone(conn)
 
     def _client_gone(self, conn: AsyncConnection) -> None:
-        """An interactive job whose srun vanished is cancelled: nobody gets its output."""
-        now = time.time()
+        """Forget a closed client's subscriptions. Its interactive jobs keep running: srun may
+        re-attach after a network blip or a master restart, or from another shell."""
         for job_id, conns in list(self.watchers.items()):
             conns.discard(conn)
-            if conns:
-                continue
-            del self.watchers[job_id]
-            job = self.cluster.jobs.get(job_id)
-            if job is not None and job.spec.interactive and not job.state.terminal:
-                log.info("job=%d its srun disconnected; cancelling", job_id)
-                self.cluster.cancel([job_id], now)
-                self.kick()
+            if not conns:
+                del self.watchers[job_id]
 
     async def _serve_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
         info = hello["node"]

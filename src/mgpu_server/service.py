@@ -31,6 +31,8 @@ class ClientService:
             "queue": self.queue,
             "nodes": self.nodes,
             "info": self.info,
+            "attach": self.attach,
+            "node_update": self.node_update,
         }
 
     def handle(
@@ -45,6 +47,17 @@ class ClientService:
             self.server.watchers.setdefault(job.job_id, set()).add(conn)
         return {"job_id": job.job_id}
 
+    def attach(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """Watch a job: its row now, then its events. A finished job just returns its row."""
+        job = self.cluster.get(msg["job_id"])
+        if not job.state.terminal:
+            self.server.watchers.setdefault(job.job_id, set()).add(conn)
+        return {"job": job.to_wire(time.time())}
+
+    def node_update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        self.cluster.update_node(msg["node_id"], msg["action"], msg["reason"], time.time())
+        return {}
+
     def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         return {"results": self.cluster.cancel(msg["job_ids"], time.time())}
 
@@ -57,6 +70,10 @@ class ClientService:
             include_finished=msg["include_finished"],
             now=now,
         )
+        watchers = self.server.watchers
+        for row in rows:
+            # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
+            row["attached"] = len(watchers.get(row["job_id"], ()))
         return {"jobs": rows, "now": now}
 
     def nodes(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:

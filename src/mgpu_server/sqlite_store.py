@@ -26,7 +26,7 @@ from mgpu_server.jobs import Job
 log = logging.getLogger(__name__)
 
 DB_FILE = "mgpu.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -51,11 +51,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX jobs_by_state ON jobs (state)",
         "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info TEXT NOT NULL)",
     ),
+    1: ("ALTER TABLE jobs ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",),
 }
 
 _JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
-    "exit_code, signal, cancel_requested, pid, spec"
+    "exit_code, signal, cancel_requested, pid, spec, restart_count"
 )
 
 
@@ -75,6 +76,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         int(job.cancel_requested),
         job.pid,
         json.dumps(job.spec.to_wire(), separators=(",", ":")),
+        job.restart_count,
     )
 
 
@@ -94,6 +96,7 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         cancel_requested=bool(row[11]),
         pid=row[12],
         spec=JobSpec.from_wire(json.loads(row[13])),
+        restart_count=row[14],
     )
 
 
@@ -101,7 +104,7 @@ class SqliteStore:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DB_FILE
         self._dirty_jobs: dict[int, Job] = {}
-        self._dirty_nodes: dict[str, dict[str, Any]] = {}
+        self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per turn.
@@ -167,20 +170,25 @@ class SqliteStore:
     def put_node(self, info: dict[str, Any]) -> None:
         self._dirty_nodes[info["node_id"]] = info
 
+    def delete_node(self, node_id: str) -> None:
+        self._dirty_nodes[node_id] = None
+
     def commit(self) -> None:
         if not self._dirty_jobs and not self._dirty_nodes:
             return
         jobs = [_job_row(j) for j in self._dirty_jobs.values()]
-        nodes = [(k, json.dumps(v)) for k, v in self._dirty_nodes.items()]
+        nodes = [(k, json.dumps(v)) for k, v in self._dirty_nodes.items() if v is not None]
+        gone = [(k,) for k, v in self._dirty_nodes.items() if v is None]
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 jobs,
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO nodes (node_id, info) VALUES (?, ?)", nodes
             )
+            self._db.executemany("DELETE FROM nodes WHERE node_id = ?", gone)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:

@@ -40,6 +40,10 @@ class Store(Protocol):
         """Record a node's registration; written with the next :meth:`commit`."""
         ...
 
+    def delete_node(self, node_id: str) -> None:
+        """Forget a node's registration; written with the next :meth:`commit`."""
+        ...
+
     def commit(self) -> None:
         """Make every ``put_*`` since the last commit durable, all or nothing.
 
@@ -59,7 +63,7 @@ class MemoryStore:
         self._jobs: dict[int, Job] = {}
         self._dirty: dict[int, Job] = {}
         self._nodes: dict[str, dict[str, Any]] = {}
-        self._dirty_nodes: dict[str, dict[str, Any]] = {}
+        self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         self.commits = 0
 
     def load_jobs(self) -> list[Job]:
@@ -80,10 +84,17 @@ class MemoryStore:
     def put_node(self, info: dict[str, Any]) -> None:
         self._dirty_nodes[info["node_id"]] = info
 
+    def delete_node(self, node_id: str) -> None:
+        self._dirty_nodes[node_id] = None
+
     def commit(self) -> None:
         if self._dirty or self._dirty_nodes:
             self._jobs.update(self._dirty)
-            self._nodes.update(self._dirty_nodes)
+            for node_id, info in self._dirty_nodes.items():
+                if info is None:
+                    self._nodes.pop(node_id, None)
+                else:
+                    self._nodes[node_id] = info
             self._dirty.clear()
             self._dirty_nodes.clear()
             self.commits += 1

@@ -102,3 +102,174 @@ def test_bad_state_dir_and_corrupt_database_stop_the_master(tmp_path: Path) -> N
         )
         assert result.returncode != 0
         assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.start_master("--node-timeout", "1.5")
+    try:
+        c.start_node("n1", gpus=1)
+        marker = tmp_path / "restarts"
+        batch = c.sbatch(
+            "--gpus",
+            "1",
+            "--wrap",
+            f'echo "$MGPU_NODE $MGPU_RESTART_COUNT" >> {marker}; sleep 300',
+        )
+        no_requeue = c.sbatch("--no-requeue", "-w", "n1", "--wrap", "sleep 300")
+        c.wait_state(batch, "RUNNING")
+        c.wait_state(no_requeue, "RUNNING")
+        wait_for(lambda: marker.exists() and marker.read_text(), 10, "first run")
+        c.start_node("n2", gpus=1)
+        c.nodes["n1"].kill()  # SIGKILL: the agent cannot say goodbye
+        c.nodes["n1"].wait(timeout=10)
+        # Within the timeout (plus a liveness tick) the job is requeued and restarted on n2.
+        row = wait_for(
+            lambda: (j := c.job(batch))["restart_count"] == 1 and j["state"] == "RUNNING" and j,
+            10,
+            "requeued job to run again",
+        )
+        assert row["node"] == "n2" and row["restart_count"] == 1
+        wait_for(lambda: len(marker.read_text().splitlines()) == 2, 10, "second run")
+        assert [line.split()[0] for line in marker.read_text().splitlines()] == ["n1", "n2"]
+        assert c.job(no_requeue)["state"] == "NODE_FAIL"
+        assert c.node_state("n1") == "down"
+    finally:
+        c.stop()
+
+
+def test_interactive_job_on_a_failed_node_ends_with_a_clear_message(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.start_master("--node-timeout", "1")
+    try:
+        c.start_node("n1", gpus=1)
+        marker = tmp_path / "started"
+        srun = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mgpu_client.srun",
+                "--",
+                "sh",
+                "-c",
+                f"touch {marker}; sleep 300",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=c.env,
+            cwd=tmp_path,
+        )
+        try:
+            wait_for(marker.exists, 20, "srun job to start")
+            c.nodes["n1"].kill()
+            _, err = srun.communicate(timeout=30)
+        finally:
+            srun.kill()
+        assert srun.returncode != 0
+        assert "NODE_FAIL" in err.decode() and "n1" in err.decode()
+    finally:
+        c.stop()
+
+
+def test_drain_resume_remove(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    release = cluster.tmp / "release"
+    running = cluster.sbatch(
+        "--gpus", "1", "--wrap", f"while [ ! -e {release} ]; do sleep 0.02; done"
+    )
+    cluster.wait_state(running, "RUNNING")
+    cluster.cli("mgpu_client", "node", "drain", "n1", "--reason", "bad fan", check=True)
+    assert cluster.node_state("n1") == "draining"
+    assert "bad fan" in cluster.cli("mgpu_client", "nodes", check=True).stdout
+    waiting = cluster.sbatch("--wrap", "true")
+    release.touch()
+    cluster.wait_state(running, "COMPLETED")
+    wait_for(lambda: cluster.node_state("n1") == "drain", 10, "drained")
+    assert cluster.job(waiting)["state"] == "PENDING"
+    # A drain survives a master restart.
+    cluster.kill_master()
+    cluster.start_master(port=cluster.port)
+    wait_for(lambda: cluster.node_state("n1") == "drain", 20, "node back, still drained")
+    assert cluster.job(waiting)["state"] == "PENDING"
+    cluster.cli("mgpu_client", "node", "resume", "n1", check=True)
+    cluster.wait_state(waiting, "COMPLETED")
+    refused = cluster.cli("mgpu_client", "node", "remove", "n1")
+    assert refused.returncode == 1 and "stop its agent" in refused.stderr
+    unknown = cluster.cli("mgpu_client", "node", "drain", "nope")
+    assert unknown.returncode == 1 and "nope" in unknown.stderr
+    proc = cluster.nodes.pop("n1")
+    proc.terminate()
+    proc.wait(timeout=20)
+    wait_for(lambda: cluster.node_state("n1") == "down", 10, "node down")
+    cluster.cli("mgpu_client", "node", "remove", "n1", check=True)
+    assert cluster.node_state("n1") is None
+
+
+def test_srun_follows_its_job_across_a_master_restart(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    release = cluster.tmp / "release"
+    started = cluster.tmp / "started"
+    wait = f"while [ ! -e {release} ]; do sleep 0.02; done"
+    script = f"echo before; touch {started}; {wait}; echo after; exit 4"
+    srun = subprocess.Popen(
+        [sys.executable, "-m", "mgpu_client.srun", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+        cwd=cluster.tmp,
+    )
+    try:
+        wait_for(started.exists, 20, "job to start")
+        cluster.kill_master()
+        cluster.start_master(port=cluster.port)
+        wait_for(lambda: cluster.node_state("n1") not in (None, "down"), 20, "node back")
+        # srun re-attaches; output written after that reaches it.
+        job_id = next(iter(cluster.jobs()))
+        wait_for(lambda: cluster.job(job_id)["attached"] == 1, 20, "srun to re-attach")
+        release.touch()
+        out, err = srun.communicate(timeout=30)
+    finally:
+        srun.kill()
+    assert srun.returncode == 4, err
+    assert out == b"before\nafter\n"
+    assert b"reconnecting" in err
+    assert cluster.job(job_id)["exit_code"] == 4
+
+
+def test_attach_from_another_shell(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    release = cluster.tmp / "release"
+    started = cluster.tmp / "started"
+    script = (
+        f"touch {started}; while [ ! -e {release} ]; do sleep 0.02; done; echo late-output; exit 6"
+    )
+    srun = subprocess.Popen(
+        [sys.executable, "-m", "mgpu_client.srun", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+        cwd=cluster.tmp,
+    )
+    wait_for(started.exists, 20, "job to start")
+    srun.kill()  # the terminal died; the job keeps running
+    srun.communicate(timeout=10)
+    job_id = next(iter(cluster.jobs()))
+    wait_for(lambda: cluster.job(job_id)["attached"] == 0, 10, "srun's link to close")
+    assert cluster.job(job_id)["state"] == "RUNNING"
+    attach = subprocess.Popen(
+        [sys.executable, "-m", "mgpu_client", "attach", str(job_id)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cluster.env,
+        cwd=cluster.tmp,
+    )
+    try:
+        wait_for(lambda: cluster.job(job_id)["attached"] == 1, 20, "attach to register")
+        release.touch()
+        out, err = attach.communicate(timeout=30)
+    finally:
+        attach.kill()
+    assert attach.returncode == 6, err
+    assert b"late-output" in out
+    finished = cluster.cli("mgpu_client", "attach", str(job_id))
+    assert finished.returncode == 6

@@ -278,7 +278,7 @@ def test_node_disconnect_then_timeout_fails_its_jobs(tmp_path: Path) -> None:
     c.start_master("--node-timeout", "1")
     try:
         c.start_node("n1", gpus=1)
-        job_id = c.sbatch("--gpus", "1", "--wrap", "sleep 300")
+        job_id = c.sbatch("--no-requeue", "--gpus", "1", "--wrap", "sleep 300")
         c.wait_state(job_id, "RUNNING")
         c.nodes["n1"].kill()
         c.nodes["n1"].wait(timeout=10)
