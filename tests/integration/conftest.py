@@ -59,7 +59,7 @@ class Cluster:
         env["PYTHONUNBUFFERED"] = "1"
         return env
 
-    def start_master(self, *extra: str, port: int = 0) -> None:
+    def start_master(self, *extra: str, port: int = 0, state_dir: Path | None = None) -> None:
         """Start (or restart, with ``port=cluster.port``) the master on its state directory."""
         port_file = self.tmp / "master.port"
         port_file.unlink(missing_ok=True)
@@ -76,7 +76,7 @@ class Cluster:
                 "--port-file",
                 str(port_file),
                 "--state-dir",
-                str(self.tmp / "master"),
+                str(state_dir or self.tmp / "master"),
                 *extra,
             ],
             stdout=log,

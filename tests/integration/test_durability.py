@@ -6,6 +6,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -273,3 +274,52 @@ def test_attach_from_another_shell(cluster: Cluster) -> None:
     assert b"late-output" in out
     finished = cluster.cli("mgpu_client", "attach", str(job_id))
     assert finished.returncode == 6
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB filesystem for the master's state (needs root to mount; skipped otherwise)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def test_full_disk_refuses_submissions_and_acknowledges_only_what_is_stored(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    c = Cluster(tmp_path)
+    c.start_master(state_dir=tiny_disk)
+    try:
+        address = parse_address(c.address)
+        acked: list[int] = []
+        refused = ""
+        big_env = {"PAYLOAD": "x" * 20_000}
+        with Client(address) as client:
+            for _ in range(1000):
+                try:
+                    acked.append(client.submit(JobSpec(argv=["true"], env=big_env)))
+                except MgpuError as err:
+                    refused = f"{err.code}: {err}"
+                    break
+        assert refused.startswith("storage_error"), refused
+        assert "not accepted" in refused
+        assert acked, "the disk should hold some jobs before it fills"
+        # The master keeps serving, and every acknowledged job (only those) is there.
+        listed = set(c.jobs())
+        assert listed == set(acked)
+        c.kill_master()
+        c.start_master(port=c.port, state_dir=tiny_disk)
+        assert set(c.jobs()) == set(acked)
+    finally:
+        c.stop()
