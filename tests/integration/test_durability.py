@@ -323,3 +323,24 @@ def test_full_disk_refuses_submissions_and_acknowledges_only_what_is_stored(
         assert set(c.jobs()) == set(acked)
     finally:
         c.stop()
+
+
+def test_master_restart_with_20_running_jobs(cluster: Cluster) -> None:
+    cluster.start_node("n1", 20, "--cpus", "64")
+    runs = cluster.tmp / "runs"
+    release = cluster.tmp / "release"
+    wrap = (
+        f"echo $MGPU_JOB_ID >> {runs}; while [ ! -e {release} ]; do sleep 0.05; done; "
+        "exit $((MGPU_JOB_ID % 7))"
+    )
+    ids = [cluster.sbatch("--gpus", "1", "--wrap", wrap) for _ in range(20)]
+    wait_for(lambda: all(j["state"] == "RUNNING" for j in cluster.jobs().values()), 30, "20 running")
+    cluster.kill_master()
+    cluster.start_master(port=cluster.port)
+    wait_for(lambda: cluster.node_state("n1") not in (None, "down"), 20, "node back")
+    release.touch()
+    for job_id in ids:
+        row = cluster.wait_state(job_id, "COMPLETED", "FAILED", "NODE_FAIL")
+        assert row["exit_code"] == job_id % 7, row
+        assert row["state"] == ("COMPLETED" if job_id % 7 == 0 else "FAILED")
+    assert sorted(int(x) for x in runs.read_text().split()) == sorted(ids)  # each ran once
