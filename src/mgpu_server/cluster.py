@@ -59,6 +59,10 @@ class Cluster:
         self.outbox: list[Effect] = []
         # Jobs submitted in the current loop turn: undone if the turn's commit fails.
         self.new_jobs: list[Job] = []
+        # Set by every change that can alter the scheduler's answer (a submit, freed or new
+        # resources, a drain, a health change): a turn with only heartbeats, queries and
+        # job_started events skips the pass over the pending queue.
+        self.changed = True
         for info in store.load_nodes():
             # Known from before a restart: down until the agent reconnects; its jobs fail over
             # if it has not returned within node_timeout_s of now.
@@ -102,6 +106,7 @@ class Cluster:
         self.jobs[job.job_id] = job
         self.pending[job.job_id] = job
         self.new_jobs.append(job)
+        self.changed = True
         self.store.put_job(job)
         log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, user, spec.gpus)
         return job
@@ -199,6 +204,7 @@ class Cluster:
         if old is not None:
             node.drain_reason = old.drain_reason  # an admin's drain outlives reconnects
         self.nodes[node_id] = node
+        self.changed = True
         self.store.put_node(node.to_info())
         self._reconcile(node, set(info["running_job_ids"]), now)
         log.info(
@@ -235,6 +241,7 @@ class Cluster:
             return
         node.connected = False
         node.last_seen_s = now
+        self.changed = True
         log.warning(
             "node=%s disconnected; its jobs keep their state until it returns or times out", node_id
         )
@@ -244,10 +251,20 @@ class Cluster:
         node.last_seen_s = now
         if node.down_reason == "not responding":
             node.down_reason = ""
+            self.changed = True
         for sample in samples:
             if sample["index"] >= len(node.gpus):
                 continue
             gpu = node.gpus[sample["index"]]
+            if gpu.healthy != sample["healthy"]:
+                self.changed = True
+                log.warning(
+                    "node=%s gpu=%d healthy=%s %s",
+                    node_id,
+                    gpu.index,
+                    sample["healthy"],
+                    sample["error"],
+                )
             gpu.healthy = sample["healthy"]
             gpu.error = sample["error"]
             gpu.utilization_pct = sample["utilization_pct"]
@@ -286,6 +303,7 @@ class Cluster:
             self.store.delete_node(node_id)
             log.info("node=%s removed", node_id)
             return
+        self.changed = True
         self.store.put_node(node.to_info())
         log.info("node=%s %s reason=%r", node_id, action, node.drain_reason)
 
@@ -332,6 +350,7 @@ class Cluster:
         job.transition(JobState.REQUEUED, now, reason)
         job.transition(JobState.PENDING, now, "NodeFail")
         job.restart_count += 1
+        self.changed = True
         job.node_id = ""
         job.gpu_indices = ()
         job.pid = 0
@@ -344,6 +363,7 @@ class Cluster:
 
     def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
         job.transition(state, now, reason)
+        self.changed = True
         node = self.nodes.get(job.node_id)
         if node is not None:
             node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
@@ -363,8 +383,9 @@ class Cluster:
 
     def schedule(self, now: float) -> int:
         """One pass: start what fits, update pending reasons. Returns the number started."""
-        if not self.pending:
+        if not self.pending or not self.changed:
             return 0
+        self.changed = False
         queue = [
             scheduler.PendingJob(
                 j.job_id, j.spec.gpus, j.spec.cpus, j.spec.mem_bytes, frozenset(j.spec.nodelist)

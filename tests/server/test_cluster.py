@@ -150,3 +150,29 @@ def test_store_sees_every_change(cluster: Cluster) -> None:
     store.commit()
     assert [j.job_id for j in store.load_jobs()] == [job.job_id]
     assert store.next_job_id() == job.job_id + 1
+
+
+def test_only_changes_that_matter_trigger_a_pass(cluster: Cluster) -> None:
+    cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
+    cluster.schedule(now=0)
+    assert not cluster.changed
+    healthy = [
+        {
+            "index": i,
+            "healthy": True,
+            "error": "",
+            "utilization_pct": 0,
+            "memory_used_bytes": 0,
+            "processes": [],
+        }
+        for i in range(2)
+    ]
+    cluster.heartbeat("n1", healthy, now=1)
+    assert not cluster.changed  # a routine heartbeat: no pass over the queue
+    sick = [dict(healthy[0]), dict(healthy[1], healthy=False, error="GPU is lost")]
+    cluster.heartbeat("n1", sick, now=2)
+    assert cluster.changed
+    job = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=3)
+    cluster.schedule(now=3)
+    assert job.state is JobState.PENDING and job.reason == "Resources"  # GPU 1 is down
+    assert cluster.nodes["n1"].view().healthy_gpus == 1
