@@ -91,6 +91,8 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         node_id,
         "--state-dir",
         str(state / "node"),
+        # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
+        "--stop-jobs-on-exit",
     ]
     # Real GPUs when NVML finds some; otherwise fake ones so the queue is usable at all.
     node += (

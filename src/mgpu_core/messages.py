@@ -168,6 +168,8 @@ NODE_MESSAGES: dict[str, Record] = {
             "signal": (Optional(Int(1, 128)), None),
             "timed_out": (Bool(), False),
             "reason": (Str(1024), ""),
+            # The run this exit belongs to (launch.restart_count); None from older agents.
+            "restart_count": (Optional(Int(0, 2**31)), None),
         }
     ),
 }

@@ -1,10 +1,13 @@
 """The node agent's link to the master: register, heartbeat, obey launch/kill, report events.
 
-Running jobs do not depend on the link. When the master goes away the agent keeps its jobs
-running, reconnects with exponential backoff and jitter, and re-registers with the jobs it
-still runs; exits that happened meanwhile are held in memory and sent after the new hello.
-Live output of interactive jobs produced while the master is away is dropped (nobody is
-attached to receive it).
+Running jobs depend neither on the link nor on the agent. When the master goes away the agent
+keeps its jobs running, reconnects with exponential backoff and jitter, and re-registers with
+the jobs it still runs. Every exit is saved to the exit spool (spool.py) before it is sent and
+stays there until the master acknowledges it (``exit_ack``), so exits that happened while the
+master was away, or were in flight when the link broke, are sent again after the next hello,
+even by a restarted agent. When the agent stops it leaves its jobs running for the next agent
+to re-adopt (executor.py), unless told to stop them (``--stop-jobs-on-exit``). Live output of
+interactive jobs produced while the master is away is dropped (nobody is attached to it).
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import logging
 import os
 import random
 import socket
-from collections import deque
 from typing import Any
 
 import psutil
@@ -34,12 +36,13 @@ from mgpu_core.messages import MASTER_TO_NODE, MAX_IDS_PER_REQUEST, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
 from mgpu_node.gpus import GpuBackend
+from mgpu_node.spool import ExitSpool
 
 log = logging.getLogger(__name__)
 
-# Undelivered exits kept while the master is away (their ids ride in the next hello, which
-# takes at most MAX_IDS_PER_REQUEST); beyond this the oldest are logged and lost.
-MAX_HELD_EVENTS = MAX_IDS_PER_REQUEST // 2
+# With --stop-jobs-on-exit: how long to wait for the master to ack the exits of the jobs just
+# stopped, so that the spool is clean for the next agent (resending them would be harmless).
+ACK_WAIT_S = 2.0
 
 
 def local_address_towards(host: str, port: int) -> str:
@@ -56,39 +59,46 @@ def local_address_towards(host: str, port: int) -> str:
 
 class Agent:
     def __init__(
-        self, config: NodeConfig, backend: GpuBackend, *, cpus: int, mem_bytes: int
+        self,
+        config: NodeConfig,
+        backend: GpuBackend,
+        *,
+        cpus: int,
+        mem_bytes: int,
+        stop_jobs_on_exit: bool = False,
     ) -> None:
         self.config = config
         self.backend = backend
         self.cpus = cpus
         self.mem_bytes = mem_bytes
+        self.stop_jobs_on_exit = stop_jobs_on_exit
         self.devices = backend.devices()
+        self.exits = ExitSpool(config.state_dir / "exits")
         self.executor = Executor(
             node_name=config.node_id,
             devices=self.devices,
-            spool_dir=config.state_dir / "spool",
+            state_dir=config.state_dir,
+            exits=self.exits,
             emit=self._emit,
         )
         self._conn: AsyncConnection | None = None
-        self._held: deque[Message] = deque()
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
 
     # ---- events out ----------------------------------------------------------------------
 
     def _emit(self, msg: Message) -> None:
+        # Without a link the event is dropped: job_exited is in the exit spool (sent again after
+        # the next hello), and job_started/job_output are not state.
         conn = self._conn
         if conn is not None and self.registered.is_set() and not conn.closed:
             conn.send(msg)
-        elif msg["t"] == "job_exited":
-            if len(self._held) >= MAX_HELD_EVENTS:
-                log.error("dropping undelivered exit: %s", self._held.popleft())
-            self._held.append(msg)
 
     # ---- link ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Stay connected until asked to exit; then stop the jobs and return."""
+        """Stay connected until asked to exit; then leave (or stop) the jobs and return."""
+        self.executor.adopt_all()
         delay_s = 0.2
         try:
             while not self.should_exit.is_set():
@@ -108,7 +118,10 @@ class Agent:
                     )
                 delay_s = min(delay_s * 2, self.config.reconnect_max_s)
         finally:
-            await self.executor.shutdown()
+            if self.stop_jobs_on_exit:
+                await self.executor.stop_all()
+            else:
+                self.executor.detach()
             self.backend.close()
 
     async def _session(self) -> None:
@@ -131,23 +144,43 @@ class Agent:
                 raise ProtocolError(f"expected a reply to hello, got {reply['t']!r}")
             log.info("registered with master %s as %s", master, self.config.node_id)
             self.registered.set()
-            while self._held:
-                conn.send(self._held.popleft())
+            for msg in self.exits.pending():
+                conn.send(msg)
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(conn))
             try:
                 await self._serve(conn)
-                # Asked to exit: stop the jobs while the link is up, so their exits reach
-                # the master now rather than through the node timeout.
-                await self.executor.shutdown()
+                if self.stop_jobs_on_exit:
+                    # Stop the jobs while the link is up, so their exits reach the master now
+                    # rather than through the node timeout.
+                    await self.executor.stop_all()
+                    await self._await_acks(conn)
                 await conn.drain()
             finally:
                 heartbeat.cancel()
         finally:
             conn.close()
 
+    async def _await_acks(self, conn: AsyncConnection) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ACK_WAIT_S
+        while len(self.exits) and (left := deadline - loop.time()) > 0:
+            try:
+                msg = validate(await asyncio.wait_for(conn.recv(), left), MASTER_TO_NODE)
+            except (OSError, ConnectionClosed, ProtocolError, TimeoutError):
+                return
+            if msg["t"] == "exit_ack":
+                self.exits.ack(msg["job_id"])
+
+    def _running_job_ids(self) -> list[int]:
+        # Jobs whose exit is not yet acknowledged count as running, so the master waits for
+        # the exit event that follows instead of declaring them lost.
+        ids = sorted({*self.executor.running_ids(), *self.exits.ids()})
+        if len(ids) > MAX_IDS_PER_REQUEST:
+            log.error("%d jobs to report; the hello takes %d", len(ids), MAX_IDS_PER_REQUEST)
+        return ids[:MAX_IDS_PER_REQUEST]
+
     def _hello(self) -> Message:
         master = self.config.master
-        pending_exits = [m["job_id"] for m in self._held]
         return {
             "t": "hello",
             "id": 1,
@@ -171,9 +204,7 @@ class Agent:
                     for d in self.devices
                 ],
                 "gpu_backend": self.backend.kind,
-                # Jobs whose exit is not yet delivered count as running, so the master waits
-                # for the exit event that follows instead of declaring them lost.
-                "running_job_ids": sorted({*self.executor.running_ids(), *pending_exits}),
+                "running_job_ids": self._running_job_ids(),
                 "agent_version": __version__,
             },
         }
@@ -189,14 +220,16 @@ class Agent:
                 return
             stop.cancel()
             msg = validate(recv.result(), MASTER_TO_NODE)
-            await self._on_message(msg)
+            self._on_message(msg)
 
-    async def _on_message(self, msg: dict[str, Any]) -> None:
+    def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "launch":
-            await self.executor.launch(msg["launch"])
+            self.executor.launch(msg["launch"])
         elif kind == "kill":
             self.executor.kill(msg["job_id"], msg["reason"])
+        elif kind == "exit_ack":
+            self.exits.ack(msg["job_id"])
         elif kind == "error":
             log.warning("master reported: %s: %s", msg["code"], msg["message"])
 

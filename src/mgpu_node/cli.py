@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -17,8 +18,10 @@ from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.units import parse_size
 from mgpu_node.agent import Agent, host_resources
 from mgpu_node.gpus import detect_gpus
+from mgpu_node.spool import lock_state_dir
 
 EXIT_REGISTRATION_REFUSED = 3
+FAULT_FILE = "fake-gpu-faults"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +59,14 @@ EXIT_REGISTRATION_REFUSED = 3
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Spool directory for batch scripts [default: ~/.local/state/mgpu/node-ID].",
+    help="State directory: running jobs, unacknowledged exits, batch scripts, the fake GPU "
+    "fault file [default: ~/.local/state/mgpu/node-ID].",
+)
+@click.option(
+    "--stop-jobs-on-exit",
+    is_flag=True,
+    help="On SIGTERM/SIGINT kill the jobs and report their exits before leaving, instead of "
+    "leaving them running for the next agent to re-adopt.",
 )
 @click.option(
     "--heartbeat-interval",
@@ -83,6 +93,7 @@ def cli(
     cpus: int | None,
     mem_bytes: int | None,
     state_dir: Path | None,
+    stop_jobs_on_exit: bool,
     heartbeat_interval_s: float,
     log_level: str,
 ) -> None:
@@ -101,16 +112,29 @@ def cli(
         ).validate()
     except MgpuError as exc:
         raise click.ClickException(str(exc)) from None
+    try:
+        lock = lock_state_dir(config.state_dir)
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
     host_cpus, host_mem = host_resources()
-    backend = detect_gpus(fake_count=gpu_count, node_name=name)
+    faults = config.state_dir / FAULT_FILE
+    backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
     if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
-        backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name)
-    agent = Agent(config, backend, cpus=cpus or host_cpus, mem_bytes=mem_bytes or host_mem)
+        backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
+    agent = Agent(
+        config,
+        backend,
+        cpus=cpus or host_cpus,
+        mem_bytes=mem_bytes or host_mem,
+        stop_jobs_on_exit=stop_jobs_on_exit,
+    )
     try:
         asyncio.run(_run(agent))
     except RegistrationRefused as exc:
         click.echo(f"mgpu_node: {exc}", err=True)
         sys.exit(EXIT_REGISTRATION_REFUSED)
+    finally:
+        os.close(lock)
 
 
 async def _run(agent: Agent) -> None:

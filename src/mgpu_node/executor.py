@@ -1,112 +1,124 @@
 """Runs jobs as child processes and reports what happens to them.
 
-Each job gets its own session and process group (``start_new_session``), so a cancel reaches
-the whole tree: SIGTERM to the group, SIGKILL after the grace period. When a job's main
-process exits, whatever it left behind in its group is killed too (as Slurm does when a step
-ends), so a stray background process can neither hold a GPU nor keep the output pipe open.
+Each job runs under the sh wrapper (wrapper.py) in its own session and process group, so a
+cancel reaches the whole tree: SIGTERM to the group, SIGKILL after the grace period. When a
+job's main process exits, whatever it left behind in its group is killed too (as Slurm does
+when a step ends), so a stray background process can neither hold a GPU nor keep the output
+pipe open.
+
+Jobs outlive the agent. Each running job has a record on disk (spool.JobRecord); an agent
+that starts finds the records its predecessor left and re-adopts the jobs still running: it
+reports them, kills them on request, enforces what is left of their time limit, and reports
+their exits, read from the wrapper's status file since they are no longer its children. The
+output of a re-adopted interactive job is not relayed: its pipes were the old agent's.
 
 The agent is the source of truth for its processes; the master learns about them only through
 the events passed to ``emit``: ``job_started``, ``job_output`` (interactive jobs), and exactly
-one ``job_exited`` per launched job.
+one ``job_exited`` per launched job, saved to the exit spool before it is emitted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import psutil
-
-from mgpu_core.models import JobSpec, expand_path_template
+from mgpu_core.models import JobSpec
+from mgpu_node import procs
 from mgpu_node.gpus import GpuDevice
+from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
+from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
+from mgpu_node.wrapper import read_status
 
 log = logging.getLogger(__name__)
 
-OUTPUT_CHUNK_BYTES = 64 * 1024
 # After the main process ends, how long its pipes may stay open before we stop waiting.
 DRAIN_TIMEOUT_S = 5.0
+LOST_WHILE_DOWN = "exit status lost: the job ended while the node agent was down"
+LOST_ADOPTED = "exit status lost: the re-adopted job's wrapper was killed"
 
-Emit = Callable[[dict[str, Any]], None]
 
-
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RunningJob:
-    job_id: int
-    proc: asyncio.subprocess.Process
-    kill_grace_s: float
-    cancelled: bool = False
-    timed_out: bool = False
+    record: JobRecord
+    proc: subprocess.Popen[bytes] | None  # None: re-adopted, not our child
+    pidfd: int | None = None  # until the waiter takes it
+    kill_sent: bool = False  # SIGKILL sent: the wrapper had no chance to record a status
     kill_handle: asyncio.TimerHandle | None = None
     limit_handle: asyncio.TimerHandle | None = None
-    readers: list[asyncio.Task[None]] = field(default_factory=list)
+    readers: list[Relay] = field(default_factory=list)
+    waiter: asyncio.Task[None] | None = None
 
     @property
-    def pgid(self) -> int:
-        return self.proc.pid  # start_new_session makes the child its group's leader
+    def job_id(self) -> int:
+        return self.record.job_id
+
+    @property
+    def pid(self) -> int:
+        return self.record.pid  # the wrapper: leader of the job's session and process group
 
 
 class Executor:
     def __init__(
-        self, *, node_name: str, devices: list[GpuDevice], spool_dir: Path, emit: Emit
+        self,
+        *,
+        node_name: str,
+        devices: list[GpuDevice],
+        state_dir: Path,
+        exits: ExitSpool,
+        emit: Emit,
     ) -> None:
         self.node_name = node_name
-        self.devices = devices
-        self.spool_dir = spool_dir
+        # Absolute: jobs run in their own working directory and get these paths as arguments.
+        state_dir = state_dir.absolute()
+        self.launcher = Launcher(node_name, devices, state_dir / "spool")
+        self.records = JobRecords(state_dir / "jobs")
+        self.exits = exits
         self.emit = emit
         self.jobs: dict[int, RunningJob] = {}
-        self._waiters: set[asyncio.Task[None]] = set()
 
     def running_ids(self) -> list[int]:
         return sorted(self.jobs)
 
     def job_sessions(self) -> set[int]:
         """Session ids of our jobs: a GPU process in one of them is ours, not a stranger's."""
-        return {job.pgid for job in self.jobs.values()}
+        return {job.pid for job in self.jobs.values()}
 
     # ---- launch --------------------------------------------------------------------------
 
-    async def launch(self, launch: dict[str, Any]) -> None:
+    def launch(self, launch: dict[str, Any]) -> None:
         job_id: int = launch["job_id"]
         if job_id in self.jobs:
             log.warning("job=%d already running here; duplicate launch ignored", job_id)
             return
+        if job_id in self.exits:
+            # A requeued job launched again: the master no longer waits for the old run's exit.
+            log.warning("job=%d launched again; its previous exit is dropped", job_id)
+            self.exits.ack(job_id)
         spec = JobSpec.from_wire(launch["spec"])
         try:
-            env = self._environment(job_id, spec, launch["gpu_indices"])
-            argv = self._argv(job_id, spec)
-            proc = await self._spawn(job_id, spec, argv, env, launch["user"])
+            proc = self.launcher.start(launch, spec, self.records.status_file(job_id))
         except (OSError, ValueError) as exc:
-            reason = _spawn_error(exc, spec)
-            log.warning("job=%d failed to start: %s", job_id, reason)
-            if spec.interactive:
-                self.emit(
-                    {
-                        "t": "job_output",
-                        "job_id": job_id,
-                        "stream": 2,
-                        "data": f"mgpu: {reason}\n".encode(),
-                    }
-                )
-            code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 1
-            self.emit(
-                {
-                    "t": "job_exited",
-                    "job_id": job_id,
-                    "exit_code": code,
-                    "signal": None,
-                    "timed_out": False,
-                    "reason": reason,
-                }
-            )
+            self._launch_failed(job_id, spec, exc, launch["restart_count"])
             return
-        job = RunningJob(job_id, proc, float(launch["kill_grace_s"]))
+        record = JobRecord(
+            job_id=job_id,
+            pid=proc.pid,
+            create_time=procs.create_time(proc.pid) or 0.0,
+            start_wall=time.time(),
+            time_limit_s=spec.time_limit_s,
+            kill_grace_s=float(launch["kill_grace_s"]),
+            interactive=spec.interactive,
+            restart_count=launch["restart_count"],
+        )
+        self._save(record)
+        job = RunningJob(record, proc, pidfd=procs.open_pidfd(proc.pid))
         self.jobs[job_id] = job
         self.emit({"t": "job_started", "job_id": job_id, "pid": proc.pid})
         log.info(
@@ -114,192 +126,240 @@ class Executor:
             job_id,
             self.node_name,
             proc.pid,
-            env["CUDA_VISIBLE_DEVICES"] or "-",
+            ",".join(str(i) for i in launch["gpu_indices"]) or "-",
         )
-        loop = asyncio.get_running_loop()
-        if spec.time_limit_s > 0:
-            job.limit_handle = loop.call_later(spec.time_limit_s, self._time_limit, job)
         if spec.interactive:
             assert proc.stdout is not None and proc.stderr is not None
             job.readers = [
-                loop.create_task(self._relay(job_id, proc.stdout, 1)),
-                loop.create_task(self._relay(job_id, proc.stderr, 2)),
+                Relay(proc.stdout, job_id, 1, self.emit),
+                Relay(proc.stderr, job_id, 2, self.emit),
             ]
-        waiter = loop.create_task(self._wait(job))
-        self._waiters.add(waiter)
-        waiter.add_done_callback(self._waiters.discard)
+        self._watch(job)
 
-    def _environment(self, job_id: int, spec: JobSpec, gpu_indices: list[int]) -> dict[str, str]:
-        try:
-            visible = [self.devices[i].visible_id for i in gpu_indices]
-        except IndexError:
-            raise ValueError(f"GPU index out of range: {gpu_indices}") from None
-        env = dict(spec.env)
-        env.update(
-            {
-                "CUDA_VISIBLE_DEVICES": ",".join(visible),
-                "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-                "MGPU_JOB_ID": str(job_id),
-                "MGPU_JOB_NAME": spec.display_name(),
-                "MGPU_NODE": self.node_name,
-                "MGPU_GPUS": ",".join(str(i) for i in gpu_indices),
-                "MGPU_SUBMIT_DIR": spec.cwd,
-            }
+    def _launch_failed(
+        self, job_id: int, spec: JobSpec, exc: OSError | ValueError, restart_count: int
+    ) -> None:
+        reason = spawn_error(exc, spec)
+        log.warning("job=%d failed to start: %s", job_id, reason)
+        if spec.interactive:
+            data = f"mgpu: {reason}\n".encode()
+            self.emit({"t": "job_output", "job_id": job_id, "stream": 2, "data": data})
+        code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 1
+        self._report_exit(
+            job_id, code, None, timed_out=False, reason=reason, restart_count=restart_count
         )
-        return env
 
-    def _argv(self, job_id: int, spec: JobSpec) -> list[str]:
-        if spec.script is None:
-            return spec.argv
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"job-{job_id}.sh"
-        path.write_text(spec.script)
-        path.chmod(0o700)
-        return [str(path), *spec.argv]
+    # ---- re-adoption ---------------------------------------------------------------------
 
-    def _open_output(self, job_id: int, spec: JobSpec, template: str, user: str) -> IO[bytes]:
-        path = expand_path_template(
-            template, job_id=job_id, name=spec.display_name(), user=user, node=self.node_name
+    def adopt_all(self) -> None:
+        """Take over the jobs a previous agent left running; report those that ended since."""
+        for record in self.records.load():
+            if record.job_id in self.exits or record.job_id in self.jobs:
+                self.records.remove(record.job_id)  # its exit was saved before a crash
+            elif not self._adopt(record):
+                self._report_gone(record)
+
+    def _adopt(self, record: JobRecord) -> bool:
+        pidfd = procs.open_pidfd(record.pid)
+        # Checked after opening the pidfd, which pins the process: no pid reuse in between.
+        if not procs.is_same_live_process(record.pid, record.create_time):
+            if pidfd is not None:
+                os.close(pidfd)
+            return False
+        job = RunningJob(record, None, pidfd=pidfd)
+        self.jobs[record.job_id] = job
+        log.info(
+            "job=%d re-adopted pid=%d%s",
+            record.job_id,
+            record.pid,
+            " (interactive: output no longer relayed)" if record.interactive else "",
         )
-        return open(Path(spec.cwd) / path, "wb")
+        self._watch(job)
+        return True
 
-    async def _spawn(
-        self, job_id: int, spec: JobSpec, argv: list[str], env: dict[str, str], user: str
-    ) -> asyncio.subprocess.Process:
-        if not Path(spec.cwd).is_dir():
-            raise NotADirectoryError(
-                f"working directory {spec.cwd} does not exist on {self.node_name}"
-            )
-        files: list[IO[bytes]] = []
-        try:
-            if spec.interactive:
-                stdout: Any = asyncio.subprocess.PIPE
-                stderr: Any = asyncio.subprocess.PIPE
-            else:
-                out_template = spec.stdout_path or "mgpu-%j.out"
-                stdout = self._open_output(job_id, spec, out_template, user)
-                files.append(stdout)
-                if spec.stderr_path and spec.stderr_path != out_template:
-                    stderr = self._open_output(job_id, spec, spec.stderr_path, user)
-                    files.append(stderr)
-                else:
-                    stderr = asyncio.subprocess.STDOUT
-            return await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=spec.cwd,
-                env=env,
-                start_new_session=True,
-                limit=OUTPUT_CHUNK_BYTES,
-            )
-        finally:
-            for f in files:
-                f.close()  # the child has its own descriptors now
+    def _report_gone(self, record: JobRecord) -> None:
+        procs.kill_leftovers(record.pid, record.job_id)
+        status = read_status(self.records.status_file(record.job_id))
+        exit_code, sig = status if status is not None else (None, None)
+        reason = _reason(record, sig, lost=LOST_WHILE_DOWN if status is None else "")
+        log.info(
+            "job=%d node=%s ended while no agent ran: code=%s signal=%s",
+            record.job_id,
+            self.node_name,
+            exit_code,
+            sig,
+        )
+        self._report_exit(
+            record.job_id,
+            exit_code,
+            sig,
+            timed_out=record.timed_out,
+            reason=reason,
+            restart_count=record.restart_count,
+        )
 
     # ---- running -------------------------------------------------------------------------
 
-    async def _relay(self, job_id: int, stream: asyncio.StreamReader, fd: int) -> None:
-        while True:
-            data = await stream.read(OUTPUT_CHUNK_BYTES)
-            if not data:
-                return
-            self.emit({"t": "job_output", "job_id": job_id, "stream": fd, "data": data})
+    def _watch(self, job: RunningJob) -> None:
+        """Arm the job's timers and start waiting for its end."""
+        loop = asyncio.get_running_loop()
+        record = job.record
+        deadline = record.deadline()
+        if record.terminate_wall:  # re-adopted while being terminated: finish the job off
+            delay = record.terminate_wall + record.kill_grace_s - time.time()
+            job.kill_handle = loop.call_later(max(0.0, delay), self._kill_now, job)
+        elif deadline is not None:
+            delay = deadline - time.time()
+            job.limit_handle = loop.call_later(max(0.0, delay), self._time_limit, job)
+        job.waiter = loop.create_task(self._wait(job))
+
+    async def _ended(self, job: RunningJob) -> int | None:
+        """Wait for the wrapper to end; its waitpid status if it is our child."""
+        pidfd, job.pidfd = job.pidfd, None
+        proc = job.proc
+        if pidfd is not None:
+            await procs.wait_pidfd(pidfd)
+        elif proc is not None:
+            await procs.wait_polling(lambda: proc.poll() is None)
+        else:
+            record = job.record
+            await procs.wait_polling(
+                lambda: procs.is_same_live_process(record.pid, record.create_time)
+            )
+        return proc.wait() if proc is not None else None
 
     async def _wait(self, job: RunningJob) -> None:
-        rc = await job.proc.wait()
-        _signal_group(job.pgid, signal.SIGKILL)  # leftovers of the job's group
+        rc = await self._ended(job)
+        procs.signal_group(job.pid, signal.SIGKILL)  # leftovers of the job's group
         if job.readers:
-            _done, pending = await asyncio.wait(job.readers, timeout=DRAIN_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
+            await asyncio.wait([r.done for r in job.readers], timeout=DRAIN_TIMEOUT_S)
+            for reader in job.readers:
+                reader.close()
         for handle in (job.kill_handle, job.limit_handle):
             if handle is not None:
                 handle.cancel()
         del self.jobs[job.job_id]
-        exit_code, sig = (None, -rc) if rc < 0 else (rc, None)
-        reason = ""
-        if job.timed_out:
-            reason = "time limit reached"
-        elif job.cancelled:
-            reason = "cancelled"
-        elif sig is not None:
-            reason = f"killed by signal {_signal_name(sig)}"
+        exit_code, sig, lost = self._outcome(job, rc)
         log.info(
             "job=%d node=%s exited code=%s signal=%s", job.job_id, self.node_name, exit_code, sig
         )
-        self.emit(
-            {
-                "t": "job_exited",
-                "job_id": job.job_id,
-                "exit_code": exit_code,
-                "signal": sig,
-                "timed_out": job.timed_out,
-                "reason": reason,
-            }
+        reason = _reason(job.record, sig, lost=lost)
+        self._report_exit(
+            job.job_id,
+            exit_code,
+            sig,
+            timed_out=job.record.timed_out,
+            reason=reason,
+            restart_count=job.record.restart_count,
         )
+
+    def _outcome(self, job: RunningJob, rc: int | None) -> tuple[int | None, int | None, str]:
+        """(exit code, signal, why it is unknown): the wrapper's record is the best source;
+        it also covers the case where re-raising the signal was impossible (ignored)."""
+        status = read_status(self.records.status_file(job.job_id))
+        if status is not None:
+            return status[0], status[1], ""
+        if rc is not None:
+            return (None, -rc, "") if rc < 0 else (rc, None, "")
+        if job.kill_sent:
+            return None, signal.SIGKILL, ""
+        return None, None, LOST_ADOPTED
+
+    def _report_exit(
+        self,
+        job_id: int,
+        exit_code: int | None,
+        sig: int | None,
+        *,
+        timed_out: bool,
+        reason: str,
+        restart_count: int,
+    ) -> None:
+        msg = {
+            "t": "job_exited",
+            "job_id": job_id,
+            # Which run of the job this was: a late exit of an earlier run of a requeued job
+            # must not end the current one.
+            "restart_count": restart_count,
+            "exit_code": exit_code,
+            "signal": sig,
+            "timed_out": timed_out,
+            "reason": reason,
+        }
+        self.exits.put(msg)  # on disk before it is sent, and until the master acks it
+        self.records.remove(job_id)
+        self.emit(msg)
+
+    def _save(self, record: JobRecord) -> None:
+        try:
+            self.records.put(record)
+        except OSError as exc:
+            log.error("job=%d record not saved (%s): not re-adoptable", record.job_id, exc)
+
+    # ---- stopping ------------------------------------------------------------------------
 
     def kill(self, job_id: int, reason: str) -> None:
         job = self.jobs.get(job_id)
         if job is None:
             return
-        job.cancelled = True
+        job.record.cancelled = True
         log.info("job=%d cancel requested (%s)", job_id, reason)
         self._terminate(job)
 
     def _time_limit(self, job: RunningJob) -> None:
-        job.timed_out = True
+        job.record.timed_out = True
         log.info("job=%d reached its time limit", job.job_id)
         self._terminate(job)
 
     def _terminate(self, job: RunningJob) -> None:
-        if job.kill_handle is not None:
-            return  # already terminating
-        _signal_tree(job.proc.pid, signal.SIGTERM)
-        loop = asyncio.get_running_loop()
-        job.kill_handle = loop.call_later(
-            job.kill_grace_s, _signal_tree, job.proc.pid, signal.SIGKILL
-        )
+        if job.kill_handle is None:
+            procs.signal_tree(job.pid, signal.SIGTERM)
+            job.record.terminate_wall = time.time()
+            loop = asyncio.get_running_loop()
+            job.kill_handle = loop.call_later(job.record.kill_grace_s, self._kill_now, job)
+        self._save(job.record)  # a restarted agent keeps the flags and the pending SIGKILL
 
-    async def shutdown(self) -> None:
-        """Kill every job and wait for their exits to be emitted."""
+    def _kill_now(self, job: RunningJob) -> None:
+        job.kill_sent = True
+        procs.signal_tree(job.pid, signal.SIGKILL)
+
+    async def stop_all(self) -> None:
+        """Kill every job and wait for their exits to be reported."""
         for job in list(self.jobs.values()):
-            job.cancelled = True
-            _signal_tree(job.proc.pid, signal.SIGKILL)
-        if self._waiters:
-            await asyncio.wait(list(self._waiters), timeout=DRAIN_TIMEOUT_S + 1)
+            job.record.cancelled = True
+            self._kill_now(job)
+        waiters = [job.waiter for job in self.jobs.values() if job.waiter is not None]
+        if waiters:
+            await asyncio.wait(waiters, timeout=DRAIN_TIMEOUT_S + 1)
+
+    def detach(self) -> None:
+        """Stop watching the jobs and leave them running, for the next agent to re-adopt."""
+        for job in self.jobs.values():
+            for handle in (job.kill_handle, job.limit_handle):
+                if handle is not None:
+                    handle.cancel()
+            for reader in job.readers:
+                reader.close()
+            if job.waiter is not None:
+                job.waiter.cancel()
+            if job.pidfd is not None:
+                os.close(job.pidfd)
+                job.pidfd = None
+        if self.jobs:
+            log.info("leaving %d job(s) running: %s", len(self.jobs), self.running_ids())
+        self.jobs.clear()
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _signal_tree(pid: int, sig: int) -> None:
-    """Signal the job's process group and any descendant that left it (setpgid/setsid)."""
-    strays: list[psutil.Process] = []
-    with contextlib.suppress(psutil.Error):
-        strays = psutil.Process(pid).children(recursive=True)
-    _signal_group(pid, sig)
-    for child in strays:
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(child.pid) != pid:
-                child.send_signal(sig)
-
-
-def _spawn_error(exc: BaseException, spec: JobSpec) -> str:
-    if (
-        isinstance(exc, FileNotFoundError)
-        and exc.filename
-        and spec.argv
-        and exc.filename == spec.argv[0]
-    ):
-        return f"execve(): {spec.argv[0]}: No such file or directory"
-    if isinstance(exc, OSError) and exc.strerror:
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
-    return str(exc)
+def _reason(record: JobRecord, sig: int | None, *, lost: str) -> str:
+    if record.timed_out:
+        return "time limit reached"
+    if record.cancelled:
+        return "cancelled"
+    if lost:
+        return lost
+    if sig is not None:
+        return f"killed by signal {_signal_name(sig)}"
+    return ""
 
 
 def _signal_name(sig: int) -> str:

@@ -8,6 +8,7 @@ Everything the agent knows about GPUs goes through one small interface, :class:`
   ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. MIG instances are addressed by their UUID instead.
 * :class:`FakeGpuBackend` pretends to have ``count`` idle GPUs (for tests and for nodes started
   with ``--gpu-count``); with ``kind="none"`` and no devices it stands for "this node has no GPU".
+  A fake GPU can be made to fail, as a real one falls off the bus, through a fault file.
 
 Use :func:`detect_gpus` to pick one.
 """
@@ -19,6 +20,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
@@ -86,16 +88,24 @@ class NvmlUnavailableError(RuntimeError):
 
 
 class FakeGpuBackend:
-    """``count`` fake, always idle and healthy GPUs named after the node.
+    """``count`` fake, idle GPUs named after the node.
 
     Raises ValueError unless ``0 <= count <= 64``. ``kind`` is "fake" by default; the no-GPU
     backend is ``FakeGpuBackend(0, node_name, kind="none")``.
+
+    ``fault_file`` (the agent passes ``<state_dir>/fake-gpu-faults``) is read on every
+    :meth:`sample`: each line ``<index> <reason text>`` makes that GPU sample unhealthy with
+    that reason, until the line is removed. No file means every GPU is healthy; blank lines,
+    ``#`` comments and lines that name no fake GPU are ignored (logged once).
     """
 
-    def __init__(self, count: int, node_name: str, *, kind: str = "fake") -> None:
+    def __init__(
+        self, count: int, node_name: str, *, kind: str = "fake", fault_file: Path | None = None
+    ) -> None:
         if isinstance(count, bool) or not 0 <= count <= MAX_FAKE_GPUS:
             raise ValueError(f"fake GPU count must be 0..{MAX_FAKE_GPUS}, got {count!r}")
         self.kind = kind
+        self.fault_file = fault_file
         safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", node_name) or "node"
         self._devices = [
             GpuDevice(
@@ -108,14 +118,55 @@ class FakeGpuBackend:
             )
             for i in range(count)
         ]
+        self._last_text: str | None = None
+        self._faults: dict[int, str] = {}
 
     def devices(self) -> list[GpuDevice]:
         """Return the fake devices (a new list each call)."""
         return list(self._devices)
 
     def sample(self) -> list[GpuSample]:
-        """Report every fake device as healthy, idle and empty."""
-        return [GpuSample(d.index, True, "", 0, 0, ()) for d in self._devices]
+        """Every fake device idle and empty; healthy unless the fault file names it."""
+        faults = self._read_faults()
+        return [
+            GpuSample(d.index, False, faults[d.index], -1, -1, ())
+            if d.index in faults
+            else GpuSample(d.index, True, "", 0, 0, ())
+            for d in self._devices
+        ]
+
+    def _read_faults(self) -> dict[int, str]:
+        if self.fault_file is None:
+            return {}
+        try:
+            text = self.fault_file.read_text(errors="replace")
+        except FileNotFoundError:
+            text = ""
+        except OSError as exc:
+            text = self._last_text or ""  # keep what we knew rather than heal the GPUs
+            logger.warning("cannot read %s: %s", self.fault_file, exc)
+        if text != self._last_text:  # parse (and log) only when the file changes
+            self._last_text = text
+            faults = self._parse_faults(text)
+            for index in sorted(faults.keys() - self._faults.keys()):
+                logger.warning("fake GPU %d is unhealthy: %s", index, faults[index])
+            for index in sorted(self._faults.keys() - faults.keys()):
+                logger.info("fake GPU %d is healthy again", index)
+            self._faults = faults
+        return self._faults
+
+    def _parse_faults(self, text: str) -> dict[int, str]:
+        faults: dict[int, str] = {}
+        for line in text.splitlines():
+            fields = line.split(None, 1)
+            if not fields or fields[0].startswith("#"):
+                continue
+            index = int(fields[0]) if fields[0].isdigit() else -1
+            if not 0 <= index < len(self._devices):
+                logger.warning("%s: no fake GPU %r; line ignored", self.fault_file, fields[0])
+                continue
+            faults[index] = fields[1].strip() if len(fields) > 1 else "fault injected"
+        return faults
 
     def close(self) -> None:
         """Nothing to release."""
@@ -300,16 +351,18 @@ class NvmlBackend:
                 logger.warning("nvmlShutdown failed: %s", exc)
 
 
-def detect_gpus(*, fake_count: int | None, node_name: str) -> GpuBackend:
+def detect_gpus(
+    *, fake_count: int | None, node_name: str, fault_file: Path | None = None
+) -> GpuBackend:
     """Choose the node's GPU backend.
 
     With ``fake_count`` (the agent's ``--gpu-count``) return ``FakeGpuBackend(fake_count,
-    node_name)`` (ValueError if out of range), warning if NVML sees real GPUs that are thereby
-    ignored. Otherwise return an :class:`NvmlBackend`, or, if NVML is unavailable, a backend of
-    kind "none" with no devices. Never raises because of NVML.
+    node_name, fault_file=fault_file)`` (ValueError if out of range), warning if NVML sees real
+    GPUs that are thereby ignored. Otherwise return an :class:`NvmlBackend`, or, if NVML is
+    unavailable, a backend of kind "none" with no devices. Never raises because of NVML.
     """
     if fake_count is not None:
-        backend = FakeGpuBackend(fake_count, node_name)
+        backend = FakeGpuBackend(fake_count, node_name, fault_file=fault_file)
         logger.info("using %d fake GPU(s) (--gpu-count)", fake_count)
         try:
             probe = NvmlBackend()

@@ -120,8 +120,12 @@ class Cluster:
         candidates = [self.nodes[n] for n in spec.nodelist] or list(self.nodes.values())
         if not candidates:
             return  # no node has registered yet: the job waits for one
-        probe = scheduler.PendingJob(0, spec.gpus, spec.cpus, spec.mem_bytes)
-        if not any(scheduler._fits_ever(probe, n.view()) for n in candidates):
+        # Against the nodes' configured sizes: a GPU that is down for now does not make a
+        # request impossible, only pending.
+        if not any(
+            spec.gpus <= len(n.gpus) and spec.cpus <= n.cpus and spec.mem_bytes <= n.mem_bytes
+            for n in candidates
+        ):
             most = max(len(n.gpus) for n in candidates)
             cpus = max(n.cpus for n in candidates)
             raise InvalidRequest(
@@ -327,6 +331,9 @@ class Cluster:
         job = self.job_of_node(node_id, event["job_id"])
         if job is None:
             return  # already failed over or cancelled while the node was away
+        run = event["restart_count"]
+        if run is not None and run != job.restart_count:
+            return  # a late exit of an earlier run of a requeued job
         job.exit_code = event["exit_code"]
         job.signal = event["signal"]
         state = final_state(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 PY = sys.executable
@@ -91,7 +92,17 @@ class Cluster:
         assert self.master.poll() is None, (self.tmp / "master.log").read_text()
         self.port = int(port_file.read_text())
 
-    def start_node(self, node_id: str, gpus: int = 2, *extra: str, wait: bool = True) -> None:
+    def start_node(
+        self,
+        node_id: str,
+        gpus: int = 2,
+        *extra: str,
+        wait: bool = True,
+        stop_jobs_on_exit: bool = True,
+    ) -> None:
+        """Start an agent; by default it kills its jobs when stopped, so tests leak nothing."""
+        if stop_jobs_on_exit:
+            extra = ("--stop-jobs-on-exit", *extra)
         log = open(self.tmp / f"node-{node_id}.log", "ab")  # noqa: SIM115
         self.nodes[node_id] = subprocess.Popen(
             [
@@ -195,6 +206,18 @@ class Cluster:
             _stop(proc)
         if self.master is not None:
             _stop(self.master)
+        self.kill_leftover_jobs()
+
+    def kill_leftover_jobs(self) -> None:
+        """End job processes this test's agents left behind (an agent killed with SIGKILL
+        cannot stop its jobs). They are ours: their environment names this cluster."""
+        for proc in psutil.process_iter():
+            try:
+                env = proc.environ()
+                if env.get("MGPU_JOB_ID") and env.get("MGPU_MASTER") == self.address:
+                    proc.kill()
+            except (psutil.Error, OSError):
+                continue
 
 
 @pytest.fixture

@@ -132,7 +132,7 @@ def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> No
         )
         assert row["node"] == "n2" and row["restart_count"] == 1
         wait_for(lambda: len(marker.read_text().splitlines()) == 2, 10, "second run")
-        assert [line.split()[0] for line in marker.read_text().splitlines()] == ["n1", "n2"]
+        assert marker.read_text().splitlines() == ["n1 0", "n2 1"]
         assert c.job(no_requeue)["state"] == "NODE_FAIL"
         assert c.node_state("n1") == "down"
     finally:
@@ -334,7 +334,8 @@ def test_master_restart_with_20_running_jobs(cluster: Cluster) -> None:
         "exit $((MGPU_JOB_ID % 7))"
     )
     ids = [cluster.sbatch("--gpus", "1", "--wrap", wrap) for _ in range(20)]
-    wait_for(lambda: all(j["state"] == "RUNNING" for j in cluster.jobs().values()), 30, "20 running")
+    all_running = lambda: all(j["state"] == "RUNNING" for j in cluster.jobs().values())  # noqa: E731
+    wait_for(all_running, 30, "20 running")
     cluster.kill_master()
     cluster.start_master(port=cluster.port)
     wait_for(lambda: cluster.node_state("n1") not in (None, "down"), 20, "node back")

@@ -38,7 +38,14 @@ def node_info(node_id: str, gpus: int, running: list[int] | None = None) -> dict
 
 
 def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[str, Any]:
-    return {"job_id": job_id, "exit_code": code, "signal": sig, "timed_out": False, "reason": ""}
+    return {
+        "job_id": job_id,
+        "exit_code": code,
+        "signal": sig,
+        "timed_out": False,
+        "reason": "",
+        "restart_count": 0,
+    }
 
 
 @pytest.fixture
@@ -176,3 +183,17 @@ def test_only_changes_that_matter_trigger_a_pass(cluster: Cluster) -> None:
     cluster.schedule(now=3)
     assert job.state is JobState.PENDING and job.reason == "Resources"  # GPU 1 is down
     assert cluster.nodes["n1"].view().healthy_gpus == 1
+
+
+def test_late_exit_of_an_earlier_run_is_ignored(cluster: Cluster) -> None:
+    job = cluster.submit("a", JobSpec(argv=["x"], gpus=1, requeue=True), now=0)
+    cluster.schedule(now=0)
+    cluster.expire_nodes(now=11)  # node silent: the job is requeued
+    assert job.state is JobState.PENDING and job.restart_count == 1
+    cluster.heartbeat("n1", [], now=12)
+    cluster.schedule(now=12)
+    assert job.state is JobState.RUNNING
+    cluster.job_exited("n1", exited(job.job_id, 0) | {"restart_count": 0}, now=13)
+    assert job.state is JobState.RUNNING  # that exit belonged to the first run
+    cluster.job_exited("n1", exited(job.job_id, 0) | {"restart_count": 1}, now=14)
+    assert job.state is JobState.COMPLETED
