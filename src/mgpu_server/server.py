@@ -27,7 +27,8 @@ from mgpu_core.errors import (
 )
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
-from mgpu_server.cluster import Cluster, ToNode, ToWatchers
+from mgpu_server.cluster import Cluster
+from mgpu_server.effects import ToNode, ToWatchers
 from mgpu_server.service import ClientService
 from mgpu_server.store import MemoryStore, Store
 

@@ -9,7 +9,8 @@ import pytest
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
 from mgpu_core.models import JobSpec
 from mgpu_core.states import IllegalTransition, JobState
-from mgpu_server.cluster import Cluster, ToNode, ToWatchers
+from mgpu_server.cluster import Cluster
+from mgpu_server.effects import ToNode, ToWatchers
 from mgpu_server.store import MemoryStore
 
 
