@@ -63,6 +63,14 @@ JOB_SPEC = Record(
         "stderr_path": (Optional(Str(MAX_PATH_LEN)), None),
         # Requeue (rather than end NODE_FAIL) when the node fails under the job.
         "requeue": (Bool(), False),
+        "nice": (Int(-10_000, 10_000), 0),
+        "qos": (Str(MAX_NAME_LEN), ""),
+        "dependency": (Str(64 * 1024), ""),
+        "kill_on_invalid_dep": (Bool(), False),
+        "hold": (Bool(), False),
+        # --signal SIG@SECONDS: warn the job this long before its time limit.
+        "warn_signal": (Int(0, 64), 0),
+        "warn_before_s": (Int(0, 65_535), 0),
     }
 )
 

@@ -33,6 +33,13 @@ class JobSpec:
     stdout_path: str | None = None
     stderr_path: str | None = None
     requeue: bool = False
+    nice: int = 0
+    qos: str = ""
+    dependency: str = ""
+    kill_on_invalid_dep: bool = False
+    hold: bool = False
+    warn_signal: int = 0
+    warn_before_s: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mgpu_core.deps import DepStatus, evaluate, parse_dependency
 from mgpu_core.errors import (
     InvalidJobState,
     InvalidRequest,
@@ -23,6 +24,7 @@ from mgpu_server import scheduler
 from mgpu_server.effects import Effect, ToNode, ToWatchers
 from mgpu_server.jobs import Job, ended_event, state_event
 from mgpu_server.nodes import NodeRecord
+from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
 from mgpu_server.registry import NodeEvents
 from mgpu_server.store import Store
 
@@ -31,7 +33,13 @@ log = logging.getLogger(__name__)
 
 class Cluster(NodeEvents):
     def __init__(
-        self, store: Store, *, kill_grace_s: float, node_timeout_s: float, now: float = 0.0
+        self,
+        store: Store,
+        *,
+        kill_grace_s: float,
+        node_timeout_s: float,
+        now: float = 0.0,
+        policy: PolicyConfig | None = None,
     ) -> None:
         self.store = store
         self.kill_grace_s = kill_grace_s
@@ -39,7 +47,10 @@ class Cluster(NodeEvents):
         self.jobs: dict[int, Job] = {}
         # Insertion order is submission order; a dict gives O(1) removal and ordered iteration.
         self.pending: dict[int, Job] = {}
+        self.running: dict[int, Job] = {}
         self.nodes: dict[str, NodeRecord] = {}
+        self.policy = policy or PolicyConfig()
+        self.usage = Usage(self.policy.half_life_s)
         self.outbox: list[Effect] = []
         # Jobs submitted in the current loop turn: undone if the turn's commit fails.
         self.new_jobs: list[Job] = []
@@ -58,7 +69,10 @@ class Cluster(NodeEvents):
             if job.state is JobState.PENDING:
                 self.pending[job.job_id] = job
             elif job.state is JobState.RUNNING:
+                self.running[job.job_id] = job
                 self._restore_allocation(job)
+            elif job.end_time:
+                self.usage.add(job.user, job_usage_gpu_s(job), job.end_time, now)
         self._next_id = store.next_job_id()
 
     def _restore_allocation(self, job: Job) -> None:
@@ -85,7 +99,12 @@ class Cluster(NodeEvents):
 
     def submit(self, user: str, spec: JobSpec, now: float) -> Job:
         self._check_spec(spec)
+        self._apply_qos(spec)
+        if spec.dependency:
+            self._check_dependency(spec.dependency)
         job = Job(job_id=self._next_id, user=user, spec=spec, submit_time=now)
+        if spec.hold:
+            job.hold = "user"
         self._next_id += 1
         self.jobs[job.job_id] = job
         self.pending[job.job_id] = job
@@ -116,6 +135,37 @@ class Cluster(NodeEvents):
                 f"requested node configuration is not available: {spec.gpus} GPUs, "
                 f"{spec.cpus} CPUs asked; largest node has {most} GPUs, {cpus} CPUs"
             )
+
+    def _apply_qos(self, spec: JobSpec) -> None:
+        """Reject what the QoS can never allow; give an unlimited job the QoS's wall time."""
+        name = spec.qos or self.policy.default_qos
+        qos = self.policy.qos.get(name)
+        if qos is None:
+            known = ", ".join(sorted(self.policy.qos))
+            raise InvalidRequest(f"invalid qos specification '{name}': use one of {known}")
+        spec.qos = name
+        if qos.max_wall_s:
+            if not spec.time_limit_s:
+                spec.time_limit_s = qos.max_wall_s
+            elif spec.time_limit_s > qos.max_wall_s:
+                raise InvalidRequest(
+                    f"job violates QOS {name} MaxWall: {spec.time_limit_s} s asked, "
+                    f"{qos.max_wall_s} s allowed"
+                )
+        if qos.max_gpus_per_user and spec.gpus > qos.max_gpus_per_user:
+            raise InvalidRequest(
+                f"job violates QOS {name} MaxGpuPerUser: {spec.gpus} GPUs asked, "
+                f"{qos.max_gpus_per_user} allowed"
+            )
+
+    def _check_dependency(self, text: str) -> None:
+        try:
+            dep = parse_dependency(text)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        unknown = sorted(i for i in dep.job_ids() if i not in self.jobs)
+        if unknown:
+            raise InvalidRequest(f"job dependency problem: unknown job {unknown[0]}")
 
     def cancel(self, job_ids: list[int], now: float) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -226,19 +276,23 @@ class Cluster(NodeEvents):
         job.transition(JobState.PENDING, now, "NodeFail")
         job.restart_count += 1
         self.changed = True
+        self._back_to_queue(job)
+
+    def _back_to_queue(self, job: Job) -> None:
+        """A running job becomes pending again (its priority puts it back in its place)."""
+        self.running.pop(job.job_id, None)
         job.node_id = ""
         job.gpu_indices = ()
         job.pid = 0
+        job.cancel_requested = False
         self.store.put_job(job)
-        # Back in the queue at its original place: pending order is submission order.
-        out_of_order = bool(self.pending) and job.job_id < next(reversed(self.pending))
         self.pending[job.job_id] = job
-        if out_of_order:
-            self.pending = dict(sorted(self.pending.items()))
 
     def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
         job.transition(state, now, reason)
         self.changed = True
+        if self.running.pop(job.job_id, None) is not None:
+            self.usage.add(job.user, job_usage_gpu_s(job), now, now)
         node = self.nodes.get(job.node_id)
         if node is not None:
             node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
@@ -257,26 +311,105 @@ class Cluster(NodeEvents):
     # ---- scheduling ----------------------------------------------------------------------
 
     def schedule(self, now: float) -> int:
-        """One pass: start what fits, update pending reasons. Returns the number started."""
+        """One pass: order by priority, hold back the ineligible, start what fits (with
+        backfill), update pending reasons. Returns the number of jobs started."""
         if not self.pending or not self.changed:
             return 0
         self.changed = False
-        queue = [
-            scheduler.PendingJob(
-                j.job_id, j.spec.gpus, j.spec.cpus, j.spec.mem_bytes, frozenset(j.spec.nodelist)
-            )
-            for j in self.pending.values()
-        ]
-        plan = scheduler.plan(queue, [n.view() for n in self.nodes.values()])
+        priorities = Priorities(self.policy, self.usage, self.running.values(), now)
+        for job in self.pending.values():
+            job.priority = priorities.of(job)
+        ordered = sorted(self.pending.values(), key=lambda j: (-j.priority, j.job_id))
+        eligible = []
+        for job in ordered:
+            reason = self._held_back(job, now)
+            if reason:
+                self._set_reason(job, reason)
+            elif job.job_id in self.pending:  # not cancelled by an impossible dependency
+                eligible.append(self._pending_view(job))
+        plan = scheduler.plan(eligible, self._node_views(), now=now, loads=self._user_loads())
         for start in plan.starts:
             self._start(self.pending.pop(start.job_id), start, now)
         for job_id, reason in plan.reasons.items():
-            job = self.pending[job_id]
-            if job.reason != reason:
-                job.reason = reason
-                if job.spec.interactive:
-                    self.outbox.append(ToWatchers(job_id, state_event(job)))
+            self._set_reason(self.pending[job_id], reason)
+        if plan.starts and any(j.spec.dependency for j in self.pending.values()):
+            self.changed = True  # an `after:` dependency may be met by what just started
         return len(plan.starts)
+
+    def _set_reason(self, job: Job, reason: str) -> None:
+        if job.reason != reason:
+            job.reason = reason
+            if job.spec.interactive:
+                self.outbox.append(ToWatchers(job.job_id, state_event(job)))
+
+    def _held_back(self, job: Job, now: float) -> str:
+        """Why a pending job may not be considered at all (hold, dependency), or ""."""
+        if job.hold:
+            return "JobHeldAdmin" if job.hold == "admin" else "JobHeldUser"
+        if not job.spec.dependency:
+            return ""
+        dep = parse_dependency(job.spec.dependency)
+        status = evaluate(dep, self._state_of, singleton_clear=self._singleton_clear(job))
+        if status is DepStatus.OK:
+            return ""
+        if status is DepStatus.WAIT:
+            return "Dependency"
+        if job.spec.kill_on_invalid_dep:
+            del self.pending[job.job_id]
+            self._finish(job, JobState.CANCELLED, now, reason="DependencyNeverSatisfied")
+        return "DependencyNeverSatisfied"
+
+    def _state_of(self, job_id: int) -> str | None:
+        job = self.jobs.get(job_id)
+        return None if job is None else job.state.value
+
+    def _singleton_clear(self, job: Job) -> bool:
+        name = job.spec.display_name()
+        return not any(
+            other.user == job.user
+            and other.spec.display_name() == name
+            and (other.state is JobState.RUNNING or other.job_id < job.job_id)
+            for other in (*self.running.values(), *self.pending.values())
+            if other.job_id != job.job_id
+        )
+
+    def _pending_view(self, job: Job) -> scheduler.PendingJob:
+        spec = job.spec
+        qos = self.policy.qos_of(spec.qos)
+        return scheduler.PendingJob(
+            job.job_id,
+            spec.gpus,
+            spec.cpus,
+            spec.mem_bytes,
+            frozenset(spec.nodelist),
+            user=job.user,
+            time_limit_s=spec.time_limit_s,
+            max_user_gpus=qos.max_gpus_per_user,
+            max_user_jobs=qos.max_jobs_per_user,
+        )
+
+    def _node_views(self) -> list[scheduler.NodeView]:
+        releases: dict[str, list[scheduler.Release]] = {}
+        for job in self.running.values():
+            spec = job.spec
+            limit = spec.time_limit_s + self.policy.qos_of(spec.qos).grace_s
+            end = job.start_time + limit if spec.time_limit_s else scheduler.INF
+            release = scheduler.Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
+            releases.setdefault(job.node_id, []).append(release)
+        views = []
+        for node in self.nodes.values():
+            view = node.view()
+            view.releases = releases.get(node.node_id, [])
+            views.append(view)
+        return views
+
+    def _user_loads(self) -> dict[str, scheduler.UserLoad]:
+        loads: dict[str, scheduler.UserLoad] = {}
+        for job in self.running.values():
+            load = loads.setdefault(job.user, scheduler.UserLoad())
+            load.gpus += job.spec.gpus
+            load.jobs += 1
+        return loads
 
     def _start(self, job: Job, start: scheduler.Start, now: float) -> None:
         node = self.nodes[start.node_id]
@@ -284,6 +417,7 @@ class Cluster(NodeEvents):
         job.node_id = node.node_id
         job.gpu_indices = start.gpu_indices
         job.transition(JobState.RUNNING, now)
+        self.running[job.job_id] = job
         self.store.put_job(job)
         log.info(
             "job=%d node=%s state=RUNNING gpus=%s",
@@ -296,7 +430,7 @@ class Cluster(NodeEvents):
             "user": job.user,
             "spec": job.spec.to_wire(),
             "gpu_indices": list(start.gpu_indices),
-            "kill_grace_s": self.kill_grace_s,
+            "kill_grace_s": max(self.kill_grace_s, self.policy.qos_of(job.spec.qos).grace_s),
             "restart_count": job.restart_count,
         }
         self.outbox.append(ToNode(node.node_id, {"t": "launch", "launch": launch}))

@@ -31,6 +31,9 @@ class Job:
     cancel_requested: bool = False
     pid: int = 0
     restart_count: int = 0  # times requeued; the job sees it as MGPU_RESTART_COUNT
+    hold: str = ""  # "", "user" or "admin": a held job stays pending
+    priority_override: int | None = None  # set by an admin; replaces the computed priority
+    priority: float = 0.0  # computed at each scheduling pass, not stored
 
     def transition(self, new: JobState, now: float, reason: str = "") -> None:
         check_transition(self.state, new)
@@ -70,6 +73,11 @@ class Job:
             "exit_code": self.exit_code,
             "signal": self.signal,
             "restart_count": self.restart_count,
+            "priority": round(self.priority, 3),
+            "qos": spec.qos,
+            "nice": spec.nice,
+            "dependency": spec.dependency,
+            "hold": self.hold,
             "interactive": spec.interactive,
             "command": spec.command_display()[:MAX_COMMAND_DISPLAY],
             "cwd": spec.cwd,

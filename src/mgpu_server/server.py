@@ -105,6 +105,8 @@ class Server:
         self._flush_scheduled = False
         cluster = self.cluster
         cluster.schedule(time.time())
+        if cluster.changed:
+            self.kick()  # what just started may satisfy an `after:` dependency: one more pass
         replies, self._replies = self._replies, []
         try:
             cluster.store.commit()

@@ -26,7 +26,7 @@ from mgpu_server.jobs import Job
 log = logging.getLogger(__name__)
 
 DB_FILE = "mgpu.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -52,11 +52,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info TEXT NOT NULL)",
     ),
     1: ("ALTER TABLE jobs ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",),
+    2: (
+        "ALTER TABLE jobs ADD COLUMN hold TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN priority_override INTEGER",
+    ),
 }
 
 _JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
-    "exit_code, signal, cancel_requested, pid, spec, restart_count"
+    "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override"
 )
 
 
@@ -77,6 +81,8 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.pid,
         json.dumps(job.spec.to_wire(), separators=(",", ":")),
         job.restart_count,
+        job.hold,
+        job.priority_override,
     )
 
 
@@ -97,6 +103,8 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         pid=row[12],
         spec=JobSpec.from_wire(json.loads(row[13])),
         restart_count=row[14],
+        hold=row[15],
+        priority_override=row[16],
     )
 
 
@@ -182,7 +190,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 17)})",
                 jobs,
             )
             self._db.executemany(
