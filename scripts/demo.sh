@@ -37,7 +37,11 @@ echo
 echo "# waiting for job $last (it starts when a GPU frees) ..."
 echo "\$ mgpu_srun --gpus 1 -- echo ...   (an interactive job queues behind it)"
 mgpu_srun --gpus 1 -- sh -c 'echo "srun job $MGPU_JOB_ID: CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES"'
-while [ -n "$(mgpu_queue --noheader -j "$last")" ]; do sleep 0.2; done
+deadline=$((SECONDS + 120))
+while [ -n "$(mgpu_queue --noheader -t PD,R -j "$last")" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || { echo "demo: job $last did not finish in 120 s" >&2; exit 1; }
+    sleep 0.2
+done
 echo
 echo "\$ mgpu_queue -t all"
 mgpu_queue -t all

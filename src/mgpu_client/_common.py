@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ import click
 from mgpu_client.client import Client
 from mgpu_core.cliutil import parsed_by
 from mgpu_core.config import resolve_master
+from mgpu_core.deps import parse_dependency
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.models import JobSpec
@@ -83,6 +85,31 @@ def _gres(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     return int(count)
 
 
+def _dependency(text: str) -> str:
+    return parse_dependency(text).to_text()  # checked here; the master checks the ids
+
+
+def parse_signal_option(text: str) -> tuple[int, int]:
+    """sbatch's ``--signal=[{R|B}:]SIG[@SECONDS]`` -> (signal number, seconds before the limit)."""
+    body = text.split(":", 1)[1] if text[:2] in ("B:", "R:") else text
+    name, _, when = body.partition("@")
+    if name.isdigit():
+        number = int(name)
+    else:
+        try:
+            number = int(signal.Signals["SIG" + name.upper().removeprefix("SIG")])
+        except KeyError:
+            raise ValueError(f"invalid signal '{name}' in '{text}'") from None
+    if not 0 < number < 65:
+        raise ValueError(f"invalid signal number {number} in '{text}'")
+    if when and not when.isdigit():
+        raise ValueError(f"invalid time '{when}' in '{text}': seconds before the limit")
+    seconds = int(when) if when else 60
+    if seconds > 65_535:
+        raise ValueError(f"--signal time {seconds} s is more than 65535")
+    return number, seconds
+
+
 JOB_OPTIONS = (
     click.option(
         "-G",
@@ -135,6 +162,38 @@ JOB_OPTIONS = (
         default=None,
         help="Working directory [default: the current one].",
     ),
+    click.option(
+        "--nice",
+        type=click.IntRange(-10_000, 10_000),
+        default=None,
+        help="Lower the job's priority by this much (negative: admins only).",
+    ),
+    click.option("-q", "--qos", default=None, help="Quality of service [default: the master's]."),
+    click.option(
+        "-d",
+        "--dependency",
+        callback=parsed_by(_dependency),
+        default=None,
+        metavar="SPEC",
+        help="e.g. afterok:12:13, afterany:14?afternotok:15, singleton.",
+    ),
+    click.option(
+        "--kill-on-invalid-dep",
+        type=click.Choice(["yes", "no"]),
+        default=None,
+        help="Cancel the job if its dependency can never be met [default: no].",
+    ),
+    click.option(
+        "-H", "--hold", is_flag=True, default=False, help="Submit held (pending until released)."
+    ),
+    click.option(
+        "--signal",
+        "warn",
+        callback=parsed_by(parse_signal_option),
+        default=None,
+        metavar="[B:]SIG[@SECONDS]",
+        help="Send SIG this long (default 60 s) before the time limit.",
+    ),
 )
 
 
@@ -164,6 +223,7 @@ def build_spec(
         cwd = os.path.abspath(opts.get("chdir") or os.getcwd())
     except OSError as exc:
         raise ConfigError(f"cannot determine the working directory: {exc.strerror}") from None
+    warn = opts.get("warn") or (0, 0)
     return JobSpec(
         name=opts.get("job_name") or "",
         argv=argv,
@@ -179,4 +239,11 @@ def build_spec(
         stdout_path=opts.get("output"),
         stderr_path=opts.get("error"),
         requeue=bool(opts.get("requeue", not interactive)),
+        nice=opts.get("nice") or 0,
+        qos=opts.get("qos") or "",
+        dependency=opts.get("dependency") or "",
+        kill_on_invalid_dep=opts.get("kill_on_invalid_dep") == "yes",
+        hold=bool(opts.get("hold")),
+        warn_signal=warn[0],
+        warn_before_s=warn[1],
     )

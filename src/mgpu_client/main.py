@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import cancel, queue, sbatch, srun
+from mgpu_client import cancel, control, queue, sbatch, srun
 from mgpu_client._common import (
     CONTEXT,
     REQUEUE_OPTION,
@@ -57,6 +57,8 @@ cli.add_command(srun.cli, "run")
 cli.add_command(sbatch.cli, "sbatch")
 cli.add_command(queue.cli, "queue")
 cli.add_command(cancel.cli, "cancel")
+for _command in control.COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command()

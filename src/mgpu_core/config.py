@@ -109,6 +109,7 @@ class ServerConfig:
     # A client that stops reading (a stuck srun) is dropped past this much queued output,
     # instead of the master buffering a job's whole output in memory.
     max_client_backlog_bytes: int = 64 * 1024 * 1024
+    admins: frozenset[str] = frozenset()
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

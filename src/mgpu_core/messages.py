@@ -146,6 +146,37 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "nodes": Record({"id": (_ID, REQUIRED)}),
+    "hold": Record(
+        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
+    ),
+    "release": Record(
+        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
+    ),
+    "requeue": Record(
+        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
+    ),
+    # Only the fields present are changed.
+    "update": Record(
+        {
+            "id": (_ID, REQUIRED),
+            "job_id": (_JOB_ID, REQUIRED),
+            "changes": (
+                Record(
+                    {
+                        "time_limit_s": (Int(0, 10 * 365 * 86_400), None),
+                        "qos": (_NAME, None),
+                        "gpus": (Int(0, MAX_GPUS_PER_NODE), None),
+                        "nice": (Int(-10_000, 10_000), None),
+                        "priority": (Int(0, 2**31), None),
+                    }
+                ),
+                REQUIRED,
+            ),
+        }
+    ),
+    "priority": Record(
+        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), list)}
+    ),
     # Follow a job's output and state from now on (srun after a master restart, or another shell).
     "attach": Record({"id": (_ID, REQUIRED), "job_id": (_JOB_ID, REQUIRED)}),
     "node_update": Record(

@@ -52,6 +52,7 @@ class RunningJob:
     kill_sent: bool = False  # SIGKILL sent: the wrapper had no chance to record a status
     kill_handle: asyncio.TimerHandle | None = None
     limit_handle: asyncio.TimerHandle | None = None
+    warn_handle: asyncio.TimerHandle | None = None
     readers: list[Relay] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
 
@@ -116,6 +117,8 @@ class Executor:
             kill_grace_s=float(launch["kill_grace_s"]),
             interactive=spec.interactive,
             restart_count=launch["restart_count"],
+            warn_signal=spec.warn_signal,
+            warn_before_s=spec.warn_before_s,
         )
         self._save(record)
         job = RunningJob(record, proc, pidfd=procs.open_pidfd(proc.pid))
@@ -211,6 +214,9 @@ class Executor:
         elif deadline is not None:
             delay = deadline - time.time()
             job.limit_handle = loop.call_later(max(0.0, delay), self._time_limit, job)
+            if record.warn_signal:
+                warn_in = max(0.0, delay - record.warn_before_s)
+                job.warn_handle = loop.call_later(warn_in, self._warn, job)
         job.waiter = loop.create_task(self._wait(job))
 
     async def _ended(self, job: RunningJob) -> int | None:
@@ -235,7 +241,7 @@ class Executor:
             await asyncio.wait([r.done for r in job.readers], timeout=DRAIN_TIMEOUT_S)
             for reader in job.readers:
                 reader.close()
-        for handle in (job.kill_handle, job.limit_handle):
+        for handle in (job.kill_handle, job.limit_handle, job.warn_handle):
             if handle is not None:
                 handle.cancel()
         del self.jobs[job.job_id]
@@ -306,6 +312,11 @@ class Executor:
         log.info("job=%d cancel requested (%s)", job_id, reason)
         self._terminate(job)
 
+    def _warn(self, job: RunningJob) -> None:
+        """--signal: tell the job its time is nearly up (a training script checkpoints)."""
+        log.info("job=%d warned with signal %d", job.job_id, job.record.warn_signal)
+        procs.signal_tree(job.pid, job.record.warn_signal)
+
     def _time_limit(self, job: RunningJob) -> None:
         job.record.timed_out = True
         log.info("job=%d reached its time limit", job.job_id)
@@ -335,7 +346,7 @@ class Executor:
     def detach(self) -> None:
         """Stop watching the jobs and leave them running, for the next agent to re-adopt."""
         for job in self.jobs.values():
-            for handle in (job.kill_handle, job.limit_handle):
+            for handle in (job.kill_handle, job.limit_handle, job.warn_handle):
                 if handle is not None:
                     handle.cancel()
             for reader in job.readers:

@@ -159,6 +159,8 @@ class JobRecord:
     cancelled: bool = False
     timed_out: bool = False
     terminate_wall: float = 0.0  # when SIGTERM was sent (SIGKILL follows after the grace)
+    warn_signal: int = 0  # --signal: sent warn_before_s before the time limit
+    warn_before_s: int = 0
 
     def deadline(self) -> float | None:
         return self.start_wall + self.time_limit_s if self.time_limit_s > 0 else None

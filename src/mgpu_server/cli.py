@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sys
@@ -15,7 +16,9 @@ from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
 from mgpu_core.config import ServerConfig, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
+from mgpu_server.policy import PolicyConfig
 from mgpu_server.server import Server
+from mgpu_server.settings import load_master_settings
 from mgpu_server.sqlite_store import SqliteStore
 
 EXIT_STARTUP_FAILURE = 3
@@ -71,6 +74,13 @@ def default_state_dir() -> Path:
     help="Seconds a new connection has to say hello.",
 )
 @click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file: scheduling weights, QoS, admins (see docs/scheduling.md).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS),
     default="info",
@@ -86,6 +96,7 @@ def cli(
     node_timeout_s: float,
     kill_grace_s: float,
     hello_timeout_s: float,
+    config_file: Path | None,
     log_level: str,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
@@ -104,20 +115,24 @@ def cli(
         ).validate()
     except (OSError, MgpuError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
+    policy, admins = PolicyConfig(), frozenset[str]()
     try:
+        if config_file is not None:
+            policy, admins = load_master_settings(config_file)
         store = SqliteStore(state)
     except MgpuError as exc:
         click.echo(f"mgpu_master: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
+    config = dataclasses.replace(config, admins=admins)
     try:
-        asyncio.run(_serve(config, store))
+        asyncio.run(_serve(config, store, policy))
     except OSError as exc:
         click.echo(f"mgpu_master: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
 
 
-async def _serve(config: ServerConfig, store: SqliteStore) -> None:
-    server = Server(config, store)
+async def _serve(config: ServerConfig, store: SqliteStore, policy: PolicyConfig) -> None:
+    server = Server(config, store, policy)
     loop = asyncio.get_running_loop()
     # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
     for sig in (signal.SIGINT, signal.SIGTERM):

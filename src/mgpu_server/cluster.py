@@ -22,6 +22,7 @@ from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState, final_state
 from mgpu_server import scheduler
 from mgpu_server.effects import Effect, ToNode, ToWatchers
+from mgpu_server.jobctl import JobControl
 from mgpu_server.jobs import Job, ended_event, state_event
 from mgpu_server.nodes import NodeRecord
 from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
@@ -31,7 +32,7 @@ from mgpu_server.store import Store
 log = logging.getLogger(__name__)
 
 
-class Cluster(NodeEvents):
+class Cluster(NodeEvents, JobControl):
     def __init__(
         self,
         store: Store,
@@ -252,6 +253,9 @@ class Cluster(NodeEvents):
         run = event["restart_count"]
         if run is not None and run != job.restart_count:
             return  # a late exit of an earlier run of a requeued job
+        if job.requeue_requested and not job.cancel_requested:
+            self._requeue(job, now, why="requeued by request", reason="Requeued")
+            return
         job.exit_code = event["exit_code"]
         job.signal = event["signal"]
         state = final_state(
@@ -268,23 +272,24 @@ class Cluster(NodeEvents):
         if not job.spec.requeue or job.cancel_requested:
             self._finish(job, JobState.NODE_FAIL, now, reason=reason)
             return
+        self._requeue(job, now, why=reason, reason="NodeFail")
+
+    def _requeue(self, job: Job, now: float, *, why: str, reason: str) -> None:
+        """RUNNING -> REQUEUED -> PENDING with the same id: its priority puts it back in its
+        place; restart_count tells the next run it is one."""
         node = self.nodes.get(job.node_id)
         if node is not None:
             node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
-        log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, reason)
-        job.transition(JobState.REQUEUED, now, reason)
-        job.transition(JobState.PENDING, now, "NodeFail")
+        log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, why)
+        job.transition(JobState.REQUEUED, now, why)
+        job.transition(JobState.PENDING, now, reason)
         job.restart_count += 1
         self.changed = True
-        self._back_to_queue(job)
-
-    def _back_to_queue(self, job: Job) -> None:
-        """A running job becomes pending again (its priority puts it back in its place)."""
         self.running.pop(job.job_id, None)
         job.node_id = ""
         job.gpu_indices = ()
         job.pid = 0
-        job.cancel_requested = False
+        job.cancel_requested = job.requeue_requested = False
         self.store.put_job(job)
         self.pending[job.job_id] = job
 

@@ -29,6 +29,7 @@ class Job:
     exit_code: int | None = None
     signal: int | None = None
     cancel_requested: bool = False
+    requeue_requested: bool = False  # an admin's requeue: the exit sends it back to the queue
     pid: int = 0
     restart_count: int = 0  # times requeued; the job sees it as MGPU_RESTART_COUNT
     hold: str = ""  # "", "user" or "admin": a held job stays pending

@@ -29,6 +29,7 @@ from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode, ToWatchers
+from mgpu_server.policy import PolicyConfig
 from mgpu_server.service import ClientService
 from mgpu_server.store import MemoryStore, Store
 
@@ -36,13 +37,16 @@ log = logging.getLogger(__name__)
 
 
 class Server:
-    def __init__(self, config: ServerConfig, store: Store | None = None) -> None:
+    def __init__(
+        self, config: ServerConfig, store: Store | None = None, policy: PolicyConfig | None = None
+    ) -> None:
         self.config = config
         self.cluster = Cluster(
             store or MemoryStore(),
             kill_grace_s=config.kill_grace_s,
             node_timeout_s=config.node_timeout_s,
             now=time.time(),
+            policy=policy,
         )
         self.node_links: dict[str, AsyncConnection] = {}
         self.watchers: dict[int, set[AsyncConnection]] = {}

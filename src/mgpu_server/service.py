@@ -32,6 +32,11 @@ class ClientService:
             "nodes": self.nodes,
             "info": self.info,
             "attach": self.attach,
+            "hold": self.hold,
+            "release": self.release,
+            "requeue": self.requeue,
+            "update": self.update,
+            "priority": self.priority,
             "node_update": self.node_update,
         }
 
@@ -46,6 +51,47 @@ class ClientService:
         if msg["attach"]:
             self.server.watchers.setdefault(job.job_id, set()).add(conn)
         return {"job_id": job.job_id}
+
+    def is_admin(self, user: str) -> bool:
+        # Until users are authenticated (issue #5), "admin" is the name the client claims.
+        return user == "root" or user in self.server.config.admins
+
+    def hold(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"results": self.cluster.hold(msg["job_ids"], admin=self.is_admin(user))}
+
+    def release(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"results": self.cluster.release(msg["job_ids"], admin=self.is_admin(user))}
+
+    def requeue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"results": self.cluster.requeue(msg["job_ids"])}
+
+    def update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        changes = {k: v for k, v in msg["changes"].items() if v is not None}
+        self.cluster.update(msg["job_id"], changes, admin=self.is_admin(user))
+        return {}
+
+    def priority(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        rows = self.cluster.priorities(msg["job_ids"], time.time())
+        return {
+            "jobs": [
+                {
+                    "job_id": b.job_id,
+                    "user": self.cluster.jobs[b.job_id].user,
+                    "priority": round(b.priority, 3),
+                    "age": round(b.age, 4),
+                    "fairshare": round(b.fairshare, 4),
+                    "qos": round(b.qos, 4),
+                    "nice": b.nice,
+                    "admin": b.admin,
+                }
+                for b in rows
+            ],
+            "weights": {
+                "age": self.cluster.policy.weight_age,
+                "fairshare": self.cluster.policy.weight_fairshare,
+                "qos": self.cluster.policy.weight_qos,
+            },
+        }
 
     def attach(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         """Watch a job: its row now, then its events. A finished job just returns its row."""

@@ -1,0 +1,105 @@
+"""The master's optional config file (TOML): scheduling policy, QoS, admins.
+
+```toml
+admins = ["alice"]                # besides root
+[scheduler]
+priority_weight_age = 1000
+priority_weight_fairshare = 10000
+priority_weight_qos = 1000
+priority_max_age = "7-0"          # Slurm time format, or seconds
+fairshare_half_life = "7-0"
+default_qos = "normal"
+[qos.normal]
+[qos.long]
+priority = 10
+max_wall = "3-0"
+max_gpus_per_user = 8
+max_jobs_per_user = 4
+grace_time = 60                   # seconds past the time limit before the kill
+```
+Unknown keys are errors (a typo must not silently change policy).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from mgpu_core.errors import ConfigError
+from mgpu_core.units import parse_time_limit
+from mgpu_server.policy import PolicyConfig, Qos
+
+_SCHEDULER_KEYS = {
+    "priority_weight_age": "weight_age",
+    "priority_weight_fairshare": "weight_fairshare",
+    "priority_weight_qos": "weight_qos",
+    "priority_max_age": "max_age_s",
+    "fairshare_half_life": "half_life_s",
+    "default_qos": "default_qos",
+}
+_QOS_KEYS = {
+    "priority": "priority",
+    "max_gpus_per_user": "max_gpus_per_user",
+    "max_jobs_per_user": "max_jobs_per_user",
+    "max_wall": "max_wall_s",
+    "grace_time": "grace_s",
+}
+_DURATIONS = {"max_age_s", "half_life_s", "max_wall_s", "grace_s"}
+
+
+def _value(where: str, key: str, value: Any) -> Any:
+    if key in _DURATIONS:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, str):
+            try:
+                return parse_time_limit(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        raise ConfigError(f"{where}: '{key}' must be seconds or a Slurm time like \"7-0\"")
+    if key == "default_qos":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: default_qos must be a string")
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(f"{where}: '{key}' must be a non-negative number")
+    return value
+
+
+def _section(where: str, data: Any, keys: dict[str, str]) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = sorted(set(data) - set(keys))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting '{unknown[0]}' (known: {', '.join(keys)})")
+    return {keys[k]: _value(f"{where}.{k}", keys[k], v) for k, v in data.items()}
+
+
+def load_master_settings(path: Path) -> tuple[PolicyConfig, frozenset[str]]:
+    """(policy, admins) from the file; ConfigError naming the file and the problem."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    unknown = sorted(set(data) - {"admins", "scheduler", "qos"})
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
+    admins = data.get("admins", [])
+    if not isinstance(admins, list) or not all(isinstance(a, str) for a in admins):
+        raise ConfigError(f"config file {path}: admins must be a list of user names")
+    sched = _section(f"{path}: [scheduler]", data.get("scheduler", {}), _SCHEDULER_KEYS)
+    qos_tables = data.get("qos", {"normal": {}})
+    if not isinstance(qos_tables, dict) or not qos_tables:
+        raise ConfigError(f"config file {path}: [qos.NAME] tables expected")
+    qos = {
+        name: Qos(name, **_section(f"{path}: [qos.{name}]", table, _QOS_KEYS))
+        for name, table in qos_tables.items()
+    }
+    default = sched.get("default_qos", "normal" if "normal" in qos else next(iter(qos)))
+    if default not in qos:
+        raise ConfigError(f"config file {path}: default_qos '{default}' is not a [qos.*] table")
+    sched["default_qos"] = default
+    return PolicyConfig(qos=qos, **sched), frozenset(admins)
