@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from mgpu_client.client import Client
+from mgpu_core.arrays import parse_array
 from mgpu_core.cliutil import parsed_by
 from mgpu_core.config import resolve_master
 from mgpu_core.deps import parse_dependency
@@ -86,7 +88,25 @@ def _gres(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 
 def _dependency(text: str) -> str:
-    return parse_dependency(text).to_text()  # checked here; the master checks the ids
+    # The syntax is checked here (array task references ID_TASK allowed); the master resolves
+    # and checks the ids.
+    parse_dependency(re.sub(r"(\d+)_\d+", r"\1", text))
+    return text.strip()
+
+
+def _array(text: str) -> str:
+    parse_array(text)
+    return text.strip()
+
+
+ARRAY_OPTION = click.option(
+    "-a",
+    "--array",
+    callback=parsed_by(_array),
+    default=None,
+    metavar="SPEC",
+    help="A job array: 0-15, 1,3,5, 0-99:2, with %N to run at most N tasks at once.",
+)
 
 
 def parse_signal_option(text: str) -> tuple[int, int]:
@@ -238,6 +258,7 @@ def build_spec(
         cwd=cwd,
         stdout_path=opts.get("output"),
         stderr_path=opts.get("error"),
+        array=opts.get("array") or "",
         requeue=bool(opts.get("requeue", not interactive)),
         nice=opts.get("nice") or 0,
         qos=opts.get("qos") or "",

@@ -43,7 +43,7 @@ def cli(
     with connect(master) as client:
         if owner is not None:
             rows = client.queue(users=[owner], states=state_list or ["PENDING", "RUNNING"])["jobs"]
-            ids += [int(r["job_id"]) for r in rows if int(r["job_id"]) not in ids]
+            ids += [r["job_id"] for r in rows if r["job_id"] not in ids]
         if not ids:
             return
         for result in client.cancel(ids):

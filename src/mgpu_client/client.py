@@ -92,7 +92,7 @@ class Client:
         data = self.request("submit", job=spec.to_wire(), attach=attach)
         return int(data["job_id"])
 
-    def cancel(self, job_ids: list[int]) -> list[dict[str, Any]]:
+    def cancel(self, job_ids: list[int | str]) -> list[dict[str, Any]]:
         results = self.request("cancel", job_ids=job_ids)["results"]
         return list(results)
 
@@ -101,7 +101,7 @@ class Client:
         *,
         users: list[str] | None = None,
         states: list[str] | None = None,
-        job_ids: list[int] | None = None,
+        job_ids: list[int | str] | None = None,
         include_finished: bool = False,
     ) -> dict[str, Any]:
         return self.request(

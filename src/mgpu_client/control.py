@@ -69,6 +69,8 @@ requeue = _job_verb("requeue", "Stop running jobs and put them back in the queue
 def update(*, job_id: str, master: str | None, **changes: Any) -> None:
     """Change a pending job: mgpu_client update 12 --time 2:00:00 --gpus 2."""
     (jid,) = parse_job_ids([job_id])
+    if isinstance(jid, str):
+        raise click.UsageError("update takes a plain job id (each array task has its own)")
     wanted = {k: v for k, v in changes.items() if v is not None}
     if not wanted:
         raise click.UsageError(

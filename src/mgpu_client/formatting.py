@@ -34,7 +34,7 @@ def queue_row(job: dict[str, Any]) -> list[str]:
     else:
         where = f"({job['reason']})" if job["reason"] else ""
     return [
-        str(job["job_id"]),
+        str(job.get("job_ref") or job["job_id"]),
         job["name"][:24],
         job["user"],
         job["state"],

@@ -13,6 +13,7 @@ import click
 
 from mgpu_client import cancel, control, queue, sbatch, srun
 from mgpu_client._common import (
+    ARRAY_OPTION,
     CONTEXT,
     REQUEUE_OPTION,
     build_spec,
@@ -39,13 +40,16 @@ def cli() -> None:
 @click.option("-o", "--output", default=None, help="stdout file [default: mgpu-%j.out].")
 @click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
 @REQUEUE_OPTION
+@ARRAY_OPTION
 @master_option
 @click.argument("command", nargs=-1, required=True)
 @handles_errors(f"{PROG} submit")
 def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
     """Submit a shell command as a batch job: mgpu_client submit --gpus 1 "nvidia-smi"."""
     line = command[0] if len(command) == 1 else shlex.join(command)
-    opts["output"] = opts.get("output") or sbatch.DEFAULT_OUTPUT
+    opts["output"] = opts.get("output") or (
+        sbatch.ARRAY_OUTPUT if opts.get("array") else sbatch.DEFAULT_OUTPUT
+    )
     spec = build_spec(opts, argv=[], script=f"#!/bin/sh\n{line}\n", interactive=False)
     if not spec.name:
         spec.name = line.split()[0].rsplit("/", 1)[-1] if line.split() else "batch"

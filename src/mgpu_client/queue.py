@@ -10,6 +10,7 @@ import click
 from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
 from mgpu_client.client import current_user
 from mgpu_client.formatting import QUEUE_HEADERS, queue_row, table
+from mgpu_core.arrays import parse_job_ref
 from mgpu_core.cliutil import run_click
 from mgpu_core.errors import ConfigError
 from mgpu_core.states import JobState
@@ -38,13 +39,17 @@ def parse_states(value: str | None) -> tuple[list[str], bool]:
     return states, False
 
 
-def parse_job_ids(values: list[str]) -> list[int]:
-    ids = []
+def parse_job_ids(values: list[str]) -> list[int | str]:
+    """Job references for the wire: ``12`` (a job, or a whole array) as an int, ``12_3`` (one
+    array task) as a string."""
+    refs: list[int | str] = []
     for item in values:
-        if not item.isdigit() or int(item) == 0:
-            raise ConfigError(f"invalid job id '{item}'")
-        ids.append(int(item))
-    return ids
+        try:
+            job_id, task = parse_job_ref(item)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        refs.append(job_id if task is None else f"{job_id}_{task}")
+    return refs
 
 
 @click.command(context_settings=CONTEXT)

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from mgpu_client._common import (
+    ARRAY_OPTION,
     CONTEXT,
     REQUEUE_OPTION,
     build_spec,
@@ -24,6 +25,7 @@ from mgpu_core.errors import ConfigError
 PROG = "mgpu_sbatch"
 DIRECTIVE_PREFIXES = ("#SBATCH", "#MGPU")
 DEFAULT_OUTPUT = "mgpu-%j.out"
+ARRAY_OUTPUT = "mgpu-%A_%a.out"
 
 
 def parse_directives(script: str) -> list[str]:
@@ -89,6 +91,7 @@ def merge_directives(ctx: click.Context, tokens: list[str]) -> dict[str, Any]:
 )
 @click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
 @REQUEUE_OPTION
+@ARRAY_OPTION
 @click.option(
     "--wrap", default=None, metavar="CMD", help="Wrap this shell command line in a script."
 )
@@ -113,7 +116,7 @@ def cli(**_: Any) -> None:
             "followed by the path to an interpreter, e.g. #!/bin/sh"
         )
     opts = merge_directives(ctx, parse_directives(text))
-    opts["output"] = opts.get("output") or DEFAULT_OUTPUT
+    opts["output"] = opts.get("output") or (ARRAY_OUTPUT if opts.get("array") else DEFAULT_OUTPUT)
     spec = build_spec(opts, argv=list(params["script_args"]), script=text, interactive=False)
     with connect(params["master"]) as client:
         job_id = client.submit(spec)

@@ -15,6 +15,7 @@ from mgpu_core.errors import UnknownMessageType
 from mgpu_core.protocol import Message
 from mgpu_core.schema import (
     REQUIRED,
+    AnyOf,
     Anything,
     Bool,
     Bytes,
@@ -45,6 +46,9 @@ _ID = Int(0, 2**53)
 _JOB_ID = Int(1, 2**53)
 _NAME = Str(MAX_NAME_LEN)
 _STATES = OneOf(*(s.value for s in JobState))
+# A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
+_JOB_REF = AnyOf(_JOB_ID, Str(32, min_len=3))
+_JOB_REFS = ListOf(_JOB_REF, MAX_IDS_PER_REQUEST)
 
 JOB_SPEC = Record(
     {
@@ -61,6 +65,7 @@ JOB_SPEC = Record(
         "cwd": (Str(MAX_PATH_LEN), "/"),
         "stdout_path": (Optional(Str(MAX_PATH_LEN)), None),
         "stderr_path": (Optional(Str(MAX_PATH_LEN)), None),
+        "array": (Str(4096), ""),
         # Requeue (rather than end NODE_FAIL) when the node fails under the job.
         "requeue": (Bool(), False),
         "nice": (Int(-10_000, 10_000), 0),
@@ -133,28 +138,20 @@ CLIENT_REQUESTS: dict[str, Record] = {
     "submit": Record(
         {"id": (_ID, REQUIRED), "job": (JOB_SPEC, REQUIRED), "attach": (Bool(), False)}
     ),
-    "cancel": Record(
-        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
-    ),
+    "cancel": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     "queue": Record(
         {
             "id": (_ID, REQUIRED),
             "users": (ListOf(_NAME, 1024), list),
             "states": (ListOf(_STATES, 16), list),
-            "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), list),
+            "job_ids": (_JOB_REFS, list),
             "include_finished": (Bool(), False),
         }
     ),
     "nodes": Record({"id": (_ID, REQUIRED)}),
-    "hold": Record(
-        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
-    ),
-    "release": Record(
-        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
-    ),
-    "requeue": Record(
-        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), REQUIRED)}
-    ),
+    "hold": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "release": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "requeue": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     # Only the fields present are changed.
     "update": Record(
         {
@@ -174,9 +171,7 @@ CLIENT_REQUESTS: dict[str, Record] = {
             ),
         }
     ),
-    "priority": Record(
-        {"id": (_ID, REQUIRED), "job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), list)}
-    ),
+    "priority": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
     # Follow a job's output and state from now on (srun after a master restart, or another shell).
     "attach": Record({"id": (_ID, REQUIRED), "job_id": (_JOB_ID, REQUIRED)}),
     "node_update": Record(

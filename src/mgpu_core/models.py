@@ -32,6 +32,7 @@ class JobSpec:
     cwd: str = "/"
     stdout_path: str | None = None
     stderr_path: str | None = None
+    array: str = ""  # --array, e.g. "0-15%4": the master makes one job per task
     requeue: bool = False
     nice: int = 0
     qos: str = ""

@@ -132,6 +132,25 @@ class Anything(Validator):
         return value
 
 
+class AnyOf(Validator):
+    """The first alternative that accepts the value."""
+
+    __slots__ = ("alternatives",)
+    name = "one of several types"
+
+    def __init__(self, *alternatives: Validator) -> None:
+        self.alternatives = alternatives
+
+    def check(self, value: Any, path: str) -> Any:
+        for alternative in self.alternatives:
+            try:
+                return alternative.check(value, path)
+            except BadMessage:
+                continue
+        kinds = " or ".join(a.name for a in self.alternatives)
+        raise BadMessage(f"field '{path}': expected {kinds}, got {_type_name(value)}")
+
+
 class Optional(Validator):
     """``None`` or the inner type."""
 

@@ -14,11 +14,9 @@ from typing import Any
 from mgpu_core.deps import DepStatus, evaluate, parse_dependency
 from mgpu_core.errors import (
     InvalidJobState,
-    InvalidRequest,
     JobNotFound,
     MgpuError,
 )
-from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState, final_state
 from mgpu_server import scheduler
 from mgpu_server.effects import Effect, ToNode, ToWatchers
@@ -28,11 +26,12 @@ from mgpu_server.nodes import NodeRecord
 from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
 from mgpu_server.registry import NodeEvents
 from mgpu_server.store import Store
+from mgpu_server.submission import Submission
 
 log = logging.getLogger(__name__)
 
 
-class Cluster(NodeEvents, JobControl):
+class Cluster(Submission, NodeEvents, JobControl):
     def __init__(
         self,
         store: Store,
@@ -49,6 +48,7 @@ class Cluster(NodeEvents, JobControl):
         # Insertion order is submission order; a dict gives O(1) removal and ordered iteration.
         self.pending: dict[int, Job] = {}
         self.running: dict[int, Job] = {}
+        self.arrays: dict[int, list[int]] = {}  # array id -> its tasks' job ids
         self.nodes: dict[str, NodeRecord] = {}
         self.policy = policy or PolicyConfig()
         self.usage = Usage(self.policy.half_life_s)
@@ -67,6 +67,8 @@ class Cluster(NodeEvents, JobControl):
             self.nodes[node.node_id] = node
         for job in store.load_jobs():
             self.jobs[job.job_id] = job
+            if job.array_job_id is not None:
+                self.arrays.setdefault(job.array_job_id, []).append(job.job_id)
             if job.state is JobState.PENDING:
                 self.pending[job.job_id] = job
             elif job.state is JobState.RUNNING:
@@ -88,6 +90,8 @@ class Cluster(NodeEvents, JobControl):
         for job in self.new_jobs:
             self.pending.pop(job.job_id, None)
             del self.jobs[job.job_id]
+            if job.array_job_id is not None:
+                self.arrays.pop(job.array_job_id, None)
             node = self.nodes.get(job.node_id)
             if node is not None:
                 node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
@@ -97,76 +101,6 @@ class Cluster(NodeEvents, JobControl):
         return ids
 
     # ---- clients -------------------------------------------------------------------------
-
-    def submit(self, user: str, spec: JobSpec, now: float) -> Job:
-        self._check_spec(spec)
-        self._apply_qos(spec)
-        if spec.dependency:
-            self._check_dependency(spec.dependency)
-        job = Job(job_id=self._next_id, user=user, spec=spec, submit_time=now)
-        if spec.hold:
-            job.hold = "user"
-        self._next_id += 1
-        self.jobs[job.job_id] = job
-        self.pending[job.job_id] = job
-        self.new_jobs.append(job)
-        self.changed = True
-        self.store.put_job(job)
-        log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, user, spec.gpus)
-        return job
-
-    def _check_spec(self, spec: JobSpec) -> None:
-        if not spec.argv and spec.script is None:
-            raise InvalidRequest("a job needs a command or a batch script")
-        unknown = [n for n in spec.nodelist if n not in self.nodes]
-        if unknown:
-            raise InvalidRequest(f"invalid node name specified: {', '.join(unknown[:5])}")
-        candidates = [self.nodes[n] for n in spec.nodelist] or list(self.nodes.values())
-        if not candidates:
-            return  # no node has registered yet: the job waits for one
-        # Against the nodes' configured sizes: a GPU that is down for now does not make a
-        # request impossible, only pending.
-        if not any(
-            spec.gpus <= len(n.gpus) and spec.cpus <= n.cpus and spec.mem_bytes <= n.mem_bytes
-            for n in candidates
-        ):
-            most = max(len(n.gpus) for n in candidates)
-            cpus = max(n.cpus for n in candidates)
-            raise InvalidRequest(
-                f"requested node configuration is not available: {spec.gpus} GPUs, "
-                f"{spec.cpus} CPUs asked; largest node has {most} GPUs, {cpus} CPUs"
-            )
-
-    def _apply_qos(self, spec: JobSpec) -> None:
-        """Reject what the QoS can never allow; give an unlimited job the QoS's wall time."""
-        name = spec.qos or self.policy.default_qos
-        qos = self.policy.qos.get(name)
-        if qos is None:
-            known = ", ".join(sorted(self.policy.qos))
-            raise InvalidRequest(f"invalid qos specification '{name}': use one of {known}")
-        spec.qos = name
-        if qos.max_wall_s:
-            if not spec.time_limit_s:
-                spec.time_limit_s = qos.max_wall_s
-            elif spec.time_limit_s > qos.max_wall_s:
-                raise InvalidRequest(
-                    f"job violates QOS {name} MaxWall: {spec.time_limit_s} s asked, "
-                    f"{qos.max_wall_s} s allowed"
-                )
-        if qos.max_gpus_per_user and spec.gpus > qos.max_gpus_per_user:
-            raise InvalidRequest(
-                f"job violates QOS {name} MaxGpuPerUser: {spec.gpus} GPUs asked, "
-                f"{qos.max_gpus_per_user} allowed"
-            )
-
-    def _check_dependency(self, text: str) -> None:
-        try:
-            dep = parse_dependency(text)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
-        unknown = sorted(i for i in dep.job_ids() if i not in self.jobs)
-        if unknown:
-            raise InvalidRequest(f"job dependency problem: unknown job {unknown[0]}")
 
     def cancel(self, job_ids: list[int], now: float) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
@@ -211,11 +145,12 @@ class Cluster(NodeEvents, JobControl):
         *,
         users: list[str],
         states: list[str],
-        job_ids: list[int],
+        job_ids: list[int] | None,
         include_finished: bool,
         now: float,
     ) -> list[dict[str, Any]]:
-        pool = [self.jobs[i] for i in job_ids if i in self.jobs] if job_ids else self.jobs.values()
+        """Queue rows. ``job_ids`` None = every job; a list (even empty) = only those."""
+        pool = self.jobs.values() if job_ids is None else [self.jobs[i] for i in job_ids]
         rows = []
         want_states = set(states)
         want_users = set(users)
@@ -223,7 +158,7 @@ class Cluster(NodeEvents, JobControl):
             if want_states:
                 if job.state.value not in want_states:
                     continue
-            elif job.state.terminal and not include_finished and not job_ids:
+            elif job.state.terminal and not include_finished and job_ids is None:
                 continue
             if want_users and job.user not in want_users:
                 continue
@@ -326,8 +261,19 @@ class Cluster(NodeEvents, JobControl):
             job.priority = priorities.of(job)
         ordered = sorted(self.pending.values(), key=lambda j: (-j.priority, j.job_id))
         eligible = []
+        # Tasks of throttled arrays (%N) running or offered in this pass, per array.
+        array_slots: dict[int, int] = {}
+        for job in self.running.values():
+            if job.array_throttle and job.array_job_id is not None:
+                array_slots[job.array_job_id] = array_slots.get(job.array_job_id, 0) + 1
         for job in ordered:
             reason = self._held_back(job, now)
+            if not reason and job.array_throttle and job.array_job_id is not None:
+                used = array_slots.get(job.array_job_id, 0)
+                if used >= job.array_throttle:
+                    reason = "JobArrayTaskLimit"
+                else:
+                    array_slots[job.array_job_id] = used + 1
             if reason:
                 self._set_reason(job, reason)
             elif job.job_id in self.pending:  # not cancelled by an impossible dependency

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mgpu_core.arrays import format_job_ref
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState, check_transition
 
@@ -35,6 +36,9 @@ class Job:
     hold: str = ""  # "", "user" or "admin": a held job stays pending
     priority_override: int | None = None  # set by an admin; replaces the computed priority
     priority: float = 0.0  # computed at each scheduling pass, not stored
+    array_job_id: int | None = None  # a task of a job array: the array's id (its first task's)
+    array_task_id: int | None = None
+    array_throttle: int = 0  # the array's %N: at most this many of its tasks run at once
 
     def transition(self, new: JobState, now: float, reason: str = "") -> None:
         check_transition(self.state, new)
@@ -57,6 +61,9 @@ class Job:
         spec = self.spec
         return {
             "job_id": self.job_id,
+            "job_ref": format_job_ref(self.job_id, self.array_job_id, self.array_task_id),
+            "array_job_id": self.array_job_id,
+            "array_task_id": self.array_task_id,
             "name": spec.display_name(),
             "user": self.user,
             "state": self.state.value,

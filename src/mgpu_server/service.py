@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
+from mgpu_core.errors import JobNotFound
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 
@@ -57,13 +58,16 @@ class ClientService:
         return user == "root" or user in self.server.config.admins
 
     def hold(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"results": self.cluster.hold(msg["job_ids"], admin=self.is_admin(user))}
+        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        return {"results": errors + self.cluster.hold(ids, admin=self.is_admin(user))}
 
     def release(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"results": self.cluster.release(msg["job_ids"], admin=self.is_admin(user))}
+        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        return {"results": errors + self.cluster.release(ids, admin=self.is_admin(user))}
 
     def requeue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"results": self.cluster.requeue(msg["job_ids"])}
+        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        return {"results": errors + self.cluster.requeue(ids)}
 
     def update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         changes = {k: v for k, v in msg["changes"].items() if v is not None}
@@ -71,7 +75,10 @@ class ClientService:
         return {}
 
     def priority(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        rows = self.cluster.priorities(msg["job_ids"], time.time())
+        ids, errors = self.cluster.resolve_all(msg["job_ids"])
+        if errors:
+            raise JobNotFound(errors[0]["message"])
+        rows = self.cluster.priorities(ids, time.time())
         return {
             "jobs": [
                 {
@@ -105,14 +112,16 @@ class ClientService:
         return {}
 
     def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        return {"results": self.cluster.cancel(msg["job_ids"], time.time())}
+        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        return {"results": errors + self.cluster.cancel(ids, time.time())}
 
     def queue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
+        refs = msg["job_ids"]
         rows = self.cluster.list_jobs(
             users=msg["users"],
             states=msg["states"],
-            job_ids=msg["job_ids"],
+            job_ids=self.cluster.resolve_all(refs)[0] if refs else None,
             include_finished=msg["include_finished"],
             now=now,
         )

@@ -26,7 +26,7 @@ from mgpu_server.jobs import Job
 log = logging.getLogger(__name__)
 
 DB_FILE = "mgpu.db"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -56,11 +56,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN hold TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE jobs ADD COLUMN priority_override INTEGER",
     ),
+    3: (
+        "ALTER TABLE jobs ADD COLUMN array_job_id INTEGER",
+        "ALTER TABLE jobs ADD COLUMN array_task_id INTEGER",
+        "ALTER TABLE jobs ADD COLUMN array_throttle INTEGER NOT NULL DEFAULT 0",
+    ),
 }
 
 _JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
-    "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override"
+    "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
+    "array_job_id, array_task_id, array_throttle"
 )
 
 
@@ -83,6 +89,9 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.restart_count,
         job.hold,
         job.priority_override,
+        job.array_job_id,
+        job.array_task_id,
+        job.array_throttle,
     )
 
 
@@ -105,6 +114,9 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         restart_count=row[14],
         hold=row[15],
         priority_override=row[16],
+        array_job_id=row[17],
+        array_task_id=row[18],
+        array_throttle=row[19],
     )
 
 
@@ -190,7 +202,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 20)})",
                 jobs,
             )
             self._db.executemany(

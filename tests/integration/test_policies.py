@@ -208,3 +208,49 @@ def test_requeue_and_update(cluster: Cluster) -> None:
     cluster.cli("mgpu_client", "release", str(held), check=True)
     cluster.wait_state(held, "COMPLETED")
     assert (cluster.tmp / f"mgpu-{held}.out").read_text() == "0,1\n"
+
+
+def test_job_arrays(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=4)
+    running = cluster.tmp / "running"
+    peak = cluster.tmp / "peak"
+    # Each task notes how many tasks of its array run at the same time (throttle %2).
+    script = (
+        "#!/bin/sh\n"
+        f"echo $MGPU_ARRAY_TASK_ID >> {running}.$MGPU_ARRAY_TASK_ID\n"
+        f"ls {running}.* | wc -l >> {peak}\n"
+        "sleep 0.3\n"
+        f"rm {running}.$MGPU_ARRAY_TASK_ID\n"
+        "echo task=$MGPU_ARRAY_TASK_ID array=$MGPU_ARRAY_JOB_ID job=$MGPU_JOB_ID\n"
+    )
+    path = cluster.tmp / "array.sh"
+    path.write_text(script)
+    array_id = cluster.sbatch("--array", "0-6:2%2", "--gpus", "1", str(path))
+    rows = [r for r in cluster.jobs().values() if r["array_job_id"] == array_id]
+    assert sorted(r["array_task_id"] for r in rows) == [0, 2, 4, 6]
+    assert {r["job_ref"] for r in rows} == {f"{array_id}_{t}" for t in (0, 2, 4, 6)}
+    for row in rows:
+        cluster.wait_state(row["job_id"], "COMPLETED")
+    assert max(int(x) for x in peak.read_text().split()) <= 2  # the %2 throttle held
+    for row in rows:
+        out = (cluster.tmp / f"mgpu-{array_id}_{row['array_task_id']}.out").read_text()
+        assert out == f"task={row['array_task_id']} array={array_id} job={row['job_id']}\n"
+    # References: a whole array, one task; queue, cancel and dependencies take both.
+    held = cluster.sbatch("-H", "--array", "1-3", "--wrap", "true")
+    table = cluster.cli("mgpu_queue", "-j", f"{held}_2", check=True).stdout.splitlines()
+    assert len(table) == 2 and table[1].split()[0] == f"{held}_2"
+    after_one = cluster.sbatch("-d", f"afterany:{held}_1", "--wrap", "true")
+    after_all = cluster.sbatch("-d", f"afterany:{held}", "--wrap", "true")
+    cluster.cli("mgpu_cancel", f"{held}_1", check=True)
+    cluster.wait_state(after_one, "COMPLETED")
+    reason(cluster, after_all, "Dependency")
+    cluster.cli("mgpu_cancel", str(held), check=True)
+    cluster.wait_state(after_all, "COMPLETED")
+    states = {
+        r["job_ref"]: r["state"] for r in cluster.jobs().values() if r["array_job_id"] == held
+    }
+    assert states == {f"{held}_{t}": "CANCELLED" for t in (1, 2, 3)}
+    bad = cluster.cli("mgpu_sbatch", "--array", "5-1", "--wrap", "true")
+    assert bad.returncode == 2 and "5-1" in bad.stderr
+    missing = cluster.cli("mgpu_cancel", f"{held}_9")
+    assert missing.returncode == 1 and f"{held}_9" in missing.stderr

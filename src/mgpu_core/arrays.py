@@ -1,0 +1,78 @@
+"""Job arrays, Slurm's syntax: ``--array=0-15``, ``1,3,5``, ``0-99:2``, with ``%N`` to run at
+most N tasks at once. Job references in queue, cancel and dependencies may name a whole array
+(``ID``) or one task (``ID_TASK``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ARRAY_TASKS = 10_000
+MAX_TASK_ID = 1_000_000
+_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+_REF = re.compile(r"^(\d+)(?:_(\d+))?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ArraySpec:
+    task_ids: tuple[int, ...]
+    max_running: int = 0  # the %N throttle; 0 = no limit
+
+
+def parse_array(text: str) -> ArraySpec:
+    """``0-15%4`` -> tasks 0..15, at most 4 running; ``ValueError`` with a one-line reason."""
+    body, _, throttle = text.strip().partition("%")
+    if throttle and (not throttle.isdigit() or int(throttle) < 1):
+        raise ValueError(f"invalid array throttle '%{throttle}' in '{text}': use %N with N >= 1")
+    ids: list[int] = []
+    for part in body.split(","):
+        match = _RANGE.match(part.strip())
+        if not match:
+            raise ValueError(f"invalid array range '{part}' in '{text}': use 0-15, 1,3,5 or 0-99:2")
+        first = int(match.group(1))
+        last = int(match.group(2) or first)
+        step = int(match.group(3) or 1)
+        if last < first or step < 1:
+            raise ValueError(f"invalid array range '{part}' in '{text}'")
+        if last > MAX_TASK_ID or (last - first) // step + len(ids) >= MAX_ARRAY_TASKS:
+            raise ValueError(f"array '{text}' is too large (at most {MAX_ARRAY_TASKS} tasks)")
+        ids.extend(range(first, last + 1, step))
+    unique = tuple(sorted(set(ids)))
+    return ArraySpec(unique, int(throttle) if throttle else 0)
+
+
+def parse_job_ref(text: str) -> tuple[int, int | None]:
+    """``12`` -> (12, None); ``12_3`` -> (12, 3). ``ValueError`` otherwise."""
+    match = _REF.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"invalid job id '{text}': use ID or ARRAYID_TASK")
+    task = match.group(2)
+    return int(match.group(1)), (int(task) if task is not None else None)
+
+
+def format_job_ref(job_id: int, array_job_id: int | None, array_task_id: int | None) -> str:
+    if array_job_id is None or array_task_id is None:
+        return str(job_id)
+    return f"{array_job_id}_{array_task_id}"
+
+
+def expand_array_patterns(template: str, array_job_id: int, task_id: int) -> str:
+    """Replace ``%A`` (array id) and ``%a`` (task id); leave ``%%`` and other patterns for the
+    node, which expands ``%j``, ``%x``, ``%u``, ``%N`` and ``%%``."""
+    out: list[str] = []
+    i = 0
+    while i < len(template):
+        pair = template[i : i + 2]
+        if pair == "%%":
+            out.append(pair)
+            i += 2
+        elif pair == "%A":
+            out.append(str(array_job_id))
+            i += 2
+        elif pair == "%a":
+            out.append(str(task_id))
+            i += 2
+        else:
+            out.append(template[i])
+            i += 1
+    return "".join(out)
