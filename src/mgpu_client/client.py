@@ -31,7 +31,9 @@ def current_user() -> str:
 class Client:
     """A session with the master. Requests are sequential; pushed job events are queued."""
 
-    def __init__(self, address: Address, *, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, address: Address, *, timeout_s: float = 30.0, user: str | None = None
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._conn = BlockingConnection.connect(address, timeout_s=timeout_s)
@@ -39,7 +41,12 @@ class Client:
         self._events: deque[Message] = deque()
         self.server_version = ""
         hello = self._call(
-            {"t": "hello", "version": PROTOCOL_VERSION, "role": "client", "user": current_user()}
+            {
+                "t": "hello",
+                "version": PROTOCOL_VERSION,
+                "role": "client",
+                "user": user or current_user(),
+            }
         )
         self.server_version = str(hello.get("server", ""))
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import cancel, control, queue, sbatch, srun
+from mgpu_client import cancel, control, gpu, queue, sbatch, srun
 from mgpu_client._common import (
     ARRAY_OPTION,
     CONTEXT,
@@ -63,6 +63,7 @@ cli.add_command(queue.cli, "queue")
 cli.add_command(cancel.cli, "cancel")
 for _command in control.COMMANDS:
     cli.add_command(_command)
+cli.add_command(gpu.gpu)
 
 
 @cli.command()

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_ID = 1_000_000
-_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
-_REF = re.compile(r"^(\d+)(?:_(\d+))?$")
+# [0-9], not \d: \d also matches other scripts' digits, which int() would then accept.
+_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$")
+_REF = re.compile(r"^([0-9]+)(?:_([0-9]+))?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +23,7 @@ class ArraySpec:
 def parse_array(text: str) -> ArraySpec:
     """``0-15%4`` -> tasks 0..15, at most 4 running; ``ValueError`` with a one-line reason."""
     body, _, throttle = text.strip().partition("%")
-    if throttle and (not throttle.isdigit() or int(throttle) < 1):
+    if throttle and (not throttle.isascii() or not throttle.isdigit() or int(throttle) < 1):
         raise ValueError(f"invalid array throttle '%{throttle}' in '{text}': use %N with N >= 1")
     ids: list[int] = []
     for part in body.split(","):

@@ -77,7 +77,7 @@ def parse_dependency(text: str) -> Dependency:
             clauses.append(Clause(kind))
             continue
         ids = rest.split(":") if rest else []
-        if not ids or not all(i.isdigit() and int(i) > 0 for i in ids):
+        if not ids or not all(i.isascii() and i.isdigit() and int(i) > 0 for i in ids):
             raise ValueError(f"invalid dependency '{part}': use {kind}:JOBID[:JOBID...]")
         if len(ids) > MAX_CLAUSE_IDS:
             raise ValueError(f"dependency '{kind}' names more than {MAX_CLAUSE_IDS} jobs")

@@ -172,6 +172,35 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "priority": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
+    # The GPU turn queue: show it, or change it (admins).
+    "turns": Record(
+        {
+            "id": (_ID, REQUIRED),
+            "action": (
+                OneOf(
+                    "status",
+                    "history",
+                    "set",
+                    "add",
+                    "remove",
+                    "clear",
+                    "repeat",
+                    "mode",
+                    "slice",
+                    "revoke",
+                    "assign",
+                    "next",
+                    "force-next",
+                ),
+                REQUIRED,
+            ),
+            "users": (ListOf(_NAME, 1000), list),
+            "user": (_NAME, ""),
+            "count": (Int(0, 1000), 1),
+            "mode": (_NAME, ""),
+            "seconds": (Float(), 0.0),
+        }
+    ),
     # Follow a job's output and state from now on (srun after a master restart, or another shell).
     "attach": Record({"id": (_ID, REQUIRED), "job_id": (_JOB_ID, REQUIRED)}),
     "node_update": Record(

@@ -27,11 +27,13 @@ from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
 from mgpu_server.registry import NodeEvents
 from mgpu_server.store import Store
 from mgpu_server.submission import Submission
+from mgpu_server.turnctl import TURNS_KEY, TurnControl
+from mgpu_server.turns import TurnQueue
 
 log = logging.getLogger(__name__)
 
 
-class Cluster(Submission, NodeEvents, JobControl):
+class Cluster(Submission, NodeEvents, JobControl, TurnControl):
     def __init__(
         self,
         store: Store,
@@ -52,6 +54,7 @@ class Cluster(Submission, NodeEvents, JobControl):
         self.nodes: dict[str, NodeRecord] = {}
         self.policy = policy or PolicyConfig()
         self.usage = Usage(self.policy.half_life_s)
+        self.turns = TurnQueue.from_settings(store.get_setting(TURNS_KEY))
         self.outbox: list[Effect] = []
         # Jobs submitted in the current loop turn: undone if the turn's commit fails.
         self.new_jobs: list[Job] = []
@@ -218,6 +221,7 @@ class Cluster(Submission, NodeEvents, JobControl):
         log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, why)
         job.transition(JobState.REQUEUED, now, why)
         job.transition(JobState.PENDING, now, reason)
+        self.turns.ended(job.job_id, now, "requeued")
         job.restart_count += 1
         self.changed = True
         self.running.pop(job.job_id, None)
@@ -230,6 +234,7 @@ class Cluster(Submission, NodeEvents, JobControl):
 
     def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
         job.transition(state, now, reason)
+        self.turns.ended(job.job_id, now)
         self.changed = True
         if self.running.pop(job.job_id, None) is not None:
             self.usage.add(job.user, job_usage_gpu_s(job), now, now)
@@ -256,10 +261,36 @@ class Cluster(Submission, NodeEvents, JobControl):
         if not self.pending or not self.changed:
             return 0
         self.changed = False
-        priorities = Priorities(self.policy, self.usage, self.running.values(), now)
+        priorities = Priorities(
+            self.policy, self.usage, [*self.running.values(), *self.pending.values()], now
+        )
         for job in self.pending.values():
             job.priority = priorities.of(job)
         ordered = sorted(self.pending.values(), key=lambda j: (-j.priority, j.job_id))
+        eligible = self._eligible(ordered, now)
+        eligible, turn_entries = self._turn_order(eligible)
+        plan = scheduler.plan(
+            [self._pending_view(j) for j in eligible],
+            self._node_views(),
+            now=now,
+            loads=self._user_loads(),
+            reserve=not self.turns.enabled,  # in turn order, a job that does not fit is skipped
+        )
+        for start in plan.starts:
+            job = self.pending.pop(start.job_id)
+            self._start(job, start, now)
+            if start.job_id in turn_entries:
+                entry, length = turn_entries[start.job_id]
+                self.turns.granted(entry, length, job.user, job.job_id, now)
+                self.store.put_setting(TURNS_KEY, self.turns.to_settings())
+        for job_id, reason in plan.reasons.items():
+            self._set_reason(self.pending[job_id], reason)
+        if plan.starts and any(j.spec.dependency for j in self.pending.values()):
+            self.changed = True  # an `after:` dependency may be met by what just started
+        return len(plan.starts)
+
+    def _eligible(self, ordered: list[Job], now: float) -> list[Job]:
+        """The jobs the scheduler may consider, in order; the others get their reason."""
         eligible = []
         # Tasks of throttled arrays (%N) running or offered in this pass, per array.
         array_slots: dict[int, int] = {}
@@ -277,15 +308,8 @@ class Cluster(Submission, NodeEvents, JobControl):
             if reason:
                 self._set_reason(job, reason)
             elif job.job_id in self.pending:  # not cancelled by an impossible dependency
-                eligible.append(self._pending_view(job))
-        plan = scheduler.plan(eligible, self._node_views(), now=now, loads=self._user_loads())
-        for start in plan.starts:
-            self._start(self.pending.pop(start.job_id), start, now)
-        for job_id, reason in plan.reasons.items():
-            self._set_reason(self.pending[job_id], reason)
-        if plan.starts and any(j.spec.dependency for j in self.pending.values()):
-            self.changed = True  # an `after:` dependency may be met by what just started
-        return len(plan.starts)
+                eligible.append(job)
+        return eligible
 
     def _set_reason(self, job: Job, reason: str) -> None:
         if job.reason != reason:
@@ -334,7 +358,8 @@ class Cluster(Submission, NodeEvents, JobControl):
             spec.mem_bytes,
             frozenset(spec.nodelist),
             user=job.user,
-            time_limit_s=spec.time_limit_s,
+            # Planned with the QoS grace, as running jobs are: a backfilled job may use it.
+            time_limit_s=spec.time_limit_s + qos.grace_s if spec.time_limit_s else 0,
             max_user_gpus=qos.max_gpus_per_user,
             max_user_jobs=qos.max_jobs_per_user,
         )

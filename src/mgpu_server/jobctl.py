@@ -124,7 +124,9 @@ class JobControl:
 
     def priorities(self, job_ids: list[int], now: float) -> list[Breakdown]:
         """sprio: the priority factors of pending jobs (all of them when no ids are given)."""
-        calc = Priorities(self.policy, self.usage, self.running.values(), now)
+        calc = Priorities(
+            self.policy, self.usage, [*self.running.values(), *self.pending.values()], now
+        )
         if job_ids:
             unknown = [i for i in job_ids if i not in self.jobs]
             if unknown:

@@ -99,10 +99,12 @@ class Priorities:
     """Computes every pending job's priority for one pass (fair-share shares computed once)."""
 
     def __init__(self, config: PolicyConfig, usage: Usage, jobs: Iterable[Job], now: float) -> None:
+        """``jobs``: the running and pending jobs (their users share the GPUs equally)."""
         self.config = config
         self.now = now
+        jobs = list(jobs)
         running = [j for j in jobs if j.state is JobState.RUNNING]
-        users = usage.users() | {j.user for j in running}
+        users = usage.users() | {j.user for j in jobs if not j.state.terminal}
         self._usage = {u: usage.of(u, now, running) for u in users}
         self._total = sum(self._usage.values())
         self._top_qos = max((q.priority for q in config.qos.values()), default=0)
@@ -110,7 +112,7 @@ class Priorities:
     def _fairshare(self, user: str) -> float:
         if self._total <= 0:
             return 1.0
-        share = 1.0 / max(1, len(self._usage) + (user not in self._usage))
+        share = 1.0 / max(1, len(self._usage) + (user not in self._usage))  # equal split
         return math.pow(2.0, -(self._usage.get(user, 0.0) / self._total) / share)
 
     def breakdown(self, job: Job) -> Breakdown:

@@ -181,9 +181,12 @@ def plan(
     *,
     now: float = 0.0,
     loads: dict[str, UserLoad] | None = None,
+    reserve: bool = True,
 ) -> Plan:
     """One scheduling pass. ``pending`` must already be in priority order and hold only
-    eligible jobs (dependencies met, not held). ``nodes`` and ``loads`` are not modified."""
+    eligible jobs (dependencies met, not held). ``nodes`` and ``loads`` are not modified.
+    With ``reserve=False`` (the GPU turn queue) a job that does not fit now is passed over
+    without holding anything back for it."""
     result = Plan()
     free = {n.node_id: _copy(n) for n in nodes if n.up}
     users = {u: UserLoad(v.gpus, v.jobs) for u, v in (loads or {}).items()}
@@ -208,7 +211,8 @@ def plan(
             load.jobs += 1
             continue
         result.reasons[job.job_id] = REASON_PRIORITY if now_ok else REASON_RESOURCES
-        _reserve(job, eligible, now, result)
+        if reserve:
+            _reserve(job, eligible, now, result)
     return result
 
 

@@ -149,7 +149,9 @@ class Server:
         # Liveness is the one timer in the master; it is not on the scheduling path.
         while True:
             await asyncio.sleep(1.0)
-            self.cluster.expire_nodes(time.time())
+            now = time.time()
+            self.cluster.expire_nodes(now)
+            self.cluster.expire_turns(now)
             if self.cluster.outbox:
                 self.kick()
 

@@ -38,6 +38,7 @@ class ClientService:
             "requeue": self.requeue,
             "update": self.update,
             "priority": self.priority,
+            "turns": self.turns,
             "node_update": self.node_update,
         }
 
@@ -99,6 +100,12 @@ class ClientService:
                 "qos": self.cluster.policy.weight_qos,
             },
         }
+
+    def turns(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        args = {k: msg[k] for k in ("users", "user", "count", "mode", "seconds")}
+        return self.cluster.turn_request(
+            msg["action"], args, admin=self.is_admin(user), now=time.time()
+        )
 
     def attach(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         """Watch a job: its row now, then its events. A finished job just returns its row."""

@@ -26,7 +26,7 @@ from mgpu_server.jobs import Job
 log = logging.getLogger(__name__)
 
 DB_FILE = "mgpu.db"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -61,6 +61,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN array_task_id INTEGER",
         "ALTER TABLE jobs ADD COLUMN array_throttle INTEGER NOT NULL DEFAULT 0",
     ),
+    4: ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
 }
 
 _JOB_COLUMNS = (
@@ -125,6 +126,7 @@ class SqliteStore:
         self.path = state_dir / DB_FILE
         self._dirty_jobs: dict[int, Job] = {}
         self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
+        self._dirty_settings: dict[str, Any] = {}
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per turn.
@@ -193,9 +195,17 @@ class SqliteStore:
     def delete_node(self, node_id: str) -> None:
         self._dirty_nodes[node_id] = None
 
+    def get_setting(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put_setting(self, key: str, value: Any) -> None:
+        self._dirty_settings[key] = value
+
     def commit(self) -> None:
-        if not self._dirty_jobs and not self._dirty_nodes:
+        if not self._dirty_jobs and not self._dirty_nodes and not self._dirty_settings:
             return
+        settings = [(k, json.dumps(v)) for k, v in self._dirty_settings.items()]
         jobs = [_job_row(j) for j in self._dirty_jobs.values()]
         nodes = [(k, json.dumps(v)) for k, v in self._dirty_nodes.items() if v is not None]
         gone = [(k,) for k, v in self._dirty_nodes.items() if v is None]
@@ -209,6 +219,9 @@ class SqliteStore:
                 "INSERT OR REPLACE INTO nodes (node_id, info) VALUES (?, ?)", nodes
             )
             self._db.executemany("DELETE FROM nodes WHERE node_id = ?", gone)
+            self._db.executemany(
+                "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", settings
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             if self._db.in_transaction:
@@ -217,6 +230,7 @@ class SqliteStore:
             raise StorageError(f"cannot write state database {self.path}: {exc}") from None
         self._dirty_jobs.clear()
         self._dirty_nodes.clear()
+        self._dirty_settings.clear()
 
     def close(self) -> None:
         self._dirty_jobs.clear()

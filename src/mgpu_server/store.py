@@ -44,6 +44,14 @@ class Store(Protocol):
         """Forget a node's registration; written with the next :meth:`commit`."""
         ...
 
+    def get_setting(self, key: str) -> Any:
+        """A stored setting (JSON-compatible value), or None."""
+        ...
+
+    def put_setting(self, key: str, value: Any) -> None:
+        """Store a setting; written with the next :meth:`commit`."""
+        ...
+
     def commit(self) -> None:
         """Make every ``put_*`` since the last commit durable, all or nothing.
 
@@ -65,6 +73,8 @@ class MemoryStore:
         self._nodes: dict[str, dict[str, Any]] = {}
         self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         self.commits = 0
+        self._settings: dict[str, Any] = {}
+        self._dirty_settings: dict[str, Any] = {}
 
     def load_jobs(self) -> list[Job]:
         return [self._jobs[k] for k in sorted(self._jobs)]
@@ -87,7 +97,15 @@ class MemoryStore:
     def delete_node(self, node_id: str) -> None:
         self._dirty_nodes[node_id] = None
 
+    def get_setting(self, key: str) -> Any:
+        return self._settings.get(key)
+
+    def put_setting(self, key: str, value: Any) -> None:
+        self._dirty_settings[key] = value
+
     def commit(self) -> None:
+        self._settings.update(self._dirty_settings)
+        self._dirty_settings.clear()
         if self._dirty or self._dirty_nodes:
             self._jobs.update(self._dirty)
             for node_id, info in self._dirty_nodes.items():

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mgpu_server.nodes import NodeRecord
     from mgpu_server.policy import PolicyConfig
     from mgpu_server.store import Store
+    from mgpu_server.turns import TurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,14 @@ class Submission:
     changed: bool
     store: Store
     _next_id: int
+    turns: TurnQueue
 
     def submit(self, user: str, spec: JobSpec, now: float) -> Job:
         """Accept a job (or a job array: one job per task); returns the (first) job."""
+        if spec.gpus and user in self.turns.revoked:
+            raise InvalidRequest(
+                f"user {user} has no GPU access (revoked by an admin); jobs without GPUs still run"
+            )
         self._check_spec(spec)
         self._apply_qos(spec)
         if spec.dependency:

@@ -1,0 +1,139 @@
+"""The GPU turn queue inside the master's state: the order it imposes on a scheduling pass,
+its time slice, and the admin's verbs. A mixin of :class:`~mgpu_server.cluster.Cluster`."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from mgpu_core.errors import InvalidRequest, MgpuError, PermissionDenied
+from mgpu_server.turns import REASON_NOT_IN_ROTATION, TurnQueue
+
+if TYPE_CHECKING:
+    from mgpu_server.jobs import Job
+    from mgpu_server.store import Store
+
+log = logging.getLogger(__name__)
+
+TURNS_KEY = "gpu_turns"
+# Verbs anyone may use; the rest change the rotation and need an admin.
+READ_ONLY = frozenset({"status", "history"})
+
+
+class TurnControl:
+    # Provided by Cluster (declared here for the type checker).
+    turns: TurnQueue
+    pending: dict[int, Job]
+    running: dict[int, Job]
+    store: Store
+    changed: bool
+
+    def _set_reason(self, job: Job, reason: str) -> None:
+        raise NotImplementedError
+
+    def requeue(self, job_ids: list[int]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _turn_order(self, eligible: list[Job]) -> tuple[list[Job], dict[int, tuple[int, int]]]:
+        """In turn mode: GPU jobs in rotation order (then jobs without GPUs), and for each GPU
+        job the rotation entry it would use. Otherwise the priority order unchanged."""
+        if not self.turns.enabled:
+            return eligible, {}
+        gpu_jobs = [j for j in eligible if j.spec.gpus]
+        rotation = self.turns.effective_rotation(gpu_jobs)
+        members = set(rotation)
+        for job in gpu_jobs:
+            if job.user not in members:
+                self._set_reason(job, REASON_NOT_IN_ROTATION)
+        pairs = self.turns.order([j for j in gpu_jobs if j.user in members], rotation)
+        by_id = {j.job_id: j for j in gpu_jobs}
+        entries = {job_id: (entry, len(rotation)) for entry, job_id in pairs}
+        ordered = [by_id[job_id] for _, job_id in pairs]
+        return ordered + [j for j in eligible if not j.spec.gpus], entries
+
+    def expire_turns(self, now: float) -> None:
+        """End the turns that outlived the time slice: their jobs are requeued."""
+        for job_id in self.turns.expired(now):
+            self.turns.ended(job_id, now, "slice ended")
+            self.requeue([job_id])
+
+    def turn_request(
+        self, action: str, args: dict[str, Any], *, admin: bool, now: float
+    ) -> dict[str, Any]:
+        if action not in READ_ONLY and not admin:
+            raise PermissionDenied(f"only an admin can change the GPU turn queue ({action})")
+        turns = self.turns
+        try:
+            self._apply_turn_action(action, args, now)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+        if action not in READ_ONLY:
+            self.store.put_setting(TURNS_KEY, turns.to_settings())
+            self.changed = True  # the order changed: reconsider the queue now
+            log.info(
+                "gpu turns: %s %s -> mode=%s rotation=%s", action, args, turns.mode, turns.rotation
+            )
+        return self.turn_status(history=action == "history")
+
+    def _apply_turn_action(self, action: str, args: dict[str, Any], now: float) -> None:
+        turns = self.turns
+        user = str(args.get("user", ""))
+        simple = {
+            "set": lambda: turns.set_rotation(args.get("users", [])),
+            "add": lambda: turns.add(user),
+            "remove": lambda: turns.remove(user),
+            "clear": lambda: turns.set_rotation([]),
+            "repeat": lambda: turns.repeat(user, int(args.get("count", 1))),
+            "mode": lambda: turns.set_mode(str(args.get("mode", ""))),
+            "slice": lambda: setattr(turns, "slice_s", float(args.get("seconds", 0.0))),
+            "revoke": lambda: turns.revoked.add(user),
+            "assign": lambda: turns.revoked.discard(user),
+            "next": lambda: setattr(
+                turns, "position", (turns.position + 1) % max(1, len(turns.rotation))
+            ),
+        }
+        if action in simple:
+            simple[action]()
+        elif action == "force-next":
+            self._force_next(now)
+        elif action not in READ_ONLY:
+            raise ValueError(f"unknown turn queue action '{action}'")
+
+    def _force_next(self, now: float) -> None:
+        """End the current turn now: its job is requeued and the GPU goes to the next turn."""
+        current = self.turns.current()
+        if current is None:
+            raise ValueError("no turn is running")
+        self.turns.ended(current.job_id, now, "forced")
+        failed = [r for r in self.requeue([current.job_id]) if not r["ok"]]
+        if failed:
+            raise MgpuError(failed[0]["message"])
+
+    def turn_status(self, *, history: bool = False) -> dict[str, Any]:
+        turns = self.turns
+        gpu_pending = [j for j in self.pending.values() if j.spec.gpus]
+        rotation = turns.effective_rotation(gpu_pending)
+        waiting: dict[str, int] = {}
+        for job in gpu_pending:
+            waiting[job.user] = waiting.get(job.user, 0) + 1
+        upcoming = [
+            u
+            for u in rotation[turns.position % max(1, len(rotation)) :] + rotation
+            if waiting.get(u)
+        ]
+        current = turns.current()
+        return {
+            **turns.to_settings(),
+            "rotation": rotation,
+            "configured_rotation": list(turns.rotation),
+            "current": None
+            if current is None
+            else {"user": current.user, "job_id": current.job_id, "started": current.started_s},
+            "active": [
+                {"user": g.user, "job_id": g.job_id, "started": g.started_s}
+                for g in turns.active.values()
+            ],
+            "next_user": upcoming[0] if upcoming else None,
+            "waiting": waiting,
+            "history": list(turns.history)[-200:] if history else [],
+        }
