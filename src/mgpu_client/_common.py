@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from mgpu_core.deps import parse_dependency
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.models import JobSpec
-from mgpu_core.units import parse_size, parse_time_limit
+from mgpu_core.units import parse_begin_time, parse_size, parse_time_limit
 
 EXIT_ERROR = 1
 EXIT_UNREACHABLE = 2
@@ -204,6 +205,15 @@ JOB_OPTIONS = (
         help="Cancel the job if its dependency can never be met [default: no].",
     ),
     click.option(
+        "-b",
+        "--begin",
+        "begin_time",
+        callback=parsed_by(lambda text: parse_begin_time(text, time.time())),
+        default=None,
+        metavar="TIME",
+        help="Not before TIME: now+60, now+2hours, 16:00, 2026-12-24T18:30.",
+    ),
+    click.option(
         "-H", "--hold", is_flag=True, default=False, help="Submit held (pending until released)."
     ),
     click.option(
@@ -265,6 +275,7 @@ def build_spec(
         dependency=opts.get("dependency") or "",
         kill_on_invalid_dep=opts.get("kill_on_invalid_dep") == "yes",
         hold=bool(opts.get("hold")),
+        begin_time=opts.get("begin_time") or 0.0,
         warn_signal=warn[0],
         warn_before_s=warn[1],
     )

@@ -73,6 +73,7 @@ JOB_SPEC = Record(
         "dependency": (Str(64 * 1024), ""),
         "kill_on_invalid_dep": (Bool(), False),
         "hold": (Bool(), False),
+        "begin_time": (Float(), 0.0),  # --begin: not before this Unix time (0 = now)
         # --signal SIG@SECONDS: warn the job this long before its time limit.
         "warn_signal": (Int(0, 64), 0),
         "warn_before_s": (Int(0, 65_535), 0),

@@ -39,6 +39,7 @@ class JobSpec:
     dependency: str = ""
     kill_on_invalid_dep: bool = False
     hold: bool = False
+    begin_time: float = 0.0
     warn_signal: int = 0
     warn_before_s: int = 0
 

@@ -10,11 +10,18 @@ Everything here is pure: no I/O, no global state, stdlib only.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from fractions import Fraction
 
-__all__ = ["format_duration", "format_size", "parse_size", "parse_time_limit"]
+__all__ = [
+    "format_duration",
+    "format_size",
+    "parse_begin_time",
+    "parse_size",
+    "parse_time_limit",
+]
 
 _TIME_FORMATS = "use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 _NO_LIMIT_WORDS = frozenset({"infinite", "unlimited"})
@@ -207,3 +214,68 @@ def format_size(num_bytes: int) -> str:
 def _round_tenths(num_bytes: int, unit: int) -> int:
     """``num_bytes / unit`` in tenths, rounded half up, in exact integer arithmetic."""
     return (num_bytes * 10 * 2 + unit) // (unit * 2)
+
+
+_BEGIN_UNITS = {
+    "": 1,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86_400,
+    "day": 86_400,
+    "days": 86_400,
+}
+_BEGIN_WORDS = {"midnight": (0, 0), "noon": (12, 0), "teatime": (16, 0)}
+
+
+def parse_begin_time(text: str, now: float) -> float:
+    """sbatch's ``--begin``: ``now+60`` (seconds), ``now+2hours``, ``16:00`` (the next such
+    time), ``2026-12-24``, ``2026-12-24T18:30[:00]``, ``today``, ``tomorrow``, ``midnight``,
+    ``noon``, ``teatime``. Returns a Unix time; ``ValueError`` with a one-line reason."""
+    import datetime as dt  # only sbatch needs it
+
+    raw = text.strip().lower()
+    if raw.startswith("now"):
+        rest = raw[3:]
+        if not rest:
+            return now
+        number = rest.lstrip("+")
+        digits = "".join(itertools.takewhile(str.isdigit, number))
+        unit = number[len(digits) :]
+        if not rest.startswith("+") or not digits or unit not in _BEGIN_UNITS:
+            raise ValueError(f"invalid begin time '{text}': use now+N[seconds|minutes|hours|days]")
+        return now + int(digits) * _BEGIN_UNITS[unit]
+    local_now = dt.datetime.fromtimestamp(now)
+    if raw in ("today", "tomorrow"):
+        day = local_now.date() + dt.timedelta(days=raw == "tomorrow")
+        return dt.datetime.combine(day, dt.time()).timestamp()
+    if raw in _BEGIN_WORDS or (raw.count(":") in (1, 2) and "-" not in raw):
+        hour, minute, second = (*_BEGIN_WORDS[raw], 0) if raw in _BEGIN_WORDS else _clock(text)
+        when = local_now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+        if when.timestamp() <= now:
+            when += dt.timedelta(days=1)
+        return when.timestamp()
+    try:
+        return dt.datetime.fromisoformat(raw.upper()).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"invalid begin time '{text}': use now+N[unit], HH:MM[:SS], YYYY-MM-DD[THH:MM[:SS]]"
+        ) from None
+
+
+def _clock(text: str) -> tuple[int, int, int]:
+    parts = text.strip().split(":")
+    if not all(p.isascii() and p.isdigit() for p in parts):
+        raise ValueError(f"invalid begin time '{text}': use HH:MM[:SS]")
+    hour, minute, second = (int(p) for p in [*parts, "0"][:3])
+    if hour > 23 or minute > 59 or second > 59:
+        raise ValueError(f"invalid begin time '{text}': use HH:MM[:SS]")
+    return hour, minute, second

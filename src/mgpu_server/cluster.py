@@ -62,6 +62,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         # resources, a drain, a health change): a turn with only heartbeats, queries and
         # job_started events skips the pass over the pending queue.
         self.changed = True
+        self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
         for info in store.load_nodes():
             # Known from before a restart: down until the agent reconnects; its jobs fail over
             # if it has not returned within node_timeout_s of now.
@@ -267,6 +268,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         for job in self.pending.values():
             job.priority = priorities.of(job)
         ordered = sorted(self.pending.values(), key=lambda j: (-j.priority, j.job_id))
+        self.wakeup_at = None
         eligible = self._eligible(ordered, now)
         eligible, turn_entries = self._turn_order(eligible)
         plan = scheduler.plan(
@@ -321,6 +323,12 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         """Why a pending job may not be considered at all (hold, dependency), or ""."""
         if job.hold:
             return "JobHeldAdmin" if job.hold == "admin" else "JobHeldUser"
+        if job.spec.begin_time > now:
+            # The one moment a pass is due without an event: the server sets a timer for the
+            # earliest such time instead of polling.
+            if self.wakeup_at is None or job.spec.begin_time < self.wakeup_at:
+                self.wakeup_at = job.spec.begin_time
+            return "BeginTime"
         if not job.spec.dependency:
             return ""
         dep = parse_dependency(job.spec.dependency)

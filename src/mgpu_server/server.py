@@ -53,6 +53,8 @@ class Server:
         self.service = ClientService(self)
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
+        self._wakeup: asyncio.TimerHandle | None = None
+        self._wakeup_at: float | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
@@ -108,9 +110,11 @@ class Server:
     def _flush(self) -> None:
         self._flush_scheduled = False
         cluster = self.cluster
-        cluster.schedule(time.time())
+        now = time.time()
+        cluster.schedule(now)
         if cluster.changed:
             self.kick()  # what just started may satisfy an `after:` dependency: one more pass
+        self._arm_wakeup(cluster.wakeup_at)
         replies, self._replies = self._replies, []
         try:
             cluster.store.commit()
@@ -131,6 +135,24 @@ class Server:
                     link.send(effect.msg)
             else:
                 self._send_watchers(effect)
+
+    def _arm_wakeup(self, at: float | None) -> None:
+        """One timer for the earliest --begin time, re-armed only when that time changes."""
+        if at == self._wakeup_at:
+            return
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        self._wakeup_at = at
+        self._wakeup = None
+        if at is not None:
+            delay_s = max(0.0, at - time.time())
+            self._wakeup = asyncio.get_running_loop().call_later(delay_s, self._on_wakeup)
+
+    def _on_wakeup(self) -> None:
+        self._wakeup = None
+        self._wakeup_at = None
+        self.cluster.changed = True
+        self.kick()
 
     def _send_watchers(self, effect: ToWatchers) -> None:
         conns = self.watchers.get(effect.job_id)

@@ -313,3 +313,26 @@ def test_format_size_parses_back_within_rounding(num_bytes: int) -> None:
 def test_format_size_exact_for_whole_units(count: int, unit: str) -> None:
     num_bytes = count * 1024 ** "BKMGT".index(unit)
     assert parse_size(format_size(num_bytes)) == num_bytes
+
+
+def test_parse_begin_time() -> None:
+    import datetime as dt
+
+    from mgpu_core.units import parse_begin_time
+
+    now = dt.datetime(2026, 11, 22, 10, 30, 0).timestamp()
+    assert parse_begin_time("now", now) == now
+    assert parse_begin_time("now+90", now) == now + 90
+    assert parse_begin_time("now+2hours", now) == now + 7200
+    assert parse_begin_time("now+1day", now) == now + 86_400
+    assert parse_begin_time("16:00", now) == dt.datetime(2026, 11, 22, 16, 0).timestamp()
+    assert parse_begin_time("09:15:30", now) == dt.datetime(2026, 11, 23, 9, 15, 30).timestamp()
+    assert parse_begin_time("noon", now) == dt.datetime(2026, 11, 22, 12, 0).timestamp()
+    assert parse_begin_time("midnight", now) == dt.datetime(2026, 11, 23, 0, 0).timestamp()
+    assert parse_begin_time("tomorrow", now) == dt.datetime(2026, 11, 23).timestamp()
+    assert (
+        parse_begin_time("2026-12-24T18:30", now) == dt.datetime(2026, 12, 24, 18, 30).timestamp()
+    )
+    for bad in ("now-5", "now+5fortnights", "25:00", "soon", "2026-13-01"):
+        with pytest.raises(ValueError, match="invalid begin time"):
+            parse_begin_time(bad, now)

@@ -254,3 +254,16 @@ def test_job_arrays(cluster: Cluster) -> None:
     assert bad.returncode == 2 and "5-1" in bad.stderr
     missing = cluster.cli("mgpu_cancel", f"{held}_9")
     assert missing.returncode == 1 and f"{held}_9" in missing.stderr
+
+
+def test_begin_time_starts_the_job_on_time_without_an_event(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    job_id = cluster.sbatch("--begin", "now+2", "--wrap", "date +%s.%N")
+    row = cluster.job(job_id)
+    assert row["state"] == "PENDING"
+    reason(cluster, job_id, "BeginTime")
+    done = cluster.wait_state(job_id, "COMPLETED", timeout_s=20)
+    # Started by the master's own timer, about 2 s after submission (no other event).
+    assert 1.5 <= done["start_time"] - done["submit_time"] <= 4.0
+    bad = cluster.cli("mgpu_sbatch", "--begin", "someday", "--wrap", "true")
+    assert bad.returncode == 2 and "someday" in bad.stderr
