@@ -107,3 +107,29 @@ def test_non_admin_cannot_change_the_rotation(cluster: Cluster) -> None:
         assert client.request("turns", action="status")["mode"] == "priority"
         with pytest.raises(Exception, match="only an admin"):
             client.request("turns", action="set", users=["mallory"])
+
+
+def test_auto_mode_next_and_monitor(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    release = cluster.tmp / "release"
+    blocker = submit_as(cluster, "admin", f"while [ ! -e {release} ]; do sleep 0.02; done")
+    cluster.wait_state(blocker, "RUNNING")
+    gpu(cluster, "policy", "set-mode", "auto")
+    order = cluster.tmp / "order"
+    ids = [submit_as(cluster, u, f"echo {u} >> {order}") for u in ("alice", "alice", "bob")]
+    data = status(cluster)
+    # Derived from the waiting work: alice has two jobs, bob one.
+    assert sorted(data["rotation"]) == ["alice", "alice", "bob"]  # type: ignore[arg-type]
+    assert data["waiting"] == {"alice": 2, "bob": 1}
+    screen = cluster.cli("mgpu_client", "gpu", "monitor", "--count", "1", check=True).stdout
+    assert "mode      auto" in screen and "waiting   alice: 2, bob: 1" in screen
+    release.touch()
+    for job_id in ids:
+        cluster.wait_state(job_id, "COMPLETED")
+    assert sorted(order.read_text().split()) == ["alice", "alice", "bob"]
+    gpu(cluster, "policy", "set-mode", "queue")
+    gpu(cluster, "queue", "set", "alice", "bob", "carol")
+    assert status(cluster)["position"] == 0
+    gpu(cluster, "next")
+    assert status(cluster)["position"] == 1
+    assert "(next turn: bob)" in gpu(cluster, "status")
