@@ -12,30 +12,7 @@ from mgpu_core.states import IllegalTransition, JobState
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode, ToWatchers
 from mgpu_server.store import MemoryStore
-
-
-def node_info(node_id: str, gpus: int, running: list[int] | None = None) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "hostname": node_id,
-        "address": "10.0.0.1",
-        "cpus": 8,
-        "mem_bytes": 1 << 30,
-        "gpu_backend": "fake",
-        "agent_version": "t",
-        "gpus": [
-            {
-                "index": i,
-                "uuid": f"u{i}",
-                "name": "g",
-                "memory_total_bytes": 1,
-                "visible_id": str(i),
-                "fake": True,
-            }
-            for i in range(gpus)
-        ],
-        "running_job_ids": running or [],
-    }
+from tests.server.helpers import node_info
 
 
 def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[str, Any]:

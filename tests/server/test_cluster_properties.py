@@ -4,8 +4,6 @@ twice, and every eligible job eventually starts."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,31 +12,7 @@ from mgpu_core.states import JobState
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode
 from mgpu_server.store import MemoryStore
-
-
-def node_info(node_id: str, gpus: int) -> dict[str, Any]:
-    return {
-        "node_id": node_id,
-        "hostname": node_id,
-        "address": "",
-        "cpus": 64,
-        "mem_bytes": 1 << 40,
-        "gpu_backend": "fake",
-        "agent_version": "t",
-        "running_job_ids": [],
-        "gpus": [
-            {
-                "index": i,
-                "uuid": f"{node_id}-{i}",
-                "name": "g",
-                "memory_total_bytes": 1,
-                "visible_id": str(i),
-                "fake": True,
-            }
-            for i in range(gpus)
-        ],
-    }
-
+from tests.server.helpers import node_info
 
 jobs_strategy = st.lists(
     st.tuples(
@@ -60,7 +34,7 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
 ) -> None:
     cluster = Cluster(MemoryStore(), kill_grace_s=1, node_timeout_s=1e9)
     for i, size in enumerate(sizes):
-        cluster.node_join(node_info(f"n{i}", size), now=0)
+        cluster.node_join(node_info(f"n{i}", size, cpus=64, mem_bytes=1 << 40), now=0)
     biggest = max(sizes)
     submitted: list[int] = []
     succeeds: dict[int, bool] = {}

@@ -32,6 +32,7 @@ from mgpu_server.scheduler import (
     plan,
 )
 from mgpu_server.store import MemoryStore
+from tests.server.helpers import node_info
 
 GIB = 1 << 30
 
@@ -283,27 +284,7 @@ def test_qos_limit_counts_a_job_that_fails_to_start_as_nothing() -> None:
 
 def test_backfill_through_the_cluster_honours_qos_grace() -> None:
     qos = {"normal": Qos("normal"), "short": Qos("short", grace_s=100)}
-    info = {
-        "node_id": "n1",
-        "hostname": "n1",
-        "address": "10.0.0.1",
-        "cpus": 8,
-        "mem_bytes": GIB,
-        "gpu_backend": "fake",
-        "agent_version": "t",
-        "gpus": [
-            {
-                "index": i,
-                "uuid": f"u{i}",
-                "name": "g",
-                "memory_total_bytes": 1,
-                "visible_id": str(i),
-                "fake": True,
-            }
-            for i in range(2)
-        ],
-        "running_job_ids": [],
-    }
+    info = node_info("n1", 2, mem_bytes=GIB)
     cluster = Cluster(
         MemoryStore(), kill_grace_s=1.0, node_timeout_s=10.0, policy=PolicyConfig(qos=qos)
     )
