@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from mgpu_client.client import Client
+from mgpu_core import auth
 from mgpu_core.config import Address, user_state_dir
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 
@@ -71,6 +72,10 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
     if _read_pid(state / "master.pid") or _read_pid(state / "node.pid"):
         raise ConfigError(f"a local cluster is already running (state in {state}); stop it first")
     address = Address("127.0.0.1", port)
+    # The key is made here, before either process starts, so the node never races the master.
+    (state / "master").mkdir(exist_ok=True)
+    key_file = state / "master" / auth.KEY_FILE
+    auth.load_or_create_key(key_file)
     master = [
         *_program("mgpu_master", "mgpu_server"),
         "--host",
@@ -91,6 +96,8 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         node_id,
         "--state-dir",
         str(state / "node"),
+        "--key-file",
+        str(key_file),
         # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
         "--stop-jobs-on-exit",
     ]

@@ -88,6 +88,12 @@ class PermissionDenied(MgpuError):
     code = "permission_denied"
 
 
+class AuthenticationFailed(MgpuError):
+    """A peer could not prove who it is (wrong key, bad token, replayed proof)."""
+
+    code = "authentication_failed"
+
+
 class RegistrationRefused(MgpuError):
     """The master will not accept this node (wrong version, bad registration): do not retry."""
 
@@ -122,6 +128,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         NodeNotFound,
         NodeConflict,
         PermissionDenied,
+        AuthenticationFailed,
         RegistrationRefused,
         StorageError,
         InternalError,

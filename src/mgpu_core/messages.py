@@ -132,8 +132,13 @@ HELLO = Record(
         "role": (OneOf("client", "node"), REQUIRED),
         "user": (_NAME, ""),
         "node": (Optional(NODE_HELLO), None),
+        "nonce": (Optional(Bytes(64)), None),  # the node's challenge to the master
     }
 )
+
+# Node authentication, after the hello (see mgpu_core.auth).
+CHALLENGE = Record({"id": (_ID, 0), "nonce": (Bytes(64), REQUIRED), "proof": (Bytes(64), REQUIRED)})
+AUTH = Record({"proof": (Bytes(64), REQUIRED)})
 
 CLIENT_REQUESTS: dict[str, Record] = {
     "submit": Record(
@@ -252,6 +257,7 @@ LAUNCH_SPEC = Record(
 MASTER_TO_NODE: dict[str, Record] = {
     "ok": Record({"id": (_ID, 0), "data": (MapOf(Anything()), dict)}),
     "error": Record({"id": (Optional(_ID), None), "code": (_NAME, ""), "message": (Str(4096), "")}),
+    "challenge": CHALLENGE,
     "launch": Record({"launch": (LAUNCH_SPEC, REQUIRED)}),
     "kill": Record({"job_id": (_JOB_ID, REQUIRED), "reason": (Str(1024), "")}),
     # The master has stored this job's exit: the node may forget it.

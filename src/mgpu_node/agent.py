@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from mgpu_core import __version__
+from mgpu_core import __version__, auth
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import NodeConfig
 from mgpu_core.errors import (
@@ -66,8 +66,11 @@ class Agent:
         cpus: int,
         mem_bytes: int,
         stop_jobs_on_exit: bool = False,
+        cluster_key: bytes,
     ) -> None:
         self.config = config
+        self.cluster_key = cluster_key
+        self._nonce = b""
         self.backend = backend
         self.cpus = cpus
         self.mem_bytes = mem_bytes
@@ -132,8 +135,12 @@ class Agent:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
         self._conn = conn
         try:
+            self._nonce = auth.new_nonce()
             conn.send(self._hello())
             reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
+            if reply["t"] == "challenge":
+                self._answer_challenge(conn, validate(reply, MASTER_TO_NODE))
+                reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
             if reply["t"] == "error":
                 err = error_from_wire(reply.get("code"), reply.get("message"))
                 if isinstance(err, NodeConflict):
@@ -179,10 +186,23 @@ class Agent:
             log.error("%d jobs to report; the hello takes %d", len(ids), MAX_IDS_PER_REQUEST)
         return ids[:MAX_IDS_PER_REQUEST]
 
+    def _answer_challenge(self, conn: AsyncConnection, challenge: dict[str, Any]) -> None:
+        """Check the master's proof (it holds the cluster key too), then prove ours."""
+        node_id = self.config.node_id
+        expected = auth.proof(self.cluster_key, "master", node_id, self._nonce, challenge["nonce"])
+        if not auth.verify(expected, challenge["proof"]):
+            raise RegistrationRefused(
+                f"the master at {self.config.master} does not hold our cluster key: "
+                "check --key-file on both sides"
+            )
+        mine = auth.proof(self.cluster_key, "node", node_id, challenge["nonce"], self._nonce)
+        conn.send({"t": "auth", "proof": mine})
+
     def _hello(self) -> Message:
         master = self.config.master
         return {
             "t": "hello",
+            "nonce": self._nonce,
             "id": 1,
             "version": PROTOCOL_VERSION,
             "role": "node",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from mgpu_core import __version__
+from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, parsed_by, run_click
 from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
@@ -21,6 +21,7 @@ from mgpu_node.gpus import detect_gpus
 from mgpu_node.spool import lock_state_dir
 
 EXIT_REGISTRATION_REFUSED = 3
+DEFAULT_KEY_FILE = Path("/etc/mgpu/cluster.key")
 FAULT_FILE = "fake-gpu-faults"
 
 
@@ -54,6 +55,13 @@ FAULT_FILE = "fake-gpu-faults"
     callback=parsed_by(parse_size),
     default=None,
     help="Memory offered to jobs, e.g. 64G [default: all of this host's].",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The cluster key, copied from the master's state directory (cluster.key, mode 0600) "
+    f"[default: {DEFAULT_KEY_FILE}].",
 )
 @click.option(
     "--state-dir",
@@ -93,6 +101,7 @@ def cli(
     cpus: int | None,
     mem_bytes: int | None,
     state_dir: Path | None,
+    key_file: Path | None,
     stop_jobs_on_exit: bool,
     heartbeat_interval_s: float,
     log_level: str,
@@ -110,6 +119,7 @@ def cli(
             state_dir=state_dir or user_state_dir() / f"node-{name}",
             heartbeat_interval_s=heartbeat_interval_s,
         ).validate()
+        cluster_key = auth.load_key(key_file or DEFAULT_KEY_FILE)
     except MgpuError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -127,6 +137,7 @@ def cli(
         cpus=cpus or host_cpus,
         mem_bytes=mem_bytes or host_mem,
         stop_jobs_on_exit=stop_jobs_on_exit,
+        cluster_key=cluster_key,
     )
     try:
         asyncio.run(_run(agent))

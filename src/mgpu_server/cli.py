@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import signal
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from mgpu_core import __version__
+from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
 from mgpu_core.config import ServerConfig, user_state_dir
 from mgpu_core.errors import MgpuError
@@ -22,6 +23,7 @@ from mgpu_server.settings import load_master_settings
 from mgpu_server.sqlite_store import SqliteStore
 
 EXIT_STARTUP_FAILURE = 3
+AUDIT_FILE = "audit.log"
 
 
 def default_state_dir() -> Path:
@@ -119,20 +121,34 @@ def cli(
     try:
         if config_file is not None:
             policy, admins = load_master_settings(config_file)
+        # Created on first start, mode 0600: copy it to each node (--key-file there).
+        cluster_key = auth.load_or_create_key(state / auth.KEY_FILE)
+        _audit_to(state / AUDIT_FILE)
         store = SqliteStore(state)
+    except OSError as exc:
+        click.echo(f"mgpu_master: cannot start: {exc.filename}: {exc.strerror}", err=True)
+        sys.exit(EXIT_STARTUP_FAILURE)
     except MgpuError as exc:
         click.echo(f"mgpu_master: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
     config = dataclasses.replace(config, admins=admins)
     try:
-        asyncio.run(_serve(config, store, policy))
+        asyncio.run(_serve(config, store, policy, cluster_key))
     except OSError as exc:
         click.echo(f"mgpu_master: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
 
 
-async def _serve(config: ServerConfig, store: SqliteStore, policy: PolicyConfig) -> None:
-    server = Server(config, store, policy)
+def _audit_to(path: Path) -> None:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logging.getLogger("mgpu.audit").addHandler(handler)
+
+
+async def _serve(
+    config: ServerConfig, store: SqliteStore, policy: PolicyConfig, cluster_key: bytes
+) -> None:
+    server = Server(config, store, policy, cluster_key=cluster_key)
     loop = asyncio.get_running_loop()
     # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -15,18 +15,20 @@ import logging
 import time
 from typing import Any
 
-from mgpu_core import __version__
+from mgpu_core import __version__, auth
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import ServerConfig
 from mgpu_core.errors import (
+    AuthenticationFailed,
     ConnectionClosed,
     MgpuError,
     ProtocolError,
     StorageError,
     VersionMismatch,
 )
-from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
+from mgpu_core.messages import AUTH, CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
+from mgpu_server import audit
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode, ToWatchers
 from mgpu_server.policy import PolicyConfig
@@ -38,9 +40,15 @@ log = logging.getLogger(__name__)
 
 class Server:
     def __init__(
-        self, config: ServerConfig, store: Store | None = None, policy: PolicyConfig | None = None
+        self,
+        config: ServerConfig,
+        store: Store | None = None,
+        policy: PolicyConfig | None = None,
+        *,
+        cluster_key: bytes,
     ) -> None:
         self.config = config
+        self.cluster_key = cluster_key
         self.cluster = Cluster(
             store or MemoryStore(),
             kill_grace_s=config.kill_grace_s,
@@ -195,6 +203,9 @@ class Server:
                 await self._serve_node(conn, hello)
             else:
                 await self._serve_client(conn, hello)
+        except AuthenticationFailed as err:
+            audit.log_event("auth_failure", peer=conn.peer, reason=err.message)
+            conn.send(error_reply(None, err.code, err.message))
         except ProtocolError as err:
             log.warning("peer %s: %s; closing", conn.peer, err)
             self._flush()  # replies already queued for this peer go out before the error
@@ -241,6 +252,7 @@ class Server:
             raise ProtocolError("a node hello must carry its 'node' registration")
         if not info["address"]:
             info["address"] = conn.peer.rsplit(":", 1)[0]
+        await self._authenticate_node(conn, hello)
         try:
             node = self.cluster.node_join(info, time.time())
         except MgpuError as err:
@@ -258,6 +270,28 @@ class Server:
                 del self.node_links[node_id]
                 self.cluster.node_leave(node_id, time.time())
                 self.kick()
+
+    async def _authenticate_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
+        """Mutual HMAC challenge-response over both nonces (see mgpu_core.auth)."""
+        node_id = hello["node"]["node_id"]
+        node_nonce = hello["nonce"]
+        if node_nonce is None or len(node_nonce) < 16:
+            raise AuthenticationFailed(f"node {node_id!r} sent no challenge: upgrade the agent")
+        nonce = auth.new_nonce()
+        master_proof = auth.proof(self.cluster_key, "master", node_id, node_nonce, nonce)
+        conn.send({"t": "challenge", "id": hello["id"], "nonce": nonce, "proof": master_proof})
+        try:
+            reply = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
+        except (ConnectionClosed, TimeoutError):
+            # A node whose key differs sees our proof fail and hangs up here.
+            audit.log_event("auth_failure", peer=conn.peer, node=node_id, reason="no answer")
+            raise
+        if reply["t"] != "auth":
+            raise ProtocolError(f"expected auth, got {reply['t']!r}")
+        given = AUTH.check(reply)["proof"]
+        if not auth.verify(auth.proof(self.cluster_key, "node", node_id, nonce, node_nonce), given):
+            raise AuthenticationFailed(f"node {node_id!r} failed authentication: wrong cluster key")
+        audit.log_event("node_auth", peer=conn.peer, node=node_id)
 
     def _on_node_message(self, node_id: str, msg: dict[str, Any]) -> None:
         cluster = self.cluster

@@ -15,11 +15,29 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import JobNotFound
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
+from mgpu_server import audit
 
 if TYPE_CHECKING:  # the server owns the service; the import is for types only
     from mgpu_server.server import Server
 
 Handler = Callable[[AsyncConnection, str, dict[str, Any]], dict[str, Any] | None]
+
+
+# Requests that go to the audit log, with the fields worth recording.
+AUDITED: dict[str, tuple[str, ...]] = {
+    "submit": (),
+    "cancel": ("job_ids",),
+    "hold": ("job_ids",),
+    "release": ("job_ids",),
+    "requeue": ("job_ids",),
+    "update": ("job_id", "changes"),
+    "node_update": ("node_id", "action", "reason"),
+    "turns": ("action", "users", "user", "mode", "seconds"),
+}
+
+
+def _ids(data: dict[str, Any] | None) -> dict[str, Any]:
+    return {"job_id": data["job_id"]} if data and "job_id" in data else {}
 
 
 class ClientService:
@@ -45,7 +63,16 @@ class ClientService:
     def handle(
         self, conn: AsyncConnection, user: str, msg: dict[str, Any]
     ) -> dict[str, Any] | None:
-        return self._handlers[msg["t"]](conn, user, msg)
+        data = self._handlers[msg["t"]](conn, user, msg)
+        if msg["t"] in AUDITED:
+            # A verb's own "user" field (whose turn) must not clash with who made the request.
+            detail = {
+                ("target_user" if k == "user" else k): v
+                for k, v in msg.items()
+                if k in AUDITED[msg["t"]]
+            }
+            audit.log_event(msg["t"], user=user, peer=conn.peer, **detail, **_ids(data))
+        return data
 
     def submit(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         spec = JobSpec.from_wire(msg["job"])

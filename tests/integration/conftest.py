@@ -46,6 +46,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 class Cluster:
     tmp: Path
     port: int = 0
+    master_state: Path = Path()
     master: subprocess.Popen[bytes] | None = None
     nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -62,6 +63,7 @@ class Cluster:
 
     def start_master(self, *extra: str, port: int = 0, state_dir: Path | None = None) -> None:
         """Start (or restart, with ``port=cluster.port``) the master on its state directory."""
+        self.master_state = state_dir or self.tmp / "master"
         port_file = self.tmp / "master.port"
         port_file.unlink(missing_ok=True)
         log = open(self.tmp / "master.log", "ab")  # noqa: SIM115 - the child owns it
@@ -77,7 +79,7 @@ class Cluster:
                 "--port-file",
                 str(port_file),
                 "--state-dir",
-                str(state_dir or self.tmp / "master"),
+                str(self.master_state),
                 *extra,
             ],
             stdout=log,
@@ -123,6 +125,8 @@ class Cluster:
                 str(self.tmp / f"node-{node_id}"),
                 "--heartbeat-interval",
                 "0.5",
+                "--key-file",
+                str(self.master_state / "cluster.key"),
                 *extra,
             ],
             stdout=log,

@@ -147,6 +147,8 @@ class BundleCluster:
                 str(self.tmp / f"n-{node_id}"),
                 "--heartbeat-interval",
                 "0.5",
+                "--key-file",
+                str(self.tmp / "m" / "cluster.key"),
                 *extra,
             ],
             f"node-{node_id}.log",

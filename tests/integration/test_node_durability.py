@@ -157,7 +157,10 @@ def test_second_agent_on_the_same_state_dir_is_refused(cluster: Cluster) -> None
     cluster.start_node("n1", gpus=1)
     state = cluster.tmp / "node-n1"
     result = subprocess.run(
-        [PY, "-m", "mgpu_node", "--master-port", str(cluster.port), "--state-dir", str(state)],
+        [
+            *(PY, "-m", "mgpu_node", "--master-port", str(cluster.port)),
+            *("--state-dir", str(state), "--key-file", str(cluster.master_state / "cluster.key")),
+        ],
         capture_output=True,
         text=True,
         timeout=30,

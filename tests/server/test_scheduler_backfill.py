@@ -569,3 +569,35 @@ def test_plan_is_deterministic(case: Case) -> None:
     first = plan(case.pending, case.nodes, now=NOW, loads=case.loads)
     second = plan(case.pending, case.nodes, now=NOW, loads=case.loads)
     assert first == second
+
+
+@st.composite
+def tight_cases(draw: st.DrawFn) -> Case:
+    """One busy node, a top job that needs all of it, and lower jobs whose limits end just
+    before, at or just after one of the running jobs' ends: backfill's boundary cases."""
+    total = draw(st.integers(2, 8))
+    busy = draw(st.integers(1, total))
+    releases = []
+    while busy > 0:
+        gpus = draw(st.integers(1, busy))
+        busy -= gpus
+        releases.append(Release(draw(st.sampled_from([*GRID_ENDS, INF])), gpus, gpus, 0))
+    free_gpus = list(range(total - sum(r.gpus for r in releases)))
+    view = NodeView("n0", True, free_gpus, total, len(free_gpus), total, 0, 0, releases)
+    pending = [PendingJob(1, total, draw(st.integers(0, total)), 0)]
+    for job_id in range(2, draw(st.integers(2, 8))):
+        k, d = draw(st.integers(1, 3)), draw(st.sampled_from([-1, 0, 1]))
+        limit = draw(st.one_of(st.just(100 * k + d), st.just(0)))
+        gpus, cpus = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+        pending.append(PendingJob(job_id, gpus, cpus, 0, time_limit_s=limit))
+    return Case([view], pending, {})
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=tight_cases())
+def test_backfill_boundaries(case: Case) -> None:
+    result = plan(case.pending, case.nodes, now=NOW)
+    _check_allocations(case, result)
+    _check_partition(case, result)
+    _check_reasons(case, result)
+    _check_reservations(case, result)

@@ -1,0 +1,138 @@
+"""Only who belongs gets in: node authentication with the cluster key, and the audit log."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mgpu_core import auth
+from tests.integration.conftest import Cluster, wait_for
+from tests.integration.test_hostile import closed_after_error, frame, read_frame
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def node_hello(node_id: str, nonce: bytes) -> bytes:
+    return frame(
+        {
+            "t": "hello",
+            "id": 1,
+            "version": 1,
+            "role": "node",
+            "nonce": nonce,
+            "node": {"node_id": node_id, "gpus": [{"index": 0, "visible_id": "0"}]},
+        }
+    )
+
+
+def test_cluster_key_is_created_private(cluster: Cluster) -> None:
+    key_file = cluster.master_state / "cluster.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(bytes.fromhex(key_file.read_text().strip())) >= 32
+
+
+def test_node_with_the_wrong_key_is_refused(cluster: Cluster, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.key"
+    auth.create_key(wrong)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgpu_node",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(cluster.port),
+            "--node-id",
+            "intruder",
+            "--gpu-count",
+            "1",
+            "--state-dir",
+            str(tmp_path / "n"),
+            "--key-file",
+            str(wrong),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 3
+    assert "cluster key" in result.stderr and "Traceback" not in result.stderr
+    assert cluster.nodes_json() == []
+    audit = (cluster.master_state / "audit.log").read_text()
+    assert "event=auth_failure" in audit
+
+
+def test_loose_key_permissions_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.key"
+    auth.create_key(loose)
+    os.chmod(loose, 0o644)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mgpu_node",
+            "--master-port",
+            str(cluster.port),
+            "--state-dir",
+            str(tmp_path / "n"),
+            "--key-file",
+            str(loose),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0 and "chmod 600" in result.stderr
+
+
+def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
+    key = auth.load_key(cluster.master_state / "cluster.key")
+    nonce = auth.new_nonce()
+    # A genuine exchange (as an eavesdropper would record it) ...
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(node_hello("n9", nonce))
+        challenge = read_frame(sock)
+        assert challenge is not None and challenge["t"] == "challenge"
+        master_nonce = challenge["nonce"]
+        assert isinstance(master_nonce, bytes)
+        assert challenge["proof"] == auth.proof(key, "master", "n9", nonce, master_nonce)
+        recorded = auth.proof(key, "node", "n9", master_nonce, nonce)
+        sock.sendall(frame({"t": "auth", "proof": recorded}))
+        reply = read_frame(sock)
+        assert reply is not None and reply["t"] == "ok"
+    wait_for(lambda: cluster.node_state("n9") == "down", 10, "n9 to disconnect")
+    # ... replayed later: the master's nonce is new, so the old proof is worthless.
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(node_hello("n9", nonce))
+        challenge = read_frame(sock)
+        assert challenge is not None and challenge["nonce"] != master_nonce
+        sock.sendall(frame({"t": "auth", "proof": recorded}))
+        assert closed_after_error(sock) == "authentication_failed"
+
+
+def test_unauthenticated_node_can_send_nothing_but_hello(cluster: Cluster) -> None:
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
+        sock.sendall(node_hello("n8", auth.new_nonce()))
+        assert read_frame(sock) is not None  # the challenge
+        sock.sendall(frame({"t": "heartbeat", "gpus": []}))
+        assert closed_after_error(sock) == "protocol_error"
+    assert cluster.node_state("n8") is None
+
+
+def test_audit_log_records_submissions_cancels_and_admin_actions(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    job_id = cluster.sbatch("-H", "--wrap", "true")
+    cluster.cli("mgpu_cancel", str(job_id), check=True)
+    cluster.cli("mgpu_client", "node", "drain", "n1", "--reason", "fan noise", check=True)
+    lines = (cluster.master_state / "audit.log").read_text().splitlines()
+    assert any("event=node_auth" in line and "node=n1" in line for line in lines)
+    assert any("event=submit user=root" in line and f"job_id={job_id}" in line for line in lines)
+    assert any("event=cancel" in line and f"[{job_id}]" in line for line in lines)
+    assert any("event=node_update" in line and 'reason="fan noise"' in line for line in lines)
