@@ -110,6 +110,10 @@ class ServerConfig:
     # instead of the master buffering a job's whole output in memory.
     max_client_backlog_bytes: int = 64 * 1024 * 1024
     admins: frozenset[str] = frozenset()
+    private_commands: bool = False  # others' queue rows without command line and directory
+    # Bounds on what one host (or everyone) can hold open: a flood costs a closed socket each.
+    max_connections: int = 4096
+    max_connections_per_address: int = 512
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

@@ -94,6 +94,12 @@ class AuthenticationFailed(MgpuError):
     code = "authentication_failed"
 
 
+class TooManyConnections(MgpuError):
+    """The master is at its connection limit (in total or for the peer's address)."""
+
+    code = "too_many_connections"
+
+
 class RegistrationRefused(MgpuError):
     """The master will not accept this node (wrong version, bad registration): do not retry."""
 
@@ -129,6 +135,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         NodeConflict,
         PermissionDenied,
         AuthenticationFailed,
+        TooManyConnections,
         RegistrationRefused,
         StorageError,
         InternalError,

@@ -19,7 +19,7 @@ from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.policy import PolicyConfig
 from mgpu_server.server import Server
-from mgpu_server.settings import load_master_settings
+from mgpu_server.settings import MasterSettings, load_master_settings
 from mgpu_server.sqlite_store import SqliteStore
 
 EXIT_STARTUP_FAILURE = 3
@@ -76,6 +76,20 @@ def default_state_dir() -> Path:
     help="Seconds a new connection has to say hello.",
 )
 @click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Open connections in total (nodes and clients).",
+)
+@click.option(
+    "--max-connections-per-address",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Open connections from one address.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -99,6 +113,8 @@ def cli(
     kill_grace_s: float,
     hello_timeout_s: float,
     config_file: Path | None,
+    max_connections: int,
+    max_connections_per_address: int,
     log_level: str,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
@@ -114,13 +130,15 @@ def cli(
             node_timeout_s=node_timeout_s,
             kill_grace_s=max(kill_grace_s, 0.01),
             hello_timeout_s=hello_timeout_s,
+            max_connections=max_connections,
+            max_connections_per_address=max_connections_per_address,
         ).validate()
     except (OSError, MgpuError) as exc:
         raise click.ClickException(f"cannot start: {exc}") from None
-    policy, admins = PolicyConfig(), frozenset[str]()
+    settings = MasterSettings(PolicyConfig())
     try:
         if config_file is not None:
-            policy, admins = load_master_settings(config_file)
+            settings = load_master_settings(config_file)
         # Created on first start, mode 0600: copy it to each node (--key-file there).
         cluster_key = auth.load_or_create_key(state / auth.KEY_FILE)
         _audit_to(state / AUDIT_FILE)
@@ -131,7 +149,10 @@ def cli(
     except MgpuError as exc:
         click.echo(f"mgpu_master: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
-    config = dataclasses.replace(config, admins=admins)
+    config = dataclasses.replace(
+        config, admins=settings.admins, private_commands=settings.private_commands
+    )
+    policy = settings.policy
     try:
         asyncio.run(_serve(config, store, policy, cluster_key))
     except OSError as exc:

@@ -24,6 +24,7 @@ from mgpu_core.errors import (
     MgpuError,
     ProtocolError,
     StorageError,
+    TooManyConnections,
     VersionMismatch,
 )
 from mgpu_core.messages import AUTH, CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
@@ -61,6 +62,8 @@ class Server:
         self.service = ClientService(self)
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
+        self._conns_by_address: dict[str, int] = {}
+        self._conns_total = 0
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
         self._server: asyncio.Server | None = None
@@ -189,6 +192,36 @@ class Server:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
+        address = conn.peer.rsplit(":", 1)[0]
+        if not self._admit(address):
+            audit.log_event("connection_refused", peer=conn.peer, reason="connection limit")
+            err = TooManyConnections(f"too many connections (from {address} or in total)")
+            conn.send(error_reply(None, err.code, err.message))
+            conn.close()
+            return
+        try:
+            await self._handle_connection(conn)
+        finally:
+            self._release(address)
+
+    def _admit(self, address: str) -> bool:
+        cfg = self.config
+        count = self._conns_by_address.get(address, 0)
+        if count >= cfg.max_connections_per_address or self._conns_total >= cfg.max_connections:
+            return False
+        self._conns_by_address[address] = count + 1
+        self._conns_total += 1
+        return True
+
+    def _release(self, address: str) -> None:
+        self._conns_total -= 1
+        left = self._conns_by_address[address] - 1
+        if left:
+            self._conns_by_address[address] = left
+        else:
+            del self._conns_by_address[address]
+
+    async def _handle_connection(self, conn: AsyncConnection) -> None:
         try:
             hello = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
             if hello["t"] != "hello":

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.errors import JobNotFound
+from mgpu_core.errors import JobNotFound, PermissionDenied, error_from_wire
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server import audit
@@ -85,19 +85,42 @@ class ClientService:
         # Until users are authenticated (issue #5), "admin" is the name the client claims.
         return user == "root" or user in self.server.config.admins
 
+    def _owned(
+        self, user: str, refs: list[int | str], verb: str
+    ) -> tuple[list[int], list[dict[str, Any]]]:
+        """The referenced jobs ``user`` may act on (their own; every job for an admin), and
+        error results for the rest."""
+        ids, errors = self.cluster.resolve_all(refs, live=True)
+        if self.is_admin(user):
+            return ids, errors
+        mine = []
+        for job_id in ids:
+            owner = self.cluster.jobs[job_id].user
+            if owner == user:
+                mine.append(job_id)
+            else:
+                err = PermissionDenied(
+                    f"job {job_id} belongs to {owner}: only its owner or an admin can {verb} it"
+                )
+                errors.append({"job_id": job_id, "ok": False, **err.to_wire()})
+        return mine, errors
+
     def hold(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        ids, errors = self._owned(user, msg["job_ids"], "hold")
         return {"results": errors + self.cluster.hold(ids, admin=self.is_admin(user))}
 
     def release(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        ids, errors = self._owned(user, msg["job_ids"], "release")
         return {"results": errors + self.cluster.release(ids, admin=self.is_admin(user))}
 
     def requeue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        ids, errors = self._owned(user, msg["job_ids"], "requeue")
         return {"results": errors + self.cluster.requeue(ids)}
 
     def update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        _, denied = self._owned(user, [msg["job_id"]], "update")
+        if denied:
+            raise error_from_wire(denied[0]["code"], denied[0]["message"])
         changes = {k: v for k, v in msg["changes"].items() if v is not None}
         self.cluster.update(msg["job_id"], changes, admin=self.is_admin(user))
         return {}
@@ -137,6 +160,8 @@ class ClientService:
     def attach(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         """Watch a job: its row now, then its events. A finished job just returns its row."""
         job = self.cluster.get(msg["job_id"])
+        if job.user != user and not self.is_admin(user):
+            raise PermissionDenied(f"job {job.job_id} belongs to {job.user}: its output is theirs")
         if not job.state.terminal:
             self.server.watchers.setdefault(job.job_id, set()).add(conn)
         return {"job": job.to_wire(time.time())}
@@ -146,7 +171,7 @@ class ClientService:
         return {}
 
     def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.cluster.resolve_all(msg["job_ids"], live=True)
+        ids, errors = self._owned(user, msg["job_ids"], "cancel")
         return {"results": errors + self.cluster.cancel(ids, time.time())}
 
     def queue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
@@ -160,7 +185,10 @@ class ClientService:
             now=now,
         )
         watchers = self.server.watchers
+        private = self.server.config.private_commands and not self.is_admin(user)
         for row in rows:
+            if private and row["user"] != user:
+                row.update(command="", cwd="", stdout_path=None)
             # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
             row["attached"] = len(watchers.get(row["job_id"], ()))
         return {"jobs": rows, "now": now}

@@ -2,6 +2,7 @@
 
 ```toml
 admins = ["alice"]                # besides root
+private_commands = false          # true: others' jobs are listed without command and directory
 [scheduler]
 priority_weight_age = 1000
 priority_weight_fairshare = 10000
@@ -23,6 +24,7 @@ Unknown keys are errors (a typo must not silently change policy).
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,15 +78,22 @@ def _section(where: str, data: Any, keys: dict[str, str]) -> dict[str, Any]:
     return {keys[k]: _value(f"{where}.{k}", keys[k], v) for k, v in data.items()}
 
 
-def load_master_settings(path: Path) -> tuple[PolicyConfig, frozenset[str]]:
-    """(policy, admins) from the file; ConfigError naming the file and the problem."""
+@dataclass(frozen=True, slots=True)
+class MasterSettings:
+    policy: PolicyConfig
+    admins: frozenset[str] = frozenset()
+    private_commands: bool = False
+
+
+def load_master_settings(path: Path) -> MasterSettings:
+    """The file's settings; ConfigError naming the file and the problem."""
     try:
         data = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    unknown = sorted(set(data) - {"admins", "scheduler", "qos"})
+    unknown = sorted(set(data) - {"admins", "private_commands", "scheduler", "qos"})
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
     admins = data.get("admins", [])
@@ -102,4 +111,7 @@ def load_master_settings(path: Path) -> tuple[PolicyConfig, frozenset[str]]:
     if default not in qos:
         raise ConfigError(f"config file {path}: default_qos '{default}' is not a [qos.*] table")
     sched["default_qos"] = default
-    return PolicyConfig(qos=qos, **sched), frozenset(admins)
+    private = data.get("private_commands", False)
+    if not isinstance(private, bool):
+        raise ConfigError(f"config file {path}: private_commands must be true or false")
+    return MasterSettings(PolicyConfig(qos=qos, **sched), frozenset(admins), private)

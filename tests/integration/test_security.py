@@ -136,3 +136,75 @@ def test_audit_log_records_submissions_cancels_and_admin_actions(cluster: Cluste
     assert any("event=submit user=root" in line and f"job_id={job_id}" in line for line in lines)
     assert any("event=cancel" in line and f"[{job_id}]" in line for line in lines)
     assert any("event=node_update" in line and 'reason="fan noise"' in line for line in lines)
+
+
+def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
+    from mgpu_client.client import Client
+    from mgpu_core.config import parse_address
+    from mgpu_core.errors import PermissionDenied
+    from mgpu_core.models import JobSpec
+
+    address = parse_address(cluster.address)
+    with Client(address, user="alice") as alice, Client(address, user="bob") as bob:
+        job_id = alice.submit(JobSpec(argv=["sleep", "30"], hold=True, cwd="/"))
+        for verb in ("cancel", "hold", "release", "requeue"):
+            (result,) = bob.request(verb, job_ids=[job_id])["results"]
+            assert not result["ok"] and result["code"] == "permission_denied", verb
+            assert "alice" in result["message"]
+        with pytest.raises(PermissionDenied):
+            bob.request("update", job_id=job_id, changes={"nice": 5})
+        with pytest.raises(PermissionDenied):
+            bob.request("attach", job_id=job_id)
+        assert cluster.job(job_id)["state"] == "PENDING"
+        alice.request("update", job_id=job_id, changes={"nice": 5})
+        (mine,) = alice.cancel([job_id])
+        assert mine["ok"]
+    assert cluster.job(job_id)["state"] == "CANCELLED"
+    # An admin (root, here) may act on anyone's job.
+    with Client(address, user="alice") as alice:
+        other = alice.submit(JobSpec(argv=["true"], hold=True, cwd="/"))
+    cluster.cli("mgpu_cancel", str(other), check=True)
+
+
+def test_connection_limit_per_address(tmp_path: Path) -> None:
+    c = Cluster(tmp_path)
+    c.start_master("--max-connections-per-address", "3")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", c.port), timeout=10) for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", c.port), timeout=10) as extra:
+                assert closed_after_error(extra) == "too_many_connections"
+        finally:
+            for sock in idle.pop(), idle.pop():
+                sock.close()
+        # Freed slots are usable again (the master noticed the closes).
+        wait_for(lambda: c.cli("mgpu_queue").returncode == 0, 10, "a free connection slot")
+        for sock in idle:
+            sock.close()
+        audit = (c.master_state / "audit.log").read_text()
+        assert "event=connection_refused" in audit
+    finally:
+        c.stop()
+
+
+def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
+    from mgpu_client.client import Client
+    from mgpu_core.config import parse_address
+    from mgpu_core.models import JobSpec
+
+    config = tmp_path / "master.toml"
+    config.write_text("private_commands = true\n")
+    c = Cluster(tmp_path)
+    c.start_master("--config", str(config))
+    try:
+        address = parse_address(c.address)
+        with Client(address, user="alice") as alice, Client(address, user="bob") as bob:
+            job_id = alice.submit(JobSpec(argv=["train", "--secret-flag"], hold=True, cwd="/x"))
+            (seen_by_bob,) = bob.queue(job_ids=[job_id])["jobs"]
+            (seen_by_alice,) = alice.queue(job_ids=[job_id])["jobs"]
+        assert seen_by_bob["user"] == "alice" and seen_by_bob["command"] == ""
+        assert seen_by_bob["cwd"] == ""
+        assert seen_by_alice["command"] == "train --secret-flag"
+        assert "--secret-flag" in c.job(job_id)["command"]  # root is an admin
+    finally:
+        c.stop()
