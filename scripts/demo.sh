@@ -11,6 +11,7 @@ state="$root/.mgpu-demo"
 port="${MGPU_DEMO_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 export MGPU_MASTER="127.0.0.1:$port"
 work="$state/jobs"
+rm -rf "$state"  # every demo starts from an empty cluster
 mkdir -p "$work"
 cleanup() { mgpu_client local stop --state-dir "$state" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
