@@ -1,0 +1,146 @@
+"""A flood of random and mutated frames at the master: it stays up, keeps serving a
+well-behaved client throughout, and its memory stays bounded."""
+
+from __future__ import annotations
+
+import random
+import socket
+import struct
+from typing import Any
+
+import msgpack
+import psutil
+import pytest
+
+from tests.integration.conftest import Cluster
+
+pytestmark = pytest.mark.timeout(300)
+
+TOTAL_FRAMES = 100_000
+FRAMES_PER_CONNECTION = 250
+TYPES = [
+    "submit",
+    "cancel",
+    "queue",
+    "nodes",
+    "info",
+    "attach",
+    "hold",
+    "update",
+    "turns",
+    "hello",
+    "launch",
+    "heartbeat",
+    "job_exited",
+    "node_update",
+    "priority",
+    "x" * 300,
+]
+VALUES: list[Any] = [
+    None,
+    True,
+    -1,
+    0,
+    2**63 - 1,
+    -(2**63),
+    1.5,
+    float("nan"),
+    "",
+    "a" * 5000,
+    b"\x00" * 100,
+    [],
+    [1, "two", None],
+    {},
+    {"job": {"argv": 3}},
+    [[[[[]]]]],
+]
+
+
+def random_message(rng: random.Random) -> dict[str, Any]:
+    msg: dict[str, Any] = {"t": rng.choice(TYPES), "id": rng.choice([1, -5, "x", None, 2**64 - 1])}
+    for _ in range(rng.randint(0, 6)):
+        key = rng.choice(
+            [
+                "job",
+                "job_ids",
+                "users",
+                "states",
+                "action",
+                "changes",
+                "node_id",
+                "argv",
+                "gpus",
+                "data",
+                "job_id",
+                "mode",
+                rng.choice(VALUES).__class__.__name__,
+            ]
+        )
+        msg[key] = rng.choice(VALUES)
+    if msg["t"] == "submit" and rng.random() < 0.5:
+        msg["job"] = {"argv": ["true"], "gpus": rng.choice(VALUES), "env": rng.choice(VALUES)}
+    return msg
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    body = msgpack.packb(msg, use_bin_type=True)
+    return struct.pack("!I", len(body)) + body
+
+
+def mutate(frame: bytes, rng: random.Random) -> bytes:
+    data = bytearray(frame)
+    for _ in range(rng.randint(1, 4)):
+        data[rng.randrange(len(data))] = rng.randrange(256)
+    return bytes(data)
+
+
+def drain_until_closed(sock: socket.socket) -> None:
+    sock.settimeout(10)
+    try:
+        while sock.recv(65536):
+            pass
+    except (ConnectionError, TimeoutError):
+        pass
+
+
+def one_connection(port: int, rng: random.Random) -> int:
+    """One connection: a hello (usually), a batch of random messages in good frames (each is
+    decoded and answered: an error reply, or ok for the rare valid one), then often a mutated
+    or wildly sized frame that ends the connection. Returns the frames the master processed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        parts = []
+        if rng.random() < 0.9:
+            hello = {"t": "hello", "id": 1, "version": 1, "role": "client", "user": "fuzz"}
+            parts.append(encode(hello))
+        parts += [encode(random_message(rng)) for _ in range(FRAMES_PER_CONNECTION)]
+        roll = rng.random()
+        if roll < 0.3:
+            parts.append(mutate(encode(random_message(rng)), rng))
+        elif roll < 0.4:
+            parts.append(struct.pack("!I", rng.randrange(2**32)))  # a wild length
+        try:
+            sock.sendall(b"".join(parts))
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed early (no hello, or a hello that is not one): expected
+        drain_until_closed(sock)
+        return len(parts)
+
+
+def test_master_survives_a_flood_of_hostile_frames(cluster: Cluster) -> None:
+    rng = random.Random(20261122)
+    master = psutil.Process(cluster.master.pid if cluster.master else 0)
+    cluster.start_node("n1", gpus=1)
+    sent = 0
+    rss_before = master.memory_info().rss
+    while sent < TOTAL_FRAMES:
+        sent += one_connection(cluster.port, rng)
+        if sent % 10_000 < FRAMES_PER_CONNECTION + 1:
+            # A well-behaved client is served throughout.
+            assert cluster.cli("mgpu_queue", "--json").returncode == 0
+    assert master.is_running() and cluster.master is not None and cluster.master.poll() is None
+    assert cluster.node_state("n1") == "idle"
+    job_id = cluster.sbatch("--wrap", "true")
+    cluster.wait_state(job_id, "COMPLETED")
+    growth_mb = (master.memory_info().rss - rss_before) / 2**20
+    assert growth_mb < 100, f"master grew by {growth_mb:.0f} MB under the flood"
