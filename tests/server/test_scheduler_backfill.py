@@ -601,3 +601,29 @@ def test_backfill_boundaries(case: Case) -> None:
     _check_partition(case, result)
     _check_reasons(case, result)
     _check_reservations(case, result)
+
+
+def test_without_reservations_a_blocked_job_holds_nothing_back() -> None:
+    a = node("a", 4, [2, 3], [rel(100.0, 2)])
+    pending = [job(1, 4), job(2, 2), job(3, 1)]
+    result = plan(pending, [a], reserve=False)
+    assert result.reservations == {}
+    assert started(result) == {2: ("a", (2, 3))}
+    assert result.reasons == {1: REASON_RESOURCES, 3: REASON_RESOURCES}
+    # The same pass with reservations: job 1 holds the node, so 2 and 3 wait for it.
+    result = plan(pending, [a])
+    assert result.starts == []
+    assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY, 3: REASON_PRIORITY}
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=cases())
+def test_plan_without_reservations(case: Case) -> None:
+    nodes_before = copy.deepcopy(case.nodes)
+    result = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=False)
+    assert case.nodes == nodes_before
+    assert result.reservations == {}
+    _check_allocations(case, result)
+    _check_partition(case, result)
+    _check_qos(case, result)
+    _check_reasons(case, result)  # with nothing reserved: whatever fits now starts
