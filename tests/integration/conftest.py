@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -32,11 +33,12 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 15.0, what: str = 
         time.sleep(0.02)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it does not end in time (only processes the tests started)."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
@@ -207,9 +209,9 @@ class Cluster:
 
     def stop(self) -> None:
         for proc in self.nodes.values():
-            _stop(proc)
+            stop_process(proc)
         if self.master is not None:
-            _stop(self.master)
+            stop_process(self.master)
         self.kill_leftover_jobs()
 
     def kill_leftover_jobs(self) -> None:
@@ -222,6 +224,17 @@ class Cluster:
                     proc.kill()
             except (psutil.Error, OSError):
                 continue
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, *master_args: str, **master_kwargs: Any) -> Iterator[Cluster]:
+    """A cluster whose master takes extra options; everything it started is stopped after."""
+    c = Cluster(tmp)
+    c.start_master(*master_args, **master_kwargs)
+    try:
+        yield c
+    finally:
+        c.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import wait_for
+from tests.integration.conftest import stop_process, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -55,16 +55,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("MGPU_MASTER", None)  # every command gets --master
     return env
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +165,7 @@ class BundleCluster:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):  # nodes first, then the master
-            _stop(proc)
+            stop_process(proc, timeout_s=15)
 
 
 @pytest.fixture

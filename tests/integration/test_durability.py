@@ -15,7 +15,7 @@ from mgpu_client.client import Client
 from mgpu_core.config import parse_address
 from mgpu_core.errors import MgpuError
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import Cluster, wait_for
+from tests.integration.conftest import Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,9 +106,7 @@ def test_bad_state_dir_and_corrupt_database_stop_the_master(tmp_path: Path) -> N
 
 
 def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.start_master("--node-timeout", "1.5")
-    try:
+    with running_cluster(tmp_path, "--node-timeout", "1.5") as c:
         c.start_node("n1", gpus=1)
         marker = tmp_path / "restarts"
         batch = c.sbatch(
@@ -135,14 +133,10 @@ def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> No
         assert marker.read_text().splitlines() == ["n1 0", "n2 1"]
         assert c.job(no_requeue)["state"] == "NODE_FAIL"
         assert c.node_state("n1") == "down"
-    finally:
-        c.stop()
 
 
 def test_interactive_job_on_a_failed_node_ends_with_a_clear_message(tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.start_master("--node-timeout", "1")
-    try:
+    with running_cluster(tmp_path, "--node-timeout", "1") as c:
         c.start_node("n1", gpus=1)
         marker = tmp_path / "started"
         srun = subprocess.Popen(
@@ -168,8 +162,6 @@ def test_interactive_job_on_a_failed_node_ends_with_a_clear_message(tmp_path: Pa
             srun.kill()
         assert srun.returncode != 0
         assert "NODE_FAIL" in err.decode() and "n1" in err.decode()
-    finally:
-        c.stop()
 
 
 def test_drain_resume_remove(cluster: Cluster) -> None:
@@ -298,9 +290,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 def test_full_disk_refuses_submissions_and_acknowledges_only_what_is_stored(
     tmp_path: Path, tiny_disk: Path
 ) -> None:
-    c = Cluster(tmp_path)
-    c.start_master(state_dir=tiny_disk)
-    try:
+    with running_cluster(tmp_path, state_dir=tiny_disk) as c:
         address = parse_address(c.address)
         acked: list[int] = []
         refused = ""
@@ -321,8 +311,6 @@ def test_full_disk_refuses_submissions_and_acknowledges_only_what_is_stored(
         c.kill_master()
         c.start_master(port=c.port, state_dir=tiny_disk)
         assert set(c.jobs()) == set(acked)
-    finally:
-        c.stop()
 
 
 def test_master_restart_with_20_running_jobs(cluster: Cluster) -> None:

@@ -9,7 +9,7 @@ import struct
 import msgpack
 import pytest
 
-from tests.integration.conftest import Cluster
+from tests.integration.conftest import Cluster, running_cluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,14 +179,9 @@ def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
 
 
 def test_silent_peer_is_dropped_after_hello_timeout(tmp_path: object) -> None:
-    from pathlib import Path
 
-    c = Cluster(Path(str(tmp_path)))
-    c.start_master("--hello-timeout", "0.5")
-    try:
+    with running_cluster(tmp_path, "--hello-timeout", "0.5") as c:
         with connect(c) as sock:
             sock.settimeout(10)
             assert read_frame(sock) is None  # closed by the master, not by our timeout
         still_serving(c)
-    finally:
-        c.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PY, Cluster, pid_alive, wait_for
+from tests.integration.conftest import PY, Cluster, pid_alive, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -274,9 +274,7 @@ def test_nodes_view_and_impossible_request(cluster: Cluster) -> None:
 
 
 def test_node_disconnect_then_timeout_fails_its_jobs(tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.start_master("--node-timeout", "1")
-    try:
+    with running_cluster(tmp_path, "--node-timeout", "1") as c:
         c.start_node("n1", gpus=1)
         job_id = c.sbatch("--no-requeue", "--gpus", "1", "--wrap", "sleep 300")
         c.wait_state(job_id, "RUNNING")
@@ -284,8 +282,6 @@ def test_node_disconnect_then_timeout_fails_its_jobs(tmp_path: Path) -> None:
         c.nodes["n1"].wait(timeout=10)
         assert c.wait_state(job_id, "NODE_FAIL")["state"] == "NODE_FAIL"
         assert c.node_state("n1") == "down"
-    finally:
-        c.stop()
 
 
 def test_unreachable_master_is_one_line_exit_2(tmp_path: Path) -> None:

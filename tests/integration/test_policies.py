@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cluster, wait_for
+from tests.integration.conftest import Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,9 +116,7 @@ def test_qos_limits(tmp_path: Path) -> None:
         "[qos.normal]\nmax_gpus_per_user = 1\n"
         "[qos.short]\nmax_wall = '0:30'\npriority = 10\n"
     )
-    c = Cluster(tmp_path)
-    c.start_master("--config", str(config))
-    try:
+    with running_cluster(tmp_path, "--config", str(config)) as c:
         c.start_node("n1", gpus=2)
         too_long = c.cli("mgpu_sbatch", "-q", "short", "-t", "5", "--wrap", "true")
         assert too_long.returncode == 1 and "MaxWall" in too_long.stderr
@@ -153,8 +151,6 @@ def test_qos_limits(tmp_path: Path) -> None:
         )
         assert refused.returncode != 0 and "max_gpu" in refused.stderr
         assert refused.stderr.count("\n") == 1
-    finally:
-        c.stop()
 
 
 def test_time_limit_and_warning_signal(cluster: Cluster) -> None:

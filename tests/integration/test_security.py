@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mgpu_core import auth
-from tests.integration.conftest import Cluster, wait_for
+from tests.integration.conftest import Cluster, running_cluster, wait_for
 from tests.integration.test_hostile import closed_after_error, frame, read_frame
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,9 +167,7 @@ def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
 
 
 def test_connection_limit_per_address(tmp_path: Path) -> None:
-    c = Cluster(tmp_path)
-    c.start_master("--max-connections-per-address", "3")
-    try:
+    with running_cluster(tmp_path, "--max-connections-per-address", "3") as c:
         idle = [socket.create_connection(("127.0.0.1", c.port), timeout=10) for _ in range(3)]
         try:
             with socket.create_connection(("127.0.0.1", c.port), timeout=10) as extra:
@@ -183,8 +181,6 @@ def test_connection_limit_per_address(tmp_path: Path) -> None:
             sock.close()
         audit = (c.master_state / "audit.log").read_text()
         assert "event=connection_refused" in audit
-    finally:
-        c.stop()
 
 
 def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
@@ -194,9 +190,7 @@ def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
 
     config = tmp_path / "master.toml"
     config.write_text("private_commands = true\n")
-    c = Cluster(tmp_path)
-    c.start_master("--config", str(config))
-    try:
+    with running_cluster(tmp_path, "--config", str(config)) as c:
         address = parse_address(c.address)
         with Client(address, user="alice") as alice, Client(address, user="bob") as bob:
             job_id = alice.submit(JobSpec(argv=["train", "--secret-flag"], hold=True, cwd="/x"))
@@ -206,5 +200,3 @@ def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
         assert seen_by_bob["cwd"] == ""
         assert seen_by_alice["command"] == "train --secret-flag"
         assert "--secret-flag" in c.job(job_id)["command"]  # root is an admin
-    finally:
-        c.stop()
