@@ -9,7 +9,8 @@ cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 state="$root/.mgpu-demo"
 port="${MGPU_DEMO_PORT:-$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
-export MGPU_MASTER="127.0.0.1:$port"
+# Clients talk to the master over its Unix socket: the kernel vouches for the user.
+export MGPU_MASTER="unix:$state/master/master.sock"
 work="$state/jobs"
 rm -rf "$state"  # every demo starts from an empty cluster
 mkdir -p "$work"

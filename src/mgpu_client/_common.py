@@ -17,7 +17,7 @@ import click
 from mgpu_client.client import Client
 from mgpu_core.arrays import parse_array
 from mgpu_core.cliutil import parsed_by
-from mgpu_core.config import resolve_master
+from mgpu_core.config import client_addresses
 from mgpu_core.deps import parse_dependency
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 from mgpu_core.hostlist import expand_hostlist
@@ -38,12 +38,20 @@ def master_option(fn: F) -> F:
         "--master",
         metavar="HOST:PORT",
         default=None,
-        help="Master address [default: $MGPU_MASTER, else the config file, else 127.0.0.1:6860].",
+        help="Master address, HOST:PORT or unix:PATH [default: $MGPU_MASTER, else the "
+        "master's Unix socket on this host, else the config file, else 127.0.0.1:6860].",
     )(fn)
 
 
 def connect(master: str | None) -> Client:
-    return Client(resolve_master(master))
+    """A session with the first reachable of the addresses the client may use."""
+    addresses = client_addresses(master)
+    for address in addresses[:-1]:
+        try:
+            return Client(address)
+        except MasterUnreachable:
+            continue  # a stale socket file left by a stopped master: try the next
+    return Client(addresses[-1])
 
 
 def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgpu_core.config import Address
 from mgpu_core.conn import BlockingConnection
-from mgpu_core.errors import ProtocolError, error_from_wire
+from mgpu_core.errors import AuthenticationFailed, ProtocolError, error_from_wire
 from mgpu_core.models import JobSpec
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
+
+if TYPE_CHECKING:
+    from mgpu_core.auth import Token
 
 EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended"})
 
@@ -28,27 +31,69 @@ def current_user() -> str:
         return os.environ.get("USER") or str(os.getuid())
 
 
+def _data(reply: Message) -> dict[str, Any]:
+    data = reply.get("data")
+    return data if isinstance(data, dict) else {}
+
+
 class Client:
-    """A session with the master. Requests are sequential; pushed job events are queued."""
+    """A session with the master. Requests are sequential; pushed job events are queued.
+
+    On the master's Unix socket the kernel tells the master who we are. Over TCP we prove a
+    user token (``token``, else the token file; see mgpu_core.auth) by challenge-response.
+    """
 
     def __init__(
-        self, address: Address, *, timeout_s: float = 30.0, user: str | None = None
+        self,
+        address: Address,
+        *,
+        timeout_s: float = 30.0,
+        user: str | None = None,
+        token: Token | None = None,
     ) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self._conn = BlockingConnection.connect(address, timeout_s=timeout_s)
         self._next_id = 1
         self._events: deque[Message] = deque()
-        self.server_version = ""
-        hello = self._call(
-            {
-                "t": "hello",
-                "version": PROTOCOL_VERSION,
-                "role": "client",
-                "user": user or current_user(),
-            }
-        )
+        try:
+            hello = self._hello(user or current_user(), token)
+        except BaseException:
+            self._conn.close()
+            raise
         self.server_version = str(hello.get("server", ""))
+        self.user = str(hello.get("user", ""))
+
+    def _hello(self, user: str, token: Token | None) -> dict[str, Any]:
+        msg: Message = {"t": "hello", "version": PROTOCOL_VERSION, "role": "client", "user": user}
+        if self.address.path:
+            return self._call(msg)
+        # TCP: the token costs hashlib/hmac imports, paid only here.
+        from mgpu_core import auth
+
+        token_file = auth.default_token_file()
+        if token is None and token_file.exists():
+            token = auth.load_token(token_file)
+        if token is None:
+            try:
+                return self._call(msg)
+            except AuthenticationFailed as err:
+                raise AuthenticationFailed(f"{err.message} (no token file {token_file})") from None
+        nonce = auth.new_nonce()
+        req_id = self._send({**msg, "token": token.token_id, "nonce": nonce})
+        challenge = self._reply(req_id, accept="challenge")
+        theirs = challenge.get("nonce")
+        if not isinstance(theirs, bytes) or not auth.verify(
+            auth.proof(token.secret, "master", token.token_id, nonce, theirs),
+            challenge.get("proof"),
+        ):
+            raise AuthenticationFailed(
+                f"the server at {self.address} does not know token {token.token_id}: "
+                "it is not the master that issued it"
+            )
+        mine = auth.proof(token.secret, "client", token.token_id, theirs, nonce)
+        self._conn.send({"t": "auth", "proof": mine})
+        return _data(self._reply(req_id))
 
     def __enter__(self) -> Client:
         return self
@@ -60,10 +105,17 @@ class Client:
         self._conn.close()
 
     def _call(self, msg: Message) -> dict[str, Any]:
+        return _data(self._reply(self._send(msg)))
+
+    def _send(self, msg: Message) -> int:
         req_id = self._next_id
         self._next_id += 1
         msg["id"] = req_id
         self._conn.send(msg)
+        return req_id
+
+    def _reply(self, req_id: int, accept: str = "ok") -> Message:
+        """The master's answer to request ``req_id``, queueing job events that come first."""
         while True:
             reply = self._conn.recv(self.timeout_s)
             kind = reply["t"]
@@ -74,10 +126,9 @@ class Client:
                 raise ProtocolError(f"reply for request {reply.get('id')}, expected {req_id}")
             if kind == "error":
                 raise error_from_wire(reply.get("code"), reply.get("message"))
-            if kind != "ok":
+            if kind != accept:
                 raise ProtocolError(f"unexpected message {kind!r} from master")
-            data = reply.get("data")
-            return data if isinstance(data, dict) else {}
+            return reply
 
     def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         return self._call({"t": kind, **fields})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mgpu_client.client import Client
 from mgpu_core import auth
-from mgpu_core.config import Address, user_state_dir
+from mgpu_core.config import SOCKET_FILE, Address, local_mode_dir, unix_address
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 
 READY_TIMEOUT_S = 30.0
@@ -24,7 +24,7 @@ STOP_TIMEOUT_S = 20.0
 
 
 def default_dir() -> Path:
-    return user_state_dir() / "local"
+    return local_mode_dir()
 
 
 def _program(name: str, module: str) -> list[str]:
@@ -71,7 +71,8 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
     state.mkdir(parents=True, exist_ok=True)
     if _read_pid(state / "master.pid") or _read_pid(state / "node.pid"):
         raise ConfigError(f"a local cluster is already running (state in {state}); stop it first")
-    address = Address("127.0.0.1", port)
+    # Clients use the socket (no token needed; found without setup in the default directory).
+    address = unix_address((state / "master" / SOCKET_FILE).absolute())
     # The key is made here, before either process starts, so the node never races the master.
     (state / "master").mkdir(exist_ok=True)
     key_file = state / "master" / auth.KEY_FILE

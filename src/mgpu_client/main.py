@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import cancel, control, gpu, queue, sbatch, srun
+from mgpu_client import admin, cancel, control, gpu, queue, sbatch, srun
 from mgpu_client._common import (
     ARRAY_OPTION,
     CONTEXT,
@@ -136,6 +136,19 @@ def attach(*, job_id: int, master: str | None) -> None:
     sys.exit(code)
 
 
+cli.add_command(admin.admin, "admin")
+
+
+@cli.command()
+@master_option
+@handles_errors(f"{PROG} whoami")
+def whoami(*, master: str | None) -> None:
+    """The user the master knows you as, and how you reached it."""
+    with connect(master) as client:
+        how = "Unix socket" if client.address.path else "token"
+        click.echo(f"{client.user} (via {how} {client.address})")
+
+
 @cli.group()
 def node() -> None:
     """Admin verbs for nodes: drain, resume, remove."""
@@ -207,7 +220,8 @@ def local_start(*, state_dir: Path | None, port: int, gpu_count: int | None) -> 
         state=state, port=port, gpu_count=gpu_count, node_id=socket.gethostname().split(".")[0]
     )
     click.echo(f"local cluster up: master {address}, logs in {state}")
-    if port != DEFAULT_PORT:
+    if state.absolute() != local_mode.default_dir().absolute():
+        # Clients look for the default directory's socket only.
         click.echo(f"use it with: export MGPU_MASTER={address}")
 
 

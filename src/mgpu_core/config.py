@@ -14,24 +14,47 @@ from mgpu_core.errors import ConfigError
 from mgpu_core.protocol import DEFAULT_PORT, MAX_FRAME_BYTES
 
 MASTER_ENV = "MGPU_MASTER"
+SOCKET_ENV = "MGPU_SOCKET"
 CONFIG_ENV = "MGPU_CONFIG"
 SYSTEM_CONFIG = Path("/etc/mgpu/config.toml")
+# Where a system master (state directory /var/lib/mgpu) puts its Unix socket.
+SYSTEM_SOCKET = Path("/var/lib/mgpu/master.sock")
+SOCKET_FILE = "master.sock"
+UNIX_PREFIX = "unix:"
+# sockaddr_un.sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
 
 
 @dataclass(frozen=True, slots=True)
 class Address:
+    """A TCP address, or a Unix-domain socket when ``path`` is set."""
+
     host: str
     port: int
+    path: str = ""
 
     def __str__(self) -> str:
+        if self.path:
+            return f"{UNIX_PREFIX}{self.path}"
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def unix_address(path: Path | str) -> Address:
+    text = str(path)
+    if len(os.fsencode(text)) > MAX_SOCKET_PATH:
+        raise ConfigError(f"socket path {text} is longer than {MAX_SOCKET_PATH} bytes")
+    return Address("", 0, text)
+
+
 def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
-    """``host``, ``host:port`` or ``[v6]:port`` -> Address."""
+    """``host``, ``host:port``, ``[v6]:port`` or ``unix:/path/to/socket`` -> Address."""
     raw = text.strip()
     if not raw:
         raise ConfigError("empty master address: use HOST:PORT")
+    if raw.startswith(UNIX_PREFIX):
+        if not raw[len(UNIX_PREFIX) :]:
+            raise ConfigError(f"invalid address '{text}': use unix:/path/to/socket")
+        return unix_address(raw[len(UNIX_PREFIX) :])
     host, port_text = raw, ""
     if raw.startswith("["):
         end = raw.find("]")
@@ -69,7 +92,12 @@ def _config_files() -> list[Path]:
     return [user_config_dir() / "config.toml", SYSTEM_CONFIG]
 
 
-def _master_from_files() -> str | None:
+def local_mode_dir() -> Path:
+    """Where ``mgpu_client local`` keeps its cluster (master state in ``master/``)."""
+    return user_state_dir() / "local"
+
+
+def _from_files(key: str) -> str | None:
     # tomllib is imported only when a file exists: client start-up time matters.
     for path in _config_files():
         if not path.is_file():
@@ -80,20 +108,48 @@ def _master_from_files() -> str | None:
             data = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        master = data.get("master")
-        if master is not None:
-            if not isinstance(master, str):
-                raise ConfigError(f"{path}: 'master' must be a string HOST:PORT")
-            return master
+        value = data.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise ConfigError(f"{path}: '{key}' must be a string")
+            return value
     return None
 
 
 def resolve_master(cli_value: str | None) -> Address:
     """The master's address: --master, else $MGPU_MASTER, else a config file, else default."""
-    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _master_from_files()):
+    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _from_files("master")):
         if value:
             return parse_address(value)
     return Address("127.0.0.1", DEFAULT_PORT)
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return path.is_socket()
+    except OSError:  # a directory on the way we may not search
+        return False
+
+
+def client_addresses(cli_value: str | None) -> list[Address]:
+    """Where a client tries to reach the master, in order.
+
+    An explicit --master or $MGPU_MASTER is the only choice. Otherwise the master's Unix
+    socket comes first when one exists on this host ($MGPU_SOCKET, the config's ``socket``,
+    the local-mode cluster's, the system master's): there the kernel vouches for the user, so
+    clients on the master's host need no token. Then the config's TCP address or the default.
+    """
+    explicit = cli_value or os.environ.get(MASTER_ENV)
+    if explicit:
+        return [parse_address(explicit)]
+    configured = os.environ.get(SOCKET_ENV) or _from_files("socket")
+    candidates = (
+        [Path(configured)]
+        if configured
+        else [local_mode_dir() / "master" / SOCKET_FILE, SYSTEM_SOCKET]
+    )
+    sockets = [unix_address(p) for p in candidates if _is_socket(p)]
+    return [*sockets, resolve_master(None)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +158,7 @@ class ServerConfig:
     port: int = DEFAULT_PORT
     state_dir: Path = Path("mgpu-state")
     port_file: Path | None = None
+    socket_path: Path | None = None  # the Unix socket for clients on this host
     max_frame_bytes: int = MAX_FRAME_BYTES
     hello_timeout_s: float = 10.0
     node_timeout_s: float = 15.0

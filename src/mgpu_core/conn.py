@@ -27,11 +27,20 @@ class BlockingConnection:
         cls, address: Address, *, timeout_s: float, max_frame_bytes: int = MAX_FRAME_BYTES
     ) -> BlockingConnection:
         try:
-            sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
+            if address.path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    sock.settimeout(timeout_s)
+                    sock.connect(address.path)
+                except OSError:
+                    sock.close()
+                    raise
+            else:
+                sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise MasterUnreachable(f"cannot reach mgpu master at {address}: {reason}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(None)
         return cls(sock, address, max_frame_bytes)
 

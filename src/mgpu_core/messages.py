@@ -132,11 +132,13 @@ HELLO = Record(
         "role": (OneOf("client", "node"), REQUIRED),
         "user": (_NAME, ""),
         "node": (Optional(NODE_HELLO), None),
-        "nonce": (Optional(Bytes(64)), None),  # the node's challenge to the master
+        "nonce": (Optional(Bytes(64)), None),  # the node's (or client's) challenge to the master
+        # A TCP client's token id; it proves the secret after the master's challenge.
+        "token": (Optional(Str(64, min_len=1)), None),
     }
 )
 
-# Node authentication, after the hello (see mgpu_core.auth).
+# Node and token authentication, after the hello (see mgpu_core.auth).
 CHALLENGE = Record({"id": (_ID, 0), "nonce": (Bytes(64), REQUIRED), "proof": (Bytes(64), REQUIRED)})
 AUTH = Record({"proof": (Bytes(64), REQUIRED)})
 
@@ -218,6 +220,15 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "info": Record({"id": (_ID, REQUIRED)}),
+    # User tokens for TCP clients (admins): issue one, list them, revoke a user's (or one).
+    "token": Record(
+        {
+            "id": (_ID, REQUIRED),
+            "action": (OneOf("create", "list", "revoke"), REQUIRED),
+            "user": (_NAME, ""),
+            "token_id": (Str(64), ""),
+        }
+    ),
 }
 
 NODE_MESSAGES: dict[str, Record] = {
@@ -265,7 +276,7 @@ MASTER_TO_NODE: dict[str, Record] = {
 }
 
 MASTER_TO_CLIENT: frozenset[str] = frozenset(
-    {"ok", "error", "job_state", "job_output", "job_ended"}
+    {"ok", "error", "challenge", "job_state", "job_output", "job_ended"}
 )
 
 

@@ -14,7 +14,7 @@ import click
 
 from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
-from mgpu_core.config import ServerConfig, user_state_dir
+from mgpu_core.config import SOCKET_FILE, ServerConfig, unix_address, user_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.policy import PolicyConfig
@@ -50,6 +50,17 @@ def default_state_dir() -> Path:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write the bound port here once listening (for --port 0).",
+)
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Unix socket for clients on this host, who need no token there "
+    "[default: STATE_DIR/master.sock].",
+)
+@click.option(
+    "--no-socket", is_flag=True, help="Do not listen on a Unix socket (TCP clients only)."
 )
 @click.option(
     "--node-timeout",
@@ -109,6 +120,8 @@ def cli(
     port: int,
     state_dir: Path | None,
     port_file: Path | None,
+    socket_path: Path | None,
+    no_socket: bool,
     node_timeout_s: float,
     kill_grace_s: float,
     hello_timeout_s: float,
@@ -122,11 +135,15 @@ def cli(
     state = state_dir or default_state_dir()
     try:
         state.mkdir(parents=True, exist_ok=True)
+        if not no_socket:
+            socket_path = (socket_path or state / SOCKET_FILE).absolute()
+            unix_address(socket_path)  # refuses a path too long for a socket
         config = ServerConfig(
             host=host,
             port=port,
             state_dir=state,
             port_file=port_file,
+            socket_path=None if no_socket else socket_path,
             node_timeout_s=node_timeout_s,
             kill_grace_s=max(kill_grace_s, 0.01),
             hello_timeout_s=hello_timeout_s,
@@ -156,7 +173,11 @@ def cli(
     try:
         asyncio.run(_serve(config, store, policy, cluster_key))
     except OSError as exc:
-        click.echo(f"mgpu_master: cannot listen on {host}:{port}: {exc.strerror or exc}", err=True)
+        where = exc.filename or f"{host}:{port}"
+        click.echo(f"mgpu_master: cannot listen on {where}: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_STARTUP_FAILURE)
+    except MgpuError as exc:
+        click.echo(f"mgpu_master: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
 
 

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
-from mgpu_core import __version__, auth
+from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import ServerConfig
 from mgpu_core.errors import (
     AuthenticationFailed,
+    ConfigError,
     ConnectionClosed,
     MgpuError,
     ProtocolError,
@@ -27,14 +31,20 @@ from mgpu_core.errors import (
     TooManyConnections,
     VersionMismatch,
 )
-from mgpu_core.messages import AUTH, CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
+from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
-from mgpu_server import audit
+from mgpu_server import audit, authn
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode, ToWatchers
 from mgpu_server.policy import PolicyConfig
 from mgpu_server.service import ClientService
 from mgpu_server.store import MemoryStore, Store
+from mgpu_server.tokens import TokenRegistry
+
+NO_TOKEN = (
+    "TCP clients must present a user token: ask an admin for one "
+    "(mgpu_client admin token create USER), or use the master's Unix socket on its host"
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +67,11 @@ class Server:
             now=time.time(),
             policy=policy,
         )
+        self.tokens = TokenRegistry(self.cluster.store)
+        # The master's own user administers it, as root does (local mode runs as anyone).
+        self.owner = authn.user_name(os.geteuid())
+        self.token_sessions: dict[str, set[AsyncConnection]] = {}
+        self._closing: list[AsyncConnection] = []  # sessions to end once replies are out
         self.node_links: dict[str, AsyncConnection] = {}
         self.watchers: dict[int, set[AsyncConnection]] = {}
         self.service = ClientService(self)
@@ -67,6 +82,7 @@ class Server:
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
         self._server: asyncio.Server | None = None
+        self._unix_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
         self.should_exit = asyncio.Event()
@@ -81,8 +97,17 @@ class Server:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
+        if cfg.socket_path is not None:
+            _clear_stale_socket(cfg.socket_path)
+            self._unix_server = await asyncio.start_unix_server(
+                self._on_connect_unix, str(cfg.socket_path)
+            )
+            # Anyone on this host may connect: the kernel tells us who they are.
+            cfg.socket_path.chmod(0o666)
         self._spawn(self._liveness_loop())
         log.info("mgpu_master %s listening on %s:%d", __version__, cfg.host, self.port)
+        if cfg.socket_path is not None:
+            log.info("and on unix:%s", cfg.socket_path)
 
     async def serve_forever(self) -> None:
         await self.startup()
@@ -94,6 +119,10 @@ class Server:
     async def shutdown(self) -> None:
         if self._server is not None:
             self._server.close()
+        if self._unix_server is not None:
+            self._unix_server.close()
+            if self.config.socket_path is not None:
+                self.config.socket_path.unlink(missing_ok=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -146,6 +175,16 @@ class Server:
                     link.send(effect.msg)
             else:
                 self._send_watchers(effect)
+        closing, self._closing = self._closing, []
+        for conn in closing:
+            conn.close()
+
+    def end_sessions(self, token_ids: list[str]) -> None:
+        """Close every connection opened with these (revoked) tokens, after this turn's
+        replies: a revoked token stops working at once, not at the next connect."""
+        for token_id in token_ids:
+            self._closing.extend(self.token_sessions.pop(token_id, ()))
+        self.kick()
 
     def _arm_wakeup(self, at: float | None) -> None:
         """One timer for the earliest --begin time, re-armed only when that time changes."""
@@ -192,7 +231,18 @@ class Server:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
-        address = conn.peer.rsplit(":", 1)[0]
+        await self._accept(conn, conn.peer.rsplit(":", 1)[0], None)
+
+    async def _on_connect_unix(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
+        uid = authn.peer_uid(writer)
+        conn.peer = f"unix:uid={uid}"
+        await self._accept(conn, conn.peer, authn.user_name(uid))
+
+    async def _accept(self, conn: AsyncConnection, address: str, peer_user: str | None) -> None:
+        """Serve one connection; ``peer_user`` is who the kernel says it is (Unix socket)."""
         if not self._admit(address):
             audit.log_event("connection_refused", peer=conn.peer, reason="connection limit")
             err = TooManyConnections(f"too many connections (from {address} or in total)")
@@ -200,7 +250,7 @@ class Server:
             conn.close()
             return
         try:
-            await self._handle_connection(conn)
+            await self._handle_connection(conn, peer_user)
         finally:
             self._release(address)
 
@@ -221,7 +271,7 @@ class Server:
         else:
             del self._conns_by_address[address]
 
-    async def _handle_connection(self, conn: AsyncConnection) -> None:
+    async def _handle_connection(self, conn: AsyncConnection, peer_user: str | None) -> None:
         try:
             hello = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
             if hello["t"] != "hello":
@@ -235,7 +285,7 @@ class Server:
             if hello["role"] == "node":
                 await self._serve_node(conn, hello)
             else:
-                await self._serve_client(conn, hello)
+                await self._serve_client(conn, hello, peer_user)
         except AuthenticationFailed as err:
             audit.log_event("auth_failure", peer=conn.peer, reason=err.message)
             conn.send(error_reply(None, err.code, err.message))
@@ -251,10 +301,22 @@ class Server:
         finally:
             conn.close()
 
-    async def _serve_client(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
-        user = hello["user"] or "nobody"
+    async def _serve_client(
+        self, conn: AsyncConnection, hello: dict[str, Any], peer_user: str | None
+    ) -> None:
+        token_id = hello["token"]
+        if peer_user is not None:
+            user = peer_user  # the kernel's word; a claimed name is ignored
+        elif token_id is not None:
+            user = await self._authenticate_token(conn, hello, token_id)
+            self.token_sessions.setdefault(token_id, set()).add(conn)
+        else:
+            raise AuthenticationFailed(NO_TOKEN)
         self.reply(
-            conn, ok_reply(hello["id"], {"version": PROTOCOL_VERSION, "server": __version__})
+            conn,
+            ok_reply(
+                hello["id"], {"version": PROTOCOL_VERSION, "server": __version__, "user": user}
+            ),
         )
         try:
             while True:
@@ -269,11 +331,36 @@ class Server:
                 if data is not None:
                     self.reply(conn, ok_reply(msg["id"], data))
         finally:
-            self._client_gone(conn)
+            self._client_gone(conn, token_id)
 
-    def _client_gone(self, conn: AsyncConnection) -> None:
-        """Forget a closed client's subscriptions. Its interactive jobs keep running: srun may
-        re-attach after a network blip or a master restart, or from another shell."""
+    async def _authenticate_token(
+        self, conn: AsyncConnection, hello: dict[str, Any], token_id: str
+    ) -> str:
+        record = self.tokens.lookup(token_id)
+        if record is None:
+            raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
+        await authn.challenge(
+            conn,
+            hello,
+            record.secret,
+            token_id,
+            peer_role="client",
+            timeout_s=self.config.hello_timeout_s,
+        )
+        if self.tokens.lookup(token_id) is None:  # revoked while we waited for the proof
+            raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
+        audit.log_event("client_auth", peer=conn.peer, user=record.user, token=token_id)
+        return record.user
+
+    def _client_gone(self, conn: AsyncConnection, token_id: str | None) -> None:
+        """Forget a closed client's session and subscriptions. Its interactive jobs keep
+        running: srun may re-attach after a network blip or a master restart, or from another
+        shell."""
+        sessions = self.token_sessions.get(token_id or "")
+        if sessions is not None:
+            sessions.discard(conn)
+            if not sessions:
+                del self.token_sessions[token_id or ""]
         for job_id, conns in list(self.watchers.items()):
             conns.discard(conn)
             if not conns:
@@ -305,25 +392,15 @@ class Server:
                 self.kick()
 
     async def _authenticate_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
-        """Mutual HMAC challenge-response over both nonces (see mgpu_core.auth)."""
         node_id = hello["node"]["node_id"]
-        node_nonce = hello["nonce"]
-        if node_nonce is None or len(node_nonce) < 16:
-            raise AuthenticationFailed(f"node {node_id!r} sent no challenge: upgrade the agent")
-        nonce = auth.new_nonce()
-        master_proof = auth.proof(self.cluster_key, "master", node_id, node_nonce, nonce)
-        conn.send({"t": "challenge", "id": hello["id"], "nonce": nonce, "proof": master_proof})
-        try:
-            reply = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
-        except (ConnectionClosed, TimeoutError):
-            # A node whose key differs sees our proof fail and hangs up here.
-            audit.log_event("auth_failure", peer=conn.peer, node=node_id, reason="no answer")
-            raise
-        if reply["t"] != "auth":
-            raise ProtocolError(f"expected auth, got {reply['t']!r}")
-        given = AUTH.check(reply)["proof"]
-        if not auth.verify(auth.proof(self.cluster_key, "node", node_id, nonce, node_nonce), given):
-            raise AuthenticationFailed(f"node {node_id!r} failed authentication: wrong cluster key")
+        await authn.challenge(
+            conn,
+            hello,
+            self.cluster_key,
+            node_id,
+            peer_role="node",
+            timeout_s=self.config.hello_timeout_s,
+        )
         audit.log_event("node_auth", peer=conn.peer, node=node_id)
 
     def _on_node_message(self, node_id: str, msg: dict[str, Any]) -> None:
@@ -343,6 +420,23 @@ class Server:
         elif kind == "job_exited":
             cluster.job_exited(node_id, msg, now)
         self.kick()
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket file a dead master left behind; refuse to steal a live one's."""
+    if not path.exists():
+        return
+    if not path.is_socket():
+        raise ConfigError(f"{path} exists and is not a socket: remove it or choose --socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"another master is listening on {path}")
 
 
 def _refuse(reply: Message, refused: set[int], err: StorageError) -> Message:

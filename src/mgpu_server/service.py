@@ -33,11 +33,13 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "update": ("job_id", "changes"),
     "node_update": ("node_id", "action", "reason"),
     "turns": ("action", "users", "user", "mode", "seconds"),
+    "token": ("action", "user", "token_id"),  # never the secret
 }
 
 
 def _ids(data: dict[str, Any] | None) -> dict[str, Any]:
-    return {"job_id": data["job_id"]} if data and "job_id" in data else {}
+    """What a reply adds to its audit line: the new job's or token's id (never a secret)."""
+    return {k: data[k] for k in ("job_id", "token_id", "revoked") if data and k in data}
 
 
 class ClientService:
@@ -58,6 +60,7 @@ class ClientService:
             "priority": self.priority,
             "turns": self.turns,
             "node_update": self.node_update,
+            "token": self.token,
         }
 
     def handle(
@@ -71,7 +74,8 @@ class ClientService:
                 for k, v in msg.items()
                 if k in AUDITED[msg["t"]]
             }
-            audit.log_event(msg["t"], user=user, peer=conn.peer, **detail, **_ids(data))
+            detail.update(_ids(data))
+            audit.log_event(msg["t"], user=user, peer=conn.peer, **detail)
         return data
 
     def submit(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +86,13 @@ class ClientService:
         return {"job_id": job.job_id}
 
     def is_admin(self, user: str) -> bool:
-        # Until users are authenticated (issue #5), "admin" is the name the client claims.
-        return user == "root" or user in self.server.config.admins
+        """``user`` is authenticated (Unix socket peer or token): root, the master's own user
+        and the config's admins administer the cluster."""
+        return user in ("root", self.server.owner) or user in self.server.config.admins
+
+    def _require_admin(self, user: str, what: str) -> None:
+        if not self.is_admin(user):
+            raise PermissionDenied(f"only an admin can {what}")
 
     def _owned(
         self, user: str, refs: list[int | str], verb: str
@@ -167,8 +176,21 @@ class ClientService:
         return {"job": job.to_wire(time.time())}
 
     def node_update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(user, f"{msg['action']} a node")
         self.cluster.update_node(msg["node_id"], msg["action"], msg["reason"], time.time())
         return {}
+
+    def token(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+        self._require_admin(user, "manage tokens")
+        tokens = self.server.tokens
+        if msg["action"] == "create":
+            token = tokens.create(msg["user"], by=user, now_s=time.time())
+            return {"token_id": token.token_id, "token": str(token), "user": msg["user"]}
+        if msg["action"] == "list":
+            return {"tokens": tokens.listing(msg["user"])}
+        revoked = tokens.revoke(msg["user"], msg["token_id"])
+        self.server.end_sessions(revoked)
+        return {"revoked": revoked}
 
     def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         ids, errors = self._owned(user, msg["job_ids"], "cancel")

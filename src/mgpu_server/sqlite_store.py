@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,10 @@ class SqliteStore:
         self._dirty_settings: dict[str, Any] = {}
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
+            # The database holds user tokens' secrets: its owner only. SQLite gives the WAL
+            # and shm files the database file's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            self.path.chmod(0o600)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per turn.
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -17,6 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
+from mgpu_client.client import Client
+from mgpu_core.auth import Token, parse_token
+from mgpu_core.config import parse_address
+
 PY = sys.executable
 START_TIMEOUT_S = 20.0
 
@@ -51,17 +55,36 @@ class Cluster:
     master_state: Path = Path()
     master: subprocess.Popen[bytes] | None = None
     nodes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
+        """The master's TCP address (nodes; clients with a token)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def socket_address(self) -> str:
+        """The master's Unix socket: the test's own user (root, an admin) needs no token."""
+        return f"unix:{self.master_state / 'master.sock'}"
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["MGPU_MASTER"] = self.address
+        env["MGPU_MASTER"] = self.socket_address
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def token(self, user: str) -> Token:
+        """A token for ``user``, issued by the test's own user over the socket."""
+        if user not in self.tokens:
+            with Client(parse_address(self.socket_address)) as admin:
+                reply = admin.request("token", action="create", user=user)
+            self.tokens[user] = parse_token(reply["token"], "the master's reply")
+        return self.tokens[user]
+
+    def client(self, user: str) -> Client:
+        """A TCP session as ``user``, proven by that user's token."""
+        return Client(parse_address(self.address), token=self.token(user))
 
     def start_master(self, *extra: str, port: int = 0, state_dir: Path | None = None) -> None:
         """Start (or restart, with ``port=cluster.port``) the master on its state directory."""
@@ -220,7 +243,7 @@ class Cluster:
         for proc in psutil.process_iter():
             try:
                 env = proc.environ()
-                if env.get("MGPU_JOB_ID") and env.get("MGPU_MASTER") == self.address:
+                if env.get("MGPU_JOB_ID") and env.get("MGPU_MASTER") == self.socket_address:
                     proc.kill()
             except (psutil.Error, OSError):
                 continue

@@ -44,10 +44,18 @@ def tool(name: str) -> str:
 
 
 def run(
-    *argv: str, cwd: Path | None = None, timeout: float = CMD_TIMEOUT_S
+    *argv: str,
+    cwd: Path | None = None,
+    timeout: float = CMD_TIMEOUT_S,
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=timeout, cwd=cwd, env=_env()
+        list(argv),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**_env(), **(env_extra or {})},
     )
 
 
@@ -86,7 +94,8 @@ class BundleCluster:
 
     @property
     def master(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """The Unix socket: the test's user needs no token there."""
+        return f"unix:{self.tmp / 'm' / 'master.sock'}"
 
     def _start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with open(self.tmp / log_name, "ab") as log:
@@ -311,6 +320,29 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
 
     wait_for(completed, 30, f"job {job_id} to complete")
     assert (work / f"mgpu-{job_id}.out").read_text() == "batch-ok\n"
+
+    # Over TCP with a token (hashlib/hmac bundled although the client imports them lazily).
+    token = tmp_path / "token"
+    result = run(
+        tool("mgpu_client"),
+        "admin",
+        "token",
+        "create",
+        "--master",
+        cluster.master,
+        "--output",
+        str(token),
+        "alice",
+    )
+    assert result.returncode == 0, result.stderr
+    result = run(
+        tool("mgpu_client"),
+        "whoami",
+        "--master",
+        f"127.0.0.1:{cluster.port}",
+        env_extra={"MGPU_TOKEN_FILE": str(token)},
+    )
+    assert result.returncode == 0 and result.stdout.startswith("alice (via token"), result.stderr
 
     # cancel of an unknown job: non-zero, one line on stderr.
     result = run(tool("mgpu_cancel"), "--master", cluster.master, "99999")

@@ -55,7 +55,7 @@ def test_restart_keeps_pending_running_and_finished_jobs(cluster: Cluster) -> No
 
 
 def test_kill_9_during_concurrent_submits_loses_no_acknowledged_job(cluster: Cluster) -> None:
-    address = parse_address(cluster.address)
+    address = parse_address(cluster.socket_address)
     acked: list[int] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -291,7 +291,7 @@ def test_full_disk_refuses_submissions_and_acknowledges_only_what_is_stored(
     tmp_path: Path, tiny_disk: Path
 ) -> None:
     with running_cluster(tmp_path, state_dir=tiny_disk) as c:
-        address = parse_address(c.address)
+        address = parse_address(c.socket_address)
         acked: list[int] = []
         refused = ""
         big_env = {"PAYLOAD": "x" * 20_000}

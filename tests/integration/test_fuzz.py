@@ -34,6 +34,8 @@ TYPES = [
     "job_exited",
     "node_update",
     "priority",
+    "token",
+    "auth",
     "x" * 300,
 ]
 VALUES: list[Any] = [
@@ -73,6 +75,9 @@ def random_message(rng: random.Random) -> dict[str, Any]:
                 "data",
                 "job_id",
                 "mode",
+                "token",
+                "nonce",
+                "proof",
                 rng.choice(VALUES).__class__.__name__,
             ]
         )
@@ -103,14 +108,29 @@ def drain_until_closed(sock: socket.socket) -> None:
         pass
 
 
-def one_connection(port: int, rng: random.Random) -> int:
+def connect(cluster: Cluster, rng: random.Random) -> tuple[socket.socket, dict[str, Any]]:
+    """Mostly the Unix socket, where a hello is enough to reach the request handlers; else
+    TCP, where a hello with a forged token (or none) must be refused."""
+    hello: dict[str, Any] = {"t": "hello", "id": 1, "version": 1, "role": "client"}
+    if rng.random() < 0.7:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(cluster.socket_address.removeprefix("unix:"))
+        return sock, hello
+    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+    if rng.random() < 0.5:
+        hello.update(token=rng.choice(["0" * 16, "x", "a" * 64]), nonce=rng.randbytes(32))
+    return sock, hello
+
+
+def one_connection(cluster: Cluster, rng: random.Random) -> int:
     """One connection: a hello (usually), a batch of random messages in good frames (each is
     decoded and answered: an error reply, or ok for the rare valid one), then often a mutated
     or wildly sized frame that ends the connection. Returns the frames the master processed."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+    sock, hello = connect(cluster, rng)
+    with sock:
         parts = []
         if rng.random() < 0.9:
-            hello = {"t": "hello", "id": 1, "version": 1, "role": "client", "user": "fuzz"}
             parts.append(encode(hello))
         parts += [encode(random_message(rng)) for _ in range(FRAMES_PER_CONNECTION)]
         roll = rng.random()
@@ -134,7 +154,7 @@ def test_master_survives_a_flood_of_hostile_frames(cluster: Cluster) -> None:
     sent = 0
     rss_before = master.memory_info().rss
     while sent < TOTAL_FRAMES:
-        sent += one_connection(cluster.port, rng)
+        sent += one_connection(cluster, rng)
         if sent % 10_000 < FRAMES_PER_CONNECTION + 1:
             # A well-behaved client is served throughout.
             assert cluster.cli("mgpu_queue", "--json").returncode == 0

@@ -39,8 +39,14 @@ def read_frame(sock: socket.socket) -> dict[str, object] | None:
     return msg
 
 
-def connect(cluster: Cluster) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+def connect(cluster: Cluster, *, tcp: bool = False) -> socket.socket:
+    """The master's Unix socket (a hello there is enough to reach the request handlers), or
+    its TCP port (where only a hello with a token would be)."""
+    if tcp:
+        return socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(cluster.socket_address.removeprefix("unix:"))
     return sock
 
 
@@ -90,10 +96,11 @@ def test_four_gib_length_prefix_closes_only_that_connection(cluster: Cluster) ->
     ids=["garbage", "truncated", "not-a-map", "no-type", "empty", "http"],
 )
 def test_malformed_frames_before_hello(cluster: Cluster, payload: bytes) -> None:
-    with connect(cluster) as sock:
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
-        closed_after_error(sock)
+    for tcp in (True, False):
+        with connect(cluster, tcp=tcp) as sock:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+            closed_after_error(sock)
     still_serving(cluster)
 
 
@@ -147,7 +154,7 @@ def test_wrong_fields_and_unknown_types_get_error_replies(
 
 
 def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
-    with connect(cluster) as sock:
+    with connect(cluster, tcp=True) as sock:
         sock.sendall(
             frame(
                 {
@@ -160,7 +167,7 @@ def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
             )
         )
         assert closed_after_error(sock) == "bad_message"
-    with connect(cluster) as sock:
+    with connect(cluster, tcp=True) as sock:
         sock.sendall(
             frame(
                 {

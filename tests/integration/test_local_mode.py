@@ -34,8 +34,10 @@ def run(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProce
 
 def test_local_start_run_stop(tmp_path: Path) -> None:
     port = free_port()
-    state = tmp_path / "state"
-    env = dict(os.environ, MGPU_MASTER=f"127.0.0.1:{port}")
+    # No MGPU_MASTER: clients find the local cluster's Unix socket by themselves.
+    env = {k: v for k, v in os.environ.items() if k not in ("MGPU_MASTER", "MGPU_SOCKET")}
+    env["XDG_STATE_HOME"] = str(tmp_path / "xdg")
+    state = tmp_path / "xdg" / "mgpu" / "local"
     started = run(
         "local",
         "start",

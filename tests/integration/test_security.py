@@ -139,13 +139,10 @@ def test_audit_log_records_submissions_cancels_and_admin_actions(cluster: Cluste
 
 
 def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
-    from mgpu_client.client import Client
-    from mgpu_core.config import parse_address
     from mgpu_core.errors import PermissionDenied
     from mgpu_core.models import JobSpec
 
-    address = parse_address(cluster.address)
-    with Client(address, user="alice") as alice, Client(address, user="bob") as bob:
+    with cluster.client("alice") as alice, cluster.client("bob") as bob:
         job_id = alice.submit(JobSpec(argv=["sleep", "30"], hold=True, cwd="/"))
         for verb in ("cancel", "hold", "release", "requeue"):
             (result,) = bob.request(verb, job_ids=[job_id])["results"]
@@ -161,7 +158,7 @@ def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
         assert mine["ok"]
     assert cluster.job(job_id)["state"] == "CANCELLED"
     # An admin (root, here) may act on anyone's job.
-    with Client(address, user="alice") as alice:
+    with cluster.client("alice") as alice:
         other = alice.submit(JobSpec(argv=["true"], hold=True, cwd="/"))
     cluster.cli("mgpu_cancel", str(other), check=True)
 
@@ -184,15 +181,12 @@ def test_connection_limit_per_address(tmp_path: Path) -> None:
 
 
 def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
-    from mgpu_client.client import Client
-    from mgpu_core.config import parse_address
     from mgpu_core.models import JobSpec
 
     config = tmp_path / "master.toml"
     config.write_text("private_commands = true\n")
     with running_cluster(tmp_path, "--config", str(config)) as c:
-        address = parse_address(c.address)
-        with Client(address, user="alice") as alice, Client(address, user="bob") as bob:
+        with c.client("alice") as alice, c.client("bob") as bob:
             job_id = alice.submit(JobSpec(argv=["train", "--secret-flag"], hold=True, cwd="/x"))
             (seen_by_bob,) = bob.queue(job_ids=[job_id])["jobs"]
             (seen_by_alice,) = alice.queue(job_ids=[job_id])["jobs"]

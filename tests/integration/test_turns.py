@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from mgpu_client.client import Client
-from mgpu_core.config import parse_address
 from mgpu_core.models import JobSpec
 from tests.integration.conftest import Cluster, wait_for
 
@@ -17,7 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def submit_as(cluster: Cluster, user: str, command: str, gpus: int = 1) -> int:
-    with Client(parse_address(cluster.address), user=user) as client:
+    with cluster.client(user) as client:
         spec = JobSpec(
             script=f"#!/bin/sh\n{command}\n",
             gpus=gpus,
@@ -103,7 +101,7 @@ def test_revoke_force_next_slice_and_restart(cluster: Cluster, tmp_path: Path) -
 
 
 def test_non_admin_cannot_change_the_rotation(cluster: Cluster) -> None:
-    with Client(parse_address(cluster.address), user="mallory") as client:
+    with cluster.client("mallory") as client:
         assert client.request("turns", action="status")["mode"] == "priority"
         with pytest.raises(Exception, match="only an admin"):
             client.request("turns", action="set", users=["mallory"])
