@@ -102,6 +102,10 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
         "--stop-jobs-on-exit",
     ]
+    if os.geteuid() == 0:
+        # Root's own jobs may run as root on its own machine; everyone else's run as
+        # themselves (the socket tells the master who they are).
+        node.append("--allow-root-jobs")
     # Real GPUs when NVML finds some; otherwise fake ones so the queue is usable at all.
     node += (
         ["--gpu-count", str(gpu_count)] if gpu_count is not None else ["--fallback-gpu-count", "2"]

@@ -32,14 +32,18 @@ from typing import Any
 from mgpu_core.models import JobSpec
 from mgpu_node import procs
 from mgpu_node.gpus import GpuDevice
+from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
 from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
-from mgpu_node.wrapper import read_status
+from mgpu_node.wrapper import read_outcome
 
 log = logging.getLogger(__name__)
 
 # After the main process ends, how long its pipes may stay open before we stop waiting.
 DRAIN_TIMEOUT_S = 5.0
+# The wrapper ignores SIGTERM until its command has started; a cancel that lands in that
+# window would wait for the SIGKILL. So SIGTERM is sent once more, this long after the first.
+TERM_AGAIN_S = 0.2
 LOST_WHILE_DOWN = "exit status lost: the job ended while the node agent was down"
 LOST_ADOPTED = "exit status lost: the re-adopted job's wrapper was killed"
 
@@ -74,8 +78,12 @@ class Executor:
         state_dir: Path,
         exits: ExitSpool,
         emit: Emit,
+        job_users: JobUserPolicy,
     ) -> None:
         self.node_name = node_name
+        self.job_users = job_users
+        self.agent = agent_account()
+        log.info("node=%s %s", node_name, describe(job_users, self.agent))
         # Absolute: jobs run in their own working directory and get these paths as arguments.
         state_dir = state_dir.absolute()
         self.launcher = Launcher(node_name, devices, state_dir / "spool")
@@ -104,7 +112,11 @@ class Executor:
             self.exits.ack(job_id)
         spec = JobSpec.from_wire(launch["spec"])
         try:
-            proc = self.launcher.start(launch, spec, self.records.status_file(job_id))
+            account = choose_account(
+                launch["user"], self.job_users, agent=self.agent, node=self.node_name
+            )
+            status_file = self.records.status_file(job_id)
+            proc = self.launcher.start(launch, spec, status_file, account)
         except (OSError, ValueError) as exc:
             self._launch_failed(job_id, spec, exc, launch["restart_count"])
             return
@@ -182,9 +194,9 @@ class Executor:
 
     def _report_gone(self, record: JobRecord) -> None:
         procs.kill_leftovers(record.pid, record.job_id)
-        status = read_status(self.records.status_file(record.job_id))
-        exit_code, sig = status if status is not None else (None, None)
-        reason = _reason(record, sig, lost=LOST_WHILE_DOWN if status is None else "")
+        status = read_outcome(self.records.status_file(record.job_id))
+        exit_code, sig, failure = status if status is not None else (None, None, LOST_WHILE_DOWN)
+        reason = _reason(record, sig, note=failure)
         log.info(
             "job=%d node=%s ended while no agent ran: code=%s signal=%s",
             record.job_id,
@@ -245,11 +257,11 @@ class Executor:
             if handle is not None:
                 handle.cancel()
         del self.jobs[job.job_id]
-        exit_code, sig, lost = self._outcome(job, rc)
+        exit_code, sig, note = self._outcome(job, rc)
         log.info(
             "job=%d node=%s exited code=%s signal=%s", job.job_id, self.node_name, exit_code, sig
         )
-        reason = _reason(job.record, sig, lost=lost)
+        reason = _reason(job.record, sig, note=note)
         self._report_exit(
             job.job_id,
             exit_code,
@@ -260,11 +272,12 @@ class Executor:
         )
 
     def _outcome(self, job: RunningJob, rc: int | None) -> tuple[int | None, int | None, str]:
-        """(exit code, signal, why it is unknown): the wrapper's record is the best source;
-        it also covers the case where re-raising the signal was impossible (ignored)."""
-        status = read_status(self.records.status_file(job.job_id))
+        """(exit code, signal, why it is unknown or why the job could not start): the
+        wrapper's record is the best source; it also covers the case where re-raising the
+        signal was impossible (ignored)."""
+        status = read_outcome(self.records.status_file(job.job_id))
         if status is not None:
-            return status[0], status[1], ""
+            return status
         if rc is not None:
             return (None, -rc, "") if rc < 0 else (rc, None, "")
         if job.kill_sent:
@@ -328,7 +341,13 @@ class Executor:
             job.record.terminate_wall = time.time()
             loop = asyncio.get_running_loop()
             job.kill_handle = loop.call_later(job.record.kill_grace_s, self._kill_now, job)
+            if job.record.kill_grace_s > TERM_AGAIN_S:
+                loop.call_later(TERM_AGAIN_S, self._term_again, job)
         self._save(job.record)  # a restarted agent keeps the flags and the pending SIGKILL
+
+    def _term_again(self, job: RunningJob) -> None:
+        if self.jobs.get(job.job_id) is job:  # still running: its pid is still its own
+            procs.signal_tree(job.pid, signal.SIGTERM)
 
     def _kill_now(self, job: RunningJob) -> None:
         job.kill_sent = True
@@ -361,13 +380,14 @@ class Executor:
         self.jobs.clear()
 
 
-def _reason(record: JobRecord, sig: int | None, *, lost: str) -> str:
+def _reason(record: JobRecord, sig: int | None, *, note: str) -> str:
+    """``note``: why the status is lost, or why the job could not start (as-user wrapper)."""
     if record.timed_out:
         return "time limit reached"
     if record.cancelled:
         return "cancelled"
-    if lost:
-        return lost
+    if note:
+        return note
     if sig is not None:
         return f"killed by signal {_signal_name(sig)}"
     return ""

@@ -1,6 +1,10 @@
 """Starting a job's process: environment, batch script, output files, the wrapped exec; and
 relaying an interactive job's output pipes.
 
+A job that runs as the agent's own user is set up by the agent (working directory, script
+path, output files opened here). A job that runs as another user (jobuser.py) is started
+already switched to that user, and its wrapper does the setup with that user's permissions.
+
 A job is spawned with :mod:`subprocess`, not asyncio's subprocess support: an asyncio
 transport kills its child when it is closed or garbage-collected, and jobs must outlive the
 agent that started them. The pipes of interactive jobs are read with ``loop.add_reader``.
@@ -18,9 +22,16 @@ from typing import IO, Any
 
 from mgpu_core.models import JobSpec, expand_path_template
 from mgpu_node.gpus import GpuDevice
-from mgpu_node.wrapper import find_executable, wrap
+from mgpu_node.jobuser import (
+    Account,
+    create_status_file,
+    supplementary_groups,
+    write_script,
+)
+from mgpu_node.wrapper import find_executable, wrap, wrap_as_user
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
+DEFAULT_OUTPUT = "mgpu-%j.out"
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -32,10 +43,23 @@ class Launcher:
     spool_dir: Path  # batch scripts (absolute: jobs run in their own working directory)
 
     def start(
-        self, launch: dict[str, Any], spec: JobSpec, status_file: Path
+        self,
+        launch: dict[str, Any],
+        spec: JobSpec,
+        status_file: Path,
+        account: Account | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Spawn the job of ``launch`` under the wrapper; OSError/ValueError if it cannot."""
+        """Spawn the job of ``launch`` under the wrapper, as ``account`` if given (else as the
+        agent's own user); OSError/ValueError if it cannot."""
         job_id: int = launch["job_id"]
+        if spec.script is None and not spec.argv:
+            raise ValueError("the job has no command to run")
+        if account is not None:
+            if not os.path.isabs(spec.cwd):  # the wrapper resolves paths after entering it
+                raise ValueError(f"working directory {spec.cwd} is not an absolute path")
+            env = self._environment(job_id, spec, launch["gpu_indices"], launch["restart_count"])
+            env.update(account.environment())
+            return self._spawn_as(job_id, spec, env, status_file, account, launch["user"])
         if not Path(spec.cwd).is_dir():
             raise NotADirectoryError(
                 f"working directory {spec.cwd} does not exist on {self.node_name}"
@@ -68,20 +92,26 @@ class Launcher:
         )
         return env
 
+    def _script_path(self, job_id: int) -> Path:
+        self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return self.spool_dir / f"job-{job_id}.sh"
+
     def _argv(self, job_id: int, spec: JobSpec) -> list[str]:
         if spec.script is None:
             return spec.argv
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        path = self.spool_dir / f"job-{job_id}.sh"
+        path = self._script_path(job_id)
         path.write_text(spec.script)
         path.chmod(0o700)
         return [str(path), *spec.argv]
 
-    def _open_output(self, job_id: int, spec: JobSpec, template: str, user: str) -> IO[bytes]:
+    def _output_path(self, job_id: int, spec: JobSpec, template: str, user: str) -> Path:
         path = expand_path_template(
             template, job_id=job_id, name=spec.display_name(), user=user, node=self.node_name
         )
-        return open(Path(spec.cwd) / path, "wb")
+        return Path(spec.cwd) / path
+
+    def _open_output(self, job_id: int, spec: JobSpec, template: str, user: str) -> IO[bytes]:
+        return open(self._output_path(job_id, spec, template, user), "wb")
 
     def _spawn(
         self, job_id: int, spec: JobSpec, argv: list[str], env: dict[str, str], user: str
@@ -92,7 +122,7 @@ class Launcher:
                 stdout: Any = subprocess.PIPE
                 stderr: Any = subprocess.PIPE
             else:
-                out_template = spec.stdout_path or "mgpu-%j.out"
+                out_template = spec.stdout_path or DEFAULT_OUTPUT
                 stdout = self._open_output(job_id, spec, out_template, user)
                 files.append(stdout)
                 if spec.stderr_path and spec.stderr_path != out_template:
@@ -112,6 +142,57 @@ class Launcher:
         finally:
             for f in files:
                 f.close()  # the child has its own descriptors now
+
+    def _spawn_as(
+        self,
+        job_id: int,
+        spec: JobSpec,
+        env: dict[str, str],
+        status_file: Path,
+        account: Account,
+        user: str,
+    ) -> subprocess.Popen[bytes]:
+        """Start the job switched to ``account``: nothing the user named (directory, program,
+        output files) is touched with the agent's privileges; the wrapper does it."""
+        stdout = stderr = ""
+        if not spec.interactive:
+            out_template = spec.stdout_path or DEFAULT_OUTPUT
+            stdout = str(self._output_path(job_id, spec, out_template, user))
+            if spec.stderr_path and spec.stderr_path != out_template:
+                stderr = str(self._output_path(job_id, spec, spec.stderr_path, user))
+        groups = supplementary_groups(account)
+        fds: list[int] = []
+        try:
+            fds.append(create_status_file(status_file, account))
+            argv = spec.argv
+            if spec.script is not None:
+                fds.append(write_script(self._script_path(job_id), spec.script, account))
+                argv = [f"/dev/fd/{fds[-1]}", *spec.argv]
+            pipe = subprocess.PIPE if spec.interactive else subprocess.DEVNULL
+            wrapped = wrap_as_user(
+                argv,
+                cwd=spec.cwd,
+                stdout=stdout,
+                stderr=stderr,
+                user=account.name,
+                node=self.node_name,
+            )
+            return subprocess.Popen(
+                wrapped,
+                stdin=fds[0],  # the status file: the wrapper's to write
+                stdout=pipe,
+                stderr=pipe,
+                cwd="/",  # the wrapper enters the job's directory as the user
+                env=env,
+                start_new_session=True,
+                pass_fds=fds[1:],
+                user=account.uid,
+                group=account.gid,
+                extra_groups=groups,
+            )
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def spawn_error(exc: BaseException, spec: JobSpec) -> str:

@@ -5,7 +5,10 @@ Layout under the agent's ``--state-dir``::
     exits/<job_id>.json   a job_exited event, exactly as sent, kept until the master's exit_ack
     jobs/<job_id>.json    a running job: pid, start time, limits (see JobRecord)
     jobs/<job_id>.status  how the job's command ended, written by the wrapper (wrapper.py)
-    spool/job-<id>.sh     batch scripts (executor.py)
+    spool/job-<id>.sh     batch scripts (spawn.py)
+
+A job that runs as another user owns its status file and script (mode 0600/0700) and gets them
+as open descriptors (jobuser.py): nobody but the agent needs a path into this directory.
 
 Every file is written whole to ``.<name>.tmp`` and renamed over the final name, so a reader
 sees the old content or the new, never part of it. Exits are also fsynced (file and directory)

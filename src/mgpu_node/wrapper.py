@@ -22,6 +22,12 @@ How it behaves:
   A status of 129..128+SIGRTMAX whose signal kills by default is therefore reported as that
   signal (this is also how every shell reports it); other statuses pass through unchanged.
   Before re-raising, core dumps are disabled, so the wrapper does not dump a core of its own.
+* A job of another user (jobuser.py) runs under ``AS_USER_SCRIPT``, started already switched
+  to that user: it receives the status file as its stdin (the state directory is not that
+  user's to open), and first enters the working directory, opens the output files and finds
+  the program as that user. A step that fails is recorded as ``error CODE REASON``, which the
+  agent reports like a launch failure. A batch script's descriptor (``/dev/fd/N``, which the
+  script's interpreter opens) is the one extra descriptor such a job gets.
 """
 
 from __future__ import annotations
@@ -46,24 +52,81 @@ _NOT_FATAL = (
     signal.SIGWINCH,
 )
 _MAX_SIGNAL = int(signal.SIGRTMAX)
+# A status is one short line; a failure reason names a path or two.
+MAX_STATUS_BYTES = 8192
 _NOT_FATAL_CASE = "|".join(str(int(s)) for s in _NOT_FATAL)
 
-# Only numbers computed here are formatted into the text; job data arrives as "$@".
-SCRIPT = f"""\
-s=$1; shift
+# Only numbers computed here are formatted into the text; job data arrives as "$@". The
+# preludes define w, which records how the command ended: "exit N" or "signal N".
+_BODY = f"""\
 trap : {_TRAPPED}
 exec 3>&2 2>/dev/null
-( exec "$@" 3>&- ) 2>&3
+( exec "$@" 3>&- 4>&- ) 2>&3
 r=$?
 n=0
 [ "$r" -gt 128 ] && [ "$r" -le {128 + _MAX_SIGNAL} ] && n=$((r - 128))
-case $n in 0|{_NOT_FATAL_CASE}) printf 'exit %s\\n' "$r" >"$s"; exit "$r";; esac
-printf 'signal %s\\n' "$n" >"$s"
+case $n in 0|{_NOT_FATAL_CASE}) w exit "$r"; exit "$r";; esac
+w signal "$n"
 trap - {_TRAPPED}
 ulimit -c 0
 kill -"$n" $$
 exit "$r"
 """
+
+# The agent's own user: the agent set up the working directory and the output files; the status
+# file is a path.
+SCRIPT = (
+    """\
+s=$1; shift
+w() { printf '%s %s\\n' "$1" "$2" >"$s"; }
+"""
+    + _BODY
+)
+
+# Another user's job (jobuser.py): the process has switched to that user, and everything that
+# needs permissions is done here, as that user. The status file is stdin, open for writing; the
+# command gets /dev/null. Arguments: working directory, stdout file and stderr file ("": keep
+# the pipe this process was given; stderr "": same as stdout), user and node (for messages).
+# A step that fails records "error CODE REASON" (f), also told on stderr, and ends the job.
+# The program is looked up in $PATH as the exec will, so that a missing one is a clear reason
+# (as find_executable makes it for the agent's own jobs) without the agent looking for it.
+AS_USER_SCRIPT = (
+    """\
+exec 4>&0 </dev/null
+d=$1 o=$2 e=$3 u=$4 N=$5; shift 5
+w() { printf '%s %s\\n' "$1" "$2" >&4; }
+f() { printf 'mgpu: %s\\n' "$2" >&2; w error "$1 $2"; exit "$1"; }
+if ! CDPATH= cd -- "$d" 2>/dev/null; then
+  [ -e "$d" ] && f 1 "working directory $d is not accessible to user $u on node $N"
+  f 1 "working directory $d does not exist on node $N (as seen by user $u)"
+fi
+if [ -n "$o" ]; then
+  m=$(true 2>&1 >>"$o") || f 1 "cannot open output file $o as user $u: ${m##*: }"
+  exec >"$o"
+  if [ -n "$e" ]; then
+    m=$(true 2>&1 >>"$e") || f 1 "cannot open output file $e as user $u: ${m##*: }"
+    exec 2>"$e"
+  else
+    exec 2>&1
+  fi
+fi
+x=$1
+case $x in
+-*/*) x=./$x;;
+*/*) ;;
+*) x=; q=${PATH-/bin:/usr/bin}; case $q in *:) q=$q.;; esac
+   IFS=:; set -f
+   for p in $q; do
+     [ -f "${p:-.}/$1" ] && [ -x "${p:-.}/$1" ] && { x=${p:-.}/$1; break; }
+   done
+   unset IFS; set +f;;
+esac
+[ -n "$x" ] && [ -e "$x" ] || f 127 "execve(): $1: No such file or directory"
+[ -f "$x" ] && [ -x "$x" ] || f 127 "Permission denied: $1"
+case $1 in -*) shift; set -- "$x" "$@";; esac
+"""
+    + _BODY
+)
 
 
 def wrap(argv: list[str], status_file: Path, program: str) -> list[str]:
@@ -77,20 +140,49 @@ def wrap(argv: list[str], status_file: Path, program: str) -> list[str]:
     return [SHELL, "-c", SCRIPT, "mgpu-job", str(status_file), *argv]
 
 
-def read_status(status_file: Path) -> tuple[int | None, int | None] | None:
-    """(exit_code, signal) as the wrapper recorded it, or None if it recorded nothing usable."""
+def wrap_as_user(
+    argv: list[str], *, cwd: str, stdout: str, stderr: str, user: str, node: str
+) -> list[str]:
+    """The argv that runs ``argv`` for another user (see AS_USER_SCRIPT): to be started with
+    the status file, open for writing, as stdin, and already switched to ``user``.
+
+    ``stdout``/``stderr`` are the output files the wrapper opens, as that user ("" for stdout:
+    keep this process's; "" for stderr: the same file as stdout).
+    """
+    return [SHELL, "-c", AS_USER_SCRIPT, "mgpu-job", cwd, stdout, stderr, user, node, *argv]
+
+
+def read_outcome(status_file: Path) -> tuple[int | None, int | None, str] | None:
+    """(exit_code, signal, failure) as the wrapper recorded it, or None if it recorded nothing
+    usable. ``failure`` is why an as-user wrapper could not start the command, else "".
+
+    The file may belong to the job's user: only its beginning is read.
+    """
     try:
-        kind, _, value = status_file.read_text().strip().partition(" ")
-    except (OSError, UnicodeDecodeError):
+        with open(status_file, "rb") as f:
+            text = f.read(MAX_STATUS_BYTES).decode(errors="replace")
+    except OSError:
+        return None
+    kind, _, value = text.strip().partition(" ")
+    if kind == "error":
+        code, _, reason = value.partition(" ")
+        if code.isdigit() and 1 <= int(code) <= 255 and reason:
+            return int(code), None, " ".join(reason.split())
         return None
     if not value.isdigit():
         return None
     number = int(value)
     if kind == "exit" and 0 <= number <= 255:
-        return number, None
+        return number, None, ""
     if kind == "signal" and 1 <= number <= _MAX_SIGNAL:
-        return None, number
+        return None, number, ""
     return None
+
+
+def read_status(status_file: Path) -> tuple[int | None, int | None] | None:
+    """(exit_code, signal) as the wrapper recorded it, or None if it recorded nothing usable."""
+    outcome = read_outcome(status_file)
+    return None if outcome is None else (outcome[0], outcome[1])
 
 
 def find_executable(name: str, env: dict[str, str], cwd: str) -> str:

@@ -19,8 +19,10 @@ from typing import Any
 import psutil
 import pytest
 
+from mgpu_core.config import JobUser
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_node.executor import LOST_WHILE_DOWN, Executor
+from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.spool import ExitSpool
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,7 +37,13 @@ class Node:
         self.changed = asyncio.Event()
         self.exits = ExitSpool(state / "exits")
         self.executor = Executor(
-            node_name="n1", devices=[], state_dir=state, exits=self.exits, emit=self.emit
+            node_name="n1",
+            devices=[],
+            state_dir=state,
+            exits=self.exits,
+            emit=self.emit,
+            # Whoever runs the tests runs the jobs (root included), as with a local cluster.
+            job_users=JobUserPolicy(JobUser.AGENT, allow_root=True),
         )
         self.on_emit: Callable[[dict[str, Any]], None] = lambda msg: None
 
