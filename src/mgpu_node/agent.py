@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -27,6 +28,7 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import NodeConfig
 from mgpu_core.errors import (
     ConnectionClosed,
+    InternalError,
     NodeConflict,
     ProtocolError,
     RegistrationRefused,
@@ -36,6 +38,7 @@ from mgpu_core.messages import MASTER_TO_NODE, MAX_IDS_PER_REQUEST, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
 from mgpu_node.gpus import GpuBackend
+from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.spool import ExitSpool
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Agent:
             state_dir=config.state_dir,
             exits=self.exits,
             emit=self._emit,
+            job_users=JobUserPolicy(config.job_user, config.allow_root_jobs),
         )
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
@@ -105,20 +109,28 @@ class Agent:
         delay_s = 0.2
         try:
             while not self.should_exit.is_set():
+                why = ""
                 try:
                     await self._session()
                 except RegistrationRefused:
                     raise
-                except (OSError, ConnectionClosed, ProtocolError, TimeoutError) as exc:
-                    log.warning("master link: %s; retrying in %.1f s", exc, delay_s)
+                except (
+                    OSError,
+                    ConnectionClosed,
+                    ProtocolError,
+                    TimeoutError,
+                    InternalError,
+                ) as exc:
+                    why = str(exc) or type(exc).__name__  # str() of a TimeoutError is ""
                 if self.registered.is_set():
                     delay_s = 0.2  # the link worked: start the backoff afresh
                 self.registered.clear()
                 self._conn = None
+                wait_s = delay_s * random.uniform(0.5, 1.0)
+                if why:  # logged after the reset above, so that it says the actual wait
+                    log.warning("master link: %s; retrying in %.1f s", why, wait_s)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.should_exit.wait(), delay_s * random.uniform(0.5, 1.0)
-                    )
+                    await asyncio.wait_for(self.should_exit.wait(), wait_s)
                 delay_s = min(delay_s * 2, self.config.reconnect_max_s)
         finally:
             if self.stop_jobs_on_exit:
@@ -129,8 +141,17 @@ class Agent:
 
     async def _session(self) -> None:
         master = self.config.master
+        tls = None
+        if master.tls_ca:
+            from mgpu_core.tls import client_context
+
+            # Built per connection: a CA file the admin replaced is read again.
+            tls = client_context(Path(master.tls_ca))
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(master.host, master.port), timeout=10.0
+            asyncio.open_connection(
+                master.host, master.port, ssl=tls, server_hostname=master.host if tls else None
+            ),
+            timeout=10.0,
         )
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
         self._conn = conn
@@ -141,6 +162,13 @@ class Agent:
             if reply["t"] == "challenge":
                 self._answer_challenge(conn, validate(reply, MASTER_TO_NODE))
                 reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
+            elif reply["t"] == "ok":
+                # Authentication is mutual: whoever answers on the master's address without
+                # proving the cluster key must not get to send us launch orders.
+                raise RegistrationRefused(
+                    f"the master at {master} did not prove that it holds our cluster key "
+                    "(no challenge): check the master's address and version"
+                )
             if reply["t"] == "error":
                 err = error_from_wire(reply.get("code"), reply.get("message"))
                 if isinstance(err, NodeConflict):
@@ -240,7 +268,14 @@ class Agent:
                 return
             stop.cancel()
             msg = validate(recv.result(), MASTER_TO_NODE)
-            self._on_message(msg)
+            try:
+                self._on_message(msg)
+            except Exception as exc:
+                # A bug in obeying one message must not take the agent down (its jobs would
+                # lose their watcher): log it, and drop this link as for a bad message; the
+                # master reconciles our jobs from the next hello. The master does the same.
+                log.exception("could not handle the master's %r message", msg["t"])
+                raise InternalError(f"could not handle the master's {msg['t']!r}: {exc}") from exc
 
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["t"]
