@@ -13,9 +13,9 @@ import click
 EXIT_USAGE = 2
 
 
-def run_click(command: click.Command, prog: str) -> None:
+def run_click(command: click.Command, prog: str, args: list[str] | None = None) -> None:
     try:
-        rv = command.main(prog_name=prog, standalone_mode=False)
+        rv = command.main(args=args, prog_name=prog, standalone_mode=False)
     except click.ClickException as exc:
         click.echo(f"{prog}: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)

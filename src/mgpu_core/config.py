@@ -6,8 +6,10 @@ the process; invalid input raises :class:`ConfigError` with an actionable one-li
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from mgpu_core.errors import ConfigError
@@ -15,6 +17,7 @@ from mgpu_core.protocol import DEFAULT_PORT, MAX_FRAME_BYTES
 
 MASTER_ENV = "MGPU_MASTER"
 SOCKET_ENV = "MGPU_SOCKET"
+TLS_CA_ENV = "MGPU_TLS_CA"
 CONFIG_ENV = "MGPU_CONFIG"
 SYSTEM_CONFIG = Path("/etc/mgpu/config.toml")
 # Where a system master (state directory /var/lib/mgpu) puts its Unix socket.
@@ -27,11 +30,13 @@ MAX_SOCKET_PATH = 107
 
 @dataclass(frozen=True, slots=True)
 class Address:
-    """A TCP address, or a Unix-domain socket when ``path`` is set."""
+    """A TCP address, or a Unix-domain socket when ``path`` is set. ``tls_ca``: speak TLS
+    and trust only this CA's certificates (TCP only)."""
 
     host: str
     port: int
     path: str = ""
+    tls_ca: str = ""
 
     def __str__(self) -> str:
         if self.path:
@@ -117,11 +122,22 @@ def _from_files(key: str) -> str | None:
 
 
 def resolve_master(cli_value: str | None) -> Address:
-    """The master's address: --master, else $MGPU_MASTER, else a config file, else default."""
+    """The master's address: --master, else $MGPU_MASTER, else a config file, else default;
+    with TLS when $MGPU_TLS_CA or the config's ``tls_ca`` names the cluster's CA."""
+    address = Address("127.0.0.1", DEFAULT_PORT)
     for value in (cli_value, os.environ.get(MASTER_ENV) or None, _from_files("master")):
         if value:
-            return parse_address(value)
-    return Address("127.0.0.1", DEFAULT_PORT)
+            address = parse_address(value)
+            break
+    return with_tls(address, None)
+
+
+def with_tls(address: Address, ca: str | None) -> Address:
+    """``address`` using TLS with ``ca`` (else $MGPU_TLS_CA, else the config's ``tls_ca``)."""
+    if address.path:
+        return address
+    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files("tls_ca")
+    return dataclasses.replace(address, tls_ca=ca) if ca else address
 
 
 def _is_socket(path: Path) -> bool:
@@ -141,7 +157,7 @@ def client_addresses(cli_value: str | None) -> list[Address]:
     """
     explicit = cli_value or os.environ.get(MASTER_ENV)
     if explicit:
-        return [parse_address(explicit)]
+        return [resolve_master(explicit)]
     configured = os.environ.get(SOCKET_ENV) or _from_files("socket")
     candidates = (
         [Path(configured)]
@@ -159,6 +175,8 @@ class ServerConfig:
     state_dir: Path = Path("mgpu-state")
     port_file: Path | None = None
     socket_path: Path | None = None  # the Unix socket for clients on this host
+    tls_cert: Path | None = None  # with tls_key: TLS on the TCP port
+    tls_key: Path | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     hello_timeout_s: float = 10.0
     node_timeout_s: float = 15.0
@@ -181,6 +199,13 @@ class ServerConfig:
         return self
 
 
+class JobUser(StrEnum):
+    """Whose account a node agent runs jobs under (``mgpu_node --job-user``)."""
+
+    SUBMITTER = "submitter"  # the submitting user's (a root agent switches to it)
+    AGENT = "agent"  # the agent's own, whoever submitted (single-user setups, tests)
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     master: Address
@@ -190,6 +215,8 @@ class NodeConfig:
     heartbeat_interval_s: float = 5.0
     reconnect_max_s: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
+    job_user: JobUser = JobUser.SUBMITTER
+    allow_root_jobs: bool = False  # without it, a job that would run as root fails
 
     def validate(self) -> NodeConfig:
         if not self.node_id or len(self.node_id) > 256 or any(c.isspace() for c in self.node_id):

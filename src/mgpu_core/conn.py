@@ -38,6 +38,8 @@ class BlockingConnection:
             else:
                 sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if address.tls_ca:
+                    sock = _wrap_tls(sock, address)
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise MasterUnreachable(f"cannot reach mgpu master at {address}: {reason}") from None
@@ -69,3 +71,17 @@ class BlockingConnection:
 
     def close(self) -> None:
         self._sock.close()
+
+
+def _wrap_tls(sock: socket.socket, address: Address) -> socket.socket:
+    """TLS over ``sock``, the master's certificate checked against the cluster's CA; a
+    certificate that does not verify is an OSError (ssl.SSLError) like any failed connect."""
+    from pathlib import Path
+
+    from mgpu_core.tls import client_context
+
+    try:
+        return client_context(Path(address.tls_ca)).wrap_socket(sock, server_hostname=address.host)
+    except BaseException:
+        sock.close()
+        raise

@@ -13,7 +13,7 @@ import click
 
 from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, parsed_by, run_click
-from mgpu_core.config import Address, NodeConfig, resolve_master, user_state_dir
+from mgpu_core.config import Address, JobUser, NodeConfig, resolve_master, user_state_dir, with_tls
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.units import parse_size
 from mgpu_node.agent import Agent, host_resources
@@ -30,6 +30,13 @@ FAULT_FILE = "fake-gpu-faults"
     "--master-host", default=None, help="Master host [default: from $MGPU_MASTER or 127.0.0.1]."
 )
 @click.option("--master-port", type=click.IntRange(1, 65535), default=None, help="Master port.")
+@click.option(
+    "--tls-ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Speak TLS and trust only this CA for the master (mgpu_master init makes it) "
+    "[default: $MGPU_TLS_CA, else tls_ca in the config file, else plain TCP].",
+)
 @click.option("--node-id", default=None, help="Name of this node [default: hostname].")
 @click.option(
     "--gpu-count",
@@ -77,6 +84,22 @@ FAULT_FILE = "fake-gpu-faults"
     "leaving them running for the next agent to re-adopt.",
 )
 @click.option(
+    "--job-user",
+    type=click.Choice([u.value for u in JobUser]),
+    default=JobUser.SUBMITTER.value,
+    show_default=True,
+    help="Whose account jobs run under. submitter: an agent running as root runs each job as "
+    "the user who submitted it (an unknown user fails the job); an agent that is not root runs "
+    "only its own user's jobs and fails the others. agent: every job runs as the agent's user, "
+    "whoever submitted it (single-user setups).",
+)
+@click.option(
+    "--allow-root-jobs",
+    is_flag=True,
+    help="Run jobs that would run as root (submitted by root, or --job-user agent under a root "
+    "agent); without it they fail.",
+)
+@click.option(
     "--heartbeat-interval",
     "heartbeat_interval_s",
     type=click.FloatRange(min=0.05),
@@ -95,6 +118,7 @@ def cli(
     *,
     master_host: str | None,
     master_port: int | None,
+    tls_ca: Path | None,
     node_id: str | None,
     gpu_count: int | None,
     fallback_gpu_count: int | None,
@@ -103,6 +127,8 @@ def cli(
     state_dir: Path | None,
     key_file: Path | None,
     stop_jobs_on_exit: bool,
+    job_user: str,
+    allow_root_jobs: bool,
     heartbeat_interval_s: float,
     log_level: str,
 ) -> None:
@@ -110,7 +136,14 @@ def cli(
     configure_logging(log_level)
     try:
         default = resolve_master(None)
-        master = Address(master_host or default.host, master_port or default.port)
+        master = with_tls(
+            Address(master_host or default.host, master_port or default.port),
+            str(tls_ca) if tls_ca else None,
+        )
+        if master.tls_ca:
+            from mgpu_core.tls import client_context
+
+            client_context(Path(master.tls_ca))  # a bad CA file stops us here, in one line
         name = node_id or socket.gethostname().split(".")[0]
         config = NodeConfig(
             master=master,
@@ -118,6 +151,8 @@ def cli(
             fake_gpu_count=gpu_count,
             state_dir=state_dir or user_state_dir() / f"node-{name}",
             heartbeat_interval_s=heartbeat_interval_s,
+            job_user=JobUser(job_user),
+            allow_root_jobs=allow_root_jobs,
         ).validate()
         cluster_key = auth.load_key(key_file or DEFAULT_KEY_FILE)
     except MgpuError as exc:

@@ -167,7 +167,11 @@ def cli(
         click.echo(f"mgpu_master: cannot start: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
     config = dataclasses.replace(
-        config, admins=settings.admins, private_commands=settings.private_commands
+        config,
+        admins=settings.admins,
+        private_commands=settings.private_commands,
+        tls_cert=settings.tls_cert,
+        tls_key=settings.tls_key,
     )
     policy = settings.policy
     try:
@@ -198,7 +202,55 @@ async def _serve(
     await server.serve_forever()
 
 
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The master's state directory; certificates go to its tls/ [default: as mgpu_master].",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="A name or address clients and nodes use for the master (repeatable) "
+    "[default: this host's names and loopback].",
+)
+@click.option(
+    "--days", type=click.IntRange(1, 36500), default=3650, show_default=True, help="Validity."
+)
+@click.option("--force", is_flag=True, help="Replace existing certificates.")
+def init_cli(*, state_dir: Path | None, hosts: tuple[str, ...], days: int, force: bool) -> None:
+    """Prepare a cluster: the cluster key, a self-signed CA and the master's TLS certificate."""
+    from mgpu_server.tlsinit import TLS_DIR, default_hosts, make_cluster_certs
+
+    state = state_dir or default_state_dir()
+    tls = (state / TLS_DIR).absolute()
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        auth.load_or_create_key(state / auth.KEY_FILE)
+        make_cluster_certs(tls, list(hosts) or default_hosts(), days=days, force=force)
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or state}: {exc.strerror or exc}") from None
+    except MgpuError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"""cluster key: {(state / auth.KEY_FILE).absolute()} (copy to each node, mode 0600)
+CA certificate: {tls / "ca.pem"} (copy to every node and client host, e.g. /etc/mgpu/ca.pem)
+CA key: {tls / "ca.key"} (keep it here)
+
+Turn TLS on in the master's config file (mgpu_master --config FILE):
+  [tls]
+  cert = "{tls / "master.pem"}"
+  key = "{tls / "master.key"}"
+Nodes: mgpu_node --tls-ca /etc/mgpu/ca.pem ...
+Clients: tls_ca = "/etc/mgpu/ca.pem" in ~/.config/mgpu/config.toml or /etc/mgpu/config.toml"""
+    )
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["init"]:
+        run_click(init_cli, "mgpu_master init", sys.argv[2:])
     run_click(cli, "mgpu_master")
 
 

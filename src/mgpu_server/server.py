@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from mgpu_core import __version__
@@ -23,12 +22,10 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.config import ServerConfig
 from mgpu_core.errors import (
     AuthenticationFailed,
-    ConfigError,
     ConnectionClosed,
     MgpuError,
     ProtocolError,
     StorageError,
-    TooManyConnections,
     VersionMismatch,
 )
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
@@ -36,6 +33,7 @@ from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server import audit, authn
 from mgpu_server.cluster import Cluster
 from mgpu_server.effects import ToNode, ToWatchers
+from mgpu_server.listeners import Listeners
 from mgpu_server.policy import PolicyConfig
 from mgpu_server.service import ClientService
 from mgpu_server.store import MemoryStore, Store
@@ -47,6 +45,25 @@ NO_TOKEN = (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PassStats:
+    """How long scheduling passes take (shown by ``mgpu_client info``; the benchmarks read it)."""
+
+    passes: int = 0
+    last_ms: float = 0.0
+    max_ms: float = 0.0
+    total_ms: float = 0.0
+    last_pending: int = 0  # pending jobs left after the last pass
+
+    def record(self, seconds: float, pending: int) -> None:
+        ms = seconds * 1000
+        self.passes += 1
+        self.last_ms = ms
+        self.max_ms = max(self.max_ms, ms)
+        self.total_ms += ms
+        self.last_pending = pending
 
 
 class Server:
@@ -77,37 +94,25 @@ class Server:
         self.service = ClientService(self)
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
-        self._conns_by_address: dict[str, int] = {}
-        self._conns_total = 0
         self._wakeup: asyncio.TimerHandle | None = None
         self._wakeup_at: float | None = None
-        self._server: asyncio.Server | None = None
-        self._unix_server: asyncio.Server | None = None
+        self.listeners = Listeners(config, self._handle_connection)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
         self.should_exit = asyncio.Event()
+        self.pass_stats = PassStats()
 
     # ---- lifecycle -----------------------------------------------------------------------
 
     async def startup(self) -> None:
         cfg = self.config
-        self._server = await asyncio.start_server(self._on_connect, cfg.host, cfg.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        await self.listeners.start()
+        self.port = self.listeners.port
         if cfg.port_file is not None:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
-        if cfg.socket_path is not None:
-            _clear_stale_socket(cfg.socket_path)
-            self._unix_server = await asyncio.start_unix_server(
-                self._on_connect_unix, str(cfg.socket_path)
-            )
-            # Anyone on this host may connect: the kernel tells us who they are.
-            cfg.socket_path.chmod(0o666)
         self._spawn(self._liveness_loop())
-        log.info("mgpu_master %s listening on %s:%d", __version__, cfg.host, self.port)
-        if cfg.socket_path is not None:
-            log.info("and on unix:%s", cfg.socket_path)
 
     async def serve_forever(self) -> None:
         await self.startup()
@@ -117,12 +122,7 @@ class Server:
             await self.shutdown()
 
     async def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        if self._unix_server is not None:
-            self._unix_server.close()
-            if self.config.socket_path is not None:
-                self.config.socket_path.unlink(missing_ok=True)
+        await self.listeners.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -151,7 +151,10 @@ class Server:
         self._flush_scheduled = False
         cluster = self.cluster
         now = time.time()
-        cluster.schedule(now)
+        if cluster.pending and cluster.changed:  # else schedule() returns at once
+            started_s = time.perf_counter()
+            cluster.schedule(now)
+            self.pass_stats.record(time.perf_counter() - started_s, len(cluster.pending))
         if cluster.changed:
             self.kick()  # what just started may satisfy an `after:` dependency: one more pass
         self._arm_wakeup(cluster.wakeup_at)
@@ -228,48 +231,6 @@ class Server:
                 self.kick()
 
     # ---- connections ---------------------------------------------------------------------
-
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
-        await self._accept(conn, conn.peer.rsplit(":", 1)[0], None)
-
-    async def _on_connect_unix(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
-        uid = authn.peer_uid(writer)
-        conn.peer = f"unix:uid={uid}"
-        await self._accept(conn, conn.peer, authn.user_name(uid))
-
-    async def _accept(self, conn: AsyncConnection, address: str, peer_user: str | None) -> None:
-        """Serve one connection; ``peer_user`` is who the kernel says it is (Unix socket)."""
-        if not self._admit(address):
-            audit.log_event("connection_refused", peer=conn.peer, reason="connection limit")
-            err = TooManyConnections(f"too many connections (from {address} or in total)")
-            conn.send(error_reply(None, err.code, err.message))
-            conn.close()
-            return
-        try:
-            await self._handle_connection(conn, peer_user)
-        finally:
-            self._release(address)
-
-    def _admit(self, address: str) -> bool:
-        cfg = self.config
-        count = self._conns_by_address.get(address, 0)
-        if count >= cfg.max_connections_per_address or self._conns_total >= cfg.max_connections:
-            return False
-        self._conns_by_address[address] = count + 1
-        self._conns_total += 1
-        return True
-
-    def _release(self, address: str) -> None:
-        self._conns_total -= 1
-        left = self._conns_by_address[address] - 1
-        if left:
-            self._conns_by_address[address] = left
-        else:
-            del self._conns_by_address[address]
 
     async def _handle_connection(self, conn: AsyncConnection, peer_user: str | None) -> None:
         try:
@@ -420,23 +381,6 @@ class Server:
         elif kind == "job_exited":
             cluster.job_exited(node_id, msg, now)
         self.kick()
-
-
-def _clear_stale_socket(path: Path) -> None:
-    """Remove a socket file a dead master left behind; refuse to steal a live one's."""
-    if not path.exists():
-        return
-    if not path.is_socket():
-        raise ConfigError(f"{path} exists and is not a socket: remove it or choose --socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink()
-        return
-    finally:
-        probe.close()
-    raise ConfigError(f"another master is listening on {path}")
 
 
 def _refuse(reply: Message, refused: set[int], err: StorageError) -> Message:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from mgpu_core import __version__
@@ -239,4 +240,5 @@ class ClientService:
             "cpus_total": sum(n.cpus for n in up),
             "cpus_alloc": sum(n.cpus_alloc for n in up),
             "jobs": jobs,
+            "scheduler": asdict(self.server.pass_stats),
         }

@@ -3,6 +3,9 @@
 ```toml
 admins = ["alice"]                # besides root
 private_commands = false          # true: others' jobs are listed without command and directory
+[tls]                             # optional: TLS on the TCP port (see mgpu_master init)
+cert = "/var/lib/mgpu/tls/master.pem"
+key = "/var/lib/mgpu/tls/master.key"
 [scheduler]
 priority_weight_age = 1000
 priority_weight_fairshare = 10000
@@ -83,6 +86,19 @@ class MasterSettings:
     policy: PolicyConfig
     admins: frozenset[str] = frozenset()
     private_commands: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def _tls(path: Path, table: object) -> tuple[Path | None, Path | None]:
+    """[tls] cert and key (relative paths are relative to the config file)."""
+    if table is None:
+        return None, None
+    if not isinstance(table, dict) or set(table) != {"cert", "key"}:
+        raise ConfigError(f"config file {path}: [tls] needs exactly 'cert' and 'key'")
+    if not all(isinstance(v, str) and v for v in table.values()):
+        raise ConfigError(f"config file {path}: [tls] cert and key must be paths")
+    return path.parent / table["cert"], path.parent / table["key"]
 
 
 def load_master_settings(path: Path) -> MasterSettings:
@@ -93,7 +109,7 @@ def load_master_settings(path: Path) -> MasterSettings:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    unknown = sorted(set(data) - {"admins", "private_commands", "scheduler", "qos"})
+    unknown = sorted(set(data) - {"admins", "private_commands", "scheduler", "qos", "tls"})
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
     admins = data.get("admins", [])
@@ -114,4 +130,5 @@ def load_master_settings(path: Path) -> MasterSettings:
     private = data.get("private_commands", False)
     if not isinstance(private, bool):
         raise ConfigError(f"config file {path}: private_commands must be true or false")
-    return MasterSettings(PolicyConfig(qos=qos, **sched), frozenset(admins), private)
+    cert, key = _tls(path, data.get("tls"))
+    return MasterSettings(PolicyConfig(qos=qos, **sched), frozenset(admins), private, cert, key)

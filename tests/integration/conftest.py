@@ -126,8 +126,11 @@ class Cluster:
         *extra: str,
         wait: bool = True,
         stop_jobs_on_exit: bool = True,
+        jobs_as_agent: bool = True,
     ) -> None:
-        """Start an agent; by default it kills its jobs when stopped, so tests leak nothing."""
+        """Start an agent; by default it kills its jobs when stopped, so tests leak nothing,
+        and runs every job as the test's own user, root included (``jobs_as_agent=False``:
+        the agent's defaults, jobs run as their submitters)."""
         if stop_jobs_on_exit:
             extra = ("--stop-jobs-on-exit", *extra)
         log = open(self.tmp / f"node-{node_id}.log", "ab")  # noqa: SIM115
@@ -152,6 +155,7 @@ class Cluster:
                 "0.5",
                 "--key-file",
                 str(self.master_state / "cluster.key"),
+                *(("--job-user", "agent", "--allow-root-jobs") if jobs_as_agent else ()),
                 *extra,
             ],
             stdout=log,

@@ -244,10 +244,10 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stder
 @pytest.mark.parametrize(
     ("name", "loaded", "not_loaded"),
     [
-        ("mgpu_queue", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
-        ("mgpu_srun", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
-        ("mgpu_client", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil"}),
-        ("mgpu_master", {"mgpu_server"}, {"mgpu_client", "mgpu_node", "psutil"}),
+        ("mgpu_queue", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil", "ssl"}),
+        ("mgpu_srun", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil", "ssl"}),
+        ("mgpu_client", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "ssl"}),
+        ("mgpu_master", {"mgpu_server"}, {"mgpu_client", "mgpu_node", "psutil", "cryptography"}),
         ("mgpu_node", {"mgpu_node"}, {"mgpu_client", "mgpu_server"}),
     ],
 )
@@ -269,7 +269,8 @@ def test_launcher_imports_only_the_chosen_tool(
 
 
 def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> None:
-    node = cluster.start_node("n1", "--gpu-count", "2")
+    # The test's user (root here) submits: its jobs run as the agent's user.
+    node = cluster.start_node("n1", "--gpu-count", "2", "--job-user", "agent", "--allow-root-jobs")
     n1 = cluster.wait_node("n1", node)
     assert len(n1["gpus"]) == 2
 
@@ -349,6 +350,13 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     assert result.returncode != 0
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("mgpu_cancel: error: ")
+
+
+def test_bundled_master_init_makes_certificates(bundle: Path, tmp_path: Path) -> None:
+    """`mgpu_master init` needs the cryptography package inside the bundle."""
+    result = run(tool("mgpu_master"), "init", "--state-dir", str(tmp_path), "--host", "127.0.0.1")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tls" / "master.pem").read_text().startswith("-----BEGIN CERTIFICATE")
 
 
 def test_node_bundles_pynvml(cluster: BundleCluster) -> None:

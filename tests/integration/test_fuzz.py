@@ -11,8 +11,13 @@ from typing import Any
 import msgpack
 import psutil
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from mgpu_core.errors import ERROR_CODES
+from mgpu_core.messages import CLIENT_REQUESTS
 from tests.integration.conftest import Cluster
+from tests.integration.test_hostile import read_frame
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -164,3 +169,64 @@ def test_master_survives_a_flood_of_hostile_frames(cluster: Cluster) -> None:
     cluster.wait_state(job_id, "COMPLETED")
     growth_mb = (master.memory_info().rss - rss_before) / 2**20
     assert growth_mb < 100, f"master grew by {growth_mb:.0f} MB under the flood"
+
+
+# ---- hypothesis: every request type with arbitrary field values ---------------------------
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=50)
+    | st.binary(max_size=50)
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner),
+    max_leaves=20,
+)
+
+
+@st.composite
+def client_requests(draw: st.DrawFn) -> dict[str, Any]:
+    """A request of a real type (or, rarely, an unknown one) whose fields are the type's own
+    names (and a few others) with arbitrary values."""
+    kind = draw(st.sampled_from([*CLIENT_REQUESTS, "hello", "auth", "launch", "nope"]))
+    names = list(CLIENT_REQUESTS[kind].fields) if kind in CLIENT_REQUESTS else ["x"]
+    fields = draw(st.dictionaries(st.sampled_from([*names, "t2", ""]), _VALUES, max_size=6))
+    return {**fields, "t": kind, "id": draw(st.integers(0, 2**53))}
+
+
+def test_every_request_gets_a_reply_with_a_stable_code(cluster: Cluster) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(cluster.socket_address.removeprefix("unix:"))
+    sock.sendall(encode({"t": "hello", "id": 1, "version": 1, "role": "client"}))
+    assert read_frame(sock)["t"] == "ok"  # type: ignore[index]
+    seen: set[str] = set()
+
+    @given(client_requests())
+    @settings(
+        max_examples=400,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    def one(msg: dict[str, Any]) -> None:
+        sock.sendall(encode(msg))
+        while True:
+            reply = read_frame(sock)
+            assert reply is not None, f"the master closed the connection after {msg!r}"
+            if reply["t"] not in ("job_state", "job_output", "job_ended"):  # attach's events
+                break
+        assert reply["t"] in ("ok", "error"), reply
+        if reply["t"] == "error":
+            assert reply["code"] in ERROR_CODES, reply
+            seen.add(str(reply["code"]))
+        assert reply["id"] == msg["id"] or reply["id"] is None
+
+    one()
+    sock.close()
+    assert {"bad_message", "unknown_message_type"} <= seen
+    assert cluster.master is not None and cluster.master.poll() is None
+    assert cluster.cli("mgpu_queue").returncode == 0
