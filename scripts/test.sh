@@ -6,7 +6,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/scripts/setup.sh"
 cd "$root"
 echo "== ruff" >&2
-.venv/bin/ruff check src tests
+.venv/bin/ruff check src tests bench
 echo "== mypy (strict) on src/" >&2
 .venv/bin/mypy src
 echo "== pytest" >&2

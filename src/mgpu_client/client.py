@@ -150,6 +150,20 @@ class Client:
         data = self.request("submit", job=spec.to_wire(), attach=attach)
         return int(data["job_id"])
 
+    def submit_many(self, specs: list[JobSpec], *, window: int = 1000) -> list[int]:
+        """Submit pipelined: up to ``window`` requests in flight, so one connection is not
+        bound by round trips and the master commits each burst once (group commit). The ids
+        come back in order; the first refused submission raises (later ones may be stored)."""
+        ids: list[int] = []
+        in_flight: deque[int] = deque()
+        for spec in specs:
+            in_flight.append(self._send({"t": "submit", "job": spec.to_wire(), "attach": False}))
+            if len(in_flight) >= window:
+                ids.append(int(_data(self._reply(in_flight.popleft()))["job_id"]))
+        while in_flight:
+            ids.append(int(_data(self._reply(in_flight.popleft()))["job_id"]))
+        return ids
+
     def cancel(self, job_ids: list[int | str]) -> list[dict[str, Any]]:
         results = self.request("cancel", job_ids=job_ids)["results"]
         return list(results)

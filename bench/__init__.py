@@ -1,0 +1,1 @@
+"""mgpu benchmarks: `python -m bench` (see docs/performance.md)."""
