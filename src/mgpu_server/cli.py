@@ -186,6 +186,9 @@ def cli(
 
 
 def _audit_to(path: Path) -> None:
+    # Who did what from where: for the admins' eyes only.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    path.chmod(0o600)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     logging.getLogger("mgpu.audit").addHandler(handler)

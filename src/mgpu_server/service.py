@@ -185,6 +185,11 @@ class ClientService:
         self._require_admin(user, "manage tokens")
         tokens = self.server.tokens
         if msg["action"] == "create":
+            if not (conn.peer.startswith("unix:") or conn.writer.get_extra_info("ssl_object")):
+                raise PermissionDenied(
+                    "a new token's secret must not cross the network in the clear: create it "
+                    "on the master's host (Unix socket) or over TLS"
+                )
             token = tokens.create(msg["user"], by=user, now_s=time.time())
             return {"token_id": token.token_id, "token": str(token), "user": msg["user"]}
         if msg["action"] == "list":

@@ -110,6 +110,17 @@ def test_token_cli_create_use_list_revoke(cluster: Cluster, tmp_path: Path) -> N
     assert token.secret.hex() not in audit
 
 
+def test_tokens_are_not_created_over_plain_tcp(tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    config.write_text('admins = ["erin"]\n')
+    with running_cluster(tmp_path, "--config", str(config)) as c, c.client("erin") as erin:
+        with pytest.raises(PermissionDenied, match="in the clear"):
+            erin.request("token", action="create", user="frank")
+        assert erin.request("token", action="list")["tokens"]  # reading them is fine
+    audit = c.master_state / "audit.log"
+    assert stat.S_IMODE(audit.stat().st_mode) == 0o600
+
+
 def test_a_revoked_token_ends_open_sessions_at_once(cluster: Cluster) -> None:
     with cluster.client("bob") as bob, cluster.client("carol") as carol:
         bob.queue()
@@ -184,12 +195,16 @@ def test_admins_from_the_config_may_manage_tokens(tmp_path: Path) -> None:
     config = tmp_path / "master.toml"
     config.write_text('admins = ["erin"]\n')
     with running_cluster(tmp_path, "--config", str(config)) as c, c.client("erin") as erin:
-        made = erin.request("token", action="create", user="frank")
-        frank = auth.parse_token(made["token"], "reply")
-        with Client(parse_address(c.address), token=frank) as client:
-            assert client.user == "frank"
+        frank = c.token("frank")  # made on the master's host; erin manages them remotely
+        listed = erin.request("token", action="list", user="frank")["tokens"]
+        assert [t["token_id"] for t in listed] == [frank.token_id]
+        assert erin.request("token", action="revoke", user="frank")["revoked"]
+        with pytest.raises(AuthenticationFailed):
+            Client(parse_address(c.address), token=frank)
+        with c.client("gina") as gina:
+            assert gina.user == "gina"
             with pytest.raises(PermissionDenied):
-                client.request("token", action="list")
+                gina.request("token", action="list")
 
 
 def test_a_token_file_readable_by_others_is_refused(cluster: Cluster, tmp_path: Path) -> None:
