@@ -1,4 +1,5 @@
-"""Process configuration: one frozen dataclass per process, validated once.
+"""Where the master is: addresses, the Unix socket, config files, TLS trust. Clients import
+this at every start, so it stays light; the daemons' own settings are in mgpu_core.daemons.
 
 Precedence everywhere: command line > environment > config file > defaults. Nothing here exits
 the process; invalid input raises :class:`ConfigError` with an actionable one-line message.
@@ -6,14 +7,11 @@ the process; invalid input raises :class:`ConfigError` with an actionable one-li
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 from mgpu_core.errors import ConfigError
-from mgpu_core.protocol import DEFAULT_PORT, MAX_FRAME_BYTES
+from mgpu_core.protocol import DEFAULT_PORT
 
 MASTER_ENV = "MGPU_MASTER"
 SOCKET_ENV = "MGPU_SOCKET"
@@ -28,15 +26,39 @@ UNIX_PREFIX = "unix:"
 MAX_SOCKET_PATH = 107
 
 
-@dataclass(frozen=True, slots=True)
 class Address:
     """A TCP address, or a Unix-domain socket when ``path`` is set. ``tls_ca``: speak TLS
-    and trust only this CA's certificates (TCP only)."""
+    and trust only this CA's certificates (TCP only). Immutable; a plain class rather than a
+    dataclass because ``dataclasses`` (and the ``inspect`` it imports) would cost every client
+    command several milliseconds of start-up."""
+
+    __slots__ = ("host", "path", "port", "tls_ca")
+
+    def __init__(self, host: str, port: int, path: str = "", tls_ca: str = "") -> None:
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "path", path)
+        object.__setattr__(self, "tls_ca", tls_ca)
 
     host: str
     port: int
-    path: str = ""
-    tls_ca: str = ""
+    path: str
+    tls_ca: str
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Address is immutable")
+
+    def _key(self) -> tuple[str, int, str, str]:
+        return (self.host, self.port, self.path, self.tls_ca)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Address({self.host!r}, {self.port!r}, path={self.path!r}, tls_ca={self.tls_ca!r})"
 
     def __str__(self) -> str:
         if self.path:
@@ -137,7 +159,7 @@ def with_tls(address: Address, ca: str | None) -> Address:
     if address.path:
         return address
     ca = ca or os.environ.get(TLS_CA_ENV) or _from_files("tls_ca")
-    return dataclasses.replace(address, tls_ca=ca) if ca else address
+    return Address(address.host, address.port, tls_ca=ca) if ca else address
 
 
 def _is_socket(path: Path) -> bool:
@@ -166,63 +188,3 @@ def client_addresses(cli_value: str | None) -> list[Address]:
     )
     sockets = [unix_address(p) for p in candidates if _is_socket(p)]
     return [*sockets, resolve_master(None)]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    host: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    state_dir: Path = Path("mgpu-state")
-    port_file: Path | None = None
-    socket_path: Path | None = None  # the Unix socket for clients on this host
-    tls_cert: Path | None = None  # with tls_key: TLS on the TCP port
-    tls_key: Path | None = None
-    max_frame_bytes: int = MAX_FRAME_BYTES
-    hello_timeout_s: float = 10.0
-    node_timeout_s: float = 15.0
-    kill_grace_s: float = 10.0
-    # A client that stops reading (a stuck srun) is dropped past this much queued output,
-    # instead of the master buffering a job's whole output in memory.
-    max_client_backlog_bytes: int = 64 * 1024 * 1024
-    admins: frozenset[str] = frozenset()
-    private_commands: bool = False  # others' queue rows without command line and directory
-    # Bounds on what one host (or everyone) can hold open: a flood costs a closed socket each.
-    max_connections: int = 4096
-    max_connections_per_address: int = 512
-
-    def validate(self) -> ServerConfig:
-        if not 0 <= self.port < 65536:
-            raise ConfigError(f"invalid port {self.port}: use 0-65535")
-        for name in ("hello_timeout_s", "node_timeout_s", "kill_grace_s"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive")
-        return self
-
-
-class JobUser(StrEnum):
-    """Whose account a node agent runs jobs under (``mgpu_node --job-user``)."""
-
-    SUBMITTER = "submitter"  # the submitting user's (a root agent switches to it)
-    AGENT = "agent"  # the agent's own, whoever submitted (single-user setups, tests)
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    master: Address
-    node_id: str
-    fake_gpu_count: int | None = None
-    state_dir: Path = Path("mgpu-node-state")
-    heartbeat_interval_s: float = 5.0
-    reconnect_max_s: float = 5.0
-    max_frame_bytes: int = MAX_FRAME_BYTES
-    job_user: JobUser = JobUser.SUBMITTER
-    allow_root_jobs: bool = False  # without it, a job that would run as root fails
-
-    def validate(self) -> NodeConfig:
-        if not self.node_id or len(self.node_id) > 256 or any(c.isspace() for c in self.node_id):
-            raise ConfigError(f"invalid node id {self.node_id!r}: 1-256 non-blank characters")
-        if self.fake_gpu_count is not None and not 0 <= self.fake_gpu_count <= 64:
-            raise ConfigError("--gpu-count must be between 0 and 64")
-        if self.heartbeat_interval_s <= 0:
-            raise ConfigError("heartbeat interval must be positive")
-        return self

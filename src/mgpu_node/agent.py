@@ -25,7 +25,7 @@ import psutil
 
 from mgpu_core import __version__, auth
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.config import NodeConfig
+from mgpu_core.daemons import NodeConfig
 from mgpu_core.errors import (
     ConnectionClosed,
     InternalError,

@@ -13,7 +13,8 @@ import click
 
 from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, parsed_by, run_click
-from mgpu_core.config import Address, JobUser, NodeConfig, resolve_master, user_state_dir, with_tls
+from mgpu_core.config import Address, resolve_master, user_state_dir, with_tls
+from mgpu_core.daemons import JobUser, NodeConfig
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.units import parse_size
 from mgpu_node.agent import Agent, host_resources

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mgpu_core.config import JobUser
+from mgpu_core.daemons import JobUser
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import click
 
 from mgpu_core import __version__, auth
 from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
-from mgpu_core.config import SOCKET_FILE, ServerConfig, unix_address, user_state_dir
+from mgpu_core.config import SOCKET_FILE, unix_address, user_state_dir
+from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.policy import PolicyConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.config import ServerConfig
+from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import ConfigError, TooManyConnections
 from mgpu_core.protocol import error_reply
 from mgpu_server import audit, authn

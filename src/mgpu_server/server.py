@@ -19,7 +19,7 @@ from typing import Any
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.config import ServerConfig
+from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import (
     AuthenticationFailed,
     ConnectionClosed,

@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from mgpu_core.config import JobUser
+from mgpu_core.daemons import JobUser
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_node.executor import LOST_WHILE_DOWN, Executor
 from mgpu_node.jobuser import JobUserPolicy

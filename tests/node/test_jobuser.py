@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mgpu_core.config import Address, JobUser, NodeConfig
+from mgpu_core.config import Address
+from mgpu_core.daemons import JobUser, NodeConfig
 from mgpu_node.jobuser import (
     Account,
     JobRefused,
