@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from mgpu_core.config import Address
 from mgpu_core.conn import BlockingConnection
 from mgpu_core.errors import AuthenticationFailed, ProtocolError, error_from_wire
-from mgpu_core.models import JobSpec
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: a client command imports what it uses, nothing more
     from mgpu_core.auth import Token
+    from mgpu_core.models import JobSpec
 
 EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended"})
 

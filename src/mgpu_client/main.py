@@ -13,15 +13,12 @@ import click
 
 from mgpu_client import admin, cancel, control, gpu, queue, sbatch, srun
 from mgpu_client._common import (
-    ARRAY_OPTION,
     CONTEXT,
-    REQUEUE_OPTION,
-    build_spec,
     connect,
     handles_errors,
-    job_options,
     master_option,
 )
+from mgpu_client.jobopts import ARRAY_OPTION, REQUEUE_OPTION, build_spec, job_options
 from mgpu_core import __version__
 from mgpu_core.cliutil import run_click
 from mgpu_core.protocol import DEFAULT_PORT

@@ -14,13 +14,12 @@ from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
     EXIT_INTERRUPTED,
-    build_spec,
     connect,
     handles_errors,
-    job_options,
     master_option,
 )
 from mgpu_client.client import Client
+from mgpu_client.jobopts import build_spec, job_options
 from mgpu_core.cliutil import run_click
 from mgpu_core.errors import ConnectionClosed, MasterUnreachable
 
