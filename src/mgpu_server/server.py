@@ -155,7 +155,7 @@ class Server:
             started_s = time.perf_counter()
             cluster.schedule(now)
             self.pass_stats.record(time.perf_counter() - started_s, len(cluster.pending))
-        if cluster.changed:
+        if cluster.changed and cluster.pending:
             self.kick()  # what just started may satisfy an `after:` dependency: one more pass
         self._arm_wakeup(cluster.wakeup_at)
         replies, self._replies = self._replies, []
