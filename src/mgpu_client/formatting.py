@@ -9,15 +9,15 @@ from mgpu_core.units import format_duration, format_size
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool = True) -> str:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in ([headers] if header else []) + list(rows):
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])]
-        lines.append("  ".join([*cells, row[-1]]).rstrip())
+    """Left-aligned columns separated by two spaces; the last column is not padded.
+
+    Column-wise (one max() per column, one format string for all rows): mgpu_queue prints
+    tens of thousands of rows, and per-cell Python loops were a third of its wall time."""
+    all_rows = [headers, *rows]
+    columns = list(zip(*all_rows, strict=True))
+    widths = [max(map(len, column)) for column in columns[:-1]]
+    line = "  ".join([*(f"{{:<{w}}}" for w in widths), "{}"])
+    lines = [line.format(*row).rstrip() for row in (all_rows if header else rows)]
     return "\n".join(lines)
 
 
