@@ -175,6 +175,7 @@ class Client:
         states: list[str] | None = None,
         job_ids: list[int | str] | None = None,
         include_finished: bool = False,
+        fields: list[str] | None = None,
     ) -> dict[str, Any]:
         return self.request(
             "queue",
@@ -182,6 +183,7 @@ class Client:
             states=states or [],
             job_ids=job_ids or [],
             include_finished=include_finished,
+            fields=fields or [],
         )
 
     def nodes(self) -> list[dict[str, Any]]:

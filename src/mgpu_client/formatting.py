@@ -22,6 +22,19 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool
 
 
 QUEUE_HEADERS = ("JOBID", "NAME", "USER", "STATE", "TIME", "GPUS", "NODE(REASON)")
+# What queue_row reads: the listing asks the master for these fields only.
+QUEUE_FIELDS = [
+    "job_id",
+    "job_ref",
+    "name",
+    "user",
+    "state",
+    "reason",
+    "node",
+    "gpu_indices",
+    "elapsed_s",
+    "gpus",
+]
 
 
 def queue_row(job: dict[str, Any]) -> list[str]:

@@ -9,7 +9,7 @@ import click
 
 from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
 from mgpu_client.client import current_user
-from mgpu_client.formatting import QUEUE_HEADERS, queue_row, table
+from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
 from mgpu_core.arrays import parse_job_ref
 from mgpu_core.cliutil import run_click
 from mgpu_core.errors import ConfigError
@@ -79,7 +79,11 @@ def cli(
     ids = parse_job_ids(_split(jobs))
     with connect(master) as client:
         data = client.queue(
-            users=user_list, states=state_list, job_ids=ids, include_finished=everything
+            users=user_list,
+            states=state_list,
+            job_ids=ids,
+            include_finished=everything,
+            fields=None if as_json else QUEUE_FIELDS,
         )
     rows: list[dict[str, Any]] = data["jobs"]
     if as_json:

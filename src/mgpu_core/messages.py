@@ -154,6 +154,9 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "states": (ListOf(_STATES, 16), list),
             "job_ids": (_JOB_REFS, list),
             "include_finished": (Bool(), False),
+            # Only these fields of each row ([] = all): a listing of 10,000 jobs is mostly
+            # encoding and decoding, so a command asks for the columns it shows.
+            "fields": (ListOf(_NAME, 64), list),
         }
     ),
     "nodes": Record({"id": (_ID, REQUIRED)}),

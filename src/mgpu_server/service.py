@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.errors import JobNotFound, PermissionDenied, error_from_wire
+from mgpu_core.errors import InvalidRequest, JobNotFound, PermissionDenied, error_from_wire
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server import audit
@@ -219,6 +219,12 @@ class ClientService:
                 row.update(command="", cwd="", stdout_path=None)
             # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
             row["attached"] = len(watchers.get(row["job_id"], ()))
+        fields = msg["fields"]
+        if fields and rows:
+            unknown = sorted(set(fields) - set(rows[0]))
+            if unknown:
+                raise InvalidRequest(f"unknown queue field {unknown[0]!r}")
+            rows = [{k: row[k] for k in fields} for row in rows]
         return {"jobs": rows, "now": now}
 
     def nodes(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:

@@ -297,3 +297,19 @@ def test_unreachable_master_is_one_line_exit_2(tmp_path: Path) -> None:
         assert result.returncode == 2, (tool, result.stderr)
         assert result.stderr.count("\n") == 1 and "127.0.0.1:1" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_queue_returns_only_the_fields_asked_for(cluster: Cluster) -> None:
+    from mgpu_client.client import Client
+    from mgpu_core.config import parse_address
+    from mgpu_core.errors import InvalidRequest
+
+    job_id = cluster.sbatch("--hold", "--wrap", "true")
+    with Client(parse_address(cluster.socket_address)) as client:
+        (row,) = client.queue(job_ids=[job_id], fields=["job_id", "state"])["jobs"]
+        assert row == {"job_id": job_id, "state": "PENDING"}
+        with pytest.raises(InvalidRequest, match="unknown queue field 'bogus'"):
+            client.queue(fields=["job_id", "bogus"])
+    # The table asks for its columns only and still shows every one of them.
+    (line,) = cluster.cli("mgpu_queue", "--noheader", check=True).stdout.splitlines()
+    assert line.split()[0] == str(job_id) and "PENDING" in line and "(JobHeldUser)" in line
