@@ -1,23 +1,35 @@
-"""What every command shares: the --master option, connecting, and the error-to-exit-code
-mapping. The job options of srun, sbatch, submit and run are in jobopts.py, so that mgpu_queue
-and mgpu_cancel do not import their parsers."""
+"""What every click command shares: the --master option, and (from client.py and exits.py,
+which do not import click) connecting and the error-to-exit-code mapping. The job options of
+srun, sbatch, submit and run are in jobopts.py, so that mgpu_queue and mgpu_cancel do not
+import their parsers."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from mgpu_client.client import Client
-from mgpu_core.config import client_addresses
-from mgpu_core.errors import MasterUnreachable, MgpuError
+# Re-exported: the commands import them from here with the click helpers.
+from mgpu_client.client import connect
+from mgpu_client.exits import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_UNREACHABLE,
+    fail,
+    handles_errors,
+)
 
-EXIT_ERROR = 1
-EXIT_UNREACHABLE = 2
-EXIT_INTERRUPTED = 130
+__all__ = [
+    "CONTEXT",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_UNREACHABLE",
+    "connect",
+    "fail",
+    "handles_errors",
+    "master_option",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,43 +44,3 @@ def master_option(fn: F) -> F:
         help="Master address, HOST:PORT or unix:PATH [default: $MGPU_MASTER, else the "
         "master's Unix socket on this host, else the config file, else 127.0.0.1:6860].",
     )(fn)
-
-
-def connect(master: str | None) -> Client:
-    """A session with the first reachable of the addresses the client may use."""
-    addresses = client_addresses(master)
-    for address in addresses[:-1]:
-        try:
-            return Client(address)
-        except MasterUnreachable:
-            continue  # a stale socket file left by a stopped master: try the next
-    return Client(addresses[-1])
-
-
-def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
-    click.echo(f"{prog}: error: {message}", err=True)
-    sys.exit(code)
-
-
-def handles_errors(prog: str) -> Callable[[F], F]:
-    """Expected failures become one line on stderr and a non-zero exit, never a traceback."""
-
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except MasterUnreachable as err:
-                fail(prog, str(err), EXIT_UNREACHABLE)
-            except MgpuError as err:
-                fail(prog, str(err))
-            except KeyboardInterrupt:
-                sys.exit(EXIT_INTERRUPTED)
-            except BrokenPipeError:
-                # stdout closed early (| head): not an error worth a traceback.
-                sys.stderr.close()
-                sys.exit(EXIT_ERROR)
-
-        return inner  # type: ignore[return-value]
-
-    return wrap

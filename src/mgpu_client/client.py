@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import TYPE_CHECKING, Any
 
-from mgpu_core.config import Address
+from mgpu_core.config import Address, client_addresses
 from mgpu_core.conn import BlockingConnection
-from mgpu_core.errors import AuthenticationFailed, ProtocolError, error_from_wire
+from mgpu_core.errors import (
+    AuthenticationFailed,
+    MasterUnreachable,
+    ProtocolError,
+    error_from_wire,
+)
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 
-if TYPE_CHECKING:  # types only: a client command imports what it uses, nothing more
+# Types only (and not typing's TYPE_CHECKING: importing typing costs a command ~3 ms).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
     from mgpu_core.auth import Token
     from mgpu_core.models import JobSpec
 
@@ -191,3 +199,14 @@ class Client:
 
     def info(self) -> dict[str, Any]:
         return self.request("info")
+
+
+def connect(master: str | None) -> Client:
+    """A session with the first reachable of the addresses the client may use (``--master``)."""
+    addresses = client_addresses(master)
+    for address in addresses[:-1]:
+        try:
+            return Client(address)
+        except MasterUnreachable:
+            continue  # a stale socket file left by a stopped master: try the next
+    return Client(addresses[-1])

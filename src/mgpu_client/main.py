@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import admin, cancel, control, gpu, queue, sbatch, srun
+from mgpu_client import admin, cancel, control, follow, gpu, queue, sbatch, srun
 from mgpu_client._common import (
     CONTEXT,
     connect,
@@ -54,7 +54,7 @@ def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None
         click.echo(f"Submitted batch job {client.submit(spec)}")
 
 
-cli.add_command(srun.cli, "run")
+cli.add_command(srun.build_cli(), "run")
 cli.add_command(sbatch.cli, "sbatch")
 cli.add_command(queue.cli, "queue")
 cli.add_command(cancel.cli, "cancel")
@@ -121,13 +121,13 @@ def attach(*, job_id: int, master: str | None) -> None:
 
     Output the job wrote while nobody was attached is not replayed. Ctrl-C cancels the job.
     """
-    srun.install_signal_handlers()
+    follow.install_signal_handlers()
     client = connect(master)
     row = client.request("attach", job_id=job_id)["job"]
     if row["state"] not in ("PENDING", "RUNNING"):
         client.close()
-        sys.exit(srun.report_end(row, job_id, f"{PROG} attach"))
-    follower = srun.Follower(client, job_id, f"{PROG} attach")
+        sys.exit(follow.report_end(row, job_id, f"{PROG} attach"))
+    follower = follow.Follower(client, job_id, f"{PROG} attach")
     code = follower.run()
     follower.client.close()
     sys.exit(code)

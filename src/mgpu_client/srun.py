@@ -1,168 +1,68 @@
-"""``mgpu_srun``: submit a command, wait for resources, stream its output, exit with its code."""
+"""``mgpu_srun``: submit a command, wait for resources, stream its output, exit with its code.
+
+Start-up time is most of what a user waits for in ``mgpu_srun true``, and importing click alone
+costs ~30 ms: so ``main`` first tries :mod:`mgpu_client.quick`, which handles the common
+invocations (``[-G N] [-J NAME] [-c N] [--master ADDR] [--] COMMAND``) with the same result,
+and builds the click command only for everything else (other options, --help, mistakes).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import sys
-import time
-from typing import Any
 
-import click
+from mgpu_client.follow import Follower, install_signal_handlers
 
-from mgpu_client._common import (
-    CONTEXT,
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    connect,
-    handles_errors,
-    master_option,
-)
-from mgpu_client.client import Client
-from mgpu_client.jobopts import build_spec, job_options
-from mgpu_core.cliutil import run_click
-from mgpu_core.errors import ConnectionClosed, MasterUnreachable
+TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    import click
 
 PROG = "mgpu_srun"
-# After a cancel, how long to wait for the job's final state before giving up on it.
-CANCEL_WAIT_S = 30.0
 
 
-# Reconnect backoff while the master is away (srun follows the job across master restarts).
-RECONNECT_MIN_S = 0.1
-RECONNECT_MAX_S = 2.0
+def build_cli() -> click.Command:
+    """The full mgpu_srun command (click), also ``mgpu_client run``."""
+    import click
+
+    from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
+    from mgpu_client.jobopts import build_spec, job_options
+
+    @click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
+    @job_options
+    @master_option
+    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+    @handles_errors(PROG)
+    def cli(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
+        """Run COMMAND as a job and stream its output: mgpu_srun --gpus 1 -- python train.py"""
+        install_signal_handlers()
+        spec = build_spec(opts, argv=list(command), script=None, interactive=True)
+        sys.exit(run(connect(master), spec.to_wire()))
+
+    return cli
 
 
-class Detach(Exception):
-    """SIGHUP: the terminal is gone. Leave the job running; ``mgpu_client attach`` resumes."""
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def _hangup(signum: int, frame: object) -> None:
-    raise Detach
-
-
-def exit_status(event: dict[str, Any]) -> int:
-    """srun's exit code: the job's own, or 128+N for death by signal N."""
-    if event.get("signal"):
-        return 128 + int(event["signal"])
-    code = event.get("exit_code")
-    if isinstance(code, int):
-        return code & 0xFF if code >= 0 else EXIT_ERROR
-    return EXIT_ERROR
-
-
-def report_end(event: dict[str, Any], job_id: int, prog: str) -> int:
-    """Say how a job ended (unless it simply completed or exited non-zero) and return the
-    exit status; ``event`` is a job_ended event or a queue row."""
-    state = event["state"]
-    if state != "COMPLETED" and not (state == "FAILED" and event.get("exit_code")):
-        reason = f" ({event['reason']})" if event.get("reason") else ""
-        click.echo(f"{prog}: error: job {job_id} ended {state}{reason}", err=True)
-    return exit_status(event)
-
-
-def stream_job(
-    client: Client, job_id: int, *, prog: str = PROG, timeout_s: float | None = None
-) -> int:
-    """Relay a job's events until it ends; returns the exit status to use."""
-    out, err = sys.stdout.buffer, sys.stderr.buffer
-    waiting_said = False
-    while True:
-        event = client.next_event(timeout_s)
-        kind = event["t"]
-        if kind == "job_output":
-            stream = out if event["stream"] == 1 else err
-            stream.write(event["data"])
-            stream.flush()
-        elif kind == "job_state":
-            if event["state"] == "PENDING" and not waiting_said:
-                click.echo(f"{prog}: job {job_id} queued and waiting for resources", err=True)
-                waiting_said = True
-            elif event["state"] == "RUNNING" and waiting_said:
-                click.echo(f"{prog}: job {job_id} has been allocated resources", err=True)
-        elif kind == "job_ended":
-            return report_end(event, job_id, prog)
-
-
-class Follower:
-    """Follows one job; when the master goes away, reconnects and re-attaches."""
-
-    def __init__(self, client: Client, job_id: int, prog: str) -> None:
-        self.client = client
-        self.job_id = job_id
-        self.prog = prog
-
-    def follow(self, timeout_s: float | None = None) -> int:
-        while True:
-            try:
-                return stream_job(self.client, self.job_id, prog=self.prog, timeout_s=timeout_s)
-            except ConnectionClosed:
-                click.echo(
-                    f"{self.prog}: lost the master; reconnecting (job {self.job_id} keeps running)",
-                    err=True,
-                )
-            row = self._reattach()
-            if row["state"] not in ("PENDING", "RUNNING"):
-                return report_end(row, self.job_id, self.prog)
-
-    def _reattach(self) -> dict[str, Any]:
-        address = self.client.address
-        self.client.close()
-        delay_s = RECONNECT_MIN_S
-        while True:
-            try:
-                self.client = Client(address)
-                job: dict[str, Any] = self.client.request("attach", job_id=self.job_id)["job"]
-                return job
-            except (MasterUnreachable, ConnectionClosed, TimeoutError):
-                time.sleep(delay_s)  # waiting for the master to come back: nothing to wait on
-                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
-
-    def run(self) -> int:
-        """Follow to the end; Ctrl-C or SIGTERM cancels the job, SIGHUP detaches."""
-        try:
-            return self.follow()
-        except KeyboardInterrupt:
-            click.echo(f"{self.prog}: interrupted: cancelling job {self.job_id}", err=True)
-        except Detach:
-            return 128 + signal.SIGHUP
-        self.client.cancel([self.job_id])
-        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed):
-            stream_job(self.client, self.job_id, prog=self.prog, timeout_s=CANCEL_WAIT_S)
-        return EXIT_INTERRUPTED
-
-
-def install_signal_handlers() -> None:
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGHUP, _hangup)
-
-
-@click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
-@job_options
-@master_option
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@handles_errors(PROG)
-def cli(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
-    """Run COMMAND as a job and stream its output: mgpu_srun --gpus 1 -- python train.py"""
-    install_signal_handlers()
-    spec = build_spec(opts, argv=list(command), script=None, interactive=True)
-    client = connect(master)
+def run(client: Any, job: dict[str, Any]) -> int:
+    """Submit ``job`` (a wire job spec) attached, follow it to its end; srun's exit status."""
     try:
-        job_id = client.submit(spec, attach=True)
+        job_id = int(client.request("submit", job=job, attach=True)["job_id"])
         follower = Follower(client, job_id, PROG)
         code = follower.run()
     finally:
         client.close()
     follower.client.close()
-    sys.exit(code)
+    return code
 
 
 def main() -> None:
-    run_click(cli, PROG)
+    from mgpu_client import quick
+
+    code = quick.srun(sys.argv[1:], PROG)
+    if code is not None:
+        sys.exit(code)
+    from mgpu_core.cliutil import run_click
+
+    run_click(build_cli(), PROG)
 
 
 if __name__ == "__main__":

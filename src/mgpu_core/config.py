@@ -8,18 +8,23 @@ the process; invalid input raises :class:`ConfigError` with an actionable one-li
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import stat
 
 from mgpu_core.errors import ConfigError
 from mgpu_core.protocol import DEFAULT_PORT
+
+# Not typing.TYPE_CHECKING: typing and pathlib would cost every client ~8 ms of start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MASTER_ENV = "MGPU_MASTER"
 SOCKET_ENV = "MGPU_SOCKET"
 TLS_CA_ENV = "MGPU_TLS_CA"
 CONFIG_ENV = "MGPU_CONFIG"
-SYSTEM_CONFIG = Path("/etc/mgpu/config.toml")
+SYSTEM_CONFIG = "/etc/mgpu/config.toml"
 # Where a system master (state directory /var/lib/mgpu) puts its Unix socket.
-SYSTEM_SOCKET = Path("/var/lib/mgpu/master.sock")
+SYSTEM_SOCKET = "/var/lib/mgpu/master.sock"
 SOCKET_FILE = "master.sock"
 UNIX_PREFIX = "unix:"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
@@ -102,21 +107,29 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
     return Address(host, int(port_text))
 
 
+# The path helpers work on strings (os.path); the public ones return pathlib Paths, imported
+# when called.
+
+
+def _config_home() -> str:
+    return os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+
+
+def _state_home() -> str:
+    home = os.path.expanduser("~")
+    return os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+
+
 def user_config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "mgpu"
+    from pathlib import Path
+
+    return Path(_config_home(), "mgpu")
 
 
 def user_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "mgpu"
+    from pathlib import Path
 
-
-def _config_files() -> list[Path]:
-    explicit = os.environ.get(CONFIG_ENV)
-    if explicit:
-        return [Path(explicit)]
-    return [user_config_dir() / "config.toml", SYSTEM_CONFIG]
+    return Path(_state_home(), "mgpu")
 
 
 def local_mode_dir() -> Path:
@@ -124,16 +137,24 @@ def local_mode_dir() -> Path:
     return user_state_dir() / "local"
 
 
+def _config_files() -> list[str]:
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return [explicit]
+    return [os.path.join(_config_home(), "mgpu", "config.toml"), SYSTEM_CONFIG]
+
+
 def _from_files(key: str) -> str | None:
     # tomllib is imported only when a file exists: client start-up time matters.
     for path in _config_files():
-        if not path.is_file():
+        if not os.path.isfile(path):
             continue
         import tomllib
 
         try:
-            data = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            with open(path, encoding="utf-8") as f:
+                data = tomllib.loads(f.read())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {path}: {exc}") from None
         value = data.get(key)
         if value is not None:
@@ -162,10 +183,10 @@ def with_tls(address: Address, ca: str | None) -> Address:
     return Address(address.host, address.port, tls_ca=ca) if ca else address
 
 
-def _is_socket(path: Path) -> bool:
+def _is_socket(path: str) -> bool:
     try:
-        return path.is_socket()
-    except OSError:  # a directory on the way we may not search
+        return stat.S_ISSOCK(os.stat(path).st_mode)
+    except OSError:  # missing, or a directory on the way we may not search
         return False
 
 
@@ -182,9 +203,9 @@ def client_addresses(cli_value: str | None) -> list[Address]:
         return [resolve_master(explicit)]
     configured = os.environ.get(SOCKET_ENV) or _from_files("socket")
     candidates = (
-        [Path(configured)]
+        [configured]
         if configured
-        else [local_mode_dir() / "master" / SOCKET_FILE, SYSTEM_SOCKET]
+        else [os.path.join(_state_home(), "mgpu", "local", "master", SOCKET_FILE), SYSTEM_SOCKET]
     )
     sockets = [unix_address(p) for p in candidates if _is_socket(p)]
     return [*sockets, resolve_master(None)]

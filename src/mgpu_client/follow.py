@@ -1,0 +1,133 @@
+"""Following a job to its end, without click: srun's runtime (output relay, waiting notes,
+reconnects, Ctrl-C), shared by ``mgpu_srun`` (both of its paths) and ``mgpu_client attach``."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+
+from mgpu_client.client import Client
+from mgpu_client.exits import EXIT_ERROR, EXIT_INTERRUPTED
+from mgpu_core.errors import ConnectionClosed, MasterUnreachable
+
+TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+# After a cancel, how long to wait for the job's final state before giving up on it.
+CANCEL_WAIT_S = 30.0
+
+
+def say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+# Reconnect backoff while the master is away (srun follows the job across master restarts).
+RECONNECT_MIN_S = 0.1
+RECONNECT_MAX_S = 2.0
+
+
+class Detach(Exception):
+    """SIGHUP: the terminal is gone. Leave the job running; ``mgpu_client attach`` resumes."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _hangup(signum: int, frame: object) -> None:
+    raise Detach
+
+
+def exit_status(event: dict[str, Any]) -> int:
+    """srun's exit code: the job's own, or 128+N for death by signal N."""
+    if event.get("signal"):
+        return 128 + int(event["signal"])
+    code = event.get("exit_code")
+    if isinstance(code, int):
+        return code & 0xFF if code >= 0 else EXIT_ERROR
+    return EXIT_ERROR
+
+
+def report_end(event: dict[str, Any], job_id: int, prog: str) -> int:
+    """Say how a job ended (unless it simply completed or exited non-zero) and return the
+    exit status; ``event`` is a job_ended event or a queue row."""
+    state = event["state"]
+    if state != "COMPLETED" and not (state == "FAILED" and event.get("exit_code")):
+        reason = f" ({event['reason']})" if event.get("reason") else ""
+        say(f"{prog}: error: job {job_id} ended {state}{reason}")
+    return exit_status(event)
+
+
+def stream_job(client: Client, job_id: int, *, prog: str, timeout_s: float | None = None) -> int:
+    """Relay a job's events until it ends; returns the exit status to use."""
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    waiting_said = False
+    while True:
+        event = client.next_event(timeout_s)
+        kind = event["t"]
+        if kind == "job_output":
+            stream = out if event["stream"] == 1 else err
+            stream.write(event["data"])
+            stream.flush()
+        elif kind == "job_state":
+            if event["state"] == "PENDING" and not waiting_said:
+                say(f"{prog}: job {job_id} queued and waiting for resources")
+                waiting_said = True
+            elif event["state"] == "RUNNING" and waiting_said:
+                say(f"{prog}: job {job_id} has been allocated resources")
+        elif kind == "job_ended":
+            return report_end(event, job_id, prog)
+
+
+class Follower:
+    """Follows one job; when the master goes away, reconnects and re-attaches."""
+
+    def __init__(self, client: Client, job_id: int, prog: str) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.prog = prog
+
+    def follow(self, timeout_s: float | None = None) -> int:
+        while True:
+            try:
+                return stream_job(self.client, self.job_id, prog=self.prog, timeout_s=timeout_s)
+            except ConnectionClosed:
+                say(f"{self.prog}: lost the master; reconnecting (job {self.job_id} keeps running)")
+            row = self._reattach()
+            if row["state"] not in ("PENDING", "RUNNING"):
+                return report_end(row, self.job_id, self.prog)
+
+    def _reattach(self) -> dict[str, Any]:
+        address = self.client.address
+        self.client.close()
+        delay_s = RECONNECT_MIN_S
+        while True:
+            try:
+                self.client = Client(address)
+                job: dict[str, Any] = self.client.request("attach", job_id=self.job_id)["job"]
+                return job
+            except (MasterUnreachable, ConnectionClosed, TimeoutError):
+                time.sleep(delay_s)  # waiting for the master to come back: nothing to wait on
+                delay_s = min(delay_s * 2, RECONNECT_MAX_S)
+
+    def run(self) -> int:
+        """Follow to the end; Ctrl-C or SIGTERM cancels the job, SIGHUP detaches."""
+        try:
+            return self.follow()
+        except KeyboardInterrupt:
+            say(f"{self.prog}: interrupted: cancelling job {self.job_id}")
+        except Detach:
+            return 128 + signal.SIGHUP
+        self.client.cancel([self.job_id])
+        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed):
+            stream_job(self.client, self.job_id, prog=self.prog, timeout_s=CANCEL_WAIT_S)
+        return EXIT_INTERRUPTED
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _hangup)
