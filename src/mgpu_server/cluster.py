@@ -152,6 +152,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         job_ids: list[int] | None,
         include_finished: bool,
         now: float,
+        fields: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Queue rows. ``job_ids`` None = every job; a list (even empty) = only those."""
         pool = self.jobs.values() if job_ids is None else [self.jobs[i] for i in job_ids]
@@ -166,7 +167,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
                 continue
             if want_users and job.user not in want_users:
                 continue
-            rows.append(job.to_wire(now))
+            rows.append(job.to_wire(now, fields))
         return rows
 
     # ---- job events from nodes -----------------------------------------------------------

@@ -17,6 +17,7 @@ from mgpu_core.errors import InvalidRequest, JobNotFound, PermissionDenied, erro
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server import audit
+from mgpu_server.jobs import ROW_FIELDS
 
 if TYPE_CHECKING:  # the server owns the service; the import is for types only
     from mgpu_server.server import Server
@@ -205,26 +206,36 @@ class ClientService:
     def queue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         refs = msg["job_ids"]
+        fields = msg["fields"] or None
+        if fields is not None:
+            unknown = sorted(set(fields) - set(ROW_FIELDS) - {"attached"})
+            if unknown:
+                raise InvalidRequest(f"unknown queue field {unknown[0]!r}")
+        # Owner and id are needed below even when not asked for; dropped again after.
+        wanted = [f for f in fields or () if f != "attached"]
+        extra = [k for k in ("job_id", "user") if fields is not None and k not in wanted]
         rows = self.cluster.list_jobs(
             users=msg["users"],
             states=msg["states"],
             job_ids=self.cluster.resolve_all(refs)[0] if refs else None,
             include_finished=msg["include_finished"],
             now=now,
+            fields=None if fields is None else [*wanted, *extra],
         )
         watchers = self.server.watchers
         private = self.server.config.private_commands and not self.is_admin(user)
+        hidden = {"command": "", "cwd": "", "stdout_path": None}
+        if fields is not None:
+            hidden = {k: v for k, v in hidden.items() if k in fields}
+        attached = fields is None or "attached" in fields
         for row in rows:
-            if private and row["user"] != user:
-                row.update(command="", cwd="", stdout_path=None)
-            # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
-            row["attached"] = len(watchers.get(row["job_id"], ()))
-        fields = msg["fields"]
-        if fields and rows:
-            unknown = sorted(set(fields) - set(rows[0]))
-            if unknown:
-                raise InvalidRequest(f"unknown queue field {unknown[0]!r}")
-            rows = [{k: row[k] for k in fields} for row in rows]
+            if private and hidden and row["user"] != user:
+                row.update(hidden)
+            if attached:
+                # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
+                row["attached"] = len(watchers.get(row["job_id"], ()))
+            for key in extra:
+                del row[key]
         return {"jobs": rows, "now": now}
 
     def nodes(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:

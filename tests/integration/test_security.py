@@ -189,6 +189,8 @@ def test_private_commands_hide_others_command_lines(tmp_path: Path) -> None:
         with c.client("alice") as alice, c.client("bob") as bob:
             job_id = alice.submit(JobSpec(argv=["train", "--secret-flag"], hold=True, cwd="/x"))
             (seen_by_bob,) = bob.queue(job_ids=[job_id])["jobs"]
+            # Asking for the command alone (no owner field) hides it just the same.
+            assert bob.queue(job_ids=[job_id], fields=["command"])["jobs"] == [{"command": ""}]
             (seen_by_alice,) = alice.queue(job_ids=[job_id])["jobs"]
         assert seen_by_bob["user"] == "alice" and seen_by_bob["command"] == ""
         assert seen_by_bob["cwd"] == ""
