@@ -24,8 +24,11 @@ BIN = Path(sys.executable).parent  # the venv's console scripts (mgpu_srun, ...)
 START_TIMEOUT_S = 30.0
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    """Poll ``predicate`` (every 2 ms) until truthy; RuntimeError after ``timeout_s``."""
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, *, every_s: float = 0.002
+) -> Any:
+    """Poll ``predicate`` every ``every_s`` until truthy; RuntimeError after ``timeout_s``.
+    (A poll that asks the master costs it CPU: long measurements poll slowly.)"""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -33,7 +36,7 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
             return value
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.002)
+        time.sleep(every_s)
 
 
 def summary(samples_s: list[float], scale: float = 1000.0) -> dict[str, float]:

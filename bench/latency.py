@@ -101,7 +101,7 @@ def end_to_end(root: Path, *, jobs: int, gpus: int = 8) -> dict[str, Any]:
         cluster.wait_idle()
         started = time.perf_counter()
         client.submit_many([_spec(["true"]) for _ in range(jobs)])
-        wait_for(lambda: not client.info()["jobs"], 600, "all jobs to finish")
+        wait_for(lambda: not client.info()["jobs"], 600, "all jobs to finish", every_s=0.02)
         elapsed = time.perf_counter() - started
         states = {j["state"] for j in client.queue(include_finished=True)["jobs"]}
     if states != {"COMPLETED"}:

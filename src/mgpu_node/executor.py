@@ -91,6 +91,7 @@ class Executor:
         self.exits = exits
         self.emit = emit
         self.jobs: dict[int, RunningJob] = {}
+        self._unsent: list[dict[str, Any]] = []  # exits put, not yet flushed and sent
 
     def running_ids(self) -> list[int]:
         return sorted(self.jobs)
@@ -196,7 +197,7 @@ class Executor:
         procs.kill_leftovers(record.pid, record.job_id)
         status = read_outcome(self.records.status_file(record.job_id))
         exit_code, sig, failure = status if status is not None else (None, None, LOST_WHILE_DOWN)
-        reason = _reason(record, sig, note=failure)
+        reason = record.exit_reason(sig, note=failure)
         log.info(
             "job=%d node=%s ended while no agent ran: code=%s signal=%s",
             record.job_id,
@@ -261,7 +262,7 @@ class Executor:
         log.info(
             "job=%d node=%s exited code=%s signal=%s", job.job_id, self.node_name, exit_code, sig
         )
-        reason = _reason(job.record, sig, note=note)
+        reason = job.record.exit_reason(sig, note=note)
         self._report_exit(
             job.job_id,
             exit_code,
@@ -307,7 +308,16 @@ class Executor:
         }
         self.exits.put(msg)  # on disk before it is sent, and until the master acks it
         self.records.remove(job_id)
-        self.emit(msg)
+        self._unsent.append(msg)
+        if len(self._unsent) == 1:
+            asyncio.get_running_loop().call_soon(self._send_exits)
+
+    def _send_exits(self) -> None:
+        """The exits of one loop turn: one flush to disk for all of them, then send."""
+        self.exits.sync()
+        unsent, self._unsent = self._unsent, []
+        for msg in unsent:
+            self.emit(msg)
 
     def _save(self, record: JobRecord) -> None:
         try:
@@ -361,6 +371,8 @@ class Executor:
         waiters = [job.waiter for job in self.jobs.values() if job.waiter is not None]
         if waiters:
             await asyncio.wait(waiters, timeout=DRAIN_TIMEOUT_S + 1)
+        if self._unsent:
+            self._send_exits()
 
     def detach(self) -> None:
         """Stop watching the jobs and leave them running, for the next agent to re-adopt."""
@@ -378,23 +390,3 @@ class Executor:
         if self.jobs:
             log.info("leaving %d job(s) running: %s", len(self.jobs), self.running_ids())
         self.jobs.clear()
-
-
-def _reason(record: JobRecord, sig: int | None, *, note: str) -> str:
-    """``note``: why the status is lost, or why the job could not start (as-user wrapper)."""
-    if record.timed_out:
-        return "time limit reached"
-    if record.cancelled:
-        return "cancelled"
-    if note:
-        return note
-    if sig is not None:
-        return f"killed by signal {_signal_name(sig)}"
-    return ""
-
-
-def _signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)

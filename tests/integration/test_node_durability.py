@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from mgpu_node.spool import pending_exit_ids
 from tests.integration.conftest import PY, Cluster, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -34,9 +35,10 @@ def stop_agent(cluster: Cluster, node_id: str, sig: int = signal.SIGTERM) -> int
     return proc.wait(timeout=30)
 
 
-def spooled(cluster: Cluster, node_id: str) -> list[str]:
+def spooled(cluster: Cluster, node_id: str) -> list[int]:
+    """Ids of the exits the agent keeps on disk until the master acknowledges them."""
     exits = cluster.tmp / f"node-{node_id}" / "exits"
-    return sorted(p.name for p in exits.iterdir()) if exits.is_dir() else []
+    return pending_exit_ids(exits) if exits.is_dir() else []
 
 
 @pytest.fixture
@@ -124,12 +126,12 @@ def test_exit_while_master_down_is_delivered_once(cluster: Cluster, leftovers: l
 
     cluster.kill_master()
     release_a.touch()  # a ends under a live agent: its exit goes to the spool
-    wait_for(lambda: spooled(cluster, "n1") == [f"{a}.json"], 20, "a's exit in the spool")
+    wait_for(lambda: spooled(cluster, "n1") == [a], 20, "a's exit in the spool")
     assert stop_agent(cluster, "n1", signal.SIGKILL) == -signal.SIGKILL
     release_b.touch()  # b ends with no agent at all: only the wrapper's status file knows
     wait_for(lambda: not pid_alive(leftovers[1]), 20, "b to end")
     cluster.start_node("n1", gpus=2, wait=False)
-    wait_for(lambda: spooled(cluster, "n1") == sorted([f"{a}.json", f"{b}.json"]), 20, "b")
+    wait_for(lambda: spooled(cluster, "n1") == sorted([a, b]), 20, "b")
 
     cluster.start_master("--kill-grace", "2", port=cluster.port)
     row_a = cluster.wait_state(a, "FAILED", "COMPLETED", "NODE_FAIL")

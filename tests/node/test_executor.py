@@ -104,7 +104,8 @@ def test_exit_is_spooled_before_it_is_emitted(tmp_path: Path) -> None:
             if msg["t"] == "job_started":
                 seen["record"] = json.loads((jobs / "1.json").read_text())
             if msg["t"] == "job_exited":
-                seen["spooled"] = json.loads((tmp_path / "state/exits/1.json").read_text())
+                journal = (tmp_path / "state/exits/journal").read_text().splitlines()
+                seen["spooled"] = json.loads(journal[-1])["exit"]
                 seen["record_left"] = (jobs / "1.json").exists()
 
         node.on_emit = check
@@ -227,10 +228,11 @@ def test_jobs_that_ended_while_no_agent_watched(
         second = Node(tmp_path / "state")
         second.exits.put({"t": "job_exited", "job_id": 3, "exit_code": 0, "signal": None})
         second.executor.adopt_all()
-        lost, known = second.exit_of(1), second.exit_of(2)
-        assert lost is not None and (lost["exit_code"], lost["signal"]) == (None, None)
+        # Exits are flushed to disk and sent together at the end of the loop turn.
+        lost, known = await second.wait_exit(1), await second.wait_exit(2)
+        assert (lost["exit_code"], lost["signal"]) == (None, None)
         assert lost["reason"] == LOST_WHILE_DOWN
-        assert known is not None and known["signal"] == signal.SIGTERM
+        assert known["signal"] == signal.SIGTERM
         assert second.exit_of(3) is None and second.executor.running_ids() == []
         assert list((tmp_path / "state" / "jobs").iterdir()) == []
 
@@ -257,8 +259,8 @@ def test_missing_program_is_a_launch_failure(tmp_path: Path) -> None:
         msg = launch(1, tmp_path, "")
         msg["spec"]["argv"] = ["/no/such/program"]
         node.executor.launch(msg)
-        exited = node.exit_of(1)
-        assert exited is not None and exited["exit_code"] == 127
+        exited = await node.wait_exit(1)
+        assert exited["exit_code"] == 127
         assert exited["reason"] == "execve(): /no/such/program: No such file or directory"
         assert node.exits.ids() == [1]
 

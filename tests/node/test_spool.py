@@ -66,15 +66,15 @@ def test_exit_is_on_disk_exactly_until_acked_and_survives_a_new_instance(tmp_pat
     first, second = exited(7, 5), exited(3, None, 10)
     exits.put(first)
     exits.put(second)
-    assert json.loads((tmp_path / "exits" / "7.json").read_text()) == first
+    exits.sync()
     assert exits.ids() == [7, 3] and 7 in exits and len(exits) == 2
+    exits.close()
 
     reloaded = ExitSpool(tmp_path / "exits")  # an agent restart
-    # Content exact; the order (file times, ties by job id) does not matter for correctness.
-    assert sorted(reloaded.pending(), key=lambda m: m["job_id"]) == [second, first]
+    assert reloaded.pending() == [first, second]
 
     reloaded.ack(7)
-    assert not (tmp_path / "exits" / "7.json").exists()
+    reloaded.close()
     assert ExitSpool(tmp_path / "exits").pending() == [second]
     reloaded.ack(7)  # a repeated or unknown ack is harmless
     reloaded.ack(12345)
@@ -95,7 +95,8 @@ def test_limit_drops_the_oldest(tmp_path: Path) -> None:
     for job_id in range(1, 6):
         exits.put(exited(job_id))
     assert exits.ids() == [3, 4, 5]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["3.json", "4.json", "5.json"]
+    exits.close()
+    assert ExitSpool(tmp_path, limit=3).ids() == [3, 4, 5]
     assert spool.MAX_UNACKED_EXITS == 5000
 
 
@@ -106,16 +107,24 @@ def test_unreadable_files_and_interrupted_writes_are_removed_on_load(tmp_path: P
     (tmp_path / "notes.txt").write_text("left alone")
     write_atomic(tmp_path / "8.json", json.dumps(exited(8)).encode(), durable=False)
     exits = ExitSpool(tmp_path)
-    assert exits.ids() == [8]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["8.json", "notes.txt"]
+    assert exits.ids() == [8]  # an older agent's spool file is still delivered
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["8.json", "journal", "notes.txt"]
+    exits.ack(8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal", "notes.txt"]
 
 
-def test_unwritable_spool_keeps_the_exit_in_memory(tmp_path: Path) -> None:
+def test_unwritable_spool_keeps_the_exit_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     exits = ExitSpool(tmp_path / "exits")
-    (tmp_path / "exits").rmdir()
-    (tmp_path / "exits").write_text("a file where the directory was")
+
+    def disk_full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", disk_full)
     exits.put(exited(1))
-    assert exits.ids() == [1]
+    exits.sync()
+    assert exits.ids() == [1]  # still sent (and resent after reconnects) from memory
 
 
 def test_job_records_round_trip_and_cleanup(tmp_path: Path) -> None:
@@ -147,3 +156,31 @@ def test_state_dir_lock_is_exclusive_and_released_on_close(tmp_path: Path) -> No
         lock_state_dir(tmp_path / "state")
     os.close(fd)
     os.close(lock_state_dir(tmp_path / "state"))
+
+
+def test_a_torn_last_line_is_ignored_and_acks_survive_a_restart(tmp_path: Path) -> None:
+    exits = ExitSpool(tmp_path)
+    for job_id in (1, 2, 3):
+        exits.put(exited(job_id))
+    exits.sync()
+    exits.ack(2)
+    exits.close()
+    with open(tmp_path / "journal", "ab") as f:
+        f.write(b'{"exit":{"t":"job_exi')  # a crash in the middle of an append
+    assert ExitSpool(tmp_path).ids() == [1, 3]
+
+
+def test_an_empty_spool_truncates_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ExitSpool, "TRUNCATE_BYTES", 100)
+    exits = ExitSpool(tmp_path)
+    for job_id in range(1, 20):
+        exits.put(exited(job_id))
+    exits.sync()
+    for job_id in range(1, 20):
+        exits.ack(job_id)
+    assert (tmp_path / "journal").stat().st_size == 0
+    exits.put(exited(42))
+    exits.close()
+    assert ExitSpool(tmp_path).ids() == [42]
