@@ -56,7 +56,7 @@ def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None
 
 cli.add_command(srun.build_cli(), "run")
 cli.add_command(sbatch.cli, "sbatch")
-cli.add_command(queue.cli, "queue")
+cli.add_command(queue.build_cli(), "queue")
 cli.add_command(cancel.cli, "cancel")
 for _command in control.COMMANDS:
     cli.add_command(_command)

@@ -67,3 +67,22 @@ def test_quick_path_builds_the_click_path_job(
 )
 def test_anything_else_goes_to_click(argv: list[str]) -> None:
     assert quick.parse(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], {}),
+        (["--noheader"], {"noheader": True}),
+        (["--me", "--master", "unix:/x"], {"me": True, "master": "unix:/x"}),
+        (["--master=h:1"], {"master": "h:1"}),
+        (["-u", "alice"], None),
+        (["--json"], None),
+        (["--help"], None),
+        (["--master"], None),
+    ],
+)
+def test_queue_quick_options(argv: list[str], expected: dict[str, Any] | None) -> None:
+    from mgpu_client import queue
+
+    assert queue.quick_options(argv) == expected
