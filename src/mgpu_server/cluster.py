@@ -9,22 +9,24 @@ sockets out makes every rule here testable with plain function calls and a fake 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from mgpu_core.deps import DepStatus, evaluate, parse_dependency
 from mgpu_core.errors import (
     InvalidJobState,
     JobNotFound,
     MgpuError,
 )
 from mgpu_core.states import JobState, final_state
-from mgpu_server import scheduler
 from mgpu_server.effects import Effect, ToNode, ToWatchers
 from mgpu_server.jobctl import JobControl
 from mgpu_server.jobs import Job, ended_event, state_event
 from mgpu_server.nodes import NodeRecord
+from mgpu_server.pending import PendingQueue
 from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
 from mgpu_server.registry import NodeEvents
+from mgpu_server.running import RunningJobs
+from mgpu_server.schedpass import SchedulingPass
 from mgpu_server.store import Store
 from mgpu_server.submission import Submission
 from mgpu_server.turnctl import TURNS_KEY, TurnControl
@@ -33,7 +35,7 @@ from mgpu_server.turns import TurnQueue
 log = logging.getLogger(__name__)
 
 
-class Cluster(Submission, NodeEvents, JobControl, TurnControl):
+class Cluster(Submission, NodeEvents, JobControl, TurnControl, SchedulingPass):
     def __init__(
         self,
         store: Store,
@@ -47,12 +49,12 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         self.kill_grace_s = kill_grace_s
         self.node_timeout_s = node_timeout_s
         self.jobs: dict[int, Job] = {}
-        # Insertion order is submission order; a dict gives O(1) removal and ordered iteration.
-        self.pending: dict[int, Job] = {}
-        self.running: dict[int, Job] = {}
+        self.policy = policy or PolicyConfig()
+        # By id in submission order, and in priority order for the scheduling pass.
+        self.pending = PendingQueue(self.policy)
+        self.running = RunningJobs(self.policy)
         self.arrays: dict[int, list[int]] = {}  # array id -> its tasks' job ids
         self.nodes: dict[str, NodeRecord] = {}
-        self.policy = policy or PolicyConfig()
         self.usage = Usage(self.policy.half_life_s)
         self.turns = TurnQueue.from_settings(store.get_setting(TURNS_KEY))
         self.outbox: list[Effect] = []
@@ -74,9 +76,9 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
             if job.array_job_id is not None:
                 self.arrays.setdefault(job.array_job_id, []).append(job.job_id)
             if job.state is JobState.PENDING:
-                self.pending[job.job_id] = job
+                self.pending.add(job)
             elif job.state is JobState.RUNNING:
-                self.running[job.job_id] = job
+                self.running.add(job)
                 self._restore_allocation(job)
             elif job.end_time:
                 self.usage.add(job.user, job_usage_gpu_s(job), job.end_time, now)
@@ -92,7 +94,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         """Forget the jobs submitted this turn (their commit failed); returns their ids."""
         ids = {job.job_id for job in self.new_jobs}
         for job in self.new_jobs:
-            self.pending.pop(job.job_id, None)
+            self.pending.remove(job.job_id)
             del self.jobs[job.job_id]
             if job.array_job_id is not None:
                 self.arrays.pop(job.array_job_id, None)
@@ -119,7 +121,7 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
     def _cancel_one(self, job_id: int, now: float) -> None:
         job = self.get(job_id)
         if job.state is JobState.PENDING:
-            del self.pending[job_id]
+            self.pending.remove(job_id)
             self._finish(job, JobState.CANCELLED, now, reason="cancelled while pending")
         elif job.state is JobState.RUNNING:
             if job.cancel_requested:
@@ -159,6 +161,9 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         rows = []
         want_states = set(states)
         want_users = set(users)
+        # A pending job's priority is current at a pass only if the pass reached it.
+        fresh_priority = fields is None or "priority" in fields
+        fairshare: Callable[[str], float] | None = None
         for job in pool:
             if want_states:
                 if job.state.value not in want_states:
@@ -167,6 +172,9 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
                 continue
             if want_users and job.user not in want_users:
                 continue
+            if fresh_priority and job.job_id in self.pending:
+                fairshare = fairshare or self.priorities_at(now).fairshare
+                job.priority = self.pending.priority(job, now, fairshare)
             rows.append(job.to_wire(now, fields))
         return rows
 
@@ -226,19 +234,19 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         self.turns.ended(job.job_id, now, "requeued")
         job.restart_count += 1
         self.changed = True
-        self.running.pop(job.job_id, None)
+        self.running.remove(job.job_id)
         job.node_id = ""
         job.gpu_indices = ()
         job.pid = 0
         job.cancel_requested = job.requeue_requested = False
         self.store.put_job(job)
-        self.pending[job.job_id] = job
+        self.pending.add(job)
 
     def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
         job.transition(state, now, reason)
         self.turns.ended(job.job_id, now)
         self.changed = True
-        if self.running.pop(job.job_id, None) is not None:
+        if self.running.remove(job.job_id) is not None:
             self.usage.add(job.user, job_usage_gpu_s(job), now, now)
         node = self.nodes.get(job.node_id)
         if node is not None:
@@ -255,172 +263,19 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl):
         )
         self.outbox.append(ToWatchers(job.job_id, ended_event(job)))
 
-    # ---- scheduling ----------------------------------------------------------------------
-
-    def schedule(self, now: float) -> int:
-        """One pass: order by priority, hold back the ineligible, start what fits (with
-        backfill), update pending reasons. Returns the number of jobs started."""
-        if not self.pending or not self.changed:
-            return 0
-        self.changed = False
-        priorities = Priorities(
-            self.policy, self.usage, [*self.running.values(), *self.pending.values()], now
+    def priorities_at(self, now: float) -> Priorities:
+        """The priority factors now: O(running jobs + users), whatever the queue's length."""
+        running = self.running
+        users = self.pending.users() | running.users()
+        return Priorities(
+            self.policy, self.usage, (), now, live=running.live_usage(now), users=users
         )
-        for job in self.pending.values():
-            job.priority = priorities.of(job)
-        ordered = sorted(self.pending.values(), key=lambda j: (-j.priority, j.job_id))
-        self.wakeup_at = None
-        eligible = self._eligible(ordered, now)
-        eligible, turn_entries = self._turn_order(eligible)
-        plan = scheduler.plan(
-            [self._pending_view(j) for j in eligible],
-            self._node_views(),
-            now=now,
-            loads=self._user_loads(),
-            reserve=not self.turns.enabled,  # in turn order, a job that does not fit is skipped
-        )
-        for start in plan.starts:
-            job = self.pending.pop(start.job_id)
-            self._start(job, start, now)
-            if start.job_id in turn_entries:
-                entry, length = turn_entries[start.job_id]
-                self.turns.granted(entry, length, job.user, job.job_id, now)
-                self.store.put_setting(TURNS_KEY, self.turns.to_settings())
-        for job_id, reason in plan.reasons.items():
-            self._set_reason(self.pending[job_id], reason)
-        if plan.starts and any(j.spec.dependency for j in self.pending.values()):
-            self.changed = True  # an `after:` dependency may be met by what just started
-        return len(plan.starts)
-
-    def _eligible(self, ordered: list[Job], now: float) -> list[Job]:
-        """The jobs the scheduler may consider, in order; the others get their reason."""
-        eligible = []
-        # Tasks of throttled arrays (%N) running or offered in this pass, per array.
-        array_slots: dict[int, int] = {}
-        for job in self.running.values():
-            if job.array_throttle and job.array_job_id is not None:
-                array_slots[job.array_job_id] = array_slots.get(job.array_job_id, 0) + 1
-        for job in ordered:
-            reason = self._held_back(job, now)
-            if not reason and job.array_throttle and job.array_job_id is not None:
-                used = array_slots.get(job.array_job_id, 0)
-                if used >= job.array_throttle:
-                    reason = "JobArrayTaskLimit"
-                else:
-                    array_slots[job.array_job_id] = used + 1
-            if reason:
-                self._set_reason(job, reason)
-            elif job.job_id in self.pending:  # not cancelled by an impossible dependency
-                eligible.append(job)
-        return eligible
 
     def _set_reason(self, job: Job, reason: str) -> None:
         if job.reason != reason:
             job.reason = reason
             if job.spec.interactive:
                 self.outbox.append(ToWatchers(job.job_id, state_event(job)))
-
-    def _held_back(self, job: Job, now: float) -> str:
-        """Why a pending job may not be considered at all (hold, dependency), or ""."""
-        if job.hold:
-            return "JobHeldAdmin" if job.hold == "admin" else "JobHeldUser"
-        if job.spec.begin_time > now:
-            # The one moment a pass is due without an event: the server sets a timer for the
-            # earliest such time instead of polling.
-            if self.wakeup_at is None or job.spec.begin_time < self.wakeup_at:
-                self.wakeup_at = job.spec.begin_time
-            return "BeginTime"
-        if not job.spec.dependency:
-            return ""
-        dep = parse_dependency(job.spec.dependency)
-        status = evaluate(dep, self._state_of, singleton_clear=self._singleton_clear(job))
-        if status is DepStatus.OK:
-            return ""
-        if status is DepStatus.WAIT:
-            return "Dependency"
-        if job.spec.kill_on_invalid_dep:
-            del self.pending[job.job_id]
-            self._finish(job, JobState.CANCELLED, now, reason="DependencyNeverSatisfied")
-        return "DependencyNeverSatisfied"
-
-    def _state_of(self, job_id: int) -> str | None:
-        job = self.jobs.get(job_id)
-        return None if job is None else job.state.value
-
-    def _singleton_clear(self, job: Job) -> bool:
-        name = job.spec.display_name()
-        return not any(
-            other.user == job.user
-            and other.spec.display_name() == name
-            and (other.state is JobState.RUNNING or other.job_id < job.job_id)
-            for other in (*self.running.values(), *self.pending.values())
-            if other.job_id != job.job_id
-        )
-
-    def _pending_view(self, job: Job) -> scheduler.PendingJob:
-        spec = job.spec
-        qos = self.policy.qos_of(spec.qos)
-        return scheduler.PendingJob(
-            job.job_id,
-            spec.gpus,
-            spec.cpus,
-            spec.mem_bytes,
-            frozenset(spec.nodelist),
-            user=job.user,
-            # Planned with the QoS grace, as running jobs are: a backfilled job may use it.
-            time_limit_s=spec.time_limit_s + qos.grace_s if spec.time_limit_s else 0,
-            max_user_gpus=qos.max_gpus_per_user,
-            max_user_jobs=qos.max_jobs_per_user,
-        )
-
-    def _node_views(self) -> list[scheduler.NodeView]:
-        releases: dict[str, list[scheduler.Release]] = {}
-        for job in self.running.values():
-            spec = job.spec
-            limit = spec.time_limit_s + self.policy.qos_of(spec.qos).grace_s
-            end = job.start_time + limit if spec.time_limit_s else scheduler.INF
-            release = scheduler.Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
-            releases.setdefault(job.node_id, []).append(release)
-        views = []
-        for node in self.nodes.values():
-            view = node.view()
-            view.releases = releases.get(node.node_id, [])
-            views.append(view)
-        return views
-
-    def _user_loads(self) -> dict[str, scheduler.UserLoad]:
-        loads: dict[str, scheduler.UserLoad] = {}
-        for job in self.running.values():
-            load = loads.setdefault(job.user, scheduler.UserLoad())
-            load.gpus += job.spec.gpus
-            load.jobs += 1
-        return loads
-
-    def _start(self, job: Job, start: scheduler.Start, now: float) -> None:
-        node = self.nodes[start.node_id]
-        node.allocate(job.job_id, start.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
-        job.node_id = node.node_id
-        job.gpu_indices = start.gpu_indices
-        job.transition(JobState.RUNNING, now)
-        self.running[job.job_id] = job
-        self.store.put_job(job)
-        log.info(
-            "job=%d node=%s state=RUNNING gpus=%s",
-            job.job_id,
-            node.node_id,
-            list(start.gpu_indices),
-        )
-        launch = {
-            "job_id": job.job_id,
-            "user": job.user,
-            "spec": job.spec.to_wire(),
-            "gpu_indices": list(start.gpu_indices),
-            "kill_grace_s": max(self.kill_grace_s, self.policy.qos_of(job.spec.qos).grace_s),
-            "restart_count": job.restart_count,
-        }
-        self.outbox.append(ToNode(node.node_id, {"t": "launch", "launch": launch}))
-        if job.spec.interactive:
-            self.outbox.append(ToWatchers(job.job_id, state_event(job)))
 
 
 def _effect_job_id(effect: Effect) -> int | None:

@@ -15,11 +15,14 @@ from mgpu_core.errors import InvalidJobState, InvalidRequest, MgpuError, Permiss
 from mgpu_core.states import JobState
 from mgpu_server.effects import Effect, ToNode
 from mgpu_server.policy import Breakdown, PolicyConfig, Priorities, Usage
+from mgpu_server.submission import waiting_reason
 
 if TYPE_CHECKING:
     from mgpu_core.models import JobSpec
     from mgpu_server.jobs import Job
     from mgpu_server.nodes import NodeRecord
+    from mgpu_server.pending import PendingQueue
+    from mgpu_server.running import RunningJobs
     from mgpu_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,8 @@ UPDATABLE = ("time_limit_s", "qos", "gpus", "nice", "priority")
 class JobControl:
     # Provided by Cluster (declared here for the type checker).
     jobs: dict[int, Job]
-    pending: dict[int, Job]
-    running: dict[int, Job]
+    pending: PendingQueue
+    running: RunningJobs
     nodes: dict[str, NodeRecord]
     store: Store
     outbox: list[Effect]
@@ -46,6 +49,12 @@ class JobControl:
         raise NotImplementedError
 
     def _apply_qos(self, spec: JobSpec) -> None:
+        raise NotImplementedError
+
+    def _set_reason(self, job: Job, reason: str) -> None:
+        raise NotImplementedError
+
+    def priorities_at(self, now: float) -> Priorities:
         raise NotImplementedError
 
     def _for_each(self, job_ids: list[int], act: Callable[[Job], None]) -> list[dict[str, Any]]:
@@ -66,7 +75,9 @@ class JobControl:
         def act(job: Job) -> None:
             self._pending_only(job, "hold")
             job.hold = "admin" if admin else "user"
-            self.changed = True  # its reason changes, and the jobs behind it may start
+            # Its reason now, even if the next pass stops above it in the queue.
+            self._set_reason(job, waiting_reason(job, None))
+            self.changed = True  # the jobs behind it may start
             self.store.put_job(job)
 
         return self._for_each(job_ids, act)
@@ -77,6 +88,7 @@ class JobControl:
             if job.hold == "admin" and not admin:
                 raise PermissionDenied(f"job {job.job_id} was held by an admin")
             job.hold = ""
+            self._set_reason(job, waiting_reason(job, None))
             self.changed = True
             self.store.put_job(job)
 
@@ -118,15 +130,14 @@ class JobControl:
             raise
         if "priority" in changes:
             job.priority_override = changes["priority"]
+        self.pending.refresh(job)  # its place in the queue may change
         self.changed = True
         self.store.put_job(job)
         log.info("job=%d updated %s", job_id, sorted(changes))
 
     def priorities(self, job_ids: list[int], now: float) -> list[Breakdown]:
         """sprio: the priority factors of pending jobs (all of them when no ids are given)."""
-        calc = Priorities(
-            self.policy, self.usage, [*self.running.values(), *self.pending.values()], now
-        )
+        calc = self.priorities_at(now)
         if job_ids:
             unknown = [i for i in job_ids if i not in self.jobs]
             if unknown:

@@ -15,7 +15,7 @@ Everything here is pure: the caller passes ``now`` and the jobs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mgpu_core.states import JobState
@@ -43,9 +43,19 @@ class PolicyConfig:
     half_life_s: float = 7 * DAY_S
     default_qos: str = "normal"
     qos: dict[str, Qos] = field(default_factory=lambda: {"normal": Qos("normal")})
+    # Eligible jobs one scheduling pass examines at most (Slurm's default_queue_depth): the
+    # ones further down keep their last reason until a pass reaches them.
+    queue_depth: int = 1000
 
     def qos_of(self, name: str) -> Qos:
         return self.qos.get(name or self.default_qos) or self.qos[self.default_qos]
+
+    def top_qos_priority(self) -> int:
+        return max((q.priority for q in self.qos.values()), default=0)
+
+    def qos_factor(self, name: str, top: int) -> float:
+        """The QoS factor (0..1) of a job in QoS ``name``; ``top``: :meth:`top_qos_priority`."""
+        return self.qos_of(name).priority / top if top > 0 else 0.0
 
 
 @dataclass(slots=True)
@@ -96,20 +106,39 @@ def job_usage_gpu_s(job: Job) -> float:
 
 
 class Priorities:
-    """Computes every pending job's priority for one pass (fair-share shares computed once)."""
+    """The priority factors as of ``now``: fair-share computed once, in one walk over the jobs
+    (O(running jobs + users), whatever the length of the queue)."""
 
-    def __init__(self, config: PolicyConfig, usage: Usage, jobs: Iterable[Job], now: float) -> None:
-        """``jobs``: the running and pending jobs (their users share the GPUs equally)."""
+    def __init__(
+        self,
+        config: PolicyConfig,
+        usage: Usage,
+        jobs: Iterable[Job],
+        now: float,
+        *,
+        live: Mapping[str, float] | None = None,
+        users: Iterable[str] = (),
+    ) -> None:
+        """``jobs``: the running (and pending) jobs, whose users share the GPUs equally. Or,
+        kept up to date by the caller: ``live``, the GPU-seconds of each user's running jobs
+        so far, and ``users``, everyone with running or pending jobs."""
         self.config = config
         self.now = now
-        jobs = list(jobs)
-        running = [j for j in jobs if j.state is JobState.RUNNING]
-        users = usage.users() | {j.user for j in jobs if not j.state.terminal}
-        self._usage = {u: usage.of(u, now, running) for u in users}
+        everyone = usage.users()
+        everyone.update(users)
+        used = dict(live or {})
+        for job in jobs:
+            if job.state.terminal:
+                continue
+            everyone.add(job.user)
+            if job.state is JobState.RUNNING:
+                gpu_s = job.spec.gpus * max(0.0, now - job.start_time)
+                used[job.user] = used.get(job.user, 0.0) + gpu_s
+        self._usage = {u: usage.of(u, now) + used.get(u, 0.0) for u in everyone}
         self._total = sum(self._usage.values())
-        self._top_qos = max((q.priority for q in config.qos.values()), default=0)
+        self._top_qos = config.top_qos_priority()
 
-    def _fairshare(self, user: str) -> float:
+    def fairshare(self, user: str) -> float:
         if self._total <= 0:
             return 1.0
         share = 1.0 / max(1, len(self._usage) + (user not in self._usage))  # equal split
@@ -117,9 +146,9 @@ class Priorities:
 
     def breakdown(self, job: Job) -> Breakdown:
         cfg = self.config
-        age = min(1.0, max(0.0, self.now - job.submit_time) / cfg.max_age_s)
-        fair = self._fairshare(job.user)
-        qos = cfg.qos_of(job.spec.qos).priority / self._top_qos if self._top_qos > 0 else 0.0
+        age = _age(self.now - job.submit_time, cfg.max_age_s)
+        fair = self.fairshare(job.user)
+        qos = cfg.qos_factor(job.spec.qos, self._top_qos)
         value = cfg.weight_age * age + cfg.weight_fairshare * fair + cfg.weight_qos * qos
         value -= job.spec.nice
         if job.priority_override is not None:
@@ -128,3 +157,9 @@ class Priorities:
 
     def of(self, job: Job) -> float:
         return self.breakdown(job).priority
+
+
+def _age(pending_s: float, max_age_s: float) -> float:
+    if max_age_s <= 0:
+        return 1.0
+    return min(1.0, max(0.0, pending_s) / max_age_s)

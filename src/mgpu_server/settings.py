@@ -13,6 +13,7 @@ priority_weight_qos = 1000
 priority_max_age = "7-0"          # Slurm time format, or seconds
 fairshare_half_life = "7-0"
 default_qos = "normal"
+queue_depth = 1000                # eligible jobs a scheduling pass examines at most
 [qos.normal]
 [qos.long]
 priority = 10
@@ -42,6 +43,7 @@ _SCHEDULER_KEYS = {
     "priority_max_age": "max_age_s",
     "fairshare_half_life": "half_life_s",
     "default_qos": "default_qos",
+    "queue_depth": "queue_depth",
 }
 _QOS_KEYS = {
     "priority": "priority",
@@ -66,6 +68,10 @@ def _value(where: str, key: str, value: Any) -> Any:
     if key == "default_qos":
         if not isinstance(value, str):
             raise ConfigError(f"{where}: default_qos must be a string")
+        return value
+    if key == "queue_depth":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: queue_depth must be a whole number of jobs, at least 1")
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{where}: '{key}' must be a non-negative number")

@@ -15,9 +15,11 @@ from mgpu_core.deps import parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
 from mgpu_core.models import JobSpec
 from mgpu_server.jobs import Job
+from mgpu_server.scheduler import REASON_PRIORITY
 
 if TYPE_CHECKING:
     from mgpu_server.nodes import NodeRecord
+    from mgpu_server.pending import PendingQueue
     from mgpu_server.policy import PolicyConfig
     from mgpu_server.store import Store
     from mgpu_server.turns import TurnQueue
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 class Submission:
     # Provided by Cluster (declared here for the type checker).
     jobs: dict[int, Job]
-    pending: dict[int, Job]
+    pending: PendingQueue
     arrays: dict[int, list[int]]
     nodes: dict[str, NodeRecord]
     policy: PolicyConfig
@@ -81,9 +83,10 @@ class Submission:
             self.arrays.setdefault(array[0], []).append(job.job_id)
         if spec.hold:
             job.hold = "user"
+        job.reason = waiting_reason(job, now)
         self._next_id += 1
         self.jobs[job.job_id] = job
-        self.pending[job.job_id] = job
+        self.pending.add(job)
         self.new_jobs.append(job)
         self.changed = True
         self.store.put_job(job)
@@ -187,3 +190,14 @@ class Submission:
             return parse_dependency(canonical).to_text()
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
+
+
+def waiting_reason(job: Job, now: float | None) -> str:
+    """The reason a pending job shows until a scheduling pass examines it (a pass reads only
+    the top of the queue): held, not before its --begin time, waiting on a dependency, or
+    else behind higher-priority jobs (Slurm's "Priority")."""
+    if job.hold:
+        return "JobHeldAdmin" if job.hold == "admin" else "JobHeldUser"
+    if now is not None and job.spec.begin_time > now:
+        return "BeginTime"
+    return "Dependency" if job.spec.dependency else REASON_PRIORITY

@@ -11,6 +11,8 @@ from mgpu_server.turns import REASON_NOT_IN_ROTATION, TurnQueue
 
 if TYPE_CHECKING:
     from mgpu_server.jobs import Job
+    from mgpu_server.pending import PendingQueue
+    from mgpu_server.running import RunningJobs
     from mgpu_server.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,8 +25,8 @@ READ_ONLY = frozenset({"status", "history"})
 class TurnControl:
     # Provided by Cluster (declared here for the type checker).
     turns: TurnQueue
-    pending: dict[int, Job]
-    running: dict[int, Job]
+    pending: PendingQueue
+    running: RunningJobs
     store: Store
     changed: bool
 

@@ -1,0 +1,131 @@
+"""The Planner (mgpu_server.scheduler) decides exactly what the straightforward pass decides —
+every job against every node, every reservation against every node — on random clusters; and
+it stops early only when nothing more can start."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mgpu_server.scheduler import (
+    MAX_RESERVATIONS,
+    REASON_NODE_NOT_AVAIL,
+    REASON_PRIORITY,
+    REASON_RESOURCES,
+    NodeView,
+    PendingJob,
+    Plan,
+    Planner,
+    Release,
+    Reservation,
+    Start,
+    UserLoad,
+    _compatible,
+    _over_limit,
+    earliest_start,
+    fits_ever,
+    fits_now,
+    plan,
+)
+from tests.server.test_scheduler_backfill import NOW, Case, cases, node_views
+
+
+def reference_plan(
+    pending: Sequence[PendingJob],
+    nodes: Sequence[NodeView],
+    *,
+    now: float,
+    loads: dict[str, UserLoad],
+    reserve: bool = True,
+) -> Plan:
+    """The pass as it was written before the Planner: O(jobs x nodes), obviously right."""
+    result = Plan()
+    free = {n.node_id: copy.deepcopy(n) for n in nodes if n.up}
+    for n in free.values():
+        n.free_gpus.sort()
+    users = {u: UserLoad(v.gpus, v.jobs) for u, v in loads.items()}
+    for job in pending:
+        load = users.setdefault(job.user, UserLoad())
+        limited = _over_limit(job, load)
+        if limited:
+            result.reasons[job.job_id] = limited
+            continue
+        candidates = [n for n in free.values() if not job.nodelist or n.node_id in job.nodelist]
+        if not candidates:
+            result.reasons[job.job_id] = REASON_NODE_NOT_AVAIL
+            continue
+        eligible = [n for n in candidates if fits_ever(job, n)]
+        now_ok = [n for n in eligible if fits_now(job, n)]
+        res = result.reservations
+        open_now = [n for n in now_ok if _compatible(job, n, res.get(n.node_id), now)]
+        if open_now:
+            node = min(open_now, key=lambda n: (len(n.free_gpus), n.free_cpus, n.node_id))
+            gpus = tuple(node.free_gpus[: job.gpus])
+            del node.free_gpus[: job.gpus]
+            node.free_cpus -= job.cpus
+            node.free_mem_bytes -= job.mem_bytes
+            end = now + job.time_limit_s if job.time_limit_s else float("inf")
+            node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
+            result.starts.append(Start(job.job_id, node.node_id, gpus))
+            load.gpus += job.gpus
+            load.jobs += 1
+            continue
+        result.reasons[job.job_id] = REASON_PRIORITY if now_ok else REASON_RESOURCES
+        open_nodes = [n for n in eligible if n.node_id not in res]
+        if reserve and len(res) < MAX_RESERVATIONS and open_nodes:
+            node = min(open_nodes, key=lambda n: (earliest_start(job, n, now), n.node_id))
+            res[node.node_id] = Reservation(
+                job.job_id,
+                node.node_id,
+                earliest_start(job, node, now),
+                job.gpus,
+                job.cpus,
+                job.mem_bytes,
+            )
+    return result
+
+
+@st.composite
+def big_cases(draw: st.DrawFn) -> Case:
+    """More nodes and jobs than ``cases``, with repeated job shapes (as arrays make them)."""
+    nodes = [draw(node_views(i)) for i in range(draw(st.integers(1, 14)))]
+    shapes = draw(st.lists(st.tuples(st.integers(0, 8), st.integers(0, 8)), min_size=1))
+    pending = []
+    for job_id in range(1, draw(st.integers(0, 90)) + 1):
+        gpus, cpus = draw(st.sampled_from(shapes))
+        limit = draw(st.sampled_from([0, 60, 100, 200, 5000]))
+        pending.append(PendingJob(job_id, gpus, cpus, 0, time_limit_s=limit))
+    return Case(nodes, pending, {})
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=st.one_of(cases(), big_cases()), reserve=st.booleans())
+def test_planner_decides_as_the_reference(case: Case, reserve: bool) -> None:
+    before = copy.deepcopy(case.nodes)
+    got = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    assert case.nodes == before
+    want = reference_plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    assert got == want
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.one_of(cases(), big_cases()))
+def test_could_start_is_false_only_when_nothing_more_can_start(case: Case) -> None:
+    planner = Planner(case.nodes, now=NOW, loads=case.loads)
+    for i, job in enumerate(case.pending):
+        smallest = (
+            min(j.gpus for j in case.pending[i:]),
+            min(j.cpus for j in case.pending[i:]),
+            min(j.mem_bytes for j in case.pending[i:]),
+        )
+        if not planner.could_start(*smallest):
+            # Nothing after this point may start: the rest of the plan adds no start.
+            starts = len(planner.result.starts)
+            for rest in case.pending[i:]:
+                planner.consider(rest)
+            assert len(planner.result.starts) == starts
+            return
+        planner.consider(job)
