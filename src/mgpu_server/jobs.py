@@ -36,7 +36,7 @@ class Job:
     restart_count: int = 0  # times requeued; the job sees it as MGPU_RESTART_COUNT
     hold: str = ""  # "", "user" or "admin": a held job stays pending
     priority_override: int | None = None  # set by an admin; replaces the computed priority
-    priority: float = 0.0  # computed at each scheduling pass, not stored
+    priority: float = 0.0  # set when a pass or a listing reaches the job; not stored
     array_job_id: int | None = None  # a task of a job array: the array's id (its first task's)
     array_task_id: int | None = None
     array_throttle: int = 0  # the array's %N: at most this many of its tasks run at once
