@@ -75,6 +75,7 @@ class JobControl:
         def act(job: Job) -> None:
             self._pending_only(job, "hold")
             job.hold = "admin" if admin else "user"
+            self.pending.refresh(job)  # out of the order a pass walks
             # Its reason now, even if the next pass stops above it in the queue.
             self._set_reason(job, waiting_reason(job, None))
             self.changed = True  # the jobs behind it may start
@@ -88,6 +89,7 @@ class JobControl:
             if job.hold == "admin" and not admin:
                 raise PermissionDenied(f"job {job.job_id} was held by an admin")
             job.hold = ""
+            self.pending.refresh(job)  # back into the order, at its place by priority
             self._set_reason(job, waiting_reason(job, None))
             self.changed = True
             self.store.put_job(job)

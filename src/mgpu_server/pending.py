@@ -85,6 +85,9 @@ class PendingQueue:
         self._jobs: dict[int, Job] = {}
         self._classes: dict[ClassKey, _Class] = {}
         self._place: dict[int, tuple[ClassKey, float]] = {}  # job id -> (class, -fixed part)
+        # Held jobs are pending but in no ordered list: a pass never has to step over them.
+        # hold/release move a job in or out (refresh).
+        self._held: set[int] = set()
         self._asks: dict[int, tuple[int, int, int, bool]] = {}  # as counted below
         self._begin: list[tuple[float, int]] = []  # (--begin time, id)
         self._users: Counter[str] = Counter()
@@ -116,7 +119,10 @@ class PendingQueue:
             self.remove(job.job_id)
         self._jobs[job.job_id] = job
         spec = job.spec
-        self._insert(job)
+        if job.hold:
+            self._held.add(job.job_id)
+        else:
+            self._insert(job)
         if spec.begin_time:
             heapq.heappush(self._begin, (spec.begin_time, job.job_id))
         asks = (spec.gpus, spec.cpus, spec.mem_bytes, bool(spec.dependency))
@@ -132,8 +138,11 @@ class PendingQueue:
         job = self._jobs.pop(job_id, None)
         if job is None:
             return None
-        key, _ = self._place.pop(job_id)
-        self._classes[key].dead += 1
+        if job_id in self._held:
+            self._held.discard(job_id)
+        else:
+            key, _ = self._place.pop(job_id)
+            self._classes[key].dead += 1
         gpus, cpus, mem, dependent = self._asks.pop(job_id)
         self._gpus.discard(gpus)
         self._cpus.discard(cpus)
@@ -172,10 +181,12 @@ class PendingQueue:
 
     def priority(self, job: Job, now: float, fairshare: Callable[[str], float]) -> float:
         """A pending job's priority at ``now`` (the multifactor value, in this form)."""
-        (user, base), neg_fixed = self._place[job.job_id]
+        (user, base), neg_fixed = self._place.get(job.job_id) or self._class_of(job)
         if base is None:
             return -neg_fixed
-        if neg_fixed <= max(self._classes[(user, base)].capped_to, self._cap_line(base, now)):
+        cls = self._classes.get((user, base))
+        capped_to = cls.capped_to if cls is not None else -math.inf
+        if neg_fixed <= max(capped_to, self._cap_line(base, now)):
             return self._capped_priority(user, base, fairshare)
         return self._aging_offset(user, now, fairshare) - neg_fixed
 
@@ -248,20 +259,20 @@ class PendingQueue:
             return math.inf
         return -(base - cfg.weight_age * (now - cfg.max_age_s) / cfg.max_age_s)
 
-    def _insert(self, job: Job) -> None:
+    def _class_of(self, job: Job) -> tuple[ClassKey, float]:
+        """The job's class and the -fixed part of its priority (its place in the class)."""
         cfg = self.policy
         if job.priority_override is not None:
-            key: ClassKey = (job.user, None)
-            neg_fixed = -float(job.priority_override)
-        else:
-            key = (
-                job.user,
-                cfg.weight_qos * cfg.qos_factor(job.spec.qos, self._top_qos) - job.spec.nice,
-            )
-            # A clock that steps back below a job's submit time gives it a slightly negative
-            # age here, where the formula says 0: it only reorders jobs within such a step.
-            age_s = job.submit_time if cfg.max_age_s > 0 else 0.0
-            neg_fixed = -(key[1] - cfg.weight_age * age_s / (cfg.max_age_s or 1.0))
+            return (job.user, None), -float(job.priority_override)
+        base = cfg.weight_qos * cfg.qos_factor(job.spec.qos, self._top_qos) - job.spec.nice
+        # A clock that steps back below a job's submit time gives it a slightly negative
+        # age here, where the formula says 0: it only reorders jobs within such a step.
+        age_s = job.submit_time if cfg.max_age_s > 0 else 0.0
+        return (job.user, base), -(base - cfg.weight_age * age_s / (cfg.max_age_s or 1.0))
+
+    def _insert(self, job: Job) -> None:
+        cfg = self.policy
+        key, neg_fixed = self._class_of(job)
         cls = self._classes.get(key)
         if cls is None:
             capped_to = -math.inf if key[1] is None or cfg.max_age_s > 0 else math.inf

@@ -218,3 +218,25 @@ def test_bookkeeping_for_a_pass() -> None:
     queue.remove(1)
     assert queue.next_begin(20.0) is None and queue.users() == {"a"}
     assert queue.remove(1) is None
+
+
+def test_held_jobs_are_out_of_the_walk_and_come_back_in_place() -> None:
+    """A pass never steps over held jobs; a release puts the job back where its priority
+    says; its priority is computed all the while."""
+    queue = PendingQueue(policy(0.0))
+    usage = Usage(4096.0)
+    for job_id in range(1, 6):
+        queue.add(job(job_id, "alice", float(job_id)))
+    held = queue[2]
+    held.hold = "user"
+    queue.refresh(held)
+    now = 100.0
+    fair = calc(queue, usage, now).fairshare
+    walked = [j.job_id for j in queue.ordered(now, fair)]
+    assert walked == [1, 3, 4, 5] and 2 in queue and len(queue) == 5
+    expected = calc(queue, usage, now).of(held)
+    assert queue.priority(held, now, fair) == pytest.approx(expected)
+    held.hold = ""
+    queue.refresh(held)
+    assert [j.job_id for j in queue.ordered(now, fair)] == [1, 2, 3, 4, 5]
+    assert queue.remove(2) is held and 2 not in queue
