@@ -7,6 +7,7 @@ the process; invalid input raises :class:`ConfigError` with an actionable one-li
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -145,23 +146,31 @@ def _config_files() -> list[str]:
 
 
 def _from_files(key: str) -> str | None:
-    # tomllib is imported only when a file exists: client start-up time matters.
     for path in _config_files():
-        if not os.path.isfile(path):
-            continue
-        import tomllib
-
         try:
-            with open(path, encoding="utf-8") as f:
-                data = tomllib.loads(f.read())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
-        value = data.get(key)
+            info = os.stat(path)
+        except OSError:
+            continue
+        value = _read_table(path, info.st_mtime_ns, info.st_size).get(key)
         if value is not None:
             if not isinstance(value, str):
                 raise ConfigError(f"{path}: '{key}' must be a string")
             return value
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def _read_table(path: str, mtime_ns: int, size: int) -> dict[str, object]:
+    """A config file's table, parsed once per process (a client asks it for the socket, the
+    master and the CA) and again only if the file changed."""
+    # tomllib is imported only when a file exists: client start-up time matters.
+    import tomllib
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return tomllib.loads(f.read())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
 
 
 def resolve_master(cli_value: str | None) -> Address:

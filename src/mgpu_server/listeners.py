@@ -32,6 +32,7 @@ class Listeners:
         self.handle = handle
         self.port = 0
         self._servers: list[asyncio.Server] = []
+        self._socket_bound = False  # ours to remove at close
         self._by_address: dict[str, int] = {}
         self._total = 0
         self._open: dict[AsyncConnection, asyncio.Task[None]] = {}
@@ -63,6 +64,7 @@ class Listeners:
             _clear_stale_socket(cfg.socket_path)
             unix = await asyncio.start_unix_server(self._on_unix, str(cfg.socket_path))
             self._servers.append(unix)
+            self._socket_bound = True
             # Anyone on this host may connect: the kernel tells us who they are.
             cfg.socket_path.chmod(0o666)
             log.info("and on unix:%s", cfg.socket_path)
@@ -72,7 +74,7 @@ class Listeners:
         handler cancelled at loop exit is logged by asyncio as an error)."""
         for server in self._servers:
             server.close()
-        if self.config.socket_path is not None and len(self._servers) > 1:
+        if self._socket_bound and self.config.socket_path is not None:
             self.config.socket_path.unlink(missing_ok=True)
         for conn in list(self._open):
             conn.close()

@@ -48,6 +48,39 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
             proc.wait(timeout=5)
 
 
+def agent_command(
+    port: int,
+    node_id: str,
+    *,
+    gpus: int,
+    cpus: int,
+    state_dir: Path,
+    key_file: Path,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
+    """The command line of a real node agent with fake GPUs, talking to 127.0.0.1:``port``."""
+    return [
+        PY,
+        "-m",
+        "mgpu_node",
+        "--master-host",
+        "127.0.0.1",
+        "--master-port",
+        str(port),
+        "--node-id",
+        node_id,
+        "--gpu-count",
+        str(gpus),
+        "--cpus",
+        str(cpus),
+        "--state-dir",
+        str(state_dir),
+        "--key-file",
+        str(key_file),
+        *extra,
+    ]
+
+
 @dataclass
 class Cluster:
     tmp: Path
@@ -135,29 +168,20 @@ class Cluster:
             extra = ("--stop-jobs-on-exit", *extra)
         log = open(self.tmp / f"node-{node_id}.log", "ab")  # noqa: SIM115
         self.nodes[node_id] = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "mgpu_node",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(self.port),
-                "--node-id",
+            agent_command(
+                self.port,
                 node_id,
-                "--gpu-count",
-                str(gpus),
-                "--cpus",
-                "16",
-                "--state-dir",
-                str(self.tmp / f"node-{node_id}"),
-                "--heartbeat-interval",
-                "0.5",
-                "--key-file",
-                str(self.master_state / "cluster.key"),
-                *(("--job-user", "agent", "--allow-root-jobs") if jobs_as_agent else ()),
-                *extra,
-            ],
+                gpus=gpus,
+                cpus=16,
+                state_dir=self.tmp / f"node-{node_id}",
+                key_file=self.master_state / "cluster.key",
+                extra=(
+                    "--heartbeat-interval",
+                    "0.5",
+                    *(("--job-user", "agent", "--allow-root-jobs") if jobs_as_agent else ()),
+                    *extra,
+                ),
+            ),
             stdout=log,
             stderr=log,
         )

@@ -26,7 +26,7 @@ from mgpu_core import auth
 from mgpu_core.errors import ProtocolError
 from mgpu_core.messages import NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, FrameDecoder
-from tests.integration.conftest import PY
+from tests.integration.conftest import agent_command
 
 NODE_ID = "fz1"
 
@@ -131,27 +131,15 @@ class FakeMaster:
         log = open(self.tmp / "node.log", "ab")  # noqa: SIM115 - the child owns it
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         proc = subprocess.Popen(
-            [
-                PY,
-                "-m",
-                "mgpu_node",
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(self.port),
-                "--node-id",
+            agent_command(
+                self.port,
                 NODE_ID,
-                "--gpu-count",
-                "2",
-                "--cpus",
-                "4",
-                "--state-dir",
-                str(self.tmp / "node"),
-                "--key-file",
-                str(self.key_file),
-                "--stop-jobs-on-exit",
-                *extra,
-            ],
+                gpus=2,
+                cpus=4,
+                state_dir=self.tmp / "node",
+                key_file=self.key_file,
+                extra=("--stop-jobs-on-exit", *extra),
+            ),
             stdout=log,
             stderr=log,
             env=env,
