@@ -6,7 +6,7 @@ queue of pending jobs from many users, then the passes that matter, timed one by
 - ``burst``: 1,000 new submissions arrive (one loop turn's worth), then the pass;
 - ``idle``: a routine heartbeat, then the pass the server would run (none: nothing changed);
 - ``capped``: the pass a week later, when the whole queue reaches the age cap at once (the one
-  pass that moves every job to its capped list; see ``mgpu_server.pending``);
+  pass that moves every job to its capped list; see ``mgpu_server.state.pending``);
 - ``frag``: backfill on a fragmented cluster: one GPU frees on every node while 200 whole-node
   jobs wait at the top; the pass reserves nodes for 64 of them and starts 1-GPU jobs on the
   other free GPUs (its time includes building one launch message per start).
@@ -29,9 +29,9 @@ from typing import Any
 import psutil
 
 from mgpu_core.models import JobSpec
-from mgpu_server.cluster import Cluster
-from mgpu_server.policy import PolicyConfig, Qos
-from mgpu_server.store import MemoryStore
+from mgpu_server.scheduling.policy import PolicyConfig, Qos
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.storage.store import MemoryStore
 
 USERS = 50
 BURST = 1_000
@@ -181,7 +181,7 @@ def _measure(nodes: int, gpus_per_node: int, pending: int, repeats: int) -> dict
         cluster.new_jobs.clear()
         now += 1.0
     # (d) A week later every waiting job has reached the age cap at once: the one pass in a
-    # job's life that moves it (see mgpu_server.pending).
+    # job's life that moves it (see mgpu_server.state.pending).
     now += cluster.policy.max_age_s
     times["capped"].append(_end_one(cluster, now, check=True))
     times["frag"].append(_fragmented(cluster, gpus_per_node, now))

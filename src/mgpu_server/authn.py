@@ -14,7 +14,7 @@ from mgpu_core import auth
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import AuthenticationFailed, ConnectionClosed, ProtocolError
 from mgpu_core.messages import AUTH
-from mgpu_server import audit
+from mgpu_server.api import audit
 
 log = logging.getLogger(__name__)
 

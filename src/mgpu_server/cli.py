@@ -18,10 +18,10 @@ from mgpu_core.config import SOCKET_FILE, unix_address, user_state_dir
 from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
-from mgpu_server.policy import PolicyConfig
-from mgpu_server.server import Server
+from mgpu_server.net.server import Server
+from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.settings import MasterSettings, load_master_settings
-from mgpu_server.sqlite_store import SqliteStore
+from mgpu_server.storage.sqlite_store import SqliteStore
 
 EXIT_STARTUP_FAILURE = 3
 AUDIT_FILE = "audit.log"

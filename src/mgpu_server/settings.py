@@ -34,7 +34,7 @@ from typing import Any
 
 from mgpu_core.errors import ConfigError
 from mgpu_core.units import parse_time_limit
-from mgpu_server.policy import PolicyConfig, Qos
+from mgpu_server.scheduling.policy import PolicyConfig, Qos
 
 _SCHEDULER_KEYS = {
     "priority_weight_age": "weight_age",

@@ -9,9 +9,9 @@ import pytest
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
 from mgpu_core.models import JobSpec
 from mgpu_core.states import IllegalTransition, JobState
-from mgpu_server.cluster import Cluster
-from mgpu_server.effects import ToNode, ToWatchers
-from mgpu_server.store import MemoryStore
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.effects import ToNode, ToWatchers
+from mgpu_server.storage.store import MemoryStore
 from tests.server.helpers import node_info
 
 
@@ -119,7 +119,7 @@ def test_silent_node_fails_its_jobs_after_timeout(cluster: Cluster) -> None:
 
 
 def test_illegal_transition_raises() -> None:
-    from mgpu_server.jobs import Job
+    from mgpu_server.records.jobs import Job
 
     job = Job(1, "a", JobSpec(argv=["x"]), 0.0)
     job.transition(JobState.CANCELLED, 1.0)

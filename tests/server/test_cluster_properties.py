@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
-from mgpu_server.cluster import Cluster
-from mgpu_server.effects import ToNode
-from mgpu_server.policy import PolicyConfig
-from mgpu_server.store import MemoryStore
+from mgpu_server.scheduling.policy import PolicyConfig
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.effects import ToNode
+from mgpu_server.storage.store import MemoryStore
 from tests.server.helpers import node_info
 
 jobs_strategy = st.lists(

@@ -1,5 +1,6 @@
-"""The pending queue (mgpu_server.pending): its order is the multifactor priority order of
-mgpu_server.policy at every moment, whatever came and went, and a walk reads only what it needs."""
+"""The pending queue (mgpu_server.state.pending): its order is the multifactor priority order of
+mgpu_server.scheduling.policy at every moment, whatever came and went, and a walk reads only
+what it needs."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgpu_core.models import JobSpec
-from mgpu_server.jobs import Job
-from mgpu_server.pending import PendingQueue
-from mgpu_server.policy import PolicyConfig, Priorities, Qos, Usage
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Qos, Usage
+from mgpu_server.state.pending import PendingQueue
 
 MAX_AGE = 1024.0  # with weight_age 1024 the age term is whole seconds: exact arithmetic
 QOS = {"normal": Qos("normal"), "low": Qos("low", 1), "mid": Qos("mid", 2), "high": Qos("high", 4)}

@@ -1,4 +1,5 @@
-"""The Planner (mgpu_server.scheduler) decides exactly what the straightforward pass decides —
+"""The Planner (mgpu_server.scheduling.planner) decides exactly what the straightforward pass
+decides —
 every job against every node, every reservation against every node — on random clusters; and
 it stops early only when nothing more can start."""
 
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgpu_server.scheduler import (
+from mgpu_server.scheduling.planner import (
     MAX_RESERVATIONS,
     REASON_NODE_NOT_AVAIL,
     REASON_PRIORITY,

@@ -1,4 +1,4 @@
-"""Scheduling policy (mgpu_server.policy): decayed usage, multifactor priority, QoS."""
+"""Scheduling policy (mgpu_server.scheduling.policy): decayed usage, multifactor priority, QoS."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
-from mgpu_server.jobs import Job
-from mgpu_server.policy import (
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.policy import (
     Breakdown,
     PolicyConfig,
     Priorities,

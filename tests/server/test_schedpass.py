@@ -1,4 +1,4 @@
-"""The scheduling pass (mgpu_server.schedpass): it reads only the top of the queue — it stops
+"""The scheduling pass (mgpu_server.state.schedpass): it reads only the top of the queue — it stops
 when nothing more can start or after queue_depth eligible jobs — and keeps what it does not
 read untouched; the running-job totals it relies on stay equal to the running jobs."""
 
@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from mgpu_core.errors import ConfigError
 from mgpu_core.models import JobSpec
-from mgpu_server.cluster import Cluster
-from mgpu_server.jobs import Job
-from mgpu_server.policy import PolicyConfig, Qos
-from mgpu_server.scheduler import INF, Release, UserLoad
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.planner import INF, Release, UserLoad
+from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.settings import load_master_settings
-from mgpu_server.store import MemoryStore
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.storage.store import MemoryStore
 from tests.server.helpers import node_info
 
 

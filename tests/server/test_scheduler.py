@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgpu_server.scheduler import (
+from mgpu_server.scheduling.planner import (
     REASON_NODE_NOT_AVAIL,
     REASON_PRIORITY,
     REASON_RESOURCES,

@@ -1,4 +1,5 @@
-"""Backfill reservations and QoS per-user limits of the pure scheduler (mgpu_server.scheduler)."""
+"""Backfill reservations and QoS per-user limits of the pure scheduler
+(mgpu_server.scheduling.planner)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from hypothesis import strategies as st
 
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
-from mgpu_server.cluster import Cluster
-from mgpu_server.policy import PolicyConfig, Qos
-from mgpu_server.scheduler import (
+from mgpu_server.scheduling.planner import (
     INF,
     REASON_NODE_NOT_AVAIL,
     REASON_PRIORITY,
@@ -31,7 +30,9 @@ from mgpu_server.scheduler import (
     fits_now,
     plan,
 )
-from mgpu_server.store import MemoryStore
+from mgpu_server.scheduling.policy import PolicyConfig, Qos
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.storage.store import MemoryStore
 from tests.server.helpers import node_info
 
 GIB = 1 << 30

@@ -1,5 +1,5 @@
 """The GPU turn queue inside the master's state: the order it imposes on a scheduling pass,
-its time slice, and the admin's verbs. A mixin of :class:`~mgpu_server.cluster.Cluster`."""
+its time slice, and the admin's verbs. A mixin of :class:`~mgpu_server.state.cluster.Cluster`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from mgpu_core.errors import InvalidRequest, MgpuError, PermissionDenied
-from mgpu_server.turns import REASON_NOT_IN_ROTATION, TurnQueue
+from mgpu_server.scheduling.turns import REASON_NOT_IN_ROTATION, TurnQueue
 
 if TYPE_CHECKING:
-    from mgpu_server.jobs import Job
-    from mgpu_server.pending import PendingQueue
-    from mgpu_server.running import RunningJobs
-    from mgpu_server.store import Store
+    from mgpu_server.records.jobs import Job
+    from mgpu_server.state.pending import PendingQueue
+    from mgpu_server.state.running import RunningJobs
+    from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Submission side of the master's state: checking a job against the cluster and its QoS,
 job arrays (one job per task), dependency references, and resolving job references.
 
-A mixin of :class:`~mgpu_server.cluster.Cluster`, which owns all state.
+A mixin of :class:`~mgpu_server.state.cluster.Cluster`, which owns all state.
 """
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from mgpu_core.arrays import expand_array_patterns, parse_array, parse_job_ref
 from mgpu_core.deps import parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
 from mgpu_core.models import JobSpec
-from mgpu_server.jobs import Job
-from mgpu_server.scheduler import REASON_PRIORITY
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.planner import REASON_PRIORITY
 
 if TYPE_CHECKING:
-    from mgpu_server.nodes import NodeRecord
-    from mgpu_server.pending import PendingQueue
-    from mgpu_server.policy import PolicyConfig
-    from mgpu_server.store import Store
-    from mgpu_server.turns import TurnQueue
+    from mgpu_server.records.nodes import NodeRecord
+    from mgpu_server.scheduling.policy import PolicyConfig
+    from mgpu_server.scheduling.turns import TurnQueue
+    from mgpu_server.state.pending import PendingQueue
+    from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import InvalidRequest, JobNotFound, PermissionDenied, error_from_wire
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
-from mgpu_server import audit
-from mgpu_server.jobs import ROW_FIELDS
+from mgpu_server.api import audit
+from mgpu_server.records.jobs import ROW_FIELDS
 
 if TYPE_CHECKING:  # the server owns the service; the import is for types only
-    from mgpu_server.server import Server
+    from mgpu_server.net.server import Server
 
 Handler = Callable[[AsyncConnection, str, dict[str, Any]], dict[str, Any] | None]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator, ValuesView
 
-from mgpu_server.jobs import Job
-from mgpu_server.policy import PolicyConfig
-from mgpu_server.scheduler import INF, Release, UserLoad
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.planner import INF, Release, UserLoad
+from mgpu_server.scheduling.policy import PolicyConfig
 
 
 class _UserTotals:

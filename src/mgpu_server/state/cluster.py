@@ -18,19 +18,19 @@ from mgpu_core.errors import (
     MgpuError,
 )
 from mgpu_core.states import JobState, final_state
-from mgpu_server.effects import Effect, ToNode, ToWatchers
-from mgpu_server.jobctl import JobControl
-from mgpu_server.jobs import Job, ended_event, state_event
-from mgpu_server.nodes import NodeRecord
-from mgpu_server.pending import PendingQueue
-from mgpu_server.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
-from mgpu_server.registry import NodeEvents
-from mgpu_server.running import RunningJobs
-from mgpu_server.schedpass import SchedulingPass
-from mgpu_server.store import Store
-from mgpu_server.submission import Submission
-from mgpu_server.turnctl import TURNS_KEY, TurnControl
-from mgpu_server.turns import TurnQueue
+from mgpu_server.records.jobs import Job, ended_event, state_event
+from mgpu_server.records.nodes import NodeRecord
+from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
+from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.state.effects import Effect, ToNode, ToWatchers
+from mgpu_server.state.jobctl import JobControl
+from mgpu_server.state.pending import PendingQueue
+from mgpu_server.state.registry import NodeEvents
+from mgpu_server.state.running import RunningJobs
+from mgpu_server.state.schedpass import SchedulingPass
+from mgpu_server.state.submission import Submission
+from mgpu_server.state.turnctl import TURNS_KEY, TurnControl
+from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

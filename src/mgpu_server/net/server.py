@@ -1,7 +1,7 @@
 """The master's network side: accept connections, speak the protocol, run the loop.
 
 One asyncio event loop owns all state (no threads, no locks). Handlers call into
-:class:`~mgpu_server.cluster.Cluster` and queue their replies; once per loop turn
+:class:`~mgpu_server.state.cluster.Cluster` and queue their replies; once per loop turn
 :meth:`Server._flush` runs the scheduling pass, commits the store, and only then sends replies
 and the cluster's outbox. So scheduling is event-driven (a job whose resources are free starts
 in the same turn as the event that freed them), coalesced (a burst of 1,000 submits is one
@@ -30,15 +30,16 @@ from mgpu_core.errors import (
 )
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
-from mgpu_server import audit, authn
-from mgpu_server.cluster import Cluster
-from mgpu_server.effects import ToNode, ToWatchers
-from mgpu_server.listeners import Listeners
-from mgpu_server.policy import PolicyConfig
-from mgpu_server.schedpass import PassStats
-from mgpu_server.service import ClientService
-from mgpu_server.store import MemoryStore, Store
-from mgpu_server.tokens import TokenRegistry
+from mgpu_server import authn
+from mgpu_server.api import audit
+from mgpu_server.api.handlers import ClientService
+from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.net.listeners import Listeners
+from mgpu_server.scheduling.policy import PolicyConfig
+from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.effects import ToNode, ToWatchers
+from mgpu_server.state.schedpass import PassStats
+from mgpu_server.storage.store import MemoryStore, Store
 
 NO_TOKEN = (
     "TCP clients must present a user token: ask an admin for one "

@@ -1,6 +1,6 @@
 """The scheduling pass of the master's state: walk the pending queue in priority order, hold
-back the ineligible, offer the rest to :class:`~mgpu_server.scheduler.Planner`, apply what it
-decides. A mixin of :class:`~mgpu_server.cluster.Cluster`, which owns all state.
+back the ineligible, offer the rest to the planner
+(:class:`~mgpu_server.scheduling.planner.Planner`), apply what it decides.
 
 A pass reads only the top of the queue (Slurm's main scheduler does the same): it stops as
 soon as no node has room for even the smallest pending request, or when it has examined
@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING
 
 from mgpu_core.deps import DepStatus, evaluate, parse_dependency
 from mgpu_core.states import JobState
-from mgpu_server import scheduler
-from mgpu_server.effects import Effect, ToNode, ToWatchers
-from mgpu_server.jobs import Job, state_event
-from mgpu_server.policy import PolicyConfig, Priorities
-from mgpu_server.turnctl import TURNS_KEY
+from mgpu_server.records.jobs import Job, state_event
+from mgpu_server.scheduling import planner as scheduler
+from mgpu_server.scheduling.policy import PolicyConfig, Priorities
+from mgpu_server.state.effects import Effect, ToNode, ToWatchers
+from mgpu_server.state.turnctl import TURNS_KEY
 
 if TYPE_CHECKING:
-    from mgpu_server.nodes import NodeRecord
-    from mgpu_server.pending import PendingQueue
-    from mgpu_server.running import RunningJobs
-    from mgpu_server.store import Store
-    from mgpu_server.turns import TurnQueue
+    from mgpu_server.records.nodes import NodeRecord
+    from mgpu_server.scheduling.turns import TurnQueue
+    from mgpu_server.state.pending import PendingQueue
+    from mgpu_server.state.running import RunningJobs
+    from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The pending jobs, kept in priority order as they come and go, so that a scheduling pass
 reads the top of the queue instead of sorting all of it.
 
-The multifactor priority (:mod:`mgpu_server.policy`) of a job below the age cap is
+The multifactor priority (:mod:`mgpu_server.scheduling.policy`) of a job below the age cap is
 
     w_fs * fairshare(user) + [class - w_age * submit / max_age] + w_age * now / max_age
 
@@ -31,8 +31,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator, ValuesView
 from operator import itemgetter
 
-from mgpu_server.jobs import Job
-from mgpu_server.policy import PolicyConfig
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.policy import PolicyConfig
 
 # (-fixed part, job id). A class's aging list is sorted by it: the highest first, then the
 # lowest id; its capped list by id alone.

@@ -22,7 +22,7 @@ from typing import Any
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
-from mgpu_server.jobs import Job
+from mgpu_server.records.jobs import Job
 
 log = logging.getLogger(__name__)
 

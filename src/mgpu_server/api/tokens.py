@@ -13,7 +13,7 @@ from typing import Any
 
 from mgpu_core import auth
 from mgpu_core.errors import InvalidRequest
-from mgpu_server.store import Store
+from mgpu_server.storage.store import Store
 
 SETTING = "tokens"
 

@@ -3,7 +3,7 @@
 The master's event loop calls :meth:`Store.put_job` for every change it makes during one
 turn, then :meth:`Store.commit` once before any reply or command leaves the process: an
 acknowledged change is stored (group commit). :class:`MemoryStore` keeps everything in
-process memory (tests); :class:`mgpu_server.sqlite_store.SqliteStore` is the durable one.
+process memory (tests); :class:`mgpu_server.storage.sqlite_store.SqliteStore` is the durable one.
 Node registrations are stored too, so that after a restart the master knows which nodes ran
 which jobs before those nodes reconnect.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from mgpu_server.jobs import Job
+from mgpu_server.records.jobs import Job
 
 
 class Store(Protocol):

@@ -1,6 +1,6 @@
 """Job control verbs of the master's state: hold, release, requeue, update, priority.
 
-A mixin of :class:`~mgpu_server.cluster.Cluster` (which owns all state), kept apart so each
+A mixin of :class:`~mgpu_server.state.cluster.Cluster` (which owns all state), kept apart so each
 module stays readable. ``admin`` says whether the caller may act as an administrator: set
 priorities, lift an admin hold, lower a job's nice value.
 """
@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 from mgpu_core.errors import InvalidJobState, InvalidRequest, MgpuError, PermissionDenied
 from mgpu_core.states import JobState
-from mgpu_server.effects import Effect, ToNode
-from mgpu_server.policy import Breakdown, PolicyConfig, Priorities, Usage
-from mgpu_server.submission import waiting_reason
+from mgpu_server.scheduling.policy import Breakdown, PolicyConfig, Priorities, Usage
+from mgpu_server.state.effects import Effect, ToNode
+from mgpu_server.state.submission import waiting_reason
 
 if TYPE_CHECKING:
     from mgpu_core.models import JobSpec
-    from mgpu_server.jobs import Job
-    from mgpu_server.nodes import NodeRecord
-    from mgpu_server.pending import PendingQueue
-    from mgpu_server.running import RunningJobs
-    from mgpu_server.store import Store
+    from mgpu_server.records.jobs import Job
+    from mgpu_server.records.nodes import NodeRecord
+    from mgpu_server.state.pending import PendingQueue
+    from mgpu_server.state.running import RunningJobs
+    from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgpu_server.scheduler import NodeView
+from mgpu_server.scheduling.planner import NodeView
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
 """Node events of the master's state: registration and reconciliation, liveness, health,
-and the admin's drain/resume/remove. A mixin of :class:`~mgpu_server.cluster.Cluster`, which
+and the admin's drain/resume/remove. A mixin of :class:`~mgpu_server.state.cluster.Cluster`, which
 owns all state; it lives apart only to keep each module readable.
 """
 
@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from mgpu_core.errors import InvalidRequest, NodeConflict, NodeNotFound
 from mgpu_core.states import JobState
-from mgpu_server.effects import Effect, ToNode
-from mgpu_server.nodes import NodeRecord
+from mgpu_server.records.nodes import NodeRecord
+from mgpu_server.state.effects import Effect, ToNode
 
 if TYPE_CHECKING:
-    from mgpu_server.jobs import Job
-    from mgpu_server.store import Store
+    from mgpu_server.records.jobs import Job
+    from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 

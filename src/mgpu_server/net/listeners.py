@@ -19,7 +19,8 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import ConfigError, TooManyConnections
 from mgpu_core.protocol import error_reply
-from mgpu_server import audit, authn
+from mgpu_server import authn
+from mgpu_server.api import audit
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from mgpu_core.states import JobState
-from mgpu_server.jobs import Job
+from mgpu_server.records.jobs import Job
 
 DAY_S = 86_400.0
 
