@@ -48,6 +48,10 @@ class Dependency:
     def job_ids(self) -> set[int]:
         return {i for c in self.clauses for i in c.job_ids}
 
+    @property
+    def singleton(self) -> bool:
+        return any(c.kind == "singleton" for c in self.clauses)
+
     def to_text(self) -> str:
         parts = [
             c.kind if c.kind == "singleton" else ":".join([c.kind, *map(str, c.job_ids)])

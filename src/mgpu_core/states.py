@@ -74,6 +74,14 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+class Hold(StrEnum):
+    """Who holds a pending job back (scontrol hold/release): an admin's hold needs an admin."""
+
+    NONE = ""
+    USER = "user"
+    ADMIN = "admin"
+
+
 class IllegalTransition(RuntimeError):
     """A state change the table forbids: always a bug, never user input."""
 

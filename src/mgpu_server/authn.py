@@ -10,15 +10,12 @@ import socket
 import struct
 from typing import Any
 
-from mgpu_core import auth
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.errors import AuthenticationFailed, ConnectionClosed, ProtocolError
-from mgpu_core.messages import AUTH
+from mgpu_core.errors import ConnectionClosed
+from mgpu_core.handshake import Responder
 from mgpu_server.api import audit
 
 log = logging.getLogger(__name__)
-
-MIN_NONCE_BYTES = 16
 
 
 async def challenge(
@@ -30,26 +27,18 @@ async def challenge(
     peer_role: str,
     timeout_s: float,
 ) -> None:
-    """Mutual proof of ``key`` (see mgpu_core.auth): answer the peer's nonce with ours and our
-    proof, then check the peer's proof over both. Raises AuthenticationFailed."""
-    peer_nonce = hello["nonce"]
-    if peer_nonce is None or len(peer_nonce) < MIN_NONCE_BYTES:
-        raise AuthenticationFailed(f"{peer_role} {name!r} sent no challenge: upgrade it")
-    nonce = auth.new_nonce()
-    master_proof = auth.proof(key, "master", name, peer_nonce, nonce)
-    conn.send({"t": "challenge", "id": hello["id"], "nonce": nonce, "proof": master_proof})
+    """Mutual proof of ``key`` (mgpu_core.handshake): answer the peer's nonce with ours and our
+    proof, then check the peer's proof over both. Raises AuthenticationFailed (ProtocolError
+    if the peer answers with anything but ``auth``)."""
+    responder = Responder(key, name, peer_role)
+    conn.send(responder.on_hello(hello))
     try:
         reply = await asyncio.wait_for(conn.recv(), timeout_s)
     except (ConnectionClosed, TimeoutError):
         # A peer whose secret differs sees our proof fail and hangs up here.
         audit.log_event("auth_failure", peer=conn.peer, **{peer_role: name}, reason="no answer")
         raise
-    if reply["t"] != "auth":
-        raise ProtocolError(f"expected auth, got {reply['t']!r}")
-    given = AUTH.check(reply)["proof"]
-    if not auth.verify(auth.proof(key, peer_role, name, nonce, peer_nonce), given):
-        secret = "cluster key" if peer_role == "node" else "token secret"
-        raise AuthenticationFailed(f"{peer_role} {name!r} failed authentication: wrong {secret}")
+    responder.on_auth(reply)
 
 
 def peer_uid(writer: asyncio.StreamWriter) -> int:

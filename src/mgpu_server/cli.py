@@ -12,23 +12,17 @@ from pathlib import Path
 
 import click
 
-from mgpu_core import __version__, auth
-from mgpu_core.cliutil import LOG_LEVELS, configure_logging, run_click
-from mgpu_core.config import SOCKET_FILE, unix_address, user_state_dir
-from mgpu_core.daemons import ServerConfig
+from mgpu_core import __version__, auth, constants
+from mgpu_core.cliutil import LOG_LEVELS, StartupFailure, configure_logging, run_click
+from mgpu_core.config import unix_address
+from mgpu_core.daemons import ServerConfig, default_master_state_dir
 from mgpu_core.errors import MgpuError
+from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.net.server import Server
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.settings import MasterSettings, load_master_settings
 from mgpu_server.storage.sqlite_store import SqliteStore
-
-EXIT_STARTUP_FAILURE = 3
-AUDIT_FILE = "audit.log"
-
-
-def default_state_dir() -> Path:
-    return Path("/var/lib/mgpu") if os.geteuid() == 0 else user_state_dir() / "master"
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,7 +38,8 @@ def default_state_dir() -> Path:
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where state lives [default: /var/lib/mgpu as root, else ~/.local/state/mgpu/master].",
+    help=f"Where state lives [default: {constants.SYSTEM_STATE_DIR} as root, else "
+    f"~/.local/state/mgpu/{constants.MASTER_DIR}].",
 )
 @click.option(
     "--port-file",
@@ -58,7 +53,7 @@ def default_state_dir() -> Path:
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Unix socket for clients on this host, who need no token there "
-    "[default: STATE_DIR/master.sock].",
+    f"[default: STATE_DIR/{constants.SOCKET_FILE}].",
 )
 @click.option(
     "--no-socket", is_flag=True, help="Do not listen on a Unix socket (TCP clients only)."
@@ -67,7 +62,7 @@ def default_state_dir() -> Path:
     "--node-timeout",
     "node_timeout_s",
     type=click.FloatRange(min=0.1),
-    default=15.0,
+    default=constants.NODE_TIMEOUT_S,
     show_default=True,
     help="Seconds of node silence before its jobs are NODE_FAIL.",
 )
@@ -75,7 +70,7 @@ def default_state_dir() -> Path:
     "--kill-grace",
     "kill_grace_s",
     type=click.FloatRange(min=0.0),
-    default=10.0,
+    default=constants.KILL_GRACE_S,
     show_default=True,
     help="Seconds between SIGTERM and SIGKILL on cancel.",
 )
@@ -83,21 +78,21 @@ def default_state_dir() -> Path:
     "--hello-timeout",
     "hello_timeout_s",
     type=click.FloatRange(min=0.01),
-    default=10.0,
+    default=constants.HELLO_TIMEOUT_S,
     show_default=True,
     help="Seconds a new connection has to say hello.",
 )
 @click.option(
     "--max-connections",
     type=click.IntRange(min=1),
-    default=4096,
+    default=constants.MAX_CONNECTIONS,
     show_default=True,
     help="Open connections in total (nodes and clients).",
 )
 @click.option(
     "--max-connections-per-address",
     type=click.IntRange(min=1),
-    default=512,
+    default=constants.MAX_CONNECTIONS_PER_ADDRESS,
     show_default=True,
     help="Open connections from one address.",
 )
@@ -133,11 +128,11 @@ def cli(
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
     configure_logging(log_level)
-    state = state_dir or default_state_dir()
+    state = state_dir or default_master_state_dir()
     try:
         state.mkdir(parents=True, exist_ok=True)
         if not no_socket:
-            socket_path = (socket_path or state / SOCKET_FILE).absolute()
+            socket_path = (socket_path or state / constants.SOCKET_FILE).absolute()
             unix_address(socket_path)  # refuses a path too long for a socket
         config = ServerConfig(
             host=host,
@@ -152,14 +147,14 @@ def cli(
             max_connections_per_address=max_connections_per_address,
         ).validate()
     except (OSError, MgpuError) as exc:
-        raise click.ClickException(f"cannot start: {exc}") from None
+        raise StartupFailure(f"cannot start: {exc}") from None
     settings = MasterSettings(PolicyConfig())
     try:
         if config_file is not None:
             settings = load_master_settings(config_file)
         # Created on first start, mode 0600: copy it to each node (--key-file there).
-        cluster_key = auth.load_or_create_key(state / auth.KEY_FILE)
-        _audit_to(state / AUDIT_FILE)
+        cluster_key = auth.load_or_create_key(state / constants.KEY_FILE)
+        _audit_to(state / constants.AUDIT_FILE)
         store = SqliteStore(state)
     except OSError as exc:
         click.echo(f"mgpu_master: cannot start: {exc.filename}: {exc.strerror}", err=True)
@@ -226,29 +221,31 @@ async def _serve(
 @click.option("--force", is_flag=True, help="Replace existing certificates.")
 def init_cli(*, state_dir: Path | None, hosts: tuple[str, ...], days: int, force: bool) -> None:
     """Prepare a cluster: the cluster key, a self-signed CA and the master's TLS certificate."""
-    from mgpu_server.tlsinit import TLS_DIR, default_hosts, make_cluster_certs
+    from mgpu_server.tlsinit import default_hosts, make_cluster_certs
 
-    state = state_dir or default_state_dir()
-    tls = (state / TLS_DIR).absolute()
+    state = state_dir or default_master_state_dir()
+    tls = (state / constants.TLS_DIR).absolute()
     try:
         state.mkdir(parents=True, exist_ok=True)
-        auth.load_or_create_key(state / auth.KEY_FILE)
+        auth.load_or_create_key(state / constants.KEY_FILE)
         make_cluster_certs(tls, list(hosts) or default_hosts(), days=days, force=force)
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or state}: {exc.strerror or exc}") from None
     except MgpuError as exc:
         raise click.ClickException(str(exc)) from None
+    ca_copy = f"{constants.SYSTEM_CONFIG_DIR}/{constants.CA_CERT_FILE}"
     click.echo(
-        f"""cluster key: {(state / auth.KEY_FILE).absolute()} (copy to each node, mode 0600)
-CA certificate: {tls / "ca.pem"} (copy to every node and client host, e.g. /etc/mgpu/ca.pem)
-CA key: {tls / "ca.key"} (keep it here)
+        f"""cluster key: {(state / constants.KEY_FILE).absolute()} (copy to each node, mode 0600)
+CA certificate: {tls / constants.CA_CERT_FILE} (copy to every node and client host, e.g. {ca_copy})
+CA key: {tls / constants.CA_KEY_FILE} (keep it here)
 
 Turn TLS on in the master's config file (mgpu_master --config FILE):
   [tls]
-  cert = "{tls / "master.pem"}"
-  key = "{tls / "master.key"}"
-Nodes: mgpu_node --tls-ca /etc/mgpu/ca.pem ...
-Clients: tls_ca = "/etc/mgpu/ca.pem" in ~/.config/mgpu/config.toml or /etc/mgpu/config.toml"""
+  cert = "{tls / constants.MASTER_CERT_FILE}"
+  key = "{tls / constants.MASTER_KEY_FILE}"
+Nodes: mgpu_node --tls-ca {ca_copy} ...
+Clients: {constants.CONFIG_TLS_CA} = "{ca_copy}" in ~/.config/mgpu/{constants.USER_CONFIG_FILE} \
+or {constants.SYSTEM_CONFIG}"""
     )
 
 

@@ -9,10 +9,11 @@ import pytest
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
 from mgpu_core.models import JobSpec
 from mgpu_core.states import IllegalTransition, JobState
-from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
 from mgpu_server.storage.store import MemoryStore
-from tests.server.helpers import node_info
+from tests.helpers.nodes import node_info
+from tests.helpers.state import ctx, make_service, make_state, node_messages, request
 
 
 def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[str, Any]:
@@ -27,23 +28,23 @@ def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[st
 
 
 @pytest.fixture
-def cluster() -> Cluster:
-    c = Cluster(MemoryStore(), kill_grace_s=1.0, node_timeout_s=10.0)
+def cluster() -> ClusterState:
+    c = make_state(node_timeout_s=10.0)
     c.node_join(node_info("n1", 2), now=0.0)
     return c
 
 
-def launches(c: Cluster) -> list[tuple[str, int, list[int]]]:
+def launches(c: ClusterState) -> list[tuple[str, int, list[int]]]:
     out = [
         (e.node_id, e.msg["launch"]["job_id"], e.msg["launch"]["gpu_indices"])
-        for e in c.outbox
+        for e in c.outbox.effects
         if isinstance(e, ToNode) and e.msg["t"] == "launch"
     ]
-    c.outbox.clear()
+    c.take_effects()
     return out
 
 
-def test_submit_schedule_exit_release(cluster: Cluster) -> None:
+def test_submit_schedule_exit_release(cluster: ClusterState) -> None:
     a = cluster.submit("alice", JobSpec(argv=["x"], gpus=2), now=1.0)
     b = cluster.submit("bob", JobSpec(argv=["y"], gpus=1), now=2.0)
     assert cluster.schedule(now=3.0) == 1
@@ -57,25 +58,31 @@ def test_submit_schedule_exit_release(cluster: Cluster) -> None:
     assert b.state is JobState.FAILED and b.signal == 9
 
 
-def test_cancel_pending_running_finished_unknown(cluster: Cluster) -> None:
+def test_cancel_pending_running_finished_unknown(cluster: ClusterState) -> None:
     run = cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
     wait = cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
     cluster.schedule(now=0)
-    cluster.outbox.clear()
-    results = cluster.cancel([wait.job_id, run.job_id, 999], now=1)
-    assert [r["ok"] for r in results] == [True, True, False]
-    assert results[2]["code"] == JobNotFound.code
+    cluster.take_effects()
+    service, _ = make_service(cluster)
+    ids = [wait.job_id, run.job_id, 999]
+    results = request(service, ctx("a"), "cancel", job_ids=ids)["results"]
+    assert {(r["job_id"], r["ok"]) for r in results} == {
+        (wait.job_id, True),
+        (run.job_id, True),
+        (999, False),
+    }
+    assert [r["code"] for r in results if not r["ok"]] == [JobNotFound.code]
     assert wait.state is JobState.CANCELLED
-    kills = [e.msg for e in cluster.outbox if isinstance(e, ToNode)]
+    kills = [e.msg for e in cluster.outbox.effects if isinstance(e, ToNode)]
     assert kills == [{"t": "kill", "job_id": run.job_id, "reason": "cancelled"}]
     assert run.state is JobState.RUNNING  # until the node reports the exit
     cluster.job_exited("n1", exited(run.job_id, None, 15), now=2)
     assert run.state is JobState.CANCELLED
     with pytest.raises(InvalidJobState):
-        cluster._cancel_one(run.job_id, now=3)
+        cluster.control.cancel(run, now=3)
 
 
-def test_impossible_and_unknown_node_requests_rejected(cluster: Cluster) -> None:
+def test_impossible_and_unknown_node_requests_rejected(cluster: ClusterState) -> None:
     with pytest.raises(InvalidRequest, match="not available"):
         cluster.submit("a", JobSpec(argv=["x"], gpus=3), now=0)
     with pytest.raises(InvalidRequest, match="nope"):
@@ -84,35 +91,32 @@ def test_impossible_and_unknown_node_requests_rejected(cluster: Cluster) -> None
         cluster.submit("a", JobSpec(), now=0)
 
 
-def test_node_conflict_and_reconcile(cluster: Cluster) -> None:
+def test_node_conflict_and_reconcile(cluster: ClusterState) -> None:
     with pytest.raises(NodeConflict):
         cluster.node_join(node_info("n1", 2), now=1)
     a = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=0)
     b = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=0)
     cluster.schedule(now=0)
-    cluster.outbox.clear()
+    cluster.take_effects()
     cluster.node_leave("n1", now=1)
     assert cluster.schedule(now=1) == 0
     # The node comes back still running a, not b, plus a job we never gave it.
     cluster.node_join(node_info("n1", 2, running=[a.job_id, 77]), now=2)
     assert a.state is JobState.RUNNING and b.state is JobState.NODE_FAIL
     assert cluster.nodes["n1"].gpus[a.gpu_indices[0]].job_id == a.job_id
-    kills = [
-        e.msg["job_id"] for e in cluster.outbox if isinstance(e, ToNode) and e.msg["t"] == "kill"
-    ]
-    assert kills == [77]
+    assert [m["job_id"] for m in node_messages(cluster, "kill")] == [77]
 
 
-def test_silent_node_fails_its_jobs_after_timeout(cluster: Cluster) -> None:
+def test_silent_node_fails_its_jobs_after_timeout(cluster: ClusterState) -> None:
     job = cluster.submit("a", JobSpec(argv=["x"], gpus=1, interactive=True), now=0)
     cluster.schedule(now=0)
-    cluster.outbox.clear()
+    cluster.take_effects()
     cluster.expire_nodes(now=5)
     assert job.state is JobState.RUNNING
     cluster.expire_nodes(now=11)
     assert job.state is JobState.NODE_FAIL
     assert cluster.nodes["n1"].display_state() == "down"
-    ended = [e.msg for e in cluster.outbox if isinstance(e, ToWatchers)]
+    ended = [e.msg for e in cluster.outbox.effects if isinstance(e, ToWatchers)]
     assert ended and ended[-1]["t"] == "job_ended" and ended[-1]["state"] == "NODE_FAIL"
     cluster.heartbeat("n1", [], now=12)
     assert cluster.nodes["n1"].up
@@ -127,7 +131,7 @@ def test_illegal_transition_raises() -> None:
         job.transition(JobState.RUNNING, 2.0)
 
 
-def test_store_sees_every_change(cluster: Cluster) -> None:
+def test_store_sees_every_change(cluster: ClusterState) -> None:
     store = cluster.store
     assert isinstance(store, MemoryStore)
     job = cluster.submit("a", JobSpec(argv=["x"]), now=0)
@@ -137,10 +141,10 @@ def test_store_sees_every_change(cluster: Cluster) -> None:
     assert store.next_job_id() == job.job_id + 1
 
 
-def test_only_changes_that_matter_trigger_a_pass(cluster: Cluster) -> None:
+def test_only_changes_that_matter_trigger_a_pass(cluster: ClusterState) -> None:
     cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
     cluster.schedule(now=0)
-    assert not cluster.changed
+    assert not cluster.outbox.changed
     healthy = [
         {
             "index": i,
@@ -153,17 +157,17 @@ def test_only_changes_that_matter_trigger_a_pass(cluster: Cluster) -> None:
         for i in range(2)
     ]
     cluster.heartbeat("n1", healthy, now=1)
-    assert not cluster.changed  # a routine heartbeat: no pass over the queue
+    assert not cluster.outbox.changed  # a routine heartbeat: no pass over the queue
     sick = [dict(healthy[0]), dict(healthy[1], healthy=False, error="GPU is lost")]
     cluster.heartbeat("n1", sick, now=2)
-    assert cluster.changed
+    assert cluster.outbox.changed
     job = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=3)
     cluster.schedule(now=3)
     assert job.state is JobState.PENDING and job.reason == "Resources"  # GPU 1 is down
     assert cluster.nodes["n1"].view().healthy_gpus == 1
 
 
-def test_late_exit_of_an_earlier_run_is_ignored(cluster: Cluster) -> None:
+def test_late_exit_of_an_earlier_run_is_ignored(cluster: ClusterState) -> None:
     job = cluster.submit("a", JobSpec(argv=["x"], gpus=1, requeue=True), now=0)
     cluster.schedule(now=0)
     cluster.expire_nodes(now=11)  # node silent: the job is requeued

@@ -1,4 +1,4 @@
-"""Properties of the whole scheduling state machine (Cluster with a MemoryStore), driven by
+"""Properties of the whole scheduling state machine (ClusterState with a MemoryStore), driven by
 random submissions, dependencies and job ends: no dependency is ever violated, no GPU is held
 twice, and every eligible job eventually starts — also when each pass may examine only one or
 two jobs (queue_depth), with passes run as the server runs them."""
@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server.scheduling.policy import PolicyConfig
-from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode
-from mgpu_server.storage.store import MemoryStore
-from tests.server.helpers import node_info
+from tests.helpers.nodes import node_info
+from tests.helpers.state import make_state
 
 jobs_strategy = st.lists(
     st.tuples(
@@ -39,7 +39,7 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
     jobs: list[tuple[int, str, int, bool, int]], sizes: list[int], depth: int
 ) -> None:
     policy = PolicyConfig(queue_depth=depth)
-    cluster = Cluster(MemoryStore(), kill_grace_s=1, node_timeout_s=1e9, policy=policy)
+    cluster = make_state(policy=policy)
     for i, size in enumerate(sizes):
         cluster.node_join(node_info(f"n{i}", size, cpus=64, mem_bytes=1 << 40), now=0)
     biggest = max(sizes)
@@ -56,20 +56,19 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
     now = 1.0
     for _ in range(4 * len(jobs) + 4):
         cluster.schedule(now)
-        while cluster.changed and cluster.pending:  # the server's next loop turn
+        while cluster.needs_pass:  # the server's next loop turn
             cluster.schedule(now)
         held: dict[tuple[str, int], int] = {}
-        for effect in cluster.outbox:
+        for effect in cluster.take_effects():
             if isinstance(effect, ToNode) and effect.msg["t"] == "launch":
                 launch = effect.msg["launch"]
-                job = cluster.jobs[launch["job_id"]]
+                job = cluster.get(launch["job_id"])
                 _check_dependency_met(cluster, job.spec.dependency)
         for job in cluster.running.values():
             for gpu in job.gpu_indices:
                 key = (job.node_id, gpu)
                 assert key not in held, f"GPU {key} held by {held.get(key)} and {job.job_id}"
                 held[key] = job.job_id
-        cluster.outbox.clear()
         # Every running job ends (the oldest first), as its exit status says.
         for job in sorted(cluster.running.values(), key=lambda j: j.job_id)[:2]:
             event = {
@@ -82,7 +81,7 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
             }
             cluster.job_exited(job.node_id, event, now)
         now += 1.0
-        cluster.changed = True
+        cluster.wake()
     # Liveness: whatever is still pending can never run: its dependency failed for good, or
     # it waits on a job that is itself stuck that way (as in Slurm).
     stuck = {j.job_id for j in cluster.pending.values() if j.reason == "DependencyNeverSatisfied"}
@@ -95,11 +94,11 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
     assert not cluster.running
 
 
-def _check_dependency_met(cluster: Cluster, dependency: str) -> None:
+def _check_dependency_met(cluster: ClusterState, dependency: str) -> None:
     if not dependency:
         return
     kind, _, ref = dependency.partition(":")
-    state = cluster.jobs[int(ref)].state
+    state = cluster.get(int(ref)).state
     if kind == "after":
         assert state is not JobState.PENDING
     elif kind == "afterany":

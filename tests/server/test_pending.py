@@ -36,7 +36,7 @@ def job(job_id: int, user: str, submit: float, **spec: object) -> Job:
 
 
 def calc(queue: PendingQueue, usage: Usage, now: float) -> Priorities:
-    return Priorities(queue.policy, usage, (), now, users=queue.users())
+    return Priorities(queue.policy, usage, now, live={}, users=queue.users())
 
 
 def formula_order(queue: PendingQueue, usage: Usage, now: float) -> list[tuple[float, int]]:
@@ -206,38 +206,41 @@ def test_a_walk_is_lazy_and_skips_what_left_during_it() -> None:
 
 def test_bookkeeping_for_a_pass() -> None:
     queue = PendingQueue(policy(0.0))
-    assert queue.min_request() == (0, 0, 0) and not queue.has_dependencies()
+    assert queue.min_request() == (0, 0, 0)
     queue.add(job(1, "a", 0.0, gpus=2, cpus=4, mem_bytes=100, begin_time=50.0))
-    queue.add(job(2, "b", 0.0, gpus=1, cpus=8, mem_bytes=10, dependency="afterok:1"))
+    queue.add(job(2, "b", 0.0, gpus=1, cpus=8, mem_bytes=10))
     queue.add(job(3, "a", 0.0, gpus=4, cpus=2, mem_bytes=1000, begin_time=20.0))
-    assert queue.min_request() == (1, 2, 10)
-    assert queue.has_dependencies() and queue.users() == {"a", "b"}
-    assert queue.next_begin(0.0) == 20.0
-    assert queue.next_begin(20.0) == 50.0
+    queue.add(job(4, "c", 0.0, gpus=0, cpus=1, mem_bytes=1), parked=True)
+    assert queue.min_request() == (1, 2, 10)  # a parked job bounds nothing
+    assert queue.users() == {"a", "b", "c"}
+    assert queue.next_begin() == 20.0
+    assert queue.due(20.0) == [3] and queue.due(20.0) == []
+    assert queue.next_begin() == 50.0
     queue.remove(2)
-    assert queue.min_request() == (2, 2, 100) and not queue.has_dependencies()
+    assert queue.min_request() == (2, 2, 100)
     queue.remove(1)
-    assert queue.next_begin(20.0) is None and queue.users() == {"a"}
+    assert queue.next_begin() is None and queue.users() == {"a", "c"}
     assert queue.remove(1) is None
 
 
-def test_held_jobs_are_out_of_the_walk_and_come_back_in_place() -> None:
-    """A pass never steps over held jobs; a release puts the job back where its priority
-    says; its priority is computed all the while."""
+def test_parked_jobs_are_out_of_the_walk_and_come_back_in_place() -> None:
+    """A pass never steps over parked (held, dependent, not yet begun) jobs; unparking puts
+    the job back where its priority says; its priority is computed all the while."""
     queue = PendingQueue(policy(0.0))
     usage = Usage(4096.0)
     for job_id in range(1, 6):
         queue.add(job(job_id, "alice", float(job_id)))
-    held = queue[2]
-    held.hold = "user"
-    queue.refresh(held)
+    parked = queue[2]
+    queue.park(parked.job_id)
+    assert queue.is_parked(parked.job_id)
     now = 100.0
     fair = calc(queue, usage, now).fairshare
     walked = [j.job_id for j in queue.ordered(now, fair)]
     assert walked == [1, 3, 4, 5] and 2 in queue and len(queue) == 5
-    expected = calc(queue, usage, now).of(held)
-    assert queue.priority(held, now, fair) == pytest.approx(expected)
-    held.hold = ""
-    queue.refresh(held)
+    expected = calc(queue, usage, now).of(parked)
+    assert queue.priority(parked, now, fair) == pytest.approx(expected)
+    queue.refresh(parked)  # a parked job stays parked when its request changes
+    assert [j.job_id for j in queue.ordered(now, fair)] == [1, 3, 4, 5]
+    queue.unpark(parked)
     assert [j.job_id for j in queue.ordered(now, fair)] == [1, 2, 3, 4, 5]
-    assert queue.remove(2) is held and 2 not in queue
+    assert queue.remove(2) is parked and 2 not in queue

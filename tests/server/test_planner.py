@@ -11,11 +11,9 @@ from collections.abc import Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mgpu_core.reasons import Reason
 from mgpu_server.scheduling.planner import (
     MAX_RESERVATIONS,
-    REASON_NODE_NOT_AVAIL,
-    REASON_PRIORITY,
-    REASON_RESOURCES,
     NodeView,
     PendingJob,
     Plan,
@@ -29,8 +27,8 @@ from mgpu_server.scheduling.planner import (
     earliest_start,
     fits_ever,
     fits_now,
-    plan,
 )
+from tests.helpers.planning import plan
 from tests.server.test_scheduler_backfill import NOW, Case, cases, node_views
 
 
@@ -56,7 +54,7 @@ def reference_plan(
             continue
         candidates = [n for n in free.values() if not job.nodelist or n.node_id in job.nodelist]
         if not candidates:
-            result.reasons[job.job_id] = REASON_NODE_NOT_AVAIL
+            result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
             continue
         eligible = [n for n in candidates if fits_ever(job, n)]
         now_ok = [n for n in eligible if fits_now(job, n)]
@@ -74,7 +72,7 @@ def reference_plan(
             load.gpus += job.gpus
             load.jobs += 1
             continue
-        result.reasons[job.job_id] = REASON_PRIORITY if now_ok else REASON_RESOURCES
+        result.reasons[job.job_id] = Reason.PRIORITY if now_ok else Reason.RESOURCES
         open_nodes = [n for n in eligible if n.node_id not in res]
         if reserve and len(res) < MAX_RESERVATIONS and open_nodes:
             node = min(open_nodes, key=lambda n: (earliest_start(job, n, now), n.node_id))

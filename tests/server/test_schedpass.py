@@ -13,23 +13,24 @@ from hypothesis import strategies as st
 
 from mgpu_core.errors import ConfigError
 from mgpu_core.models import JobSpec
+from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.planner import INF, Release, UserLoad
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.settings import load_master_settings
-from mgpu_server.state.cluster import Cluster
-from mgpu_server.storage.store import MemoryStore
-from tests.server.helpers import node_info
+from mgpu_server.state.cluster import ClusterState
+from tests.helpers.nodes import node_info
+from tests.helpers.state import make_state
 
 
-def cluster_with(gpus: int, *, depth: int = 1000, cpus: int = 8) -> Cluster:
+def cluster_with(gpus: int, *, depth: int = 1000, cpus: int = 8) -> ClusterState:
     policy = PolicyConfig(queue_depth=depth)
-    c = Cluster(MemoryStore(), kill_grace_s=1.0, node_timeout_s=1e9, policy=policy)
+    c = make_state(policy=policy)
     c.node_join(node_info("n1", gpus, cpus=cpus), now=0.0)
     return c
 
 
-def submit(c: Cluster, n: int, **spec: Any) -> list[Job]:
+def submit(c: ClusterState, n: int, **spec: Any) -> list[Job]:
     return [c.submit("u", JobSpec(argv=["x"], **{"gpus": 1, **spec}), now=0.0) for _ in range(n)]
 
 
@@ -81,7 +82,7 @@ def test_queue_depth_bounds_a_pass_and_asks_for_another() -> None:
     c = cluster_with(8, depth=2)
     jobs = submit(c, 5)
     passes = []
-    while c.changed and c.pending:  # as the server runs them: one per loop turn
+    while c.needs_pass:  # as the server runs them: one per loop turn
         passes.append(c.schedule(now=1.0))
     assert passes == [2, 2, 1]
     assert all(j.job_id in c.running for j in jobs)
@@ -97,7 +98,7 @@ def test_queue_depth_counts_only_jobs_the_scheduler_may_consider() -> None:
     big = c.submit("u", JobSpec(argv=["x"], gpus=4), now=0.0)
     small = submit(c, 1)[0]
     c.schedule(now=2.0)
-    assert big.reason == "Resources" and small.reason == "Priority" and not c.changed
+    assert big.reason == "Resources" and small.reason == "Priority" and not c.outbox.changed
 
 
 def test_hold_and_release_set_the_reason_at_once() -> None:
@@ -105,11 +106,11 @@ def test_hold_and_release_set_the_reason_at_once() -> None:
     submit(c, 2)
     deep = submit(c, 3)[-1]
     c.schedule(now=1.0)
-    c.hold([deep.job_id], admin=True)
+    c.control.hold(deep, Hold.ADMIN, now=1.0)
     assert deep.reason == "JobHeldAdmin"
     c.schedule(now=2.0)
     assert deep.reason == "JobHeldAdmin"
-    c.release([deep.job_id], admin=True)
+    c.control.release(deep, now=2.0)
     assert deep.reason == "Priority"
 
 
@@ -123,7 +124,7 @@ def test_begin_time_wakeup_counts_jobs_the_pass_does_not_reach() -> None:
 
 def test_queue_rows_show_the_current_priority() -> None:
     policy = PolicyConfig(weight_age=100.0, max_age_s=100.0, weight_fairshare=0.0)
-    c = Cluster(MemoryStore(), kill_grace_s=1.0, node_timeout_s=1e9, policy=policy)
+    c = make_state(policy=policy)
     job = c.submit("u", JobSpec(argv=["x"]), now=0.0)
     rows = c.list_jobs(users=[], states=[], job_ids=None, include_finished=False, now=30.0)
     assert rows[0]["job_id"] == job.job_id and rows[0]["priority"] == 30.0
@@ -145,7 +146,7 @@ def test_queue_depth_setting(tmp_path: Path) -> None:
 QOS = {"normal": Qos("normal"), "grace": Qos("grace", grace_s=30)}
 
 
-def expected_totals(c: Cluster, now: float) -> tuple[Any, ...]:
+def expected_totals(c: ClusterState, now: float) -> tuple[Any, ...]:
     loads: dict[str, UserLoad] = {}
     live: dict[str, float] = {}
     releases: dict[str, list[Release]] = {}
@@ -180,7 +181,7 @@ def expected_totals(c: Cluster, now: float) -> tuple[Any, ...]:
     )
 )
 def test_running_totals_follow_the_running_jobs(ops: list[tuple[str, int, str, str, int]]) -> None:
-    c = Cluster(MemoryStore(), kill_grace_s=1.0, node_timeout_s=5.0, policy=PolicyConfig(qos=QOS))
+    c = make_state(node_timeout_s=5.0, policy=PolicyConfig(qos=QOS))
     for n in ("n1", "n2"):
         c.node_join(node_info(n, 4, cpus=64, mem_bytes=1 << 40), now=0.0)
     now = 1.0
@@ -201,10 +202,10 @@ def test_running_totals_follow_the_running_jobs(ops: list[tuple[str, int, str, s
         elif kind == "requeue" and running:
             job = c.running.get(running[k % len(running)])
             assert job is not None
-            c.requeue([job.job_id])
+            c.control.requeue(job)
             c.job_exited(job.node_id, exited(job.job_id), now)
         c.schedule(now)
-        c.changed = True
+        c.wake()  # a pass every step, as if something changed
         now += 7.0
         loads, live, releases, arrays = expected_totals(c, now)
         assert c.running.loads() == loads

@@ -3,14 +3,12 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mgpu_core.reasons import Reason
 from mgpu_server.scheduling.planner import (
-    REASON_NODE_NOT_AVAIL,
-    REASON_PRIORITY,
-    REASON_RESOURCES,
     NodeView,
     PendingJob,
-    plan,
 )
+from tests.helpers.planning import plan
 
 
 def node(name: str, free: list[int], total: int | None = None, cpus: int = 64) -> NodeView:
@@ -31,13 +29,13 @@ def test_lowest_free_gpus_and_best_fit() -> None:
 def test_blocked_top_job_reserves_its_nodes() -> None:
     result = plan([job(1, 4), job(2, 1)], [node("a", [0, 1], total=4)])
     assert result.starts == []
-    assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY}
+    assert result.reasons == {1: Reason.RESOURCES, 2: Reason.PRIORITY}
 
 
 def test_impossible_job_does_not_block_others() -> None:
     result = plan([job(1, 16), job(2, 1)], [node("a", [0, 1], total=2)])
     assert [s.job_id for s in result.starts] == [2]
-    assert result.reasons == {1: REASON_RESOURCES}
+    assert result.reasons == {1: Reason.RESOURCES}
 
 
 def test_nodelist_and_down_nodes() -> None:
@@ -45,7 +43,7 @@ def test_nodelist_and_down_nodes() -> None:
     result = plan(
         [job(1, 1, frozenset({"d"})), job(2, 1, frozenset({"a"}))], [down, node("a", [0])]
     )
-    assert result.reasons == {1: REASON_NODE_NOT_AVAIL}
+    assert result.reasons == {1: Reason.NODE_NOT_AVAIL}
     assert [(s.job_id, s.node_id) for s in result.starts] == [(2, "a")]
 
 

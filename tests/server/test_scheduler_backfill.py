@@ -10,14 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgpu_core.models import JobSpec
+from mgpu_core.reasons import Reason
 from mgpu_core.states import JobState
 from mgpu_server.scheduling.planner import (
     INF,
-    REASON_NODE_NOT_AVAIL,
-    REASON_PRIORITY,
-    REASON_QOS_GPUS,
-    REASON_QOS_JOBS,
-    REASON_RESOURCES,
     NodeView,
     PendingJob,
     Plan,
@@ -28,12 +24,11 @@ from mgpu_server.scheduling.planner import (
     earliest_start,
     fits_ever,
     fits_now,
-    plan,
 )
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
-from mgpu_server.state.cluster import Cluster
-from mgpu_server.storage.store import MemoryStore
-from tests.server.helpers import node_info
+from tests.helpers.nodes import node_info
+from tests.helpers.planning import plan
+from tests.helpers.state import make_state
 
 GIB = 1 << 30
 
@@ -101,7 +96,7 @@ def test_short_job_backfills_before_the_reserved_start() -> None:
     result = plan([job(1, 4), job(2, 2, limit=60)], [a], now=40.0)
     assert result.reservations == {"a": Reservation(1, "a", 100.0, 4, 0, 0)}
     assert started(result) == {2: ("a", (2, 3))}  # ends at exactly t=100: allowed
-    assert result.reasons == {1: REASON_RESOURCES}
+    assert result.reasons == {1: Reason.RESOURCES}
 
 
 def test_job_ending_after_the_reserved_start_does_not_backfill() -> None:
@@ -109,7 +104,7 @@ def test_job_ending_after_the_reserved_start_does_not_backfill() -> None:
     for limit in (61, 10_000, 0):  # one second too long, long, no limit at all
         result = plan([job(1, 4), job(2, 1, limit=limit)], [a], now=40.0)
         assert result.starts == [], limit
-        assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY}
+        assert result.reasons == {1: Reason.RESOURCES, 2: Reason.PRIORITY}
         assert result.reservations["a"].start_s == 100.0
 
 
@@ -120,7 +115,7 @@ def test_job_that_leaves_enough_for_the_reservation_starts() -> None:
     result = plan([job(1, 6), job(2, 2), job(3, 1), job(4, 1, limit=100)], [a], now=0.0)
     assert result.reservations["a"].start_s == 100.0
     assert started(result) == {2: ("a", (4, 5)), 4: ("a", (6,))}
-    assert result.reasons == {1: REASON_RESOURCES, 3: REASON_PRIORITY}
+    assert result.reasons == {1: Reason.RESOURCES, 3: Reason.PRIORITY}
 
 
 def test_cpus_count_for_the_reservation_too() -> None:
@@ -129,7 +124,7 @@ def test_cpus_count_for_the_reservation_too() -> None:
     result = plan([job(1, 0, cpus=8), job(2, 1, cpus=2), job(3, 1, cpus=2, limit=50)], [a])
     assert result.reservations["a"] == Reservation(1, "a", 50.0, 0, 8, 0)
     assert started(result) == {3: ("a", (0,))}
-    assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY}
+    assert result.reasons == {1: Reason.RESOURCES, 2: Reason.PRIORITY}
 
 
 def test_releases_are_summed_in_end_order() -> None:
@@ -154,10 +149,10 @@ def test_unknown_reserved_start_makes_the_node_first_come() -> None:
     assert result.reservations == {"a": Reservation(1, "a", INF, 4, 0, 0)}
     assert result.starts == []
     assert result.reasons == {
-        1: REASON_RESOURCES,
-        2: REASON_PRIORITY,
-        3: REASON_PRIORITY,
-        4: REASON_PRIORITY,
+        1: Reason.RESOURCES,
+        2: Reason.PRIORITY,
+        3: Reason.PRIORITY,
+        4: Reason.PRIORITY,
     }
 
 
@@ -181,7 +176,7 @@ def test_reserved_node_is_the_earliest_one() -> None:
         "late": Reservation(2, "late", 500.0, 4, 0, 0),
         "never": Reservation(3, "never", INF, 4, 0, 0),
     }
-    assert result.reasons == {i: REASON_RESOURCES for i in (1, 2, 3, 4)}
+    assert result.reasons == {i: Reason.RESOURCES for i in (1, 2, 3, 4)}
 
 
 def test_reservation_ties_go_to_the_lowest_node_id() -> None:
@@ -196,7 +191,7 @@ def test_reservation_on_a_node_blocks_a_lower_job_that_fits_elsewhere_later() ->
     a = node("a", 4, [2, 3], [rel(100.0, 2)])
     b = node("b", 2, [], [rel(400.0, 2)])
     result = plan([job(1, 4), job(2, 2)], [a, b])
-    assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY}
+    assert result.reasons == {1: Reason.RESOURCES, 2: Reason.PRIORITY}
     assert result.reservations == {
         "a": Reservation(1, "a", 100.0, 4, 0, 0),
         "b": Reservation(2, "b", 400.0, 2, 0, 0),
@@ -219,9 +214,9 @@ def test_impossible_and_node_not_available_jobs_reserve_nothing() -> None:
     pending = [job(1, 3), job(2, 1, nodelist=frozenset({"d"})), job(3, 1, limit=5)]
     result = plan(pending, [a, down])
     assert result.reasons == {
-        1: REASON_RESOURCES,
-        2: REASON_NODE_NOT_AVAIL,
-        3: REASON_RESOURCES,
+        1: Reason.RESOURCES,
+        2: Reason.NODE_NOT_AVAIL,
+        3: Reason.RESOURCES,
     }
     assert result.reservations == {"a": Reservation(3, "a", 10.0, 1, 0, 0)}
 
@@ -243,7 +238,7 @@ def test_qos_max_gpus_per_user_counts_running_load() -> None:
     ]
     result = plan(pending, [a], loads=loads)
     assert set(started(result)) == {2, 4, 5, 7}
-    assert result.reasons == {1: REASON_QOS_GPUS, 3: REASON_QOS_GPUS, 6: REASON_QOS_GPUS}
+    assert result.reasons == {1: Reason.QOS_GPUS, 3: Reason.QOS_GPUS, 6: Reason.QOS_GPUS}
     assert result.reservations == {}  # a QoS-held job reserves nothing
     assert loads == {"alice": UserLoad(gpus=3, jobs=1)}  # not modified
 
@@ -260,7 +255,7 @@ def test_qos_max_jobs_per_user_counts_running_load() -> None:
     ]
     result = plan(pending, [a], loads=loads)
     assert set(started(result)) == {1, 4}
-    assert result.reasons == {2: REASON_QOS_JOBS, 3: REASON_QOS_JOBS, 5: REASON_QOS_JOBS}
+    assert result.reasons == {2: Reason.QOS_JOBS, 3: Reason.QOS_JOBS, 5: Reason.QOS_JOBS}
 
 
 def test_qos_gpu_reason_comes_first_and_held_top_job_blocks_nobody() -> None:
@@ -268,7 +263,7 @@ def test_qos_gpu_reason_comes_first_and_held_top_job_blocks_nobody() -> None:
     loads = {"alice": UserLoad(gpus=2, jobs=2)}
     pending = [job(1, 4, user="alice", max_gpus=4, max_jobs=2), job(2, 4, user="bob")]
     result = plan(pending, [a], loads=loads)
-    assert result.reasons == {1: REASON_QOS_GPUS}
+    assert result.reasons == {1: Reason.QOS_GPUS}
     assert started(result) == {2: ("a", (0, 1, 2, 3))}
 
 
@@ -279,25 +274,23 @@ def test_qos_limit_counts_a_job_that_fails_to_start_as_nothing() -> None:
         job(2, 2, user="alice", max_gpus=2),
     ]
     result = plan(pending, [a])
-    assert result.reasons == {1: REASON_RESOURCES}
+    assert result.reasons == {1: Reason.RESOURCES}
     assert started(result) == {2: ("a", (0, 1))}
 
 
 def test_backfill_through_the_cluster_honours_qos_grace() -> None:
     qos = {"normal": Qos("normal"), "short": Qos("short", grace_s=100)}
     info = node_info("n1", 2, mem_bytes=GIB)
-    cluster = Cluster(
-        MemoryStore(), kill_grace_s=1.0, node_timeout_s=10.0, policy=PolicyConfig(qos=qos)
-    )
+    cluster = make_state(node_timeout_s=10.0, policy=PolicyConfig(qos=qos))
     cluster.node_join(info, now=0.0)
     a = cluster.submit("u", JobSpec(argv=["a"], gpus=1, time_limit_s=100), now=0.0)
     assert cluster.schedule(now=0.0) == 1 and a.state is JobState.RUNNING
     b = cluster.submit("u", JobSpec(argv=["b"], gpus=2, time_limit_s=10), now=0.0)
     c = cluster.submit("u", JobSpec(argv=["c"], gpus=1, time_limit_s=50, qos="short"), now=0.0)
     cluster.schedule(now=0.0)
-    assert b.state is JobState.PENDING and b.reason == REASON_RESOURCES
+    assert b.state is JobState.PENDING and b.reason == Reason.RESOURCES
     # C may run until 0 + 50 + 100 = 150 > 100, B's reserved start: it must not backfill.
-    assert c.state is JobState.PENDING and c.reason == REASON_PRIORITY
+    assert c.state is JobState.PENDING and c.reason == Reason.PRIORITY
 
 
 # ---- properties ---------------------------------------------------------------------------
@@ -440,9 +433,9 @@ def _check_partition(case: Case, result: Plan) -> None:
 
 def _qos_reason(pj: PendingJob, load: UserLoad) -> str:
     if pj.max_user_gpus and load.gpus + pj.gpus > pj.max_user_gpus:
-        return REASON_QOS_GPUS
+        return Reason.QOS_GPUS
     if pj.max_user_jobs and load.jobs + 1 > pj.max_user_jobs:
-        return REASON_QOS_JOBS
+        return Reason.QOS_JOBS
     return ""
 
 
@@ -463,7 +456,7 @@ def _check_qos(case: Case, result: Plan) -> None:
         elif why:
             assert result.reasons[pj.job_id] == why
         else:
-            assert result.reasons[pj.job_id] not in (REASON_QOS_GPUS, REASON_QOS_JOBS)
+            assert result.reasons[pj.job_id] not in (Reason.QOS_GPUS, Reason.QOS_JOBS)
 
 
 def _check_reasons(case: Case, result: Plan) -> None:
@@ -476,7 +469,7 @@ def _check_reasons(case: Case, result: Plan) -> None:
     reserved: set[str] = set()
     for pj in case.pending:
         why = result.reasons.get(pj.job_id, "")
-        if why in (REASON_QOS_GPUS, REASON_QOS_JOBS):
+        if why in (Reason.QOS_GPUS, Reason.QOS_JOBS):
             assert pj.job_id not in owner
             continue
         candidates = [
@@ -484,16 +477,16 @@ def _check_reasons(case: Case, result: Plan) -> None:
             for n in case.nodes
             if n.up and (not pj.nodelist or n.node_id in pj.nodelist)
         ]
-        assert (why == REASON_NODE_NOT_AVAIL) == (not candidates)
+        assert (why == Reason.NODE_NOT_AVAIL) == (not candidates)
         fit = [n.node_id for n in candidates if fits_ever(pj, n) and fits_now(pj, n)]
         if pj.job_id in starts:
             assert starts[pj.job_id].node_id in fit
             done.append((pj, starts[pj.job_id]))
         elif candidates:
             assert not [n for n in fit if n not in reserved]
-            assert why == (REASON_PRIORITY if fit else REASON_RESOURCES)
+            assert why == (Reason.PRIORITY if fit else Reason.RESOURCES)
         if pj.job_id in owner:
-            assert why in (REASON_PRIORITY, REASON_RESOURCES)
+            assert why in (Reason.PRIORITY, Reason.RESOURCES)
             reserved.add(owner[pj.job_id])
 
 
@@ -523,7 +516,7 @@ def _check_reservations(case: Case, result: Plan) -> None:
     started_ids = {s.job_id for s in result.starts}
     for pj in case.pending:
         why = result.reasons.get(pj.job_id)
-        if pj.job_id in started_ids or why not in (REASON_PRIORITY, REASON_RESOURCES):
+        if pj.job_id in started_ids or why not in (Reason.PRIORITY, Reason.RESOURCES):
             continue
         before = [(p, s) for p, s in all_starts if order[p.job_id] < order[pj.job_id]]
         eligible = [
@@ -610,11 +603,11 @@ def test_without_reservations_a_blocked_job_holds_nothing_back() -> None:
     result = plan(pending, [a], reserve=False)
     assert result.reservations == {}
     assert started(result) == {2: ("a", (2, 3))}
-    assert result.reasons == {1: REASON_RESOURCES, 3: REASON_RESOURCES}
+    assert result.reasons == {1: Reason.RESOURCES, 3: Reason.RESOURCES}
     # The same pass with reservations: job 1 holds the node, so 2 and 3 wait for it.
     result = plan(pending, [a])
     assert result.starts == []
-    assert result.reasons == {1: REASON_RESOURCES, 2: REASON_PRIORITY, 3: REASON_PRIORITY}
+    assert result.reasons == {1: Reason.RESOURCES, 2: Reason.PRIORITY, 3: Reason.PRIORITY}
 
 
 @settings(max_examples=300, deadline=None)

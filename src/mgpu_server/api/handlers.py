@@ -1,7 +1,12 @@
-"""Client request handlers: decode the checked request, call the cluster, shape the reply.
+"""Client request handlers: one table from message type to handler. A handler gets the
+request's context (who, admin or not, which transport), the connection as an opaque key (for
+subscriptions) and the checked request; it asks :mod:`~mgpu_server.api.permissions`, calls the
+state, and shapes the reply. An unknown type never reaches here (the schema table in
+mgpu_core.messages rejects it with ``unknown_message_type``).
 
-Dispatch is a dict from message type to handler; an unknown type never reaches here (the
-schema table in mgpu_core.messages rejects it with ``unknown_message_type``).
+The network side owns connections; what a handler needs of it (subscribing a connection to a
+job's events, ending revoked sessions) is the small :class:`Sessions` interface, so this
+layer never imports the network one.
 """
 
 from __future__ import annotations
@@ -9,21 +14,32 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from mgpu_core import __version__
-from mgpu_core.aio import AsyncConnection
-from mgpu_core.errors import InvalidRequest, JobNotFound, PermissionDenied, error_from_wire
+from mgpu_core.errors import InvalidRequest, JobNotFound, MgpuError
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server.api import audit
-from mgpu_server.records.jobs import ROW_FIELDS
+from mgpu_server.api import permissions as perm
+from mgpu_server.api.permissions import RequestContext
+from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.records.jobs import ROW_FIELDS, Job
+from mgpu_server.state.cluster import ClusterState
 
-if TYPE_CHECKING:  # the server owns the service; the import is for types only
-    from mgpu_server.net.server import Server
 
-Handler = Callable[[AsyncConnection, str, dict[str, Any]], dict[str, Any] | None]
+class Sessions(Protocol):
+    def watch(self, conn: object, job_id: int) -> None:
+        """Send ``conn`` the job's state changes, output and end from now on."""
 
+    def watcher_count(self, job_id: int) -> int:
+        """How many connections follow the job."""
+
+    def end_sessions(self, token_ids: list[str]) -> None:
+        """Close every connection opened with these (revoked) tokens after this turn."""
+
+
+Handler = Callable[[RequestContext, object, dict[str, Any]], dict[str, Any]]
 
 # Requests that go to the audit log, with the fields worth recording.
 AUDITED: dict[str, tuple[str, ...]] = {
@@ -39,16 +55,20 @@ AUDITED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _ids(data: dict[str, Any] | None) -> dict[str, Any]:
-    """What a reply adds to its audit line: the new job's or token's id (never a secret)."""
-    return {k: data[k] for k in ("job_id", "token_id", "revoked") if data and k in data}
-
-
 class ClientService:
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.cluster = server.cluster
-        self._handlers: dict[str, Handler] = {
+    def __init__(
+        self,
+        state: ClusterState,
+        sessions: Sessions,
+        tokens: TokenRegistry,
+        *,
+        private_commands: bool,
+    ) -> None:
+        self.state = state
+        self.sessions = sessions
+        self.tokens = tokens
+        self.private_commands = private_commands
+        self.handlers: dict[str, Handler] = {
             "submit": self.submit,
             "cancel": self.cancel,
             "queue": self.queue,
@@ -65,10 +85,8 @@ class ClientService:
             "token": self.token,
         }
 
-    def handle(
-        self, conn: AsyncConnection, user: str, msg: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        data = self._handlers[msg["t"]](conn, user, msg)
+    def handle(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        data = self.handlers[msg["t"]](ctx, conn, msg)
         if msg["t"] in AUDITED:
             # A verb's own "user" field (whose turn) must not clash with who made the request.
             detail = {
@@ -76,76 +94,90 @@ class ClientService:
                 for k, v in msg.items()
                 if k in AUDITED[msg["t"]]
             }
-            detail.update(_ids(data))
-            audit.log_event(msg["t"], user=user, peer=conn.peer, **detail)
+            detail.update({k: data[k] for k in ("job_id", "token_id", "revoked") if k in data})
+            audit.log_event(msg["t"], user=ctx.user, peer=ctx.peer, **detail)
         return data
 
-    def submit(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+    # ---- jobs ----------------------------------------------------------------------------
+
+    def submit(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         spec = JobSpec.from_wire(msg["job"])
-        job = self.cluster.submit(user, spec, time.time())
+        job = self.state.submit(ctx.user, spec, time.time())
         if msg["attach"]:
-            self.server.watchers.setdefault(job.job_id, set()).add(conn)
+            self.sessions.watch(conn, job.job_id)
         return {"job_id": job.job_id}
 
-    def is_admin(self, user: str) -> bool:
-        """``user`` is authenticated (Unix socket peer or token): root, the master's own user
-        and the config's admins administer the cluster."""
-        return user in ("root", self.server.owner) or user in self.server.config.admins
-
-    def _require_admin(self, user: str, what: str) -> None:
-        if not self.is_admin(user):
-            raise PermissionDenied(f"only an admin can {what}")
-
-    def _owned(
-        self, user: str, refs: list[int | str], verb: str
-    ) -> tuple[list[int], list[dict[str, Any]]]:
-        """The referenced jobs ``user`` may act on (their own; every job for an admin), and
-        error results for the rest."""
-        ids, errors = self.cluster.resolve_all(refs, live=True)
-        if self.is_admin(user):
-            return ids, errors
-        mine = []
+    def _per_job(self, refs: list[int | str], act: Callable[[Job], None]) -> dict[str, Any]:
+        """Act on every job the references name, each on its own: one result per job (a
+        reference that names nothing, a refusal or an error does not stop the others)."""
+        ids, results = self.state.table.resolve_all(refs, live=True)
         for job_id in ids:
-            owner = self.cluster.jobs[job_id].user
-            if owner == user:
-                mine.append(job_id)
-            else:
-                err = PermissionDenied(
-                    f"job {job_id} belongs to {owner}: only its owner or an admin can {verb} it"
-                )
-                errors.append({"job_id": job_id, "ok": False, **err.to_wire()})
-        return mine, errors
+            try:
+                act(self.state.get(job_id))
+                results.append({"job_id": job_id, "ok": True})
+            except MgpuError as err:
+                results.append({"job_id": job_id, "ok": False, **err.to_wire()})
+        return {"results": results}
 
-    def hold(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self._owned(user, msg["job_ids"], "hold")
-        return {"results": errors + self.cluster.hold(ids, admin=self.is_admin(user))}
+    def cancel(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
 
-    def release(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self._owned(user, msg["job_ids"], "release")
-        return {"results": errors + self.cluster.release(ids, admin=self.is_admin(user))}
+        def act(job: Job) -> None:
+            perm.check_owner(ctx, job, "cancel")
+            self.state.control.cancel(job, now)
 
-    def requeue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self._owned(user, msg["job_ids"], "requeue")
-        return {"results": errors + self.cluster.requeue(ids)}
+        return self._per_job(msg["job_ids"], act)
 
-    def update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        _, denied = self._owned(user, [msg["job_id"]], "update")
-        if denied:
-            raise error_from_wire(denied[0]["code"], denied[0]["message"])
+    def hold(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+
+        def act(job: Job) -> None:
+            self.state.control.hold(job, perm.hold_kind(ctx, job), now)
+
+        return self._per_job(msg["job_ids"], act)
+
+    def release(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        now = time.time()
+
+        def act(job: Job) -> None:
+            perm.check_release(ctx, job)
+            self.state.control.release(job, now)
+
+        return self._per_job(msg["job_ids"], act)
+
+    def requeue(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        def act(job: Job) -> None:
+            perm.check_owner(ctx, job, "requeue")
+            self.state.control.requeue(job)
+
+        return self._per_job(msg["job_ids"], act)
+
+    def update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        job = self.state.get(msg["job_id"])
         changes = {k: v for k, v in msg["changes"].items() if v is not None}
-        self.cluster.update(msg["job_id"], changes, admin=self.is_admin(user))
+        perm.check_update(ctx, job, changes)
+        self.state.control.update(job, changes)
         return {}
 
-    def priority(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.cluster.resolve_all(msg["job_ids"])
+    def attach(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        """Watch a job: its row now, then its events. A finished job just returns its row."""
+        job = self.state.get(msg["job_id"])
+        perm.check_attach(ctx, job)
+        if not job.state.terminal:
+            self.sessions.watch(conn, job.job_id)
+        return {"job": job.to_wire(time.time())}
+
+    def priority(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        ids, errors = self.state.table.resolve_all(msg["job_ids"])
         if errors:
             raise JobNotFound(errors[0]["message"])
-        rows = self.cluster.priorities(ids, time.time())
+        rows = self.state.control.priorities(ids, time.time())
+        policy = self.state.policy
         return {
             "jobs": [
                 {
                     "job_id": b.job_id,
-                    "user": self.cluster.jobs[b.job_id].user,
+                    "user": self.state.get(b.job_id).user,
                     "priority": round(b.priority, 3),
                     "age": round(b.age, 4),
                     "fairshare": round(b.fairshare, 4),
@@ -156,54 +188,13 @@ class ClientService:
                 for b in rows
             ],
             "weights": {
-                "age": self.cluster.policy.weight_age,
-                "fairshare": self.cluster.policy.weight_fairshare,
-                "qos": self.cluster.policy.weight_qos,
+                "age": policy.weight_age,
+                "fairshare": policy.weight_fairshare,
+                "qos": policy.weight_qos,
             },
         }
 
-    def turns(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        args = {k: msg[k] for k in ("users", "user", "count", "mode", "seconds")}
-        return self.cluster.turn_request(
-            msg["action"], args, admin=self.is_admin(user), now=time.time()
-        )
-
-    def attach(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        """Watch a job: its row now, then its events. A finished job just returns its row."""
-        job = self.cluster.get(msg["job_id"])
-        if job.user != user and not self.is_admin(user):
-            raise PermissionDenied(f"job {job.job_id} belongs to {job.user}: its output is theirs")
-        if not job.state.terminal:
-            self.server.watchers.setdefault(job.job_id, set()).add(conn)
-        return {"job": job.to_wire(time.time())}
-
-    def node_update(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        self._require_admin(user, f"{msg['action']} a node")
-        self.cluster.update_node(msg["node_id"], msg["action"], msg["reason"], time.time())
-        return {}
-
-    def token(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        self._require_admin(user, "manage tokens")
-        tokens = self.server.tokens
-        if msg["action"] == "create":
-            if not (conn.peer.startswith("unix:") or conn.writer.get_extra_info("ssl_object")):
-                raise PermissionDenied(
-                    "a new token's secret must not cross the network in the clear: create it "
-                    "on the master's host (Unix socket) or over TLS"
-                )
-            token = tokens.create(msg["user"], by=user, now_s=time.time())
-            return {"token_id": token.token_id, "token": str(token), "user": msg["user"]}
-        if msg["action"] == "list":
-            return {"tokens": tokens.listing(msg["user"])}
-        revoked = tokens.revoke(msg["user"], msg["token_id"])
-        self.server.end_sessions(revoked)
-        return {"revoked": revoked}
-
-    def cancel(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self._owned(user, msg["job_ids"], "cancel")
-        return {"results": errors + self.cluster.cancel(ids, time.time())}
-
-    def queue(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
+    def queue(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
         refs = msg["job_ids"]
         fields = msg["fields"] or None
@@ -214,44 +205,43 @@ class ClientService:
         # Owner and id are needed below even when not asked for; dropped again after.
         wanted = [f for f in fields or () if f != "attached"]
         extra = [k for k in ("job_id", "user") if fields is not None and k not in wanted]
-        rows = self.cluster.list_jobs(
+        rows = self.state.list_jobs(
             users=msg["users"],
             states=msg["states"],
-            job_ids=self.cluster.resolve_all(refs)[0] if refs else None,
+            job_ids=self.state.table.resolve_all(refs)[0] if refs else None,
             include_finished=msg["include_finished"],
             now=now,
             fields=None if fields is None else [*wanted, *extra],
         )
-        watchers = self.server.watchers
-        private = self.server.config.private_commands and not self.is_admin(user)
         hidden = {"command": "", "cwd": "", "stdout_path": None}
         if fields is not None:
             hidden = {k: v for k, v in hidden.items() if k in fields}
         attached = fields is None or "attached" in fields
         for row in rows:
-            if private and hidden and row["user"] != user:
+            if hidden and not perm.sees_command(
+                ctx, row["user"], private_commands=self.private_commands
+            ):
                 row.update(hidden)
             if attached:
                 # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
-                row["attached"] = len(watchers.get(row["job_id"], ()))
+                row["attached"] = self.sessions.watcher_count(row["job_id"])
             for key in extra:
                 del row[key]
         return {"jobs": rows, "now": now}
 
-    def nodes(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        nodes = sorted(self.cluster.nodes.values(), key=lambda n: n.node_id)
+    # ---- the cluster ---------------------------------------------------------------------
+
+    def nodes(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        nodes = sorted(self.state.nodes.values(), key=lambda n: n.node_id)
         return {"nodes": [n.to_wire() for n in nodes], "now": time.time()}
 
-    def info(self, conn: AsyncConnection, user: str, msg: dict[str, Any]) -> dict[str, Any]:
-        nodes = list(self.cluster.nodes.values())
+    def info(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        nodes = list(self.state.nodes.values())
         states: dict[str, int] = {}
         for node in nodes:
-            states[node.display_state()] = states.get(node.display_state(), 0) + 1
+            name = node.display_state().value
+            states[name] = states.get(name, 0) + 1
         up = [n for n in nodes if n.up]
-        jobs: dict[str, int] = {}
-        for job in self.cluster.jobs.values():
-            if job.state in (JobState.PENDING, JobState.RUNNING):
-                jobs[job.state.value] = jobs.get(job.state.value, 0) + 1
         return {
             "server": __version__,
             "nodes_total": len(nodes),
@@ -261,6 +251,31 @@ class ClientService:
             "gpus_alloc": sum(1 for n in up for g in n.gpus if g.job_id is not None),
             "cpus_total": sum(n.cpus for n in up),
             "cpus_alloc": sum(n.cpus_alloc for n in up),
-            "jobs": jobs,
-            "scheduler": asdict(self.server.pass_stats),
+            "jobs": {
+                JobState.PENDING.value: len(self.state.pending),
+                JobState.RUNNING.value: len(self.state.running),
+            },
+            "scheduler": asdict(self.state.pass_stats),
         }
+
+    def turns(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        perm.check_turns(ctx, msg["action"])
+        args = {k: msg[k] for k in ("users", "user", "count", "mode", "seconds")}
+        return self.state.turns.request(msg["action"], args, time.time())
+
+    def node_update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        perm.require_admin(ctx, f"{msg['action']} a node")
+        self.state.update_node(msg["node_id"], msg["action"], msg["reason"])
+        return {}
+
+    def token(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        if msg["action"] == "create":
+            perm.check_token_create(ctx)
+            token = self.tokens.create(msg["user"], by=ctx.user, now_s=time.time())
+            return {"token_id": token.token_id, "token": str(token), "user": msg["user"]}
+        perm.require_admin(ctx, "manage tokens")
+        if msg["action"] == "list":
+            return {"tokens": self.tokens.listing(msg["user"])}
+        revoked = self.tokens.revoke(msg["user"], msg["token_id"])
+        self.sessions.end_sessions(revoked)
+        return {"revoked": revoked}

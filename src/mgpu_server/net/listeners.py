@@ -21,10 +21,12 @@ from mgpu_core.errors import ConfigError, TooManyConnections
 from mgpu_core.protocol import error_reply
 from mgpu_server import authn
 from mgpu_server.api import audit
+from mgpu_server.api.permissions import Transport
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AsyncConnection, str | None], Awaitable[None]]
+# (connection, its transport, the user the kernel names for a Unix socket peer, else None)
+Handler = Callable[[AsyncConnection, Transport, str | None], Awaitable[None]]
 
 
 class Listeners:
@@ -37,14 +39,17 @@ class Listeners:
         self._by_address: dict[str, int] = {}
         self._total = 0
         self._open: dict[AsyncConnection, asyncio.Task[None]] = {}
+        self._tcp_transport = Transport.TCP
 
     async def start(self) -> None:
         cfg = self.config
         tls = None
+        self._tcp_transport = Transport.TCP
         if cfg.tls_cert is not None and cfg.tls_key is not None:
             from mgpu_core.tls import server_context
 
             tls = server_context(cfg.tls_cert, cfg.tls_key)
+            self._tcp_transport = Transport.TLS
         tcp = await asyncio.start_server(
             self._on_tcp,
             cfg.host,
@@ -84,15 +89,17 @@ class Listeners:
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
-        await self._serve(conn, conn.peer.rsplit(":", 1)[0], None)
+        await self._serve(conn, self._tcp_transport, conn.peer.rsplit(":", 1)[0], None)
 
     async def _on_unix(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
         uid = authn.peer_uid(writer)
         conn.peer = f"unix:uid={uid}"
-        await self._serve(conn, conn.peer, authn.user_name(uid))
+        await self._serve(conn, Transport.UNIX, conn.peer, authn.user_name(uid))
 
-    async def _serve(self, conn: AsyncConnection, address: str, peer_user: str | None) -> None:
+    async def _serve(
+        self, conn: AsyncConnection, transport: Transport, address: str, peer_user: str | None
+    ) -> None:
         if not self._admit(address):
             audit.log_event("connection_refused", peer=conn.peer, reason="connection limit")
             err = TooManyConnections(f"too many connections (from {address} or in total)")
@@ -103,7 +110,7 @@ class Listeners:
         assert task is not None
         self._open[conn] = task
         try:
-            await self.handle(conn, peer_user)
+            await self.handle(conn, transport, peer_user)
         finally:
             del self._open[conn]
             self._release(address)

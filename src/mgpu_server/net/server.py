@@ -1,9 +1,9 @@
 """The master's network side: accept connections, speak the protocol, run the loop.
 
 One asyncio event loop owns all state (no threads, no locks). Handlers call into
-:class:`~mgpu_server.state.cluster.Cluster` and queue their replies; once per loop turn
+:class:`~mgpu_server.state.cluster.ClusterState` and queue their replies; once per loop turn
 :meth:`Server._flush` runs the scheduling pass, commits the store, and only then sends replies
-and the cluster's outbox. So scheduling is event-driven (a job whose resources are free starts
+and the state's outbox. So scheduling is event-driven (a job whose resources are free starts
 in the same turn as the event that freed them), coalesced (a burst of 1,000 submits is one
 pass and one commit), and nothing is acknowledged before it is stored.
 """
@@ -33,13 +33,13 @@ from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server import authn
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
+from mgpu_server.api.permissions import Transport, context
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net.listeners import Listeners
 from mgpu_server.scheduling.policy import PolicyConfig
-from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
-from mgpu_server.state.schedpass import PassStats
-from mgpu_server.storage.store import MemoryStore, Store
+from mgpu_server.storage.store import Store
 
 NO_TOKEN = (
     "TCP clients must present a user token: ask an admin for one "
@@ -58,28 +58,31 @@ class Server:
     def __init__(
         self,
         config: ServerConfig,
-        store: Store | None = None,
-        policy: PolicyConfig | None = None,
+        store: Store,
+        policy: PolicyConfig,
         *,
         cluster_key: bytes,
     ) -> None:
         self.config = config
         self.cluster_key = cluster_key
-        self.cluster = Cluster(
-            store or MemoryStore(),
+        self.store = store
+        self.cluster = ClusterState(
+            store,
             kill_grace_s=config.kill_grace_s,
             node_timeout_s=config.node_timeout_s,
             now=time.time(),
             policy=policy,
         )
-        self.tokens = TokenRegistry(self.cluster.store)
+        self.tokens = TokenRegistry(store)
         # The master's own user administers it, as root does (local mode runs as anyone).
-        self.owner = authn.user_name(os.geteuid())
+        self.admins = frozenset({authn.user_name(os.geteuid()), *config.admins})
         self.token_sessions: dict[str, set[AsyncConnection]] = {}
         self._closing: list[AsyncConnection] = []  # sessions to end once replies are out
         self.node_links: dict[str, AsyncConnection] = {}
         self.watchers: dict[int, set[AsyncConnection]] = {}
-        self.service = ClientService(self)
+        self.service = ClientService(
+            self.cluster, self, self.tokens, private_commands=config.private_commands
+        )
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
         self._wakeup: asyncio.TimerHandle | None = None
@@ -88,7 +91,6 @@ class Server:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.port = 0
         self.should_exit = asyncio.Event()
-        self.pass_stats = PassStats()
         self._unfrozen_jobs = 0
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -118,8 +120,8 @@ class Server:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.cluster.store.commit()
-        self.cluster.store.close()
+        self.store.commit()
+        self.store.close()
         log.info("mgpu_master stopped")
 
     def _spawn(self, coro: Any) -> None:
@@ -143,31 +145,26 @@ class Server:
         self._flush_scheduled = False
         cluster = self.cluster
         now = time.time()
-        if cluster.pending and cluster.changed:  # else schedule() returns at once
-            started_s = time.perf_counter()
-            cluster.schedule(now)
-            self.pass_stats.record(time.perf_counter() - started_s, len(cluster.pending))
-        if cluster.changed and cluster.pending:
-            self.kick()  # what just started may satisfy an `after:` dependency: one more pass
+        cluster.schedule(now)
+        if cluster.needs_pass:
+            self.kick()  # the queue goes on below the depth a pass examines: one more pass
         self._arm_wakeup(cluster.wakeup_at)
         replies, self._replies = self._replies, []
         try:
-            cluster.store.commit()
+            self.store.commit()
         except StorageError as err:
             # Nothing that is not stored is acknowledged: this turn's submissions are undone
             # and refused; other changes stay pending and are retried with the next commit.
             log.error("%s; refusing this turn's submissions", err)
-            refused = cluster.undo_new_jobs()
+            refused = cluster.undo_turn(now)
             replies = [(conn, _refuse(msg, refused, err)) for conn, msg in replies]
-        self._unfrozen_jobs += len(cluster.new_jobs)
+        self._unfrozen_jobs += cluster.end_turn()
         if self._unfrozen_jobs >= FREEZE_EVERY_JOBS:
             gc.freeze()  # O(1): the long-lived records stop costing every full collection
             self._unfrozen_jobs = 0
-        cluster.new_jobs.clear()
         for conn, msg in replies:
             conn.send(msg)
-        effects, cluster.outbox = cluster.outbox, []
-        for effect in effects:
+        for effect in cluster.take_effects():
             if isinstance(effect, ToNode):
                 link = self.node_links.get(effect.node_id)
                 if link is not None:
@@ -177,6 +174,13 @@ class Server:
         closing, self._closing = self._closing, []
         for conn in closing:
             conn.close()
+
+    def watch(self, conn: object, job_id: int) -> None:
+        assert isinstance(conn, AsyncConnection)
+        self.watchers.setdefault(job_id, set()).add(conn)
+
+    def watcher_count(self, job_id: int) -> int:
+        return len(self.watchers.get(job_id, ()))
 
     def end_sessions(self, token_ids: list[str]) -> None:
         """Close every connection opened with these (revoked) tokens, after this turn's
@@ -200,7 +204,7 @@ class Server:
     def _on_wakeup(self) -> None:
         self._wakeup = None
         self._wakeup_at = None
-        self.cluster.changed = True
+        self.cluster.wake()
         self.kick()
 
     def _send_watchers(self, effect: ToWatchers) -> None:
@@ -223,12 +227,14 @@ class Server:
             now = time.time()
             self.cluster.expire_nodes(now)
             self.cluster.expire_turns(now)
-            if self.cluster.outbox:
+            if self.cluster.outbox.effects:
                 self.kick()
 
     # ---- connections ---------------------------------------------------------------------
 
-    async def _handle_connection(self, conn: AsyncConnection, peer_user: str | None) -> None:
+    async def _handle_connection(
+        self, conn: AsyncConnection, transport: Transport, peer_user: str | None
+    ) -> None:
         try:
             hello = await asyncio.wait_for(conn.recv(), self.config.hello_timeout_s)
             if hello["t"] != "hello":
@@ -242,7 +248,7 @@ class Server:
             if hello["role"] == "node":
                 await self._serve_node(conn, hello)
             else:
-                await self._serve_client(conn, hello, peer_user)
+                await self._serve_client(conn, hello, transport, peer_user)
         except AuthenticationFailed as err:
             audit.log_event("auth_failure", peer=conn.peer, reason=err.message)
             conn.send(error_reply(None, err.code, err.message))
@@ -259,7 +265,11 @@ class Server:
             conn.close()
 
     async def _serve_client(
-        self, conn: AsyncConnection, hello: dict[str, Any], peer_user: str | None
+        self,
+        conn: AsyncConnection,
+        hello: dict[str, Any],
+        transport: Transport,
+        peer_user: str | None,
     ) -> None:
         token_id = hello["token"]
         if peer_user is not None:
@@ -269,6 +279,7 @@ class Server:
             self.token_sessions.setdefault(token_id, set()).add(conn)
         else:
             raise AuthenticationFailed(NO_TOKEN)
+        ctx = context(user, transport, conn.peer, admins=self.admins)
         self.reply(
             conn,
             ok_reply(
@@ -281,12 +292,11 @@ class Server:
                 req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
                 try:
                     msg = validate(raw, CLIENT_REQUESTS)
-                    data = self.service.handle(conn, user, msg)
+                    data = self.service.handle(ctx, conn, msg)
                 except MgpuError as err:
                     self.reply(conn, error_reply(req_id, err.code, err.message))
                     continue
-                if data is not None:
-                    self.reply(conn, ok_reply(msg["id"], data))
+                self.reply(conn, ok_reply(msg["id"], data))
         finally:
             self._client_gone(conn, token_id)
 
@@ -364,7 +374,7 @@ class Server:
         cluster = self.cluster
         now = time.time()
         kind = msg["t"]
-        cluster.nodes[node_id].last_seen_s = now
+        cluster.node_seen(node_id, now)
         if kind == "job_output":
             job = cluster.job_of_node(node_id, msg["job_id"])
             if job is not None:

@@ -1,5 +1,6 @@
 """The master's job record. State changes go through :meth:`Job.transition`, which checks the
-one transition table in :mod:`mgpu_core.states`."""
+one transition table in :mod:`mgpu_core.states`; only :mod:`mgpu_server.state.lifecycle`
+calls it."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgpu_core.arrays import format_job_ref
+from mgpu_core.deps import Dependency
 from mgpu_core.models import JobSpec
-from mgpu_core.states import JobState, check_transition
+from mgpu_core.states import Hold, JobState, check_transition
 
 # Queue rows carry a command preview, not the whole command line: a listing of 100,000 jobs
 # must fit in one frame.
@@ -34,12 +36,14 @@ class Job:
     requeue_requested: bool = False  # an admin's requeue: the exit sends it back to the queue
     pid: int = 0
     restart_count: int = 0  # times requeued; the job sees it as MGPU_RESTART_COUNT
-    hold: str = ""  # "", "user" or "admin": a held job stays pending
+    hold: Hold = Hold.NONE  # a held job stays pending
     priority_override: int | None = None  # set by an admin; replaces the computed priority
     priority: float = 0.0  # set when a pass or a listing reaches the job; not stored
     array_job_id: int | None = None  # a task of a job array: the array's id (its first task's)
     array_task_id: int | None = None
     array_throttle: int = 0  # the array's %N: at most this many of its tasks run at once
+    # spec.dependency parsed once (at submit, or at load); None without one. Not stored.
+    dependency: Dependency | None = None
 
     def transition(self, new: JobState, now: float, reason: str = "") -> None:
         check_transition(self.state, new)
@@ -49,6 +53,12 @@ class Job:
             self.start_time = now
         elif new.terminal:
             self.end_time = now
+
+    def usage_gpu_s(self) -> float:
+        """GPU-seconds of a finished run (what fair-share charges)."""
+        if self.start_time and self.end_time:
+            return self.spec.gpus * max(0.0, self.end_time - self.start_time)
+        return 0.0
 
     def elapsed_s(self, now: float) -> float:
         if self.state is JobState.RUNNING:

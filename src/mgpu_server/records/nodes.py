@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from mgpu_server.scheduling.planner import NodeView
+
+# The down reason of a connected node whose heartbeats stopped.
+NOT_RESPONDING = "not responding"
+
+
+class NodeState(StrEnum):
+    """sinfo's words for a node's condition."""
+
+    IDLE = "idle"
+    MIXED = "mixed"
+    ALLOCATED = "allocated"
+    DOWN = "down"
+    DRAIN = "drain"  # drained and empty
+    DRAINING = "draining"  # drained, its jobs still running
 
 
 @dataclass(slots=True)
@@ -151,25 +166,24 @@ class NodeRecord:
             total_mem_bytes=self.mem_bytes,
         )
 
-    def display_state(self) -> str:
-        """sinfo's words: idle, mixed, allocated, down, drain (empty) or draining."""
+    def display_state(self) -> NodeState:
         if not self.up:
-            return "down"
+            return NodeState.DOWN
         if self.drain_reason:
-            return "draining" if self.jobs else "drain"
+            return NodeState.DRAINING if self.jobs else NodeState.DRAIN
         if not self.jobs:
-            return "idle"
+            return NodeState.IDLE
         busy_gpus = sum(1 for g in self.gpus if g.job_id is not None)
         if (self.gpus and busy_gpus == len(self.gpus)) or self.cpus_alloc >= self.cpus:
-            return "allocated"
-        return "mixed"
+            return NodeState.ALLOCATED
+        return NodeState.MIXED
 
     def to_wire(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
             "hostname": self.hostname,
             "address": self.address,
-            "state": self.display_state(),
+            "state": self.display_state().value,
             "down_reason": self.down_reason or ("" if self.connected else "not connected"),
             "drain_reason": self.drain_reason,
             "cpus": self.cpus,

@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-# Slurm's words for why a job pends: scripts and people already know them.
-REASON_RESOURCES = "Resources"
-REASON_PRIORITY = "Priority"
-REASON_NODE_NOT_AVAIL = "ReqNodeNotAvail"
-REASON_QOS_GPUS = "QOSMaxGpuPerUserLimit"
-REASON_QOS_JOBS = "QOSMaxJobsPerUserLimit"
+from mgpu_core.reasons import Reason
 
 INF = math.inf
 # Blocked jobs that get a reservation in one pass (Slurm's bf_max_job_test, in spirit).
@@ -97,7 +92,7 @@ class UserLoad:
 @dataclass(slots=True)
 class Plan:
     starts: list[Start] = field(default_factory=list)
-    reasons: dict[int, str] = field(default_factory=dict)
+    reasons: dict[int, Reason] = field(default_factory=dict)
     reservations: dict[str, Reservation] = field(default_factory=dict)
 
 
@@ -162,40 +157,25 @@ def _compatible(job: PendingJob, node: NodeView, res: Reservation | None, now: f
     )
 
 
-def _over_limit(job: PendingJob, load: UserLoad) -> str:
+def _over_limit(job: PendingJob, load: UserLoad) -> Reason | None:
     if job.max_user_gpus and load.gpus + job.gpus > job.max_user_gpus:
-        return REASON_QOS_GPUS
+        return Reason.QOS_GPUS
     if job.max_user_jobs and load.jobs + 1 > job.max_user_jobs:
-        return REASON_QOS_JOBS
-    return ""
+        return Reason.QOS_JOBS
+    return None
 
 
 def _copy(n: NodeView) -> NodeView:
     return replace(n, free_gpus=sorted(n.free_gpus), releases=list(n.releases))
 
 
-def plan(
-    pending: Iterable[PendingJob],
-    nodes: Sequence[NodeView],
-    *,
-    now: float = 0.0,
-    loads: dict[str, UserLoad] | None = None,
-    reserve: bool = True,
-) -> Plan:
-    """One scheduling pass. ``pending`` must already be in priority order and hold only
-    eligible jobs (dependencies met, not held). ``nodes`` and ``loads`` are not modified.
-    With ``reserve=False`` (the GPU turn queue) a job that does not fit now is passed over
-    without holding anything back for it."""
-    planner = Planner(nodes, now=now, loads=loads, reserve=reserve)
-    for job in pending:
-        planner.consider(job)
-    return planner.result
-
-
 class Planner:
-    """:func:`plan`, one job at a time, so that the caller can stop walking its queue as soon
-    as nothing more can start (:meth:`could_start`) or after a bounded number of jobs, without
-    building views of the jobs it never reaches. Its cost grows with the jobs considered, not
+    """One scheduling pass, one job at a time (in priority order, eligible jobs only), so
+    that the caller can stop walking its queue as soon as nothing more can start
+    (:meth:`could_start`) or after a bounded number of jobs, without building views of the
+    jobs it never reaches. ``nodes`` and ``loads`` are not modified; with ``reserve=False``
+    (the GPU turn queue) a job that does not fit now is passed over without holding anything
+    back for it. Its cost grows with the jobs considered, not
     with jobs times nodes:
 
     - Unreserved up nodes are kept in best-fit order (free GPUs, free CPUs, name): a job's best
@@ -257,12 +237,12 @@ class Planner:
         if job.nodelist:
             candidates = [self._free[n] for n in job.nodelist if n in self._free]
             if not candidates:
-                result.reasons[job.job_id] = REASON_NODE_NOT_AVAIL
+                result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
                 return
             node, fits = _best_open(job, candidates, self.result.reservations, self.now)
         else:
             if not self._free:
-                result.reasons[job.job_id] = REASON_NODE_NOT_AVAIL
+                result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
                 return
             node, fits = self._best_anywhere(job)
         if node is not None:
@@ -270,7 +250,7 @@ class Planner:
             load.gpus += job.gpus
             load.jobs += 1
             return
-        result.reasons[job.job_id] = REASON_PRIORITY if fits else REASON_RESOURCES
+        result.reasons[job.job_id] = Reason.PRIORITY if fits else Reason.RESOURCES
         if self.reserve and len(result.reservations) < MAX_RESERVATIONS:
             best = self._earliest_of(job, candidates)
             if best is not None:

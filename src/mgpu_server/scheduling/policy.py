@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from mgpu_core.states import JobState
-from mgpu_server.records.jobs import Job
+from mgpu_core.models import JobSpec
 
 DAY_S = 86_400.0
 
@@ -58,6 +58,21 @@ class PolicyConfig:
         return self.qos_of(name).priority / top if top > 0 else 0.0
 
 
+class PricedJob(Protocol):
+    """What the priority of a job depends on (the master's Job record has it)."""
+
+    @property
+    def job_id(self) -> int: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def spec(self) -> JobSpec: ...
+    @property
+    def submit_time(self) -> float: ...
+    @property
+    def priority_override(self) -> int | None: ...
+
+
 @dataclass(slots=True)
 class Breakdown:
     """sprio's columns for one job."""
@@ -72,7 +87,8 @@ class Breakdown:
 
 
 class Usage:
-    """Decayed GPU-seconds per user. Finished jobs are added once; running jobs count live."""
+    """Decayed GPU-seconds per user of finished jobs (each added once, at its end); the
+    running jobs' share is kept live by the running totals."""
 
     def __init__(self, half_life_s: float) -> None:
         self.half_life_s = half_life_s
@@ -91,49 +107,34 @@ class Usage:
         self._value[user] = self._decayed(user, now) + aged
         self._at[user] = now
 
-    def of(self, user: str, now: float, running: Iterable[Job] = ()) -> float:
-        live = sum(j.spec.gpus * max(0.0, now - j.start_time) for j in running if j.user == user)
-        return self._decayed(user, now) + live
+    def of(self, user: str, now: float) -> float:
+        return self._decayed(user, now)
 
     def users(self) -> set[str]:
         return set(self._value)
 
 
-def job_usage_gpu_s(job: Job) -> float:
-    if job.start_time and job.end_time:
-        return job.spec.gpus * max(0.0, job.end_time - job.start_time)
-    return 0.0
-
-
 class Priorities:
-    """The priority factors as of ``now``: fair-share computed once, in one walk over the jobs
-    (O(running jobs + users), whatever the length of the queue)."""
+    """The priority factors as of ``now``: fair-share computed once (O(users), whatever the
+    length of the queue)."""
 
     def __init__(
         self,
         config: PolicyConfig,
         usage: Usage,
-        jobs: Iterable[Job],
         now: float,
         *,
-        live: Mapping[str, float] | None = None,
-        users: Iterable[str] = (),
+        live: Mapping[str, float],
+        users: Iterable[str],
     ) -> None:
-        """``jobs``: the running (and pending) jobs, whose users share the GPUs equally. Or,
-        kept up to date by the caller: ``live``, the GPU-seconds of each user's running jobs
-        so far, and ``users``, everyone with running or pending jobs."""
+        """``live``: the GPU-seconds each user's running jobs have used so far; ``users``:
+        everyone with running or pending jobs (the GPUs are shared equally among them and
+        those with recent usage)."""
         self.config = config
         self.now = now
         everyone = usage.users()
         everyone.update(users)
-        used = dict(live or {})
-        for job in jobs:
-            if job.state.terminal:
-                continue
-            everyone.add(job.user)
-            if job.state is JobState.RUNNING:
-                gpu_s = job.spec.gpus * max(0.0, now - job.start_time)
-                used[job.user] = used.get(job.user, 0.0) + gpu_s
+        used = live
         self._usage = {u: usage.of(u, now) + used.get(u, 0.0) for u in everyone}
         self._total = sum(self._usage.values())
         self._top_qos = config.top_qos_priority()
@@ -144,7 +145,7 @@ class Priorities:
         share = 1.0 / max(1, len(self._usage) + (user not in self._usage))  # equal split
         return math.pow(2.0, -(self._usage.get(user, 0.0) / self._total) / share)
 
-    def breakdown(self, job: Job) -> Breakdown:
+    def breakdown(self, job: PricedJob) -> Breakdown:
         cfg = self.config
         age = _age(self.now - job.submit_time, cfg.max_age_s)
         fair = self.fairshare(job.user)
@@ -155,7 +156,7 @@ class Priorities:
             value = float(job.priority_override)
         return Breakdown(job.job_id, value, age, fair, qos, job.spec.nice, job.priority_override)
 
-    def of(self, job: Job) -> float:
+    def of(self, job: PricedJob) -> float:
         return self.breakdown(job).priority
 
 

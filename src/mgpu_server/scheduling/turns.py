@@ -20,14 +20,20 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol
 
-MODES = ("priority", "queue", "auto")
+
+class TurnMode(StrEnum):
+    PRIORITY = "priority"  # the turn queue is off: multifactor priority alone
+    QUEUE = "queue"  # the configured rotation
+    AUTO = "auto"  # a rotation made from the users waiting for GPUs
+
+
+MODES = tuple(m.value for m in TurnMode)
 MAX_ROTATION = 1000
 MAX_AUTO_TURNS = 64
 HISTORY_LEN = 1000
-REASON_NOT_IN_ROTATION = "NotInTurnRotation"
-REASON_WAITING_TURN = "WaitingForTurn"
 
 
 class TurnJob(Protocol):
@@ -45,7 +51,7 @@ class Grant:
 
 @dataclass(slots=True)
 class TurnQueue:
-    mode: str = "priority"
+    mode: TurnMode = TurnMode.PRIORITY
     rotation: list[str] = field(default_factory=list)
     position: int = 0  # the next turn to grant
     slice_s: float = 0.0  # 0 = a turn lasts as long as its job
@@ -55,13 +61,13 @@ class TurnQueue:
 
     @property
     def enabled(self) -> bool:
-        return self.mode in ("queue", "auto")
+        return self.mode is not TurnMode.PRIORITY
 
     # ---- persistence -------------------------------------------------------------------
 
     def to_settings(self) -> dict[str, Any]:
         return {
-            "mode": self.mode,
+            "mode": self.mode.value,
             "rotation": list(self.rotation),
             "position": self.position,
             "slice_s": self.slice_s,
@@ -73,7 +79,7 @@ class TurnQueue:
         if not data:
             return cls()
         return cls(
-            mode=str(data.get("mode", "priority")),
+            mode=TurnMode(str(data.get("mode", TurnMode.PRIORITY))),
             rotation=[str(u) for u in data.get("rotation", [])],
             position=int(data.get("position", 0)),
             slice_s=float(data.get("slice_s", 0.0)),
@@ -116,12 +122,12 @@ class TurnQueue:
     def set_mode(self, mode: str) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode '{mode}': use {', '.join(MODES)}")
-        self.mode = mode
+        self.mode = TurnMode(mode)
 
     # ---- scheduling ---------------------------------------------------------------------
 
     def effective_rotation(self, pending_gpu_jobs: Iterable[TurnJob]) -> list[str]:
-        if self.mode != "auto":
+        if self.mode is not TurnMode.AUTO:
             return self.rotation
         waiting: dict[str, int] = {}
         for job in pending_gpu_jobs:

@@ -1,150 +1,160 @@
-"""The master's state: jobs, nodes, and every change to them. Synchronous and I/O-free.
+"""The master's state: composed parts that each own their data, and the verbs the request and
+network sides call. Synchronous and I/O-free.
 
-Handlers mutate state, record changed jobs in the store, and append messages to
-:attr:`Cluster.outbox` (to a node, or to whoever watches a job). The server commits the store
-and only then sends the outbox, so nothing leaves the master that is not stored. Keeping the
-sockets out makes every rule here testable with plain function calls and a fake clock.
+Parts: the job table (jobs, arrays, references), the node registry, the pending queue (in
+priority order, or parked), the running totals, the GPU turn queue, fair-share usage. Every
+job transition, and every index kept around it, goes through the lifecycle (the one writer);
+submission, job control, the turn queue's verbs and the scheduling pass call it. What must
+leave the master is collected in the outbox; the server commits the store and only then sends
+it, so nothing leaves that is not stored. Keeping the sockets out makes every rule here
+testable with plain function calls and a fake clock.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from mgpu_core.errors import (
-    InvalidJobState,
-    JobNotFound,
-    MgpuError,
-)
-from mgpu_core.states import JobState, final_state
-from mgpu_server.records.jobs import Job, ended_event, state_event
+from mgpu_core.models import JobSpec
+from mgpu_core.states import JobState
+from mgpu_server.records.jobs import Job
 from mgpu_server.records.nodes import NodeRecord
-from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage, job_usage_gpu_s
+from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage
 from mgpu_server.scheduling.turns import TurnQueue
-from mgpu_server.state.effects import Effect, ToNode, ToWatchers
+from mgpu_server.state.effects import Effect, Outbox
 from mgpu_server.state.jobctl import JobControl
+from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.pending import PendingQueue
-from mgpu_server.state.registry import NodeEvents
+from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.running import RunningJobs
-from mgpu_server.state.schedpass import SchedulingPass
+from mgpu_server.state.schedpass import PassStats, SchedulingPass
 from mgpu_server.state.submission import Submission
+from mgpu_server.state.table import JobTable
 from mgpu_server.state.turnctl import TURNS_KEY, TurnControl
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class Cluster(Submission, NodeEvents, JobControl, TurnControl, SchedulingPass):
+class ClusterState:
     def __init__(
         self,
         store: Store,
         *,
         kill_grace_s: float,
         node_timeout_s: float,
-        now: float = 0.0,
-        policy: PolicyConfig | None = None,
+        now: float,
+        policy: PolicyConfig,
     ) -> None:
         self.store = store
-        self.kill_grace_s = kill_grace_s
-        self.node_timeout_s = node_timeout_s
-        self.jobs: dict[int, Job] = {}
-        self.policy = policy or PolicyConfig()
-        # By id in submission order, and in priority order for the scheduling pass.
-        self.pending = PendingQueue(self.policy)
-        self.running = RunningJobs(self.policy)
-        self.arrays: dict[int, list[int]] = {}  # array id -> its tasks' job ids
-        self.nodes: dict[str, NodeRecord] = {}
-        self.usage = Usage(self.policy.half_life_s)
-        self.turns = TurnQueue.from_settings(store.get_setting(TURNS_KEY))
-        self.outbox: list[Effect] = []
-        # Jobs submitted in the current loop turn: undone if the turn's commit fails.
-        self.new_jobs: list[Job] = []
-        # Set by every change that can alter the scheduler's answer (a submit, freed or new
-        # resources, a drain, a health change): a turn with only heartbeats, queries and
-        # job_started events skips the pass over the pending queue.
-        self.changed = True
+        self.policy = policy
+        self.outbox = Outbox()
+        self.table = JobTable(store.next_job_id())
+        self.nodes = NodeRegistry(store, self.outbox, node_timeout_s=node_timeout_s)
+        self.pending = PendingQueue(policy)
+        self.running = RunningJobs(policy)
+        self.usage = Usage(policy.half_life_s)
+        turns = TurnQueue.from_settings(store.get_setting(TURNS_KEY))
+        self.lifecycle = Lifecycle(
+            table=self.table,
+            nodes=self.nodes,
+            pending=self.pending,
+            running=self.running,
+            usage=self.usage,
+            turns=turns,
+            store=store,
+            outbox=self.outbox,
+            policy=policy,
+            kill_grace_s=kill_grace_s,
+        )
+        self.submission = Submission(
+            table=self.table,
+            nodes=self.nodes,
+            policy=policy,
+            turns=turns,
+            lifecycle=self.lifecycle,
+        )
+        self.control = JobControl(
+            table=self.table,
+            pending=self.pending,
+            lifecycle=self.lifecycle,
+            submission=self.submission,
+            priorities_at=self.priorities_at,
+        )
+        self.turns = TurnControl(
+            turns,
+            table=self.table,
+            pending=self.pending,
+            lifecycle=self.lifecycle,
+            store=store,
+            outbox=self.outbox,
+        )
+        self.scheduler = SchedulingPass(
+            pending=self.pending,
+            running=self.running,
+            nodes=self.nodes,
+            policy=policy,
+            lifecycle=self.lifecycle,
+            turns=self.turns,
+            priorities_at=self.priorities_at,
+        )
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
-        for info in store.load_nodes():
-            # Known from before a restart: down until the agent reconnects; its jobs fail over
-            # if it has not returned within node_timeout_s of now.
-            node = NodeRecord.from_info(info, now)
-            node.connected = False
-            self.nodes[node.node_id] = node
+        self.pass_stats = PassStats()
+        self.nodes.load(now)
         for job in store.load_jobs():
-            self.jobs[job.job_id] = job
-            if job.array_job_id is not None:
-                self.arrays.setdefault(job.array_job_id, []).append(job.job_id)
-            if job.state is JobState.PENDING:
-                self.pending.add(job)
-            elif job.state is JobState.RUNNING:
-                self.running.add(job)
-                self._restore_allocation(job)
-            elif job.end_time:
-                self.usage.add(job.user, job_usage_gpu_s(job), job.end_time, now)
-        self._next_id = store.next_job_id()
+            self.lifecycle.restore(job, now)
+        self.lifecycle.settle(now)
 
-    def _restore_allocation(self, job: Job) -> None:
-        node = self.nodes.get(job.node_id)
-        if node is None or any(i >= len(node.gpus) for i in job.gpu_indices):
-            return
-        node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+    # ---- the per-turn flush --------------------------------------------------------------
 
-    def undo_new_jobs(self) -> set[int]:
-        """Forget the jobs submitted this turn (their commit failed); returns their ids."""
-        ids = {job.job_id for job in self.new_jobs}
-        for job in self.new_jobs:
-            self.pending.remove(job.job_id)
-            del self.jobs[job.job_id]
-            if job.array_job_id is not None:
-                self.arrays.pop(job.array_job_id, None)
-            node = self.nodes.get(job.node_id)
-            if node is not None:
-                node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
-            self.store.discard_job(job.job_id)
-        self.new_jobs.clear()
-        self.outbox = [e for e in self.outbox if _effect_job_id(e) not in ids]
-        return ids
+    @property
+    def needs_pass(self) -> bool:
+        return bool(self.pending) and self.outbox.changed
+
+    def schedule(self, now: float) -> int:
+        """One scheduling pass if anything changed since the last; returns jobs started."""
+        if not self.needs_pass:
+            return 0
+        self.outbox.changed = False
+        began_s = time.perf_counter()
+        started, more = self.scheduler.run(now)
+        self.pass_stats.record(time.perf_counter() - began_s, len(self.pending))
+        if more:
+            self.outbox.changed = True  # the queue goes on below the depth examined
+        self.wakeup_at = self.pending.next_begin()
+        return started
+
+    def wake(self) -> None:
+        """A --begin time came: the next flush runs a pass."""
+        self.outbox.changed = True
+
+    def take_effects(self) -> list[Effect]:
+        return self.outbox.take()
+
+    def undo_turn(self, now: float) -> set[int]:
+        """The turn's commit failed: forget its submissions (their ids are returned)."""
+        return self.lifecycle.undo_turn(now)
+
+    def end_turn(self) -> int:
+        """The turn's commit succeeded; returns how many jobs it submitted."""
+        return self.lifecycle.end_turn()
 
     # ---- clients -------------------------------------------------------------------------
 
-    def cancel(self, job_ids: list[int], now: float) -> list[dict[str, Any]]:
-        results: list[dict[str, Any]] = []
-        for job_id in job_ids:
-            try:
-                self._cancel_one(job_id, now)
-                results.append({"job_id": job_id, "ok": True})
-            except MgpuError as err:
-                results.append({"job_id": job_id, "ok": False, **err.to_wire()})
-        return results
-
-    def _cancel_one(self, job_id: int, now: float) -> None:
-        job = self.get(job_id)
-        if job.state is JobState.PENDING:
-            self.pending.remove(job_id)
-            self._finish(job, JobState.CANCELLED, now, reason="cancelled while pending")
-        elif job.state is JobState.RUNNING:
-            if job.cancel_requested:
-                return
-            job.cancel_requested = True
-            self.store.put_job(job)
-            node = self.nodes.get(job.node_id)
-            if node is not None and node.connected:
-                self.outbox.append(
-                    ToNode(node.node_id, {"t": "kill", "job_id": job_id, "reason": "cancelled"})
-                )
-            else:
-                # The node is unreachable: the job is cancelled now, and the agent kills it as
-                # an unknown job when it reconnects.
-                self._finish(job, JobState.CANCELLED, now, reason="cancelled, node unreachable")
-        else:
-            raise InvalidJobState(f"job {job_id} already finished ({job.state.value})")
+    def submit(self, user: str, spec: JobSpec, now: float) -> Job:
+        """Accept a job (or a job array: one job per task); returns the (first) job."""
+        return self.submission.submit(user, spec, now)
 
     def get(self, job_id: int) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise JobNotFound(f"invalid job id specified: {job_id}")
-        return job
+        return self.table.get(job_id)
+
+    def priorities_at(self, now: float) -> Priorities:
+        """The priority factors now: O(running jobs + users), whatever the queue's length."""
+        running = self.running
+        users = self.pending.users() | running.users()
+        return Priorities(self.policy, self.usage, now, live=running.live_usage(now), users=users)
 
     def list_jobs(
         self,
@@ -157,7 +167,8 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl, SchedulingPass):
         fields: list[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Queue rows. ``job_ids`` None = every job; a list (even empty) = only those."""
-        pool = self.jobs.values() if job_ids is None else [self.jobs[i] for i in job_ids]
+        jobs = self.table.jobs
+        pool = jobs.values() if job_ids is None else [jobs[i] for i in job_ids]
         rows = []
         want_states = set(states)
         want_users = set(users)
@@ -178,10 +189,58 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl, SchedulingPass):
             rows.append(job.to_wire(now, fields))
         return rows
 
+    # ---- nodes ---------------------------------------------------------------------------
+
+    def node_join(self, info: dict[str, Any], now: float) -> NodeRecord:
+        node = self.nodes.join(info, now)
+        self._reconcile(node, set(info["running_job_ids"]), now)
+        return node
+
+    def _reconcile(self, node: NodeRecord, reported: set[int], now: float) -> None:
+        """Match what the node runs against what we believe it runs."""
+        for job in list(self.running.values()):
+            if job.node_id != node.node_id:
+                continue
+            if job.job_id in reported:
+                if any(i >= len(node.gpus) for i in job.gpu_indices):
+                    continue  # its GPUs are gone; the job keeps running, unaccounted
+                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+            else:
+                self.lifecycle.node_lost(job, now, reason="job vanished while node was away")
+        for job_id in reported:
+            if self.job_of_node(node.node_id, job_id) is None:
+                kill = {"t": "kill", "job_id": job_id, "reason": "unknown to master"}
+                self.outbox.to_node(node.node_id, kill)
+
+    def node_leave(self, node_id: str, now: float) -> None:
+        self.nodes.leave(node_id, now)
+
+    def node_seen(self, node_id: str, now: float) -> None:
+        self.nodes.seen(node_id, now)
+
+    def heartbeat(self, node_id: str, samples: list[dict[str, Any]], now: float) -> None:
+        self.nodes.heartbeat(node_id, samples, now)
+
+    def expire_nodes(self, now: float) -> None:
+        """Fail the jobs of nodes silent for longer than the timeout (called once a second)."""
+        for node in self.nodes.silent(now):
+            for job_id in sorted(node.jobs):
+                if node.connected:
+                    kill = {"t": "kill", "job_id": job_id, "reason": "node failed"}
+                    self.outbox.to_node(node.node_id, kill)
+                job = self.table.jobs[job_id]
+                self.lifecycle.node_lost(job, now, reason=f"node {node.node_id} failed")
+
+    def expire_turns(self, now: float) -> None:
+        self.turns.expire_turns(now)
+
+    def update_node(self, node_id: str, action: str, reason: str) -> None:
+        self.nodes.update(node_id, action, reason)
+
     # ---- job events from nodes -----------------------------------------------------------
 
     def job_of_node(self, node_id: str, job_id: int) -> Job | None:
-        job = self.jobs.get(job_id)
+        job = self.table.jobs.get(job_id)
         if job is None or job.node_id != node_id or job.state is not JobState.RUNNING:
             return None
         return job
@@ -189,98 +248,22 @@ class Cluster(Submission, NodeEvents, JobControl, TurnControl, SchedulingPass):
     def job_started(self, node_id: str, job_id: int, pid: int) -> None:
         job = self.job_of_node(node_id, job_id)
         if job is not None:
-            job.pid = pid
-            self.store.put_job(job)
+            self.lifecycle.record_pid(job, pid)
 
     def job_exited(self, node_id: str, event: dict[str, Any], now: float) -> None:
         # Acked in any case (sent after this turn's commit): the node may forget the exit.
-        self.outbox.append(ToNode(node_id, {"t": "exit_ack", "job_id": event["job_id"]}))
+        self.outbox.to_node(node_id, {"t": "exit_ack", "job_id": event["job_id"]})
         job = self.job_of_node(node_id, event["job_id"])
         if job is None:
             return  # already failed over or cancelled while the node was away
         run = event["restart_count"]
         if run is not None and run != job.restart_count:
             return  # a late exit of an earlier run of a requeued job
-        if job.requeue_requested and not job.cancel_requested:
-            self._requeue(job, now, why="requeued by request", reason="Requeued")
-            return
-        job.exit_code = event["exit_code"]
-        job.signal = event["signal"]
-        state = final_state(
-            exit_code=job.exit_code,
-            signal=job.signal,
-            cancelled=job.cancel_requested,
+        self.lifecycle.exited(
+            job,
+            exit_code=event["exit_code"],
+            signal=event["signal"],
             timed_out=event["timed_out"],
+            reason=event["reason"],
+            now=now,
         )
-        self._finish(job, state, now, reason=event["reason"])
-
-    def _node_failed(self, job: Job, now: float, *, reason: str) -> None:
-        """A job lost with its node: requeued if it asked for that (batch default), else
-        NODE_FAIL. A job being cancelled is not brought back."""
-        if not job.spec.requeue or job.cancel_requested:
-            self._finish(job, JobState.NODE_FAIL, now, reason=reason)
-            return
-        self._requeue(job, now, why=reason, reason="NodeFail")
-
-    def _requeue(self, job: Job, now: float, *, why: str, reason: str) -> None:
-        """RUNNING -> REQUEUED -> PENDING with the same id: its priority puts it back in its
-        place; restart_count tells the next run it is one."""
-        node = self.nodes.get(job.node_id)
-        if node is not None:
-            node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
-        log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, why)
-        job.transition(JobState.REQUEUED, now, why)
-        job.transition(JobState.PENDING, now, reason)
-        self.turns.ended(job.job_id, now, "requeued")
-        job.restart_count += 1
-        self.changed = True
-        self.running.remove(job.job_id)
-        job.node_id = ""
-        job.gpu_indices = ()
-        job.pid = 0
-        job.cancel_requested = job.requeue_requested = False
-        self.store.put_job(job)
-        self.pending.add(job)
-
-    def _finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
-        job.transition(state, now, reason)
-        self.turns.ended(job.job_id, now)
-        self.changed = True
-        if self.running.remove(job.job_id) is not None:
-            self.usage.add(job.user, job_usage_gpu_s(job), now, now)
-        node = self.nodes.get(job.node_id)
-        if node is not None:
-            node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
-        self.store.put_job(job)
-        log.info(
-            "job=%d node=%s state=%s exit=%s signal=%s elapsed_s=%.3f",
-            job.job_id,
-            job.node_id or "-",
-            state.value,
-            job.exit_code,
-            job.signal,
-            job.elapsed_s(now),
-        )
-        self.outbox.append(ToWatchers(job.job_id, ended_event(job)))
-
-    def priorities_at(self, now: float) -> Priorities:
-        """The priority factors now: O(running jobs + users), whatever the queue's length."""
-        running = self.running
-        users = self.pending.users() | running.users()
-        return Priorities(
-            self.policy, self.usage, (), now, live=running.live_usage(now), users=users
-        )
-
-    def _set_reason(self, job: Job, reason: str) -> None:
-        if job.reason != reason:
-            job.reason = reason
-            if job.spec.interactive:
-                self.outbox.append(ToWatchers(job.job_id, state_event(job)))
-
-
-def _effect_job_id(effect: Effect) -> int | None:
-    msg = effect.msg
-    if "launch" in msg:
-        return int(msg["launch"]["job_id"])
-    job_id = msg.get("job_id")
-    return job_id if isinstance(job_id, int) else None

@@ -85,14 +85,15 @@ class PendingQueue:
         self._jobs: dict[int, Job] = {}
         self._classes: dict[ClassKey, _Class] = {}
         self._place: dict[int, tuple[ClassKey, float]] = {}  # job id -> (class, -fixed part)
-        # Held jobs are pending but in no ordered list: a pass never has to step over them.
-        # hold/release move a job in or out (refresh).
-        self._held: set[int] = set()
-        self._asks: dict[int, tuple[int, int, int, bool]] = {}  # as counted below
+        # Parked jobs (held, waiting for a dependency or for their --begin time) are pending
+        # but in no ordered list: a pass never steps over them. The lifecycle parks and
+        # unparks them as their hold, dependencies and begin time change.
+        self._parked: set[int] = set()
+        # What the ordered (not parked) jobs ask for: the smallest request bounds a pass.
+        self._asks: dict[int, tuple[int, int, int]] = {}
         self._begin: list[tuple[float, int]] = []  # (--begin time, id)
         self._users: Counter[str] = Counter()
         self._gpus, self._cpus, self._mem = _MinCount(), _MinCount(), _MinCount()
-        self._dependent = 0
 
     # ---- the mapping --------------------------------------------------------------------
 
@@ -114,23 +115,17 @@ class PendingQueue:
     def values(self) -> ValuesView[Job]:
         return self._jobs.values()
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, *, parked: bool = False) -> None:
+        """A job joins the queue: in priority order, or ``parked`` (out of every walk)."""
         if job.job_id in self._jobs:
             self.remove(job.job_id)
         self._jobs[job.job_id] = job
-        spec = job.spec
-        if job.hold:
-            self._held.add(job.job_id)
+        if parked:
+            self._parked.add(job.job_id)
         else:
             self._insert(job)
-        if spec.begin_time:
-            heapq.heappush(self._begin, (spec.begin_time, job.job_id))
-        asks = (spec.gpus, spec.cpus, spec.mem_bytes, bool(spec.dependency))
-        self._asks[job.job_id] = asks
-        self._gpus.add(asks[0])
-        self._cpus.add(asks[1])
-        self._mem.add(asks[2])
-        self._dependent += asks[3]
+        if job.spec.begin_time:
+            heapq.heappush(self._begin, (job.spec.begin_time, job.job_id))
         self._users[job.user] += 1
 
     def remove(self, job_id: int) -> Job | None:
@@ -138,25 +133,36 @@ class PendingQueue:
         job = self._jobs.pop(job_id, None)
         if job is None:
             return None
-        if job_id in self._held:
-            self._held.discard(job_id)
+        if job_id in self._parked:
+            self._parked.discard(job_id)
         else:
-            key, _ = self._place.pop(job_id)
-            self._classes[key].dead += 1
-        gpus, cpus, mem, dependent = self._asks.pop(job_id)
-        self._gpus.discard(gpus)
-        self._cpus.discard(cpus)
-        self._mem.discard(mem)
-        self._dependent -= dependent
+            self._withdraw(job_id)
         self._users[job.user] -= 1
         if not self._users[job.user]:
             del self._users[job.user]
         return job
 
+    def park(self, job_id: int) -> None:
+        """Keep a pending job out of the order until :meth:`unpark` (no-op if parked)."""
+        if job_id in self._jobs and job_id not in self._parked:
+            self._withdraw(job_id)
+            self._parked.add(job_id)
+
+    def unpark(self, job: Job) -> None:
+        """Put a parked job back in the order, at its place by priority (no-op if not parked)."""
+        if job.job_id in self._parked:
+            self._parked.discard(job.job_id)
+            self._insert(job)
+
+    def is_parked(self, job_id: int) -> bool:
+        return job_id in self._parked
+
     def refresh(self, job: Job) -> None:
         """Re-place a job whose request, QoS, nice or admin priority changed."""
-        self.remove(job.job_id)
-        self.add(job)
+        if job.job_id in self._parked:
+            return  # placed when it is unparked
+        self._withdraw(job.job_id)
+        self._insert(job)
 
     # ---- what a pass needs to know ------------------------------------------------------
 
@@ -165,17 +171,23 @@ class PendingQueue:
         return set(self._users)
 
     def min_request(self) -> tuple[int, int, int]:
-        """The smallest GPU, CPU and memory request among the pending jobs (each on its own):
-        where a node has less free than this, no pending job can start on it."""
+        """The smallest GPU, CPU and memory request among the ordered jobs (each on its own):
+        where a node has less free than this, no job a pass can reach starts on it."""
         return self._gpus.min(), self._cpus.min(), self._mem.min()
 
-    def has_dependencies(self) -> bool:
-        return self._dependent > 0
+    def due(self, now: float) -> list[int]:
+        """Pending jobs whose ``--begin`` time has come (each returned once)."""
+        heap, found = self._begin, []
+        while heap and heap[0][0] <= now:
+            _, job_id = heapq.heappop(heap)
+            if job_id in self._jobs:
+                found.append(job_id)
+        return found
 
-    def next_begin(self, now: float) -> float | None:
-        """The earliest ``--begin`` time after ``now`` among the pending jobs."""
+    def next_begin(self) -> float | None:
+        """The earliest ``--begin`` time still to come among the pending jobs."""
         heap = self._begin
-        while heap and (heap[0][0] <= now or heap[0][1] not in self._jobs):
+        while heap and heap[0][1] not in self._jobs:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
@@ -289,6 +301,20 @@ class PendingQueue:
         else:
             entries.insert(i, entry)
         self._place[job.job_id] = (key, neg_fixed)
+        spec = job.spec
+        asks = self._asks[job.job_id] = (spec.gpus, spec.cpus, spec.mem_bytes)
+        self._gpus.add(asks[0])
+        self._cpus.add(asks[1])
+        self._mem.add(asks[2])
+
+    def _withdraw(self, job_id: int) -> None:
+        """Take a job out of the order (its entry dies; see :meth:`_compact`)."""
+        key, _ = self._place.pop(job_id)
+        self._classes[key].dead += 1
+        gpus, cpus, mem = self._asks.pop(job_id)
+        self._gpus.discard(gpus)
+        self._cpus.discard(cpus)
+        self._mem.discard(mem)
 
     def _cap(self, cls: _Class, base: float, now: float) -> None:
         """Move the class's jobs that reached the age cap to its capped list: a bisection,

@@ -1,43 +1,63 @@
-"""Node events of the master's state: registration and reconciliation, liveness, health,
-and the admin's drain/resume/remove. A mixin of :class:`~mgpu_server.state.cluster.Cluster`, which
-owns all state; it lives apart only to keep each module readable.
+"""The node registry: every node agent the master knows, its link and liveness, its GPUs'
+health, and the admin's drain/resume/remove. It owns the node records; what happens to the
+jobs of a node (reconciliation, failover) is the cluster state's, through the lifecycle.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, ValuesView
+from typing import Any
 
 from mgpu_core.errors import InvalidRequest, NodeConflict, NodeNotFound
-from mgpu_core.states import JobState
-from mgpu_server.records.nodes import NodeRecord
-from mgpu_server.state.effects import Effect, ToNode
-
-if TYPE_CHECKING:
-    from mgpu_server.records.jobs import Job
-    from mgpu_server.storage.store import Store
+from mgpu_server.records.nodes import NOT_RESPONDING, NodeRecord
+from mgpu_server.state.effects import Outbox
+from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 
-class NodeEvents:
-    # Provided by Cluster (declared here for the type checker).
-    nodes: dict[str, NodeRecord]
-    jobs: dict[int, Job]
-    store: Store
-    outbox: list[Effect]
-    changed: bool
-    node_timeout_s: float
+class NodeRegistry:
+    def __init__(self, store: Store, outbox: Outbox, *, node_timeout_s: float) -> None:
+        self.store = store
+        self.outbox = outbox
+        self.node_timeout_s = node_timeout_s
+        self._nodes: dict[str, NodeRecord] = {}
 
-    def _node_failed(self, job: Job, now: float, *, reason: str) -> None:
-        raise NotImplementedError
+    def load(self, now: float) -> None:
+        """Nodes known from before a restart: down until their agent reconnects; their jobs
+        fail over if they have not returned within node_timeout_s of now."""
+        for info in self.store.load_nodes():
+            node = NodeRecord.from_info(info, now)
+            node.connected = False
+            self._nodes[node.node_id] = node
 
-    def job_of_node(self, node_id: str, job_id: int) -> Job | None:
-        raise NotImplementedError
+    # ---- the mapping ---------------------------------------------------------------------
 
-    def node_join(self, info: dict[str, Any], now: float) -> NodeRecord:
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes)
+
+    def __getitem__(self, node_id: str) -> NodeRecord:
+        return self._nodes[node_id]
+
+    def get(self, node_id: str) -> NodeRecord | None:
+        return self._nodes.get(node_id)
+
+    def values(self) -> ValuesView[NodeRecord]:
+        return self._nodes.values()
+
+    # ---- node events ---------------------------------------------------------------------
+
+    def join(self, info: dict[str, Any], now: float) -> NodeRecord:
+        """A node agent registered (its hello): a new record, keeping an admin's drain."""
         node_id = info["node_id"]
-        old = self.nodes.get(node_id)
+        old = self._nodes.get(node_id)
         if old is not None and old.connected:
             raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
         node = NodeRecord.from_info(info, now)
@@ -45,10 +65,9 @@ class NodeEvents:
             raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
         if old is not None:
             node.drain_reason = old.drain_reason  # an admin's drain outlives reconnects
-        self.nodes[node_id] = node
-        self.changed = True
+        self._nodes[node_id] = node
+        self.outbox.changed = True
         self.store.put_node(node.to_info())
-        self._reconcile(node, set(info["running_job_ids"]), now)
         log.info(
             "node=%s joined address=%s gpus=%d cpus=%d",
             node_id,
@@ -58,48 +77,33 @@ class NodeEvents:
         )
         return node
 
-    def _reconcile(self, node: NodeRecord, reported: set[int], now: float) -> None:
-        """Match what the node runs against what we believe it runs."""
-        for job in self.jobs.values():
-            if job.state is not JobState.RUNNING or job.node_id != node.node_id:
-                continue
-            if job.job_id in reported:
-                if any(i >= len(node.gpus) for i in job.gpu_indices):
-                    continue  # its GPUs are gone; the job keeps running, unaccounted
-                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
-            else:
-                self._node_failed(job, now, reason="job vanished while node was away")
-        for job_id in reported:
-            if self.job_of_node(node.node_id, job_id) is None:
-                self.outbox.append(
-                    ToNode(
-                        node.node_id, {"t": "kill", "job_id": job_id, "reason": "unknown to master"}
-                    )
-                )
-
-    def node_leave(self, node_id: str, now: float) -> None:
-        node = self.nodes.get(node_id)
+    def leave(self, node_id: str, now: float) -> None:
+        node = self._nodes.get(node_id)
         if node is None:
             return
         node.connected = False
         node.last_seen_s = now
-        self.changed = True
+        self.outbox.changed = True
         log.warning(
             "node=%s disconnected; its jobs keep their state until it returns or times out", node_id
         )
 
+    def seen(self, node_id: str, now: float) -> None:
+        """Any message from a node proves it alive."""
+        self._nodes[node_id].last_seen_s = now
+
     def heartbeat(self, node_id: str, samples: list[dict[str, Any]], now: float) -> None:
-        node = self.nodes[node_id]
+        node = self._nodes[node_id]
         node.last_seen_s = now
-        if node.down_reason == "not responding":
+        if node.down_reason == NOT_RESPONDING:
             node.down_reason = ""
-            self.changed = True
+            self.outbox.changed = True
         for sample in samples:
             if sample["index"] >= len(node.gpus):
                 continue
             gpu = node.gpus[sample["index"]]
             if gpu.healthy != sample["healthy"]:
-                self.changed = True
+                self.outbox.changed = True
                 log.warning(
                     "node=%s gpu=%d healthy=%s %s",
                     node_id,
@@ -113,23 +117,22 @@ class NodeEvents:
             gpu.memory_used_bytes = sample["memory_used_bytes"]
             gpu.processes = sample["processes"]
 
-    def expire_nodes(self, now: float) -> None:
-        """Fail the jobs of nodes silent for longer than the timeout (called once a second)."""
-        for node in self.nodes.values():
+    def silent(self, now: float) -> list[NodeRecord]:
+        """Nodes silent for longer than the timeout (a connected one is marked not
+        responding): their jobs are to fail over."""
+        found = []
+        for node in self._nodes.values():
             if now - node.last_seen_s < self.node_timeout_s:
                 continue
             if node.connected and not node.down_reason:
-                node.down_reason = "not responding"
+                node.down_reason = NOT_RESPONDING
                 log.warning("node=%s not responding", node.node_id)
-            for job_id in sorted(node.jobs):
-                if node.connected:
-                    kill = {"t": "kill", "job_id": job_id, "reason": "node failed"}
-                    self.outbox.append(ToNode(node.node_id, kill))
-                self._node_failed(self.jobs[job_id], now, reason=f"node {node.node_id} failed")
+            found.append(node)
+        return found
 
-    def update_node(self, node_id: str, action: str, reason: str, now: float) -> None:
+    def update(self, node_id: str, action: str, reason: str) -> None:
         """Admin verbs: drain (jobs finish, none start), resume, remove (no jobs, not connected)."""
-        node = self.nodes.get(node_id)
+        node = self._nodes.get(node_id)
         if node is None:
             raise NodeNotFound(f"no node named {node_id!r}")
         if action == "drain":
@@ -141,10 +144,10 @@ class NodeEvents:
                 f"node {node_id} is connected or has jobs: stop its agent and let its jobs end"
             )
         else:
-            del self.nodes[node_id]
+            del self._nodes[node_id]
             self.store.delete_node(node_id)
             log.info("node=%s removed", node_id)
             return
-        self.changed = True
+        self.outbox.changed = True
         self.store.put_node(node.to_info())
         log.info("node=%s %s reason=%r", node_id, action, node.drain_reason)

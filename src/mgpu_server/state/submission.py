@@ -1,44 +1,43 @@
-"""Submission side of the master's state: checking a job against the cluster and its QoS,
-job arrays (one job per task), dependency references, and resolving job references.
-
-A mixin of :class:`~mgpu_server.state.cluster.Cluster`, which owns all state.
+"""Submission: checking a job against the cluster and its QoS, expanding a job array into
+one job per task, and rewriting dependency references to job ids (parsed once, here). The
+new jobs enter the state through the lifecycle.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from typing import TYPE_CHECKING, Any
 
-from mgpu_core.arrays import expand_array_patterns, parse_array, parse_job_ref
-from mgpu_core.deps import parse_dependency
+from mgpu_core.arrays import expand_array_patterns, parse_array
+from mgpu_core.deps import Dependency, parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
 from mgpu_core.models import JobSpec
+from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
-from mgpu_server.scheduling.planner import REASON_PRIORITY
-
-if TYPE_CHECKING:
-    from mgpu_server.records.nodes import NodeRecord
-    from mgpu_server.scheduling.policy import PolicyConfig
-    from mgpu_server.scheduling.turns import TurnQueue
-    from mgpu_server.state.pending import PendingQueue
-    from mgpu_server.storage.store import Store
+from mgpu_server.scheduling.policy import PolicyConfig
+from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.state.lifecycle import Lifecycle
+from mgpu_server.state.registry import NodeRegistry
+from mgpu_server.state.table import JobTable
 
 log = logging.getLogger(__name__)
 
 
 class Submission:
-    # Provided by Cluster (declared here for the type checker).
-    jobs: dict[int, Job]
-    pending: PendingQueue
-    arrays: dict[int, list[int]]
-    nodes: dict[str, NodeRecord]
-    policy: PolicyConfig
-    new_jobs: list[Job]
-    changed: bool
-    store: Store
-    _next_id: int
-    turns: TurnQueue
+    def __init__(
+        self,
+        *,
+        table: JobTable,
+        nodes: NodeRegistry,
+        policy: PolicyConfig,
+        turns: TurnQueue,
+        lifecycle: Lifecycle,
+    ) -> None:
+        self.table = table
+        self.nodes = nodes
+        self.policy = policy
+        self.turns = turns
+        self.lifecycle = lifecycle
 
     def submit(self, user: str, spec: JobSpec, now: float) -> Job:
         """Accept a job (or a job array: one job per task); returns the (first) job."""
@@ -46,17 +45,15 @@ class Submission:
             raise InvalidRequest(
                 f"user {user} has no GPU access (revoked by an admin); jobs without GPUs still run"
             )
-        self._check_spec(spec)
-        self._apply_qos(spec)
-        if spec.dependency:
-            spec.dependency = self._canonical_dependency(spec.dependency)
+        self.check(spec)
+        dependency = self._canonical_dependency(spec) if spec.dependency else None
         if not spec.array:
-            return self._add_job(user, spec, now)
+            return self._add_job(user, spec, dependency, now)
         try:
             array = parse_array(spec.array)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        array_id = self._next_id
+        array_id = self.table.next_id
         first: Job | None = None
         for task in array.task_ids:
             task_spec = copy.deepcopy(spec)
@@ -69,64 +66,35 @@ class Submission:
                 template = getattr(task_spec, attr)
                 if template:
                     setattr(task_spec, attr, expand_array_patterns(template, array_id, task))
-            job = self._add_job(user, task_spec, now, array=(array_id, task, array.max_running))
+            job = self._add_job(
+                user, task_spec, dependency, now, array=(array_id, task, array.max_running)
+            )
             first = first or job
         assert first is not None
         return first
 
     def _add_job(
-        self, user: str, spec: JobSpec, now: float, array: tuple[int, int, int] | None = None
+        self,
+        user: str,
+        spec: JobSpec,
+        dependency: Dependency | None,
+        now: float,
+        array: tuple[int, int, int] | None = None,
     ) -> Job:
-        job = Job(job_id=self._next_id, user=user, spec=spec, submit_time=now)
+        job = Job(job_id=self.table.take_id(), user=user, spec=spec, submit_time=now)
+        job.dependency = dependency
         if array is not None:
             job.array_job_id, job.array_task_id, job.array_throttle = array
-            self.arrays.setdefault(array[0], []).append(job.job_id)
         if spec.hold:
-            job.hold = "user"
-        job.reason = waiting_reason(job, now)
-        self._next_id += 1
-        self.jobs[job.job_id] = job
-        self.pending.add(job)
-        self.new_jobs.append(job)
-        self.changed = True
-        self.store.put_job(job)
-        log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, user, spec.gpus)
+            job.hold = Hold.USER
+        self.lifecycle.submit(job, now)
         return job
 
-    def resolve(self, ref: int | str) -> list[int]:
-        """A job reference -> job ids: ``ID`` (a job, or every task of array ID) or
-        ``ARRAYID_TASK``. JobNotFound for anything else."""
-        try:
-            job_id, task = parse_job_ref(str(ref))
-        except ValueError as exc:
-            raise JobNotFound(str(exc)) from None
-        if task is not None:
-            for member in self.arrays.get(job_id, ()):
-                if self.jobs[member].array_task_id == task:
-                    return [member]
-        elif job_id in self.arrays:
-            return list(self.arrays[job_id])
-        elif job_id in self.jobs:
-            return [job_id]
-        raise JobNotFound(f"invalid job id specified: {ref}")
-
-    def resolve_all(
-        self, refs: list[int | str], *, live: bool = False
-    ) -> tuple[list[int], list[dict[str, Any]]]:
-        """(job ids, error results for the references that name nothing). With ``live``, a
-        whole array stands for its unfinished tasks (cancelling an array whose first tasks
-        are done is not an error), as long as it has any."""
-        ids: list[int] = []
-        errors: list[dict[str, Any]] = []
-        for ref in refs:
-            try:
-                found = self.resolve(ref)
-                if live and len(found) > 1:
-                    found = [i for i in found if not self.jobs[i].state.terminal] or found
-                ids.extend(i for i in found if i not in ids)
-            except JobNotFound as err:
-                errors.append({"job_id": ref, "ok": False, **err.to_wire()})
-        return ids, errors
+    def check(self, spec: JobSpec) -> None:
+        """Refuse what the cluster or the QoS can never run; give an unlimited job its QoS's
+        wall time. Used at submit and by an update of a pending job."""
+        self._check_spec(spec)
+        self._apply_qos(spec)
 
     def _check_spec(self, spec: JobSpec) -> None:
         if not spec.argv and spec.script is None:
@@ -172,32 +140,24 @@ class Submission:
                 f"{qos.max_gpus_per_user} allowed"
             )
 
-    def _canonical_dependency(self, text: str) -> str:
+    def _canonical_dependency(self, spec: JobSpec) -> Dependency:
         """Check a dependency and rewrite its references to plain job ids (an array id
-        stands for all its tasks, ``A_T`` for one)."""
+        stands for all its tasks, ``A_T`` for one); the text kept on the spec is the
+        canonical one, the parsed form is kept on the job."""
+        text = spec.dependency
         sep = "?" if "?" in text else ","
         parts = []
         for part in text.split(sep):
             kind, colon, rest = part.strip().partition(":")
             refs = rest.split(":") if colon else []
             try:
-                ids = [str(i) for ref in refs for i in self.resolve(ref)]
+                ids = [str(i) for ref in refs for i in self.table.resolve(ref)]
             except JobNotFound as err:
                 raise InvalidRequest(f"job dependency problem: {err}") from None
             parts.append(":".join([kind, *ids]))
-        canonical = sep.join(parts)
         try:
-            return parse_dependency(canonical).to_text()
+            dependency = parse_dependency(sep.join(parts))
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-
-
-def waiting_reason(job: Job, now: float | None) -> str:
-    """The reason a pending job shows until a scheduling pass examines it (a pass reads only
-    the top of the queue): held, not before its --begin time, waiting on a dependency, or
-    else behind higher-priority jobs (Slurm's "Priority")."""
-    if job.hold:
-        return "JobHeldAdmin" if job.hold == "admin" else "JobHeldUser"
-    if now is not None and job.spec.begin_time > now:
-        return "BeginTime"
-    return "Dependency" if job.spec.dependency else REASON_PRIORITY
+        spec.dependency = dependency.to_text()
+        return dependency

@@ -1,19 +1,22 @@
 """The GPU turn queue inside the master's state: the order it imposes on a scheduling pass,
-its time slice, and the admin's verbs. A mixin of :class:`~mgpu_server.state.cluster.Cluster`."""
+the grants and the time slice, and the admin's verbs on the rotation (who may use them is
+decided in :mod:`mgpu_server.api.permissions`)."""
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mgpu_core.errors import InvalidRequest, MgpuError, PermissionDenied
-from mgpu_server.scheduling.turns import REASON_NOT_IN_ROTATION, TurnQueue
-
-if TYPE_CHECKING:
-    from mgpu_server.records.jobs import Job
-    from mgpu_server.state.pending import PendingQueue
-    from mgpu_server.state.running import RunningJobs
-    from mgpu_server.storage.store import Store
+from mgpu_core.errors import InvalidRequest
+from mgpu_core.reasons import Reason
+from mgpu_core.states import JobState
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.state.effects import Outbox
+from mgpu_server.state.lifecycle import Lifecycle
+from mgpu_server.state.pending import PendingQueue
+from mgpu_server.state.table import JobTable
+from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -23,20 +26,28 @@ READ_ONLY = frozenset({"status", "history"})
 
 
 class TurnControl:
-    # Provided by Cluster (declared here for the type checker).
-    turns: TurnQueue
-    pending: PendingQueue
-    running: RunningJobs
-    store: Store
-    changed: bool
+    def __init__(
+        self,
+        turns: TurnQueue,
+        *,
+        table: JobTable,
+        pending: PendingQueue,
+        lifecycle: Lifecycle,
+        store: Store,
+        outbox: Outbox,
+    ) -> None:
+        self.turns = turns
+        self.table = table
+        self.pending = pending
+        self.lifecycle = lifecycle
+        self.store = store
+        self.outbox = outbox
 
-    def _set_reason(self, job: Job, reason: str) -> None:
-        raise NotImplementedError
+    @property
+    def enabled(self) -> bool:
+        return self.turns.enabled
 
-    def requeue(self, job_ids: list[int]) -> list[dict[str, Any]]:
-        raise NotImplementedError
-
-    def _turn_order(self, eligible: list[Job]) -> tuple[list[Job], dict[int, tuple[int, int]]]:
+    def order(self, eligible: list[Job]) -> tuple[list[Job], dict[int, tuple[int, int]]]:
         """In turn mode: GPU jobs in rotation order (then jobs without GPUs), and for each GPU
         job the rotation entry it would use. Otherwise the priority order unchanged."""
         if not self.turns.enabled:
@@ -46,24 +57,28 @@ class TurnControl:
         members = set(rotation)
         for job in gpu_jobs:
             if job.user not in members:
-                self._set_reason(job, REASON_NOT_IN_ROTATION)
+                self.lifecycle.set_reason(job, Reason.NOT_IN_ROTATION)
         pairs = self.turns.order([j for j in gpu_jobs if j.user in members], rotation)
         by_id = {j.job_id: j for j in gpu_jobs}
         entries = {job_id: (entry, len(rotation)) for entry, job_id in pairs}
         ordered = [by_id[job_id] for _, job_id in pairs]
         return ordered + [j for j in eligible if not j.spec.gpus], entries
 
+    def granted(self, job: Job, entry: tuple[int, int], now: float) -> None:
+        """A job started on its turn: the rotation moves on (stored with the turn)."""
+        self.turns.granted(entry[0], entry[1], job.user, job.job_id, now)
+        self.store.put_setting(TURNS_KEY, self.turns.to_settings())
+
     def expire_turns(self, now: float) -> None:
         """End the turns that outlived the time slice: their jobs are requeued."""
         for job_id in self.turns.expired(now):
             self.turns.ended(job_id, now, "slice ended")
-            self.requeue([job_id])
+            job = self.table.jobs.get(job_id)
+            if job is not None and job.state is JobState.RUNNING:
+                self.lifecycle.ask_requeue(job)
 
-    def turn_request(
-        self, action: str, args: dict[str, Any], *, admin: bool, now: float
-    ) -> dict[str, Any]:
-        if action not in READ_ONLY and not admin:
-            raise PermissionDenied(f"only an admin can change the GPU turn queue ({action})")
+    def request(self, action: str, args: dict[str, Any], now: float) -> dict[str, Any]:
+        """Show the turn queue, or change it (the caller checked that it may)."""
         turns = self.turns
         try:
             self._apply_turn_action(action, args, now)
@@ -71,11 +86,11 @@ class TurnControl:
             raise InvalidRequest(str(exc)) from None
         if action not in READ_ONLY:
             self.store.put_setting(TURNS_KEY, turns.to_settings())
-            self.changed = True  # the order changed: reconsider the queue now
+            self.outbox.changed = True  # the order changed: reconsider the queue now
             log.info(
                 "gpu turns: %s %s -> mode=%s rotation=%s", action, args, turns.mode, turns.rotation
             )
-        return self.turn_status(history=action == "history")
+        return self.status(history=action == "history")
 
     def _apply_turn_action(self, action: str, args: dict[str, Any], now: float) -> None:
         turns = self.turns
@@ -107,11 +122,9 @@ class TurnControl:
         if current is None:
             raise ValueError("no turn is running")
         self.turns.ended(current.job_id, now, "forced")
-        failed = [r for r in self.requeue([current.job_id]) if not r["ok"]]
-        if failed:
-            raise MgpuError(failed[0]["message"])
+        self.lifecycle.ask_requeue(self.table.get(current.job_id))
 
-    def turn_status(self, *, history: bool = False) -> dict[str, Any]:
+    def status(self, *, history: bool = False) -> dict[str, Any]:
         turns = self.turns
         gpu_pending = [j for j in self.pending.values() if j.spec.gpus]
         rotation = turns.effective_rotation(gpu_pending)

@@ -21,7 +21,7 @@ from typing import Any
 
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
-from mgpu_core.states import JobState
+from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.pid,
         json.dumps(job.spec.to_wire(), separators=(",", ":")),
         job.restart_count,
-        job.hold,
+        job.hold.value,
         job.priority_override,
         job.array_job_id,
         job.array_task_id,
@@ -114,7 +114,7 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         pid=row[12],
         spec=JobSpec.from_wire(json.loads(row[13])),
         restart_count=row[14],
-        hold=row[15],
+        hold=Hold(row[15]),
         priority_override=row[16],
         array_job_id=row[17],
         array_task_id=row[18],

@@ -1,0 +1,25 @@
+"""Why a pending job waits, in Slurm's spelling (squeue's NODELIST(REASON) column): scripts
+and people already know these words, so they are part of the interface. One enum, used by
+the planner, the master's state and the tests; a new reason is added here first."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    PRIORITY = "Priority"  # behind higher-priority jobs (also: not examined by the last pass)
+    RESOURCES = "Resources"  # first in line, waiting for GPUs/CPUs/memory to free
+    NODE_NOT_AVAIL = "ReqNodeNotAvail"  # the nodes it may use are down or drained
+    QOS_GPUS = "QOSMaxGpuPerUserLimit"
+    QOS_JOBS = "QOSMaxJobsPerUserLimit"
+    HELD_USER = "JobHeldUser"
+    HELD_ADMIN = "JobHeldAdmin"
+    BEGIN_TIME = "BeginTime"
+    DEPENDENCY = "Dependency"
+    DEPENDENCY_NEVER = "DependencyNeverSatisfied"
+    ARRAY_TASK_LIMIT = "JobArrayTaskLimit"
+    NOT_IN_ROTATION = "NotInTurnRotation"  # the GPU turn queue is on and the user is not in it
+    WAITING_TURN = "WaitingForTurn"
+    REQUEUED = "Requeued"  # back in the queue after an admin's requeue
+    NODE_FAIL = "NodeFail"  # back in the queue after its node failed

@@ -1,0 +1,371 @@
+"""The one writer of a job's life: every state transition of a job, and every index kept
+around it, changes here and nowhere else.
+
+A job's state lives in the job table; around it the master keeps indexes that must agree
+with it at every moment: the pending queue (PENDING jobs, in priority order or parked), the
+running totals (RUNNING jobs: per-user loads, what each node frees and when), the nodes'
+allocations (which GPUs each RUNNING job holds), the dependency index, fair-share usage, the
+turn queue's grants, the store (what the next commit writes) and the outbox (what leaves after
+it). Each verb below moves one job and updates all of them together, so no caller writes an
+index by hand and none can forget one: a property test (tests/server/test_lifecycle_properties)
+drives random sequences of verbs, failed commits included, and recounts every index after
+each step.
+
+The verbs: :meth:`submit`, :meth:`start`, :meth:`finish`, :meth:`requeue` (and
+:meth:`node_lost`, :meth:`exited`, :meth:`cancel`, which pick one of those), the pending-side
+changes (:meth:`set_hold`, :meth:`replace`, :meth:`admit_due`), :meth:`forget` and the undo
+of a turn whose commit failed (:meth:`undo_turn`).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from mgpu_core.deps import DepStatus
+from mgpu_core.errors import InvalidJobState
+from mgpu_core.reasons import Reason
+from mgpu_core.states import Hold, JobState, final_state
+from mgpu_server.records.jobs import Job, ended_event, state_event
+from mgpu_server.scheduling.policy import PolicyConfig, Usage
+from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.state.depwait import DependencyIndex
+from mgpu_server.state.effects import Outbox
+from mgpu_server.state.pending import PendingQueue
+from mgpu_server.state.registry import NodeRegistry
+from mgpu_server.state.running import RunningJobs
+from mgpu_server.state.table import JobTable
+from mgpu_server.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+# Reasons a parked job shows; once it may run it shows Priority until a pass examines it.
+PARKED = frozenset(
+    {
+        Reason.HELD_USER,
+        Reason.HELD_ADMIN,
+        Reason.BEGIN_TIME,
+        Reason.DEPENDENCY,
+        Reason.DEPENDENCY_NEVER,
+    }
+)
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        *,
+        table: JobTable,
+        nodes: NodeRegistry,
+        pending: PendingQueue,
+        running: RunningJobs,
+        usage: Usage,
+        turns: TurnQueue,
+        store: Store,
+        outbox: Outbox,
+        policy: PolicyConfig,
+        kill_grace_s: float,
+    ) -> None:
+        self.table = table
+        self.nodes = nodes
+        self.pending = pending
+        self.running = running
+        self.usage = usage
+        self.turns = turns
+        self.store = store
+        self.outbox = outbox
+        self.policy = policy
+        self.kill_grace_s = kill_grace_s
+        self.deps = DependencyIndex()
+        # Jobs submitted in the current loop turn: forgotten if the turn's commit fails.
+        self.new_jobs: list[Job] = []
+        self._to_wake: list[Job] = []  # jobs whose dependents are evaluated next
+        self._waking = False
+
+    # ---- arrival -------------------------------------------------------------------------
+
+    def restore(self, job: Job, now: float) -> None:
+        """A stored job at start-up, indexed as it was (no transition, nothing written).
+        Pending jobs come in parked; :meth:`settle` places them once every job is loaded (a
+        dependency or a singleton may name a job loaded later)."""
+        self.table.add(job)
+        if job.state is JobState.PENDING:
+            self.deps.add(job)
+            self.pending.add(job, parked=True)
+        elif job.state is JobState.RUNNING:
+            self.deps.add(job)
+            self.running.add(job)
+            node = self.nodes.get(job.node_id)
+            if node is not None and all(i < len(node.gpus) for i in job.gpu_indices):
+                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        elif job.end_time:
+            self.usage.add(job.user, job.usage_gpu_s(), job.end_time, now)
+
+    def settle(self, now: float) -> None:
+        """Place every restored pending job: in the order, or parked with its reason."""
+        for job in list(self.pending.values()):
+            self._place(job, now)
+
+    def submit(self, job: Job, now: float) -> None:
+        """A new PENDING job: into the table, the queue (parked if it cannot run yet), the
+        dependency index and this turn's journal."""
+        self.table.add(job)
+        self.deps.add(job)
+        reason = self._wait_reason(job, now)
+        job.reason = reason or Reason.PRIORITY
+        self.pending.add(job, parked=reason is not None)
+        self.new_jobs.append(job)
+        self._changed(job)
+        log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, job.user, job.spec.gpus)
+        if reason is Reason.DEPENDENCY_NEVER and job.spec.kill_on_invalid_dep:
+            self.finish(job, JobState.CANCELLED, now, reason=Reason.DEPENDENCY_NEVER)
+
+    # ---- running and ending --------------------------------------------------------------
+
+    def start(self, job: Job, node_id: str, gpu_indices: tuple[int, ...], now: float) -> None:
+        """PENDING -> RUNNING on ``node_id`` with exactly these GPUs; the node is told."""
+        node = self.nodes[node_id]
+        node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        self.pending.remove(job.job_id)
+        job.node_id = node_id
+        job.gpu_indices = gpu_indices
+        job.transition(JobState.RUNNING, now)
+        self.running.add(job)
+        self.deps.started(job)
+        # Not "changed": a start takes resources and can make no other job runnable, but
+        # for the dependents it satisfies (woken below, which sets it for them).
+        self.store.put_job(job)
+        log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
+        qos_grace_s = self.policy.qos_of(job.spec.qos).grace_s
+        launch = {
+            "job_id": job.job_id,
+            "user": job.user,
+            "spec": job.spec.to_wire(),
+            "gpu_indices": list(gpu_indices),
+            "kill_grace_s": max(self.kill_grace_s, qos_grace_s),
+            "restart_count": job.restart_count,
+        }
+        self.outbox.to_node(node_id, {"t": "launch", "launch": launch})
+        if job.spec.interactive:
+            self.outbox.to_watchers(job.job_id, state_event(job))
+        self._wake(job, now)
+
+    def finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
+        """PENDING or RUNNING -> a terminal state; whatever the job held is freed."""
+        self.pending.remove(job.job_id)
+        job.transition(state, now, reason)
+        self._release(job, now)
+        self.deps.left(job)
+        self._changed(job)
+        log.info(
+            "job=%d node=%s state=%s exit=%s signal=%s elapsed_s=%.3f",
+            job.job_id,
+            job.node_id or "-",
+            state.value,
+            job.exit_code,
+            job.signal,
+            job.elapsed_s(now),
+        )
+        self.outbox.to_watchers(job.job_id, ended_event(job))
+        self._wake(job, now)
+
+    def requeue(self, job: Job, now: float, *, why: str, reason: str) -> None:
+        """RUNNING -> REQUEUED -> PENDING with the same id: its priority puts it back in its
+        place; restart_count tells the next run it is one."""
+        log.warning("job=%d node=%s state=REQUEUED reason=%s", job.job_id, job.node_id, why)
+        job.transition(JobState.REQUEUED, now, why)
+        job.transition(JobState.PENDING, now, reason)
+        self._release(job, now, how="requeued")
+        job.restart_count += 1
+        job.node_id = ""
+        job.gpu_indices = ()
+        job.pid = 0
+        job.cancel_requested = job.requeue_requested = False
+        self.deps.requeued(job)
+        wait = self._wait_reason(job, now)
+        if wait is not None:
+            job.reason = wait
+        self.pending.add(job, parked=wait is not None)
+        self._changed(job)
+        self._wake(job, now)
+
+    def exited(
+        self,
+        job: Job,
+        *,
+        exit_code: int | None,
+        signal: int | None,
+        timed_out: bool,
+        reason: str,
+        now: float,
+    ) -> None:
+        """The node reports the job's process ended: requeued if an admin asked for that,
+        else its final state, Slurm's way (a cancel wins over how the process died)."""
+        if job.requeue_requested and not job.cancel_requested:
+            self.requeue(job, now, why="requeued by request", reason=Reason.REQUEUED)
+            return
+        job.exit_code = exit_code
+        job.signal = signal
+        state = final_state(
+            exit_code=exit_code, signal=signal, cancelled=job.cancel_requested, timed_out=timed_out
+        )
+        self.finish(job, state, now, reason=reason)
+
+    def node_lost(self, job: Job, now: float, *, reason: str) -> None:
+        """A job lost with its node: requeued if it asked for that (batch default), else
+        NODE_FAIL. A job being cancelled is not brought back."""
+        if not job.spec.requeue or job.cancel_requested:
+            self.finish(job, JobState.NODE_FAIL, now, reason=reason)
+        else:
+            self.requeue(job, now, why=reason, reason=Reason.NODE_FAIL)
+
+    def cancel(self, job: Job, now: float) -> None:
+        """A pending job ends CANCELLED now; a running one is killed by its node and ends
+        CANCELLED when the node reports its exit."""
+        if job.state is JobState.PENDING:
+            self.finish(job, JobState.CANCELLED, now, reason="cancelled while pending")
+            return
+        if job.state is not JobState.RUNNING:
+            raise InvalidJobState(f"job {job.job_id} already finished ({job.state.value})")
+        if job.cancel_requested:
+            return
+        job.cancel_requested = True
+        self.store.put_job(job)
+        node = self.nodes.get(job.node_id)
+        if node is not None and node.connected:
+            self.outbox.to_node(job.node_id, _kill(job.job_id, "cancelled"))
+        else:
+            # The node is unreachable: the job is cancelled now, and the agent kills it as
+            # an unknown job when it reconnects.
+            self.finish(job, JobState.CANCELLED, now, reason="cancelled, node unreachable")
+
+    def ask_requeue(self, job: Job) -> None:
+        """Stop a running job so that it goes back to the queue when its node reports the exit."""
+        if job.state is not JobState.RUNNING:
+            raise InvalidJobState(f"cannot requeue job {job.job_id}: it is {job.state.value}")
+        if not job.requeue_requested:
+            job.requeue_requested = True
+            self.outbox.to_node(job.node_id, _kill(job.job_id, "requeued"))
+
+    def record_pid(self, job: Job, pid: int) -> None:
+        job.pid = pid
+        self.store.put_job(job)
+
+    # ---- pending jobs --------------------------------------------------------------------
+
+    def set_hold(self, job: Job, hold: Hold, now: float) -> None:
+        """Hold (out of every pass) or release (back at its place by priority)."""
+        job.hold = hold
+        self._changed(job)
+        self._place(job, now)
+
+    def replace(self, job: Job) -> None:
+        """A pending job's request, QoS, nice or admin priority changed: re-place it."""
+        self.pending.refresh(job)
+        self._changed(job)
+
+    def admit_due(self, now: float) -> None:
+        """Jobs whose --begin time has come may run (unless held or waiting otherwise)."""
+        for job_id in self.pending.due(now):
+            self._place(self.table.jobs[job_id], now)
+
+    def set_reason(self, job: Job, reason: str) -> None:
+        if job.reason != reason:
+            job.reason = reason
+            if job.spec.interactive:
+                self.outbox.to_watchers(job.job_id, state_event(job))
+
+    # ---- forgetting ----------------------------------------------------------------------
+
+    def forget(self, job: Job, now: float) -> None:
+        """Drop a job from the table and every index, as if it had never been (used to undo a
+        submission whose commit failed)."""
+        self.pending.remove(job.job_id)
+        self._release(job, now, how="undone", usage=False)
+        self.deps.left(job)
+        self.table.remove(job)
+        self.store.discard_job(job.job_id)
+        self.outbox.changed = True
+        self._wake(job, now)
+
+    def undo_turn(self, now: float) -> set[int]:
+        """Forget this turn's submissions (their commit failed) and what was to be sent about
+        them; returns their ids."""
+        ids = {job.job_id for job in self.new_jobs}
+        for job in reversed(self.new_jobs):
+            self.forget(job, now)
+        self.new_jobs.clear()
+        self.outbox.drop_jobs(ids)
+        return ids
+
+    def end_turn(self) -> int:
+        """This turn's submissions are stored; returns how many there were."""
+        count = len(self.new_jobs)
+        self.new_jobs.clear()
+        return count
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _release(self, job: Job, now: float, *, how: str = "end", usage: bool = True) -> None:
+        """Free what a job held: its node's GPUs, CPUs and memory, its place in the running
+        totals (charged to fair-share usage), its turn."""
+        self.turns.ended(job.job_id, now, how)
+        if self.running.remove(job.job_id) is not None and usage:
+            self.usage.add(job.user, job.usage_gpu_s(), now, now)
+        node = self.nodes.get(job.node_id)
+        if node is not None:
+            node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
+
+    def _changed(self, job: Job) -> None:
+        self.store.put_job(job)
+        self.outbox.changed = True
+
+    def _wait_reason(self, job: Job, now: float) -> Reason | None:
+        """Why a pending job may not be considered by a pass at all, or None. The one place
+        that decides it (holds, --begin, dependencies)."""
+        if job.hold:
+            return Reason.HELD_ADMIN if job.hold is Hold.ADMIN else Reason.HELD_USER
+        if job.spec.begin_time > now:
+            return Reason.BEGIN_TIME  # due() brings it back at that time
+        status = self.deps.status(job, self.table.jobs)
+        if status is DepStatus.OK:
+            return None
+        return Reason.DEPENDENCY if status is DepStatus.WAIT else Reason.DEPENDENCY_NEVER
+
+    def _place(self, job: Job, now: float) -> None:
+        """Park or unpark a pending job after what it waits on changed; cancel it if its
+        dependency can never be met and it asked for that (--kill-on-invalid-dep)."""
+        if job.state is not JobState.PENDING:
+            return
+        wait = self._wait_reason(job, now)
+        if wait is None:
+            self.pending.unpark(job)
+            if job.reason in PARKED:
+                self.set_reason(job, Reason.PRIORITY)
+            self.outbox.changed = True
+            return
+        if wait is Reason.DEPENDENCY_NEVER and job.spec.kill_on_invalid_dep:
+            self.finish(job, JobState.CANCELLED, now, reason=Reason.DEPENDENCY_NEVER)
+            return
+        self.pending.park(job.job_id)
+        self.set_reason(job, wait)
+
+    def _wake(self, job: Job, now: float) -> None:
+        """Re-place the jobs whose dependency names ``job`` (or shares its singleton name).
+        A worklist, not recursion: a chain of --kill-on-invalid-dep jobs ends one by one."""
+        self._to_wake.append(job)
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            while self._to_wake:
+                changed = self._to_wake.pop()
+                for job_id in self.deps.affected(changed):
+                    dependent = self.table.jobs.get(job_id)
+                    if dependent is not None:
+                        self._place(dependent, now)
+        finally:
+            self._waking = False
+
+
+def _kill(job_id: int, reason: str) -> dict[str, object]:
+    return {"t": "kill", "job_id": job_id, "reason": reason}
