@@ -16,11 +16,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
-from bench import cluster_scale, commands, idle, latency, report
+from bench import cluster_scale, commands, deps, idle, latency, report
+
+_N = TypeVar("_N", int, float)
 
 SIZES_FULL = [(10, 1_000), (100, 10_000), (1_000, 100_000)]
 SIZES_QUICK = [(4, 50), (8, 200)]
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=None)
     args = parser.parse_args(argv)
     quick = args.quick
-    n = (lambda full, small: small) if quick else (lambda full, small: full)
+
+    def n(full: _N, small: _N) -> _N:
+        return small if quick else full
+
     sizes = SIZES_QUICK if quick else SIZES_FULL
     benches: dict[str, Callable[[Path], Any]] = {
         "submit": lambda d: latency.submit_throughput(d, jobs=n(20_000, 200), repeats=n(5, 2)),
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         "commands": lambda d: commands.command_times(d, runs=n(20, 2), queue_jobs=n(10_000, 100)),
         "turn_switch": lambda d: latency.turn_switch(d, samples=n(40, 2)),
         "idle": lambda d: idle.idle_cost(d, seconds=args.idle_seconds or n(60.0, 1.0)),
+        "deps": lambda d: deps.dependency_passes(quick=quick),
         "scale": lambda d: [
             cluster_scale.master_at_scale(d / f"{nodes}", nodes=nodes, gpus=8, pending=pending)
             for nodes, pending in sizes

@@ -40,9 +40,13 @@ def master_at_scale(root: Path, *, nodes: int, gpus: int, pending: int) -> dict[
                 for job_id in running[:5]:
                     launched = sims.launched
                     client.cancel([job_id])
+
                     # The pass that follows the exit starts the top pending job on that GPU
                     # (job_started from a node triggers no further pass).
-                    wait_for(lambda n=launched: sims.launched > n, 60, "the next job's launch")
+                    def next_launch(before: int = launched) -> bool:
+                        return sims.launched > before
+
+                    wait_for(next_launch, 60, "the next job's launch")
                     pass_ms.append(client.info()["scheduler"]["last_ms"] / 1000)
                 info = client.info()
             rss_mb = cluster.process().memory_info().rss / 2**20

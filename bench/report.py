@@ -105,6 +105,18 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out.append(
                 Row(f"idle {name} memory", r["rss_mb"], "MB", 60 if name == "node" else None)
             )
+    targets_ms = {"top": 5.0, "scale": 50.0}
+    for name, d in results.get("deps", {}).items():
+        what = f"{d['nodes']:,} nodes, {d['pending']:,} pending, {d['dependent']:,} dependent"
+        out.append(
+            Row(
+                f"pass with dependent jobs ({what})",
+                d["pass_ms"]["median"],
+                "ms",
+                targets_ms[name],
+                detail=_ms(d["pass_ms"]),
+            )
+        )
     for s in results.get("scale", []):
         size = f"{s['nodes']:,} nodes, {s['pending']:,} pending"
         out.append(

@@ -1,4 +1,4 @@
-"""The master's scheduling pass at scale, in process: a real :class:`Cluster` (MemoryStore),
+"""The master's scheduling pass at scale, in process: a real :class:`ClusterState` (MemoryStore),
 nodes registered through ``node_join`` with the hello an agent sends, every GPU busy, a long
 queue of pending jobs from many users, then the passes that matter, timed one by one:
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import psutil
 
-from mgpu_core.models import JobSpec
+from mgpu_core.models import JobExited, JobSpec, NodeHello
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
-from mgpu_server.state.cluster import Cluster
+from mgpu_server.state.cluster import ClusterState
 from mgpu_server.storage.store import MemoryStore
 
 USERS = 50
@@ -112,26 +112,28 @@ def _stats(prefix: str, samples_s: list[float]) -> dict[str, float]:
     }
 
 
-def build(nodes: int, gpus_per_node: int, pending: int, now: float) -> Cluster:
+def build(nodes: int, gpus_per_node: int, pending: int, now: float) -> ClusterState:
     """Every GPU busy with a 1-GPU job, then ``pending`` 1-GPU jobs queued behind them."""
-    cluster = Cluster(MemoryStore(), kill_grace_s=10.0, node_timeout_s=1e12, now=now, policy=POLICY)
+    cluster = ClusterState(
+        MemoryStore(), kill_grace_s=10.0, node_timeout_s=1e12, now=now, policy=POLICY
+    )
     for n in range(nodes):
-        cluster.node_join(hello(f"gpu{n:04d}", gpus_per_node), now)
+        cluster.node_join(NodeHello.from_wire(hello(f"gpu{n:04d}", gpus_per_node)), now)
     # Some history, so fair-share differs between users.
     for u in range(USERS):
         cluster.usage.add(f"u{u}", 3600.0 * (u % 10), now - 3600.0, now)
     for i in range(nodes * gpus_per_node):
         cluster.submit(f"u{i % USERS}", _spec(i), now - 7200.0 + i * 1e-3)
     # As the server does: a pass stopped by the queue depth asks for another.
-    while cluster.changed and cluster.pending:
+    while cluster.needs_pass:
         cluster.schedule(now)
     assert len(cluster.running) == nodes * gpus_per_node, "every GPU should be busy"
     for i in range(pending):
         cluster.submit(f"u{(i * 7) % USERS}", _spec(i), now + i * 1e-4)
     cluster.schedule(now + 1.0)
     cluster.store.commit()
-    cluster.outbox.clear()
-    cluster.new_jobs.clear()
+    cluster.take_effects()
+    cluster.end_turn()
     return cluster
 
 
@@ -174,11 +176,12 @@ def _measure(nodes: int, gpus_per_node: int, pending: int, repeats: int) -> dict
         cluster.heartbeat(first_node, _samples(gpus_per_node), now)
         times["idle"].append(_timed_pass(cluster, now)[0])
         # Back to the same size for the next round (not timed).
-        cluster.cancel(burst, now)
+        for job_id in burst:
+            cluster.control.cancel(cluster.get(job_id), now)
         cluster.schedule(now)
         cluster.store.commit()
-        cluster.outbox.clear()
-        cluster.new_jobs.clear()
+        cluster.take_effects()
+        cluster.end_turn()
         now += 1.0
     # (d) A week later every waiting job has reached the age cap at once: the one pass in a
     # job's life that moves it (see mgpu_server.state.pending).
@@ -220,7 +223,7 @@ class _GcPauses:
 _GC = _GcPauses()
 
 
-def _timed_pass(cluster: Cluster, now: float) -> tuple[float, int]:
+def _timed_pass(cluster: ClusterState, now: float) -> tuple[float, int]:
     """(seconds, jobs started) of one ``schedule`` call."""
     _GC.timing = True
     started_s = time.perf_counter()
@@ -230,7 +233,7 @@ def _timed_pass(cluster: Cluster, now: float) -> tuple[float, int]:
     return seconds, started
 
 
-def _end_one(cluster: Cluster, now: float, *, check: bool) -> float:
+def _end_one(cluster: ClusterState, now: float, *, check: bool) -> float:
     """(a) A job ends: its GPU frees, and the top pending job must take it. With ``check``,
     the top job is found by the formula (O(queue), not timed) to prove it is the one."""
     victim = next(iter(cluster.running.values()))
@@ -242,11 +245,11 @@ def _end_one(cluster: Cluster, now: float, *, check: bool) -> float:
     seconds, started = _timed_pass(cluster, now)
     assert started == 1, f"expected one start after a job ended, got {started}"
     assert top is None or top.job_id in cluster.running, "the top job should have started"
-    cluster.outbox.clear()
+    cluster.take_effects()
     return seconds
 
 
-def _fragmented(cluster: Cluster, gpus_per_node: int, now: float) -> float:
+def _fragmented(cluster: ClusterState, gpus_per_node: int, now: float) -> float:
     for node in list(cluster.nodes.values()):
         job_id = next(iter(node.jobs))
         cluster.job_exited(node.node_id, _exit(job_id), now)
@@ -254,7 +257,7 @@ def _fragmented(cluster: Cluster, gpus_per_node: int, now: float) -> float:
     for _ in range(200):
         spec = JobSpec(argv=["x"], gpus=gpus_per_node, cpus=CPUS_PER_JOB, time_limit_s=3600)
         big.append(cluster.submit("u0", spec, now))
-        cluster.update(big[-1].job_id, {"priority": 10**6}, admin=True)
+        cluster.control.update(big[-1], {"priority": 10**6})
     seconds, started = _timed_pass(cluster, now)
     assert all(j.reason == "Resources" for j in big), "the whole-node jobs wait"
     # Up to the queue depth (the 200 count); the server's next loop turn goes on from there.
@@ -263,15 +266,8 @@ def _fragmented(cluster: Cluster, gpus_per_node: int, now: float) -> float:
     return seconds
 
 
-def _exit(job_id: int) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "exit_code": 0,
-        "signal": None,
-        "timed_out": False,
-        "reason": "",
-        "restart_count": 0,
-    }
+def _exit(job_id: int) -> JobExited:
+    return JobExited(job_id=job_id, exit_code=0, restart_count=0)
 
 
 COLUMNS = (

@@ -11,8 +11,8 @@ import os
 import threading
 from typing import Any
 
-from mgpu_core import auth
 from mgpu_core.aio import AsyncConnection
+from mgpu_core.handshake import Initiator
 from mgpu_core.protocol import PROTOCOL_VERSION
 
 
@@ -56,11 +56,9 @@ class SimNodes:
     async def _node(self, node_id: str, ready: asyncio.Future[None]) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         conn = AsyncConnection(reader, writer)
-        nonce = auth.new_nonce()
-        conn.send(self._hello(node_id, nonce))
-        challenge = await conn.recv()
-        proof = auth.proof(self.key, "node", node_id, challenge["nonce"], nonce)
-        conn.send({"t": "auth", "proof": proof})
+        handshake = Initiator(self.key, "node", node_id)
+        conn.send({**self._hello(node_id), **handshake.hello_fields()})
+        conn.send(handshake.on_challenge(await conn.recv()))
         reply = await conn.recv()
         if reply["t"] != "ok":
             ready.set_exception(RuntimeError(f"{node_id} refused: {reply}"))
@@ -98,7 +96,7 @@ class SimNodes:
             await asyncio.sleep(self.heartbeat_s)
             conn.send({"t": "heartbeat", "gpus": samples})
 
-    def _hello(self, node_id: str, nonce: bytes) -> dict[str, Any]:
+    def _hello(self, node_id: str) -> dict[str, Any]:
         gpus = [
             {"index": i, "visible_id": str(i), "name": "SimGPU", "fake": True}
             for i in range(self.gpus)
@@ -108,7 +106,6 @@ class SimNodes:
             "id": 1,
             "version": PROTOCOL_VERSION,
             "role": "node",
-            "nonce": nonce,
             "node": {
                 "node_id": node_id,
                 "hostname": node_id,

@@ -15,8 +15,9 @@ import os
 import sys
 from collections.abc import Callable
 
+from mgpu_core.exitcodes import EXIT_USAGE
+
 BUNDLE_NAME = "mgpu"
-EXIT_USAGE = 2
 
 
 def _master() -> None:

@@ -1,5 +1,6 @@
 """What every click command shares: the --master option, and (from client.py and exits.py,
-which do not import click) connecting and the error-to-exit-code mapping. The job options of
+which do not import click) connecting and the error-to-exit-code mapping (the codes are
+mgpu_core.exitcodes'). The job options of
 srun, sbatch, submit and run are in jobopts.py, so that mgpu_queue and mgpu_cancel do not
 import their parsers."""
 
@@ -12,13 +13,8 @@ import click
 
 # Re-exported: the commands import them from here with the click helpers.
 from mgpu_client.client import connect
-from mgpu_client.exits import (
-    EXIT_ERROR,
-    EXIT_INTERRUPTED,
-    EXIT_UNREACHABLE,
-    fail,
-    handles_errors,
-)
+from mgpu_client.exits import fail, handles_errors
+from mgpu_core.exitcodes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNREACHABLE
 
 __all__ = [
     "CONTEXT",

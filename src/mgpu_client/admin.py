@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
-from mgpu_core import auth
+from mgpu_core import auth, constants
 from mgpu_core.errors import ConfigError
 
 PROG = "mgpu_client admin token"
@@ -108,7 +108,8 @@ def _install(user: str, text: str) -> Path:
         raise ConfigError(f"user {user} does not exist on this host") from None
     if os.geteuid() not in (0, entry.pw_uid):
         raise ConfigError(f"--install writes into {user}'s home: run it as root")
-    directory = Path(entry.pw_dir) / ".config" / "mgpu"
+    directory = Path(entry.pw_dir) / ".config" / constants.APP_DIR
+    token_file = directory / constants.USER_TOKEN_FILE
     pid = os.fork()
     if pid == 0:  # the child: become the user, write, report by exit status only
         status = 1
@@ -118,11 +119,11 @@ def _install(user: str, text: str) -> Path:
             os.setuid(entry.pw_uid)
             os.umask(0o077)
             directory.mkdir(parents=True, exist_ok=True)
-            auth.write_private(directory / "token", text)
+            auth.write_private(token_file, text)
             status = 0
         finally:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise ConfigError(f"cannot write {directory / 'token'} as {user}")
-    return directory / "token"
+        raise ConfigError(f"cannot write {token_file} as {user}")
+    return token_file

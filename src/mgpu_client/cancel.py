@@ -10,6 +10,7 @@ from mgpu_client._common import CONTEXT, EXIT_ERROR, connect, handles_errors, ma
 from mgpu_client.client import current_user
 from mgpu_client.queue import parse_job_ids, parse_states
 from mgpu_core.cliutil import run_click
+from mgpu_core.errors import InvalidJobState
 
 PROG = "mgpu_cancel"
 
@@ -47,12 +48,11 @@ def cli(
         if not ids:
             return
         for result in client.cancel(ids):
-            if result["ok"]:
-                continue
-            if quiet and result.get("code") == "invalid_job_state":
+            err = result.error()
+            if err is None or (quiet and isinstance(err, InvalidJobState)):
                 continue
             failed = True
-            click.echo(f"{PROG}: error: {result['message']}", err=True)
+            click.echo(f"{PROG}: error: {err}", err=True)
     if failed:
         sys.exit(EXIT_ERROR)
 

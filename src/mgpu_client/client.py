@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from mgpu_core.config import Address, client_addresses
+from mgpu_core.config import Address, client_addresses, parse_address
 from mgpu_core.conn import BlockingConnection
 from mgpu_core.errors import (
     AuthenticationFailed,
+    ConfigError,
     MasterUnreachable,
     ProtocolError,
+    UsageError,
     error_from_wire,
 )
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from mgpu_core.auth import Token
-    from mgpu_core.models import JobSpec
+    from mgpu_core.models import JobResult, JobSpec
 
 EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended"})
 
@@ -78,6 +80,7 @@ class Client:
             return self._call(msg)
         # TCP: the token costs hashlib/hmac imports, paid only here.
         from mgpu_core import auth
+        from mgpu_core.handshake import Initiator
 
         token_file = auth.default_token_file()
         if token is None and token_file.exists():
@@ -87,20 +90,13 @@ class Client:
                 return self._call(msg)
             except AuthenticationFailed as err:
                 raise AuthenticationFailed(f"{err.message} (no token file {token_file})") from None
-        nonce = auth.new_nonce()
-        req_id = self._send({**msg, "token": token.token_id, "nonce": nonce})
-        challenge = self._reply(req_id, accept="challenge")
-        theirs = challenge.get("nonce")
-        if not isinstance(theirs, bytes) or not auth.verify(
-            auth.proof(token.secret, "master", token.token_id, nonce, theirs),
-            challenge.get("proof"),
-        ):
-            raise AuthenticationFailed(
-                f"the server at {self.address} does not know token {token.token_id}: "
-                "it is not the master that issued it"
-            )
-        mine = auth.proof(token.secret, "client", token.token_id, theirs, nonce)
-        self._conn.send({"t": "auth", "proof": mine})
+        handshake = Initiator(
+            token.secret, "client", token.token_id, peer=f"the server at {self.address}"
+        )
+        req_id = self._send({**msg, "token": token.token_id, **handshake.hello_fields()})
+        # An "ok" is let through so that the handshake refuses it as a master that never
+        # proved it knows our token.
+        self._conn.send(handshake.on_challenge(self._reply(req_id, accept=("challenge", "ok"))))
         return _data(self._reply(req_id))
 
     def __enter__(self) -> Client:
@@ -122,7 +118,7 @@ class Client:
         self._conn.send(msg)
         return req_id
 
-    def _reply(self, req_id: int, accept: str = "ok") -> Message:
+    def _reply(self, req_id: int, accept: tuple[str, ...] = ("ok",)) -> Message:
         """The master's answer to request ``req_id``, queueing job events that come first."""
         while True:
             reply = self._conn.recv(self.timeout_s)
@@ -134,7 +130,7 @@ class Client:
                 raise ProtocolError(f"reply for request {reply.get('id')}, expected {req_id}")
             if kind == "error":
                 raise error_from_wire(reply.get("code"), reply.get("message"))
-            if kind != accept:
+            if kind not in accept:
                 raise ProtocolError(f"unexpected message {kind!r} from master")
             return reply
 
@@ -154,27 +150,43 @@ class Client:
 
     # ---- verbs ---------------------------------------------------------------------------
 
+    # The records (mgpu_core.models) are imported by the verbs that use them: dataclasses and
+    # the records' classes would cost mgpu_srun and mgpu_queue ~10 ms at every start.
+
     def submit(self, spec: JobSpec, *, attach: bool = False) -> int:
-        data = self.request("submit", job=spec.to_wire(), attach=attach)
+        from mgpu_core.models import SubmitRequest
+
+        data = self._call({"t": "submit", **SubmitRequest(job=spec, attach=attach).to_wire()})
         return int(data["job_id"])
 
     def submit_many(self, specs: list[JobSpec], *, window: int = 1000) -> list[int]:
         """Submit pipelined: up to ``window`` requests in flight, so one connection is not
         bound by round trips and the master commits each burst once (group commit). The ids
         come back in order; the first refused submission raises (later ones may be stored)."""
+        from mgpu_core.models import SubmitRequest
+
         ids: list[int] = []
         in_flight: deque[int] = deque()
         for spec in specs:
-            in_flight.append(self._send({"t": "submit", "job": spec.to_wire(), "attach": False}))
+            in_flight.append(self._send({"t": "submit", **SubmitRequest(job=spec).to_wire()}))
             if len(in_flight) >= window:
                 ids.append(int(_data(self._reply(in_flight.popleft()))["job_id"]))
         while in_flight:
             ids.append(int(_data(self._reply(in_flight.popleft()))["job_id"]))
         return ids
 
-    def cancel(self, job_ids: list[int | str]) -> list[dict[str, Any]]:
-        results = self.request("cancel", job_ids=job_ids)["results"]
-        return list(results)
+    def per_job(self, verb: str, job_ids: list[int | str]) -> list[JobResult]:
+        """``cancel``, ``hold``, ``release`` or ``requeue`` ``job_ids``: one result per job
+        (an array id stands for its tasks), in order; refusals are results, not raised."""
+        from mgpu_core.models import JobResult
+
+        results = self.request(verb, job_ids=job_ids).get("results")
+        if not isinstance(results, list):
+            raise ProtocolError(f"the master's {verb} reply has no list of results")
+        return [JobResult.from_wire(result) for result in results]
+
+    def cancel(self, job_ids: list[int | str]) -> list[JobResult]:
+        return self.per_job("cancel", job_ids)
 
     def queue(
         self,
@@ -202,7 +214,13 @@ class Client:
 
 
 def connect(master: str | None) -> Client:
-    """A session with the first reachable of the addresses the client may use (``--master``)."""
+    """A session with the first reachable of the addresses the client may use (``--master``).
+    A malformed ``--master`` is a usage error, on the quick paths as on click's."""
+    if master is not None:
+        try:
+            parse_address(master)
+        except ConfigError as err:
+            raise UsageError(f"invalid value for '--master': {err}") from None
     addresses = client_addresses(master)
     for address in addresses[:-1]:
         try:

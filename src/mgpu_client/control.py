@@ -23,10 +23,10 @@ def _per_job(verb: str, master: str | None, job_ids: tuple[str, ...]) -> None:
     if not ids:
         raise click.UsageError("give one or more job ids")
     with connect(master) as client:
-        results = client.request(verb, job_ids=ids)["results"]
-    failed = [r for r in results if not r["ok"]]
+        results = client.per_job(verb, ids)
+    failed = [r for r in results if not r.ok]
     for r in failed:
-        click.echo(f"{PROG} {verb}: error: {r['message']}", err=True)
+        click.echo(f"{PROG} {verb}: error: {r.message}", err=True)
     if failed:
         sys.exit(EXIT_ERROR)
 

@@ -1,4 +1,5 @@
-"""Exit codes and the one-line error rule, without click (the quick srun path uses them too)."""
+"""The one-line error rule and its exit codes (mgpu_core.exitcodes), without click: the quick
+srun and queue paths use it too."""
 
 from __future__ import annotations
 
@@ -6,11 +7,8 @@ import functools
 import sys
 from collections.abc import Callable
 
-from mgpu_core.errors import MasterUnreachable, MgpuError
-
-EXIT_ERROR = 1
-EXIT_UNREACHABLE = 2
-EXIT_INTERRUPTED = 130
+from mgpu_core.errors import MasterUnreachable, MgpuError, UsageError
+from mgpu_core.exitcodes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -24,6 +22,15 @@ def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
     sys.exit(code)
 
 
+def exit_code_of(err: MgpuError) -> int:
+    """The exit code for an expected failure (see mgpu_core.exitcodes)."""
+    if isinstance(err, MasterUnreachable):
+        return EXIT_UNREACHABLE
+    if isinstance(err, UsageError):
+        return EXIT_USAGE
+    return EXIT_ERROR
+
+
 def handles_errors(prog: str) -> Callable[[F], F]:
     """Expected failures become one line on stderr and a non-zero exit, never a traceback."""
 
@@ -32,10 +39,8 @@ def handles_errors(prog: str) -> Callable[[F], F]:
         def inner(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except MasterUnreachable as err:
-                fail(prog, str(err), EXIT_UNREACHABLE)
             except MgpuError as err:
-                fail(prog, str(err))
+                fail(prog, str(err), exit_code_of(err))
             except KeyboardInterrupt:
                 sys.exit(EXIT_INTERRUPTED)
             except BrokenPipeError:

@@ -9,8 +9,8 @@ import sys
 import time
 
 from mgpu_client.client import Client
-from mgpu_client.exits import EXIT_ERROR, EXIT_INTERRUPTED
 from mgpu_core.errors import ConnectionClosed, MasterUnreachable
+from mgpu_core.exitcodes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SIGNAL_BASE
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _hangup(signum: int, frame: object) -> None:
 def exit_status(event: dict[str, Any]) -> int:
     """srun's exit code: the job's own, or 128+N for death by signal N."""
     if event.get("signal"):
-        return 128 + int(event["signal"])
+        return EXIT_SIGNAL_BASE + int(event["signal"])
     code = event.get("exit_code")
     if isinstance(code, int):
         return code & 0xFF if code >= 0 else EXIT_ERROR
@@ -121,11 +121,27 @@ class Follower:
         except KeyboardInterrupt:
             say(f"{self.prog}: interrupted: cancelling job {self.job_id}")
         except Detach:
-            return 128 + signal.SIGHUP
+            return EXIT_SIGNAL_BASE + signal.SIGHUP
         self.client.cancel([self.job_id])
         with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed):
             stream_job(self.client, self.job_id, prog=self.prog, timeout_s=CANCEL_WAIT_S)
         return EXIT_INTERRUPTED
+
+
+def submit_and_follow(client: Client, job: dict[str, Any], prog: str) -> int:
+    """Submit ``job`` (a wire job spec) attached and follow it to its end: srun's exit status.
+    Both of mgpu_srun's paths (quick.py and srun.py's click command) end here."""
+    try:
+        # SubmitRequest's wire form, spelled out: loading the records (mgpu_core.models, with
+        # dataclasses) would cost the quick path ~10 ms of its ~35. tests/client/test_quick.py
+        # checks the two paths' jobs against JobSpec's schema.
+        job_id = int(client.request("submit", job=job, attach=True)["job_id"])
+        follower = Follower(client, job_id, prog)
+        code = follower.run()
+    finally:
+        client.close()
+    follower.client.close()  # a reconnect may have replaced the first connection
+    return code
 
 
 def install_signal_handlers() -> None:

@@ -1,4 +1,5 @@
-"""The job options shared by srun, sbatch, submit and run, and the JobSpec they build."""
+"""The job options shared by srun, sbatch, submit and run, and the JobSpecs they build: one
+builder per kind of job, so that two commands asking for the same job submit the same one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ from mgpu_core.errors import ConfigError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.models import JobSpec
 from mgpu_core.units import parse_begin_time, parse_size, parse_time_limit
+
+# A batch job's stdout when no --output is given (Slurm's slurm-%j.out, slurm-%A_%a.out).
+DEFAULT_OUTPUT = "mgpu-%j.out"
+ARRAY_OUTPUT = "mgpu-%A_%a.out"
+# The name of a --wrap job without -J, as Slurm names it (%x in its output path).
+WRAP_JOB_NAME = "wrap"
 
 
 def _gres(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -224,3 +231,16 @@ def build_spec(
         warn_signal=warn[0],
         warn_before_s=warn[1],
     )
+
+
+def batch_spec(opts: dict[str, Any], *, script: str, argv: list[str]) -> JobSpec:
+    """A batch job: ``script`` run with ``argv``, its output to a file (by default
+    ``mgpu-%j.out``, one per task for an array)."""
+    output = opts.get("output") or (ARRAY_OUTPUT if opts.get("array") else DEFAULT_OUTPUT)
+    return build_spec({**opts, "output": output}, argv=argv, script=script, interactive=False)
+
+
+def wrap_spec(opts: dict[str, Any], command_line: str) -> JobSpec:
+    """``mgpu_sbatch --wrap CMD`` and ``mgpu_client submit CMD``: CMD in a ``/bin/sh`` script."""
+    named = {**opts, "job_name": opts.get("job_name") or WRAP_JOB_NAME}
+    return batch_spec(named, script=f"#!/bin/sh\n{command_line}\n", argv=[])

@@ -14,11 +14,12 @@ import click
 from mgpu_client import admin, cancel, control, follow, gpu, queue, sbatch, srun
 from mgpu_client._common import (
     CONTEXT,
+    EXIT_ERROR,
     connect,
     handles_errors,
     master_option,
 )
-from mgpu_client.jobopts import ARRAY_OPTION, REQUEUE_OPTION, build_spec, job_options
+from mgpu_client.jobopts import ARRAY_OPTION, DEFAULT_OUTPUT, REQUEUE_OPTION, job_options, wrap_spec
 from mgpu_core import __version__
 from mgpu_core.cliutil import run_click
 from mgpu_core.protocol import DEFAULT_PORT
@@ -34,7 +35,7 @@ def cli() -> None:
 
 @cli.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
 @job_options
-@click.option("-o", "--output", default=None, help="stdout file [default: mgpu-%j.out].")
+@click.option("-o", "--output", default=None, help=f"stdout file [default: {DEFAULT_OUTPUT}].")
 @click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
 @REQUEUE_OPTION
 @ARRAY_OPTION
@@ -42,14 +43,12 @@ def cli() -> None:
 @click.argument("command", nargs=-1, required=True)
 @handles_errors(f"{PROG} submit")
 def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
-    """Submit a shell command as a batch job: mgpu_client submit --gpus 1 "nvidia-smi"."""
+    """Submit a shell command as a batch job: mgpu_client submit --gpus 1 "nvidia-smi".
+
+    The same job as ``mgpu_sbatch --wrap``, with several words joined as a shell would quote
+    them."""
     line = command[0] if len(command) == 1 else shlex.join(command)
-    opts["output"] = opts.get("output") or (
-        sbatch.ARRAY_OUTPUT if opts.get("array") else sbatch.DEFAULT_OUTPUT
-    )
-    spec = build_spec(opts, argv=[], script=f"#!/bin/sh\n{line}\n", interactive=False)
-    if not spec.name:
-        spec.name = line.split()[0].rsplit("/", 1)[-1] if line.split() else "batch"
+    spec = wrap_spec(opts, line)
     with connect(master) as client:
         click.echo(f"Submitted batch job {client.submit(spec)}")
 
@@ -243,7 +242,7 @@ def local_status(*, state_dir: Path | None) -> None:
     for name, pid in pids.items():
         click.echo(f"{name:7} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
     if not all(pids.values()):
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 def main() -> None:

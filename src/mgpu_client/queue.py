@@ -12,7 +12,7 @@ import sys
 from mgpu_client.client import connect, current_user
 from mgpu_client.exits import handles_errors
 from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
-from mgpu_core.errors import ConfigError
+from mgpu_core.errors import UsageError
 from mgpu_core.states import JobState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
@@ -38,7 +38,7 @@ def parse_states(value: str | None) -> tuple[list[str], bool]:
             return [], True
         name = _BY_SHORT.get(upper, upper)
         if name not in JobState.__members__:
-            raise ConfigError(
+            raise UsageError(
                 f"invalid job state '{item}': use one of {', '.join(JobState.__members__)}"
             )
         states.append(name)
@@ -55,7 +55,7 @@ def parse_job_ids(values: list[str]) -> list[int | str]:
         try:
             job_id, task = parse_job_ref(item)
         except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         refs.append(job_id if task is None else f"{job_id}_{task}")
     return refs
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 
+from mgpu_client.client import connect
 from mgpu_client.exits import handles_errors
+from mgpu_client.follow import install_signal_handlers, submit_and_follow
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -91,11 +93,7 @@ def srun(argv: list[str], prog: str) -> int | None:
 
     @handles_errors(prog)
     def go() -> int:
-        from mgpu_client.client import connect
-        from mgpu_client.follow import install_signal_handlers
-        from mgpu_client.srun import run
-
         install_signal_handlers()
-        return run(connect(master), job)
+        return submit_and_follow(connect(master), job, prog)
 
     return int(go())

@@ -15,14 +15,19 @@ from mgpu_client._common import (
     handles_errors,
     master_option,
 )
-from mgpu_client.jobopts import ARRAY_OPTION, REQUEUE_OPTION, build_spec, job_options
+from mgpu_client.jobopts import (
+    ARRAY_OPTION,
+    DEFAULT_OUTPUT,
+    REQUEUE_OPTION,
+    batch_spec,
+    job_options,
+    wrap_spec,
+)
 from mgpu_core.cliutil import run_click
-from mgpu_core.errors import ConfigError
+from mgpu_core.errors import UsageError
 
 PROG = "mgpu_sbatch"
 DIRECTIVE_PREFIXES = ("#SBATCH", "#MGPU")
-DEFAULT_OUTPUT = "mgpu-%j.out"
-ARRAY_OUTPUT = "mgpu-%A_%a.out"
 
 
 def parse_directives(script: str) -> list[str]:
@@ -47,7 +52,7 @@ def parse_directives(script: str) -> list[str]:
                 try:
                     tokens.extend(shlex.split(text[len(prefix) :], comments=True))
                 except ValueError as exc:
-                    raise ConfigError(f"script line {number}: {exc}: {text}") from None
+                    raise UsageError(f"script line {number}: {exc}: {text}") from None
     return tokens
 
 
@@ -59,7 +64,7 @@ def _read_script(path: str | None) -> str:
             return f.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"cannot read batch script {path}: {reason}") from None
+        raise UsageError(f"cannot read batch script {path}: {reason}") from None
 
 
 def merge_directives(ctx: click.Context, tokens: list[str]) -> dict[str, Any]:
@@ -70,7 +75,7 @@ def merge_directives(ctx: click.Context, tokens: list[str]) -> dict[str, Any]:
     try:
         sub = ctx.command.make_context(PROG, [*tokens, "--", "script"], parent=None)
     except click.UsageError as exc:
-        raise ConfigError(f"invalid directive in batch script: {exc.format_message()}") from None
+        raise UsageError(f"invalid directive in batch script: {exc.format_message()}") from None
     merged = dict(sub.params)
     for name, value in ctx.params.items():
         if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
@@ -103,18 +108,19 @@ def cli(**_: Any) -> None:
     params = ctx.params
     if params["wrap"] is not None:
         if params["script"] is not None:
-            raise ConfigError("give either a script or --wrap, not both")
-        text = f"#!/bin/sh\n{params['wrap']}\n"
+            raise UsageError("give either a script or --wrap, not both")
+        # The command line is the whole job (nobody wrote directives into the wrapped line);
+        # the same builder serves mgpu_client submit.
+        spec = wrap_spec(params, params["wrap"])
     else:
         text = _read_script(params["script"])
-    if not text.startswith("#!"):
-        raise ConfigError(
-            "this does not look like a batch script: the first line must start with #! "
-            "followed by the path to an interpreter, e.g. #!/bin/sh"
-        )
-    opts = merge_directives(ctx, parse_directives(text))
-    opts["output"] = opts.get("output") or (ARRAY_OUTPUT if opts.get("array") else DEFAULT_OUTPUT)
-    spec = build_spec(opts, argv=list(params["script_args"]), script=text, interactive=False)
+        if not text.startswith("#!"):
+            raise UsageError(
+                "this does not look like a batch script: the first line must start with #! "
+                "followed by the path to an interpreter, e.g. #!/bin/sh"
+            )
+        opts = merge_directives(ctx, parse_directives(text))
+        spec = batch_spec(opts, script=text, argv=list(params["script_args"]))
     with connect(params["master"]) as client:
         job_id = client.submit(spec)
     click.echo(str(job_id) if params["parsable"] else f"Submitted batch job {job_id}")

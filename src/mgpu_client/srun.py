@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 
-from mgpu_client.follow import Follower, install_signal_handlers
+from mgpu_client import quick
+from mgpu_client.follow import install_signal_handlers, submit_and_follow
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -37,26 +38,12 @@ def build_cli() -> click.Command:
         """Run COMMAND as a job and stream its output: mgpu_srun --gpus 1 -- python train.py"""
         install_signal_handlers()
         spec = build_spec(opts, argv=list(command), script=None, interactive=True)
-        sys.exit(run(connect(master), spec.to_wire()))
+        sys.exit(submit_and_follow(connect(master), spec.to_wire(), PROG))
 
     return cli
 
 
-def run(client: Any, job: dict[str, Any]) -> int:
-    """Submit ``job`` (a wire job spec) attached, follow it to its end; srun's exit status."""
-    try:
-        job_id = int(client.request("submit", job=job, attach=True)["job_id"])
-        follower = Follower(client, job_id, PROG)
-        code = follower.run()
-    finally:
-        client.close()
-    follower.client.close()
-    return code
-
-
 def main() -> None:
-    from mgpu_client import quick
-
     code = quick.srun(sys.argv[1:], PROG)
     if code is not None:
         sys.exit(code)

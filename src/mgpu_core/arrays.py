@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mgpu_core.models import expand_percent
+
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_ID = 1_000_000
 # [0-9], not \d: \d also matches other scripts' digits, which int() would then accept.
@@ -58,22 +60,7 @@ def format_job_ref(job_id: int, array_job_id: int | None, array_task_id: int | N
 
 
 def expand_array_patterns(template: str, array_job_id: int, task_id: int) -> str:
-    """Replace ``%A`` (array id) and ``%a`` (task id); leave ``%%`` and other patterns for the
-    node, which expands ``%j``, ``%x``, ``%u``, ``%N`` and ``%%``."""
-    out: list[str] = []
-    i = 0
-    while i < len(template):
-        pair = template[i : i + 2]
-        if pair == "%%":
-            out.append(pair)
-            i += 2
-        elif pair == "%A":
-            out.append(str(array_job_id))
-            i += 2
-        elif pair == "%a":
-            out.append(str(task_id))
-            i += 2
-        else:
-            out.append(template[i])
-            i += 1
-    return "".join(out)
+    """The master's pass over an array task's output paths at submit: ``%A`` (array id) and
+    ``%a`` (task id). ``%%`` and the other patterns are left for the node's pass
+    (models.expand_path_template), which expands ``%j``, ``%x``, ``%u``, ``%N`` and ``%%``."""
+    return expand_percent(template, {"A": str(array_job_id), "a": str(task_id), "%": "%%"})

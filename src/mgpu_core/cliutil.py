@@ -10,19 +10,39 @@ from typing import TypeVar
 
 import click
 
-EXIT_USAGE = 2
+from mgpu_core.exitcodes import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STARTUP_FAILURE,
+    EXIT_USAGE,
+)
+
+
+class StartupFailure(click.ClickException):
+    """A daemon cannot start (bad state directory, key, socket path): one line, and the exit
+    code that tells a supervisor not to expect the daemon up."""
+
+    exit_code = EXIT_STARTUP_FAILURE
 
 
 def run_click(command: click.Command, prog: str, args: list[str] | None = None) -> None:
     try:
         rv = command.main(args=args, prog_name=prog, standalone_mode=False)
+    except click.UsageError as exc:
+        if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+            click.echo(exc.format_message(), err=True)  # a bare group: its help, as is
+        else:
+            click.echo(f"{prog}: error: {exc.format_message()}", err=True)
+        # click's own code here is 2, which means "master unreachable" to mgpu's users.
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
         click.echo(f"{prog}: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code if exc.exit_code else EXIT_USAGE)
+        sys.exit(exc.exit_code or EXIT_ERROR)
     except click.exceptions.Abort:
         click.echo(f"{prog}: aborted", err=True)
-        sys.exit(130)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
 
 T = TypeVar("T")

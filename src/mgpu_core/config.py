@@ -11,6 +11,18 @@ import functools
 import os
 import stat
 
+from mgpu_core.constants import (
+    APP_DIR,
+    CONFIG_MASTER,
+    CONFIG_SOCKET,
+    CONFIG_TLS_CA,
+    LOCAL_DIR,
+    MASTER_DIR,
+    SYSTEM_CONFIG,
+    SYSTEM_SOCKET,
+    USER_CONFIG_FILE,
+)
+from mgpu_core.constants import SOCKET_FILE as SOCKET_FILE  # re-exported: older importers
 from mgpu_core.errors import ConfigError
 from mgpu_core.protocol import DEFAULT_PORT
 
@@ -23,10 +35,6 @@ MASTER_ENV = "MGPU_MASTER"
 SOCKET_ENV = "MGPU_SOCKET"
 TLS_CA_ENV = "MGPU_TLS_CA"
 CONFIG_ENV = "MGPU_CONFIG"
-SYSTEM_CONFIG = "/etc/mgpu/config.toml"
-# Where a system master (state directory /var/lib/mgpu) puts its Unix socket.
-SYSTEM_SOCKET = "/var/lib/mgpu/master.sock"
-SOCKET_FILE = "master.sock"
 UNIX_PREFIX = "unix:"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
@@ -124,25 +132,25 @@ def _state_home() -> str:
 def user_config_dir() -> Path:
     from pathlib import Path
 
-    return Path(_config_home(), "mgpu")
+    return Path(_config_home(), APP_DIR)
 
 
 def user_state_dir() -> Path:
     from pathlib import Path
 
-    return Path(_state_home(), "mgpu")
+    return Path(_state_home(), APP_DIR)
 
 
 def local_mode_dir() -> Path:
     """Where ``mgpu_client local`` keeps its cluster (master state in ``master/``)."""
-    return user_state_dir() / "local"
+    return user_state_dir() / LOCAL_DIR
 
 
 def _config_files() -> list[str]:
     explicit = os.environ.get(CONFIG_ENV)
     if explicit:
         return [explicit]
-    return [os.path.join(_config_home(), "mgpu", "config.toml"), SYSTEM_CONFIG]
+    return [os.path.join(_config_home(), APP_DIR, USER_CONFIG_FILE), SYSTEM_CONFIG]
 
 
 def _from_files(key: str) -> str | None:
@@ -177,7 +185,7 @@ def resolve_master(cli_value: str | None) -> Address:
     """The master's address: --master, else $MGPU_MASTER, else a config file, else default;
     with TLS when $MGPU_TLS_CA or the config's ``tls_ca`` names the cluster's CA."""
     address = Address("127.0.0.1", DEFAULT_PORT)
-    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _from_files("master")):
+    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _from_files(CONFIG_MASTER)):
         if value:
             address = parse_address(value)
             break
@@ -188,7 +196,7 @@ def with_tls(address: Address, ca: str | None) -> Address:
     """``address`` using TLS with ``ca`` (else $MGPU_TLS_CA, else the config's ``tls_ca``)."""
     if address.path:
         return address
-    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files("tls_ca")
+    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files(CONFIG_TLS_CA)
     return Address(address.host, address.port, tls_ca=ca) if ca else address
 
 
@@ -210,11 +218,14 @@ def client_addresses(cli_value: str | None) -> list[Address]:
     explicit = cli_value or os.environ.get(MASTER_ENV)
     if explicit:
         return [resolve_master(explicit)]
-    configured = os.environ.get(SOCKET_ENV) or _from_files("socket")
+    configured = os.environ.get(SOCKET_ENV) or _from_files(CONFIG_SOCKET)
     candidates = (
         [configured]
         if configured
-        else [os.path.join(_state_home(), "mgpu", "local", "master", SOCKET_FILE), SYSTEM_SOCKET]
+        else [
+            os.path.join(_state_home(), APP_DIR, LOCAL_DIR, MASTER_DIR, SOCKET_FILE),
+            SYSTEM_SOCKET,
+        ]
     )
     sockets = [unix_address(p) for p in candidates if _is_socket(p)]
     return [*sockets, resolve_master(None)]

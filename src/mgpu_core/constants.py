@@ -37,6 +37,7 @@ SYSTEM_SOCKET = SYSTEM_STATE_DIR + "/" + SOCKET_FILE
 
 # -- Keys of the master's stored settings (the store's key-value table) ------------------------
 TURNS_KEY = "gpu_turns"  # the GPU turn queue: rotation, mode, position
+TOKENS_KEY = "tokens"  # users' TCP tokens (ids, secrets, who made them)
 
 # -- The node agent's state directory ---------------------------------------------------------
 AGENT_LOCK_FILE = "agent.lock"  # one agent per directory

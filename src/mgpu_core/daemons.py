@@ -7,36 +7,51 @@ Clients never import this module (dataclasses cost start-up time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from mgpu_core.config import Address
+from mgpu_core import constants
+from mgpu_core.config import Address, user_state_dir
 from mgpu_core.errors import ConfigError
 from mgpu_core.protocol import DEFAULT_PORT, MAX_FRAME_BYTES
+
+
+def default_master_state_dir() -> Path:
+    """/var/lib/mgpu for a master run by root, else ~/.local/state/mgpu/master."""
+    if os.geteuid() == 0:
+        return Path(constants.SYSTEM_STATE_DIR)
+    return user_state_dir() / constants.MASTER_DIR
+
+
+def default_node_state_dir(node_id: str) -> Path:
+    """~/.local/state/mgpu/node-ID: per node name, so that agents of several fake nodes on one
+    host (tests, demos) never share a directory."""
+    return user_state_dir() / f"{constants.NODE_DIR_PREFIX}{node_id}"
 
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-    state_dir: Path = Path("mgpu-state")
+    state_dir: Path = field(default_factory=default_master_state_dir)
     port_file: Path | None = None
     socket_path: Path | None = None  # the Unix socket for clients on this host
     tls_cert: Path | None = None  # with tls_key: TLS on the TCP port
     tls_key: Path | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
-    hello_timeout_s: float = 10.0
-    node_timeout_s: float = 15.0
-    kill_grace_s: float = 10.0
+    hello_timeout_s: float = constants.HELLO_TIMEOUT_S
+    node_timeout_s: float = constants.NODE_TIMEOUT_S
+    kill_grace_s: float = constants.KILL_GRACE_S
     # A client that stops reading (a stuck srun) is dropped past this much queued output,
     # instead of the master buffering a job's whole output in memory.
     max_client_backlog_bytes: int = 64 * 1024 * 1024
     admins: frozenset[str] = frozenset()
     private_commands: bool = False  # others' queue rows without command line and directory
     # Bounds on what one host (or everyone) can hold open: a flood costs a closed socket each.
-    max_connections: int = 4096
-    max_connections_per_address: int = 512
+    max_connections: int = constants.MAX_CONNECTIONS
+    max_connections_per_address: int = constants.MAX_CONNECTIONS_PER_ADDRESS
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:
@@ -58,9 +73,11 @@ class JobUser(StrEnum):
 class NodeConfig:
     master: Address
     node_id: str
+    # No default here: the default depends on node_id (default_node_state_dir), and a
+    # fixed one would let two agents share a directory.
+    state_dir: Path = field(kw_only=True)
     fake_gpu_count: int | None = None
-    state_dir: Path = Path("mgpu-node-state")
-    heartbeat_interval_s: float = 5.0
+    heartbeat_interval_s: float = constants.HEARTBEAT_INTERVAL_S
     reconnect_max_s: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
     job_user: JobUser = JobUser.SUBMITTER

@@ -26,6 +26,13 @@ class ConfigError(MgpuError):
     code = "config_error"
 
 
+class UsageError(ConfigError):
+    """The command line is wrong: a bad option value, or a file it names that cannot be used.
+    Raised by a client before anything is sent; its exit code is EXIT_USAGE. It keeps
+    ConfigError's wire code and is not in the wire table, so no reply from the master can
+    make a client report a usage error."""
+
+
 class ProtocolError(MgpuError):
     """The peer broke the protocol (framing, schema, ordering)."""
 

@@ -9,13 +9,27 @@ subclass whose code goes back to the peer.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mgpu_core.errors import UnknownMessageType
-from mgpu_core.protocol import Message
+from mgpu_core.handshake import CHALLENGE
+from mgpu_core.limits import (
+    GPU_INDEX,
+    ID,
+    JOB_ID,
+    JOB_REF,
+    MAX_BYTES,
+    MAX_GPUS_PER_NODE,
+    MAX_IDS_PER_REQUEST,
+    MAX_MESSAGE_LEN,
+    MAX_NAME_LEN,
+    MAX_NICE,
+    MAX_OUTPUT_CHUNK,
+    MAX_REASON_LEN,
+    MAX_TIME_LIMIT_S,
+    NAME,
+)
+from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch, NodeHello, SubmitRequest
 from mgpu_core.schema import (
     REQUIRED,
-    AnyOf,
     Anything,
     Bool,
     Bytes,
@@ -30,107 +44,54 @@ from mgpu_core.schema import (
 )
 from mgpu_core.states import JobState
 
-# Limits on what a peer may send. Generous for real use, small enough that a hostile peer
-# cannot make the master hold much more than one frame's worth per message.
-MAX_NAME_LEN = 256
-MAX_PATH_LEN = 4096
-MAX_ARG_LEN = 128 * 1024
-MAX_ARGS = 4096
-MAX_SCRIPT_BYTES = 4 * 1024 * 1024
-MAX_ENV_CHARS = 1024 * 1024
-MAX_OUTPUT_CHUNK = 1024 * 1024
-MAX_GPUS_PER_NODE = 64
-MAX_IDS_PER_REQUEST = 10_000
+# Types only, and not typing's TYPE_CHECKING: see mgpu_core.records.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-_ID = Int(0, 2**53)
-_JOB_ID = Int(1, 2**53)
-_NAME = Str(MAX_NAME_LEN)
+    from mgpu_core.protocol import Message
+
 _STATES = OneOf(*(s.value for s in JobState))
-# A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
-_JOB_REF = AnyOf(_JOB_ID, Str(32, min_len=3))
-_JOB_REFS = ListOf(_JOB_REF, MAX_IDS_PER_REQUEST)
+_JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
 
-JOB_SPEC = Record(
-    {
-        "name": (_NAME, ""),
-        "argv": (ListOf(Str(MAX_ARG_LEN), MAX_ARGS), list),
-        "script": (Optional(Str(MAX_SCRIPT_BYTES)), None),
-        "interactive": (Bool(), False),
-        "gpus": (Int(0, MAX_GPUS_PER_NODE), 0),
-        "cpus": (Int(1, 65_536), 1),
-        "mem_bytes": (Int(0, 2**60), 0),
-        "time_limit_s": (Int(0, 10 * 365 * 86_400), 0),
-        "nodelist": (ListOf(_NAME, 4096), list),
-        "env": (MapOf(Str(MAX_ARG_LEN), max_items=8192, max_total=MAX_ENV_CHARS), dict),
-        "cwd": (Str(MAX_PATH_LEN), "/"),
-        "stdout_path": (Optional(Str(MAX_PATH_LEN)), None),
-        "stderr_path": (Optional(Str(MAX_PATH_LEN)), None),
-        "array": (Str(4096), ""),
-        # Requeue (rather than end NODE_FAIL) when the node fails under the job.
-        "requeue": (Bool(), False),
-        "nice": (Int(-10_000, 10_000), 0),
-        "qos": (Str(MAX_NAME_LEN), ""),
-        "dependency": (Str(64 * 1024), ""),
-        "kill_on_invalid_dep": (Bool(), False),
-        "hold": (Bool(), False),
-        "begin_time": (Float(), 0.0),  # --begin: not before this Unix time (0 = now)
-        # --signal SIG@SECONDS: warn the job this long before its time limit.
-        "warn_signal": (Int(0, 64), 0),
-        "warn_before_s": (Int(0, 65_535), 0),
-    }
-)
 
-GPU_DEVICE = Record(
-    {
-        "index": (Int(0, MAX_GPUS_PER_NODE - 1), REQUIRED),
-        "uuid": (_NAME, ""),
-        "name": (_NAME, ""),
-        "memory_total_bytes": (Int(0, 2**60), 0),
-        "visible_id": (_NAME, REQUIRED),
-        "fake": (Bool(), False),
-    }
-)
+def _request(schema: Record) -> Record:
+    """A client request: the required request ``id``, then ``schema``'s fields."""
+    return Record({"id": (ID, REQUIRED), **schema.fields})
+
+
+# The records' schemas (mgpu_core.models declares their fields, limits and defaults).
+JOB_SPEC = JobSpec.SCHEMA
+GPU_DEVICE = GpuDevice.SCHEMA
+NODE_HELLO = NodeHello.SCHEMA
+LAUNCH_SPEC = Launch.SCHEMA
 
 GPU_PROCESS = Record(
     {
         "pid": (Int(0, 2**32), REQUIRED),
-        "user": (_NAME, "?"),
-        "used_memory_bytes": (Int(0, 2**60), 0),
-        "command": (_NAME, ""),
+        "user": (NAME, "?"),
+        "used_memory_bytes": (Int(0, MAX_BYTES), 0),
+        "command": (NAME, ""),
     }
 )
 
 GPU_SAMPLE = Record(
     {
-        "index": (Int(0, MAX_GPUS_PER_NODE - 1), REQUIRED),
+        "index": (GPU_INDEX, REQUIRED),
         "healthy": (Bool(), True),
-        "error": (_NAME, ""),
+        "error": (NAME, ""),
         "utilization_pct": (Int(-1, 100), -1),
-        "memory_used_bytes": (Int(-1, 2**60), -1),
+        "memory_used_bytes": (Int(-1, MAX_BYTES), -1),
         "processes": (ListOf(GPU_PROCESS, 256), list),
-    }
-)
-
-NODE_HELLO = Record(
-    {
-        "node_id": (Str(MAX_NAME_LEN, min_len=1), REQUIRED),
-        "hostname": (_NAME, ""),
-        "address": (_NAME, ""),
-        "cpus": (Int(1, 65_536), 1),
-        "mem_bytes": (Int(0, 2**60), 0),
-        "gpus": (ListOf(GPU_DEVICE, MAX_GPUS_PER_NODE), list),
-        "gpu_backend": (_NAME, ""),
-        "running_job_ids": (ListOf(_JOB_ID, MAX_IDS_PER_REQUEST), list),
-        "agent_version": (_NAME, ""),
     }
 )
 
 HELLO = Record(
     {
-        "id": (_ID, 0),
+        "id": (ID, 0),
         "version": (Int(0, 2**31), REQUIRED),
         "role": (OneOf("client", "node"), REQUIRED),
-        "user": (_NAME, ""),
+        "user": (NAME, ""),
         "node": (Optional(NODE_HELLO), None),
         "nonce": (Optional(Bytes(64)), None),  # the node's (or client's) challenge to the master
         # A TCP client's token id; it proves the secret after the master's challenge.
@@ -138,43 +99,37 @@ HELLO = Record(
     }
 )
 
-# Node and token authentication, after the hello (see mgpu_core.auth).
-CHALLENGE = Record({"id": (_ID, 0), "nonce": (Bytes(64), REQUIRED), "proof": (Bytes(64), REQUIRED)})
-AUTH = Record({"proof": (Bytes(64), REQUIRED)})
-
 CLIENT_REQUESTS: dict[str, Record] = {
-    "submit": Record(
-        {"id": (_ID, REQUIRED), "job": (JOB_SPEC, REQUIRED), "attach": (Bool(), False)}
-    ),
-    "cancel": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "submit": _request(SubmitRequest.SCHEMA),
+    "cancel": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     "queue": Record(
         {
-            "id": (_ID, REQUIRED),
-            "users": (ListOf(_NAME, 1024), list),
+            "id": (ID, REQUIRED),
+            "users": (ListOf(NAME, 1024), list),
             "states": (ListOf(_STATES, 16), list),
             "job_ids": (_JOB_REFS, list),
             "include_finished": (Bool(), False),
             # Only these fields of each row ([] = all): a listing of 10,000 jobs is mostly
             # encoding and decoding, so a command asks for the columns it shows.
-            "fields": (ListOf(_NAME, 64), list),
+            "fields": (ListOf(NAME, 64), list),
         }
     ),
-    "nodes": Record({"id": (_ID, REQUIRED)}),
-    "hold": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
-    "release": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
-    "requeue": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "nodes": Record({"id": (ID, REQUIRED)}),
+    "hold": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "release": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "requeue": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     # Only the fields present are changed.
     "update": Record(
         {
-            "id": (_ID, REQUIRED),
-            "job_id": (_JOB_ID, REQUIRED),
+            "id": (ID, REQUIRED),
+            "job_id": (JOB_ID, REQUIRED),
             "changes": (
                 Record(
                     {
-                        "time_limit_s": (Int(0, 10 * 365 * 86_400), None),
-                        "qos": (_NAME, None),
+                        "time_limit_s": (Int(0, MAX_TIME_LIMIT_S), None),
+                        "qos": (NAME, None),
                         "gpus": (Int(0, MAX_GPUS_PER_NODE), None),
-                        "nice": (Int(-10_000, 10_000), None),
+                        "nice": (Int(-MAX_NICE, MAX_NICE), None),
                         "priority": (Int(0, 2**31), None),
                     }
                 ),
@@ -182,11 +137,11 @@ CLIENT_REQUESTS: dict[str, Record] = {
             ),
         }
     ),
-    "priority": Record({"id": (_ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
+    "priority": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
     # The GPU turn queue: show it, or change it (admins).
     "turns": Record(
         {
-            "id": (_ID, REQUIRED),
+            "id": (ID, REQUIRED),
             "action": (
                 OneOf(
                     "status",
@@ -205,30 +160,30 @@ CLIENT_REQUESTS: dict[str, Record] = {
                 ),
                 REQUIRED,
             ),
-            "users": (ListOf(_NAME, 1000), list),
-            "user": (_NAME, ""),
+            "users": (ListOf(NAME, 1000), list),
+            "user": (NAME, ""),
             "count": (Int(0, 1000), 1),
-            "mode": (_NAME, ""),
+            "mode": (NAME, ""),
             "seconds": (Float(), 0.0),
         }
     ),
     # Follow a job's output and state from now on (srun after a master restart, or another shell).
-    "attach": Record({"id": (_ID, REQUIRED), "job_id": (_JOB_ID, REQUIRED)}),
+    "attach": Record({"id": (ID, REQUIRED), "job_id": (JOB_ID, REQUIRED)}),
     "node_update": Record(
         {
-            "id": (_ID, REQUIRED),
+            "id": (ID, REQUIRED),
             "node_id": (Str(MAX_NAME_LEN, min_len=1), REQUIRED),
             "action": (OneOf("drain", "resume", "remove"), REQUIRED),
-            "reason": (Str(1024), ""),
+            "reason": (Str(MAX_REASON_LEN), ""),
         }
     ),
-    "info": Record({"id": (_ID, REQUIRED)}),
+    "info": Record({"id": (ID, REQUIRED)}),
     # User tokens for TCP clients (admins): issue one, list them, revoke a user's (or one).
     "token": Record(
         {
-            "id": (_ID, REQUIRED),
+            "id": (ID, REQUIRED),
             "action": (OneOf("create", "list", "revoke"), REQUIRED),
-            "user": (_NAME, ""),
+            "user": (NAME, ""),
             "token_id": (Str(64), ""),
         }
     ),
@@ -236,46 +191,27 @@ CLIENT_REQUESTS: dict[str, Record] = {
 
 NODE_MESSAGES: dict[str, Record] = {
     "heartbeat": Record({"gpus": (ListOf(GPU_SAMPLE, MAX_GPUS_PER_NODE), list)}),
-    "job_started": Record({"job_id": (_JOB_ID, REQUIRED), "pid": (Int(0, 2**32), 0)}),
+    "job_started": Record({"job_id": (JOB_ID, REQUIRED), "pid": (Int(0, 2**32), 0)}),
     "job_output": Record(
         {
-            "job_id": (_JOB_ID, REQUIRED),
+            "job_id": (JOB_ID, REQUIRED),
             "stream": (Int(1, 2), REQUIRED),
             "data": (Bytes(MAX_OUTPUT_CHUNK), REQUIRED),
         }
     ),
-    "job_exited": Record(
-        {
-            "job_id": (_JOB_ID, REQUIRED),
-            "exit_code": (Optional(Int(-(2**31), 2**31)), None),
-            "signal": (Optional(Int(1, 128)), None),
-            "timed_out": (Bool(), False),
-            "reason": (Str(1024), ""),
-            # The run this exit belongs to (launch.restart_count); None from older agents.
-            "restart_count": (Optional(Int(0, 2**31)), None),
-        }
-    ),
+    "job_exited": JobExited.SCHEMA,
 }
 
-LAUNCH_SPEC = Record(
-    {
-        "job_id": (_JOB_ID, REQUIRED),
-        "user": (_NAME, ""),
-        "spec": (JOB_SPEC, REQUIRED),
-        "gpu_indices": (ListOf(Int(0, MAX_GPUS_PER_NODE - 1), MAX_GPUS_PER_NODE), list),
-        "kill_grace_s": (Float(), 10.0),
-        "restart_count": (Int(0, 2**31), 0),
-    }
-)
-
 MASTER_TO_NODE: dict[str, Record] = {
-    "ok": Record({"id": (_ID, 0), "data": (MapOf(Anything()), dict)}),
-    "error": Record({"id": (Optional(_ID), None), "code": (_NAME, ""), "message": (Str(4096), "")}),
+    "ok": Record({"id": (ID, 0), "data": (MapOf(Anything()), dict)}),
+    "error": Record(
+        {"id": (Optional(ID), None), "code": (NAME, ""), "message": (Str(MAX_MESSAGE_LEN), "")}
+    ),
     "challenge": CHALLENGE,
     "launch": Record({"launch": (LAUNCH_SPEC, REQUIRED)}),
-    "kill": Record({"job_id": (_JOB_ID, REQUIRED), "reason": (Str(1024), "")}),
+    "kill": Record({"job_id": (JOB_ID, REQUIRED), "reason": (Str(MAX_REASON_LEN), "")}),
     # The master has stored this job's exit: the node may forget it.
-    "exit_ack": Record({"job_id": (_JOB_ID, REQUIRED)}),
+    "exit_ack": Record({"job_id": (JOB_ID, REQUIRED)}),
 }
 
 MASTER_TO_CLIENT: frozenset[str] = frozenset(

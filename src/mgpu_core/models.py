@@ -1,60 +1,98 @@
-"""Domain records shared across processes, and their wire conversion.
+"""The records that cross process boundaries, each declared once, and their wire conversion.
 
-Three representations, converted only here: dataclass <-> wire dict (validated by
-:mod:`mgpu_core.messages`) <-> bytes (:mod:`mgpu_core.protocol`).
+Three representations, converted only here: record <-> wire dict <-> bytes
+(:mod:`mgpu_core.protocol`). Every field is declared once, with its type, its default and its
+validator (:mod:`mgpu_core.records`); the schemas that check these records on the way in
+(``JobSpec.SCHEMA`` ..., used by the tables of :mod:`mgpu_core.messages`) are derived from the
+declarations, so a job option or a GPU field is added here, plus where it is used.
+
+* :class:`JobSpec`: what a user asks for (``submit.job``, ``launch.spec``).
+* :class:`SubmitRequest`: a client's ``submit`` (its ``id`` and ``t`` are the envelope's).
+* :class:`GpuDevice`, :class:`NodeHello`: a node's registration (``hello.node``).
+* :class:`Launch`: the master's order to a node to start a job (``launch.launch``).
+* :class:`JobExited`: a node's report that a job's process ended (``job_exited``).
+* :class:`JobResult`: what a per-job verb (cancel, hold, release, requeue) did to one job.
+
+All are frozen but :class:`JobSpec`, which the master still completes at submit (the QoS's
+time limit, a canonical dependency, an array task's paths) and changes on ``update``.
 """
 
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from mgpu_core.constants import KILL_GRACE_S
+from mgpu_core.errors import MgpuError, error_from_wire
+from mgpu_core.limits import (
+    GPU_INDEX,
+    JOB_ID,
+    JOB_REF,
+    MAX_ARG_LEN,
+    MAX_ARGS,
+    MAX_BYTES,
+    MAX_CPUS,
+    MAX_ENV_CHARS,
+    MAX_ENV_ENTRIES,
+    MAX_GPUS_PER_NODE,
+    MAX_IDS_PER_REQUEST,
+    MAX_MESSAGE_LEN,
+    MAX_NAME_LEN,
+    MAX_NICE,
+    MAX_PATH_LEN,
+    MAX_REASON_LEN,
+    MAX_SCRIPT_BYTES,
+    MAX_TIME_LIMIT_S,
+    NAME,
+)
+from mgpu_core.records import WireRecord, wire, wire_record
+from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, Str
+
+_PATH = Str(MAX_PATH_LEN)
 
 
+@wire_record
 @dataclass(slots=True)
-class JobSpec:
-    """What a user asks for. Immutable once submitted (updates are issue #4's verbs).
+class JobSpec(WireRecord):
+    """What a user asks for. The master completes it at submit and changes it on ``update``;
+    nothing else changes it.
 
     Exactly one of ``argv`` (run directly, srun-style) or ``script`` (a batch script's text,
     copied at submit time as sbatch does) is set. Memory and CPUs are scheduling quantities.
+    docs/protocol.md §5.1 says what each field means.
     """
 
-    name: str = ""
-    argv: list[str] = field(default_factory=list)
-    script: str | None = None
-    interactive: bool = False
-    gpus: int = 0
-    cpus: int = 1
-    mem_bytes: int = 0
-    time_limit_s: int = 0
-    nodelist: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str = "/"
-    stdout_path: str | None = None
-    stderr_path: str | None = None
-    array: str = ""  # --array, e.g. "0-15%4": the master makes one job per task
-    requeue: bool = False
-    nice: int = 0
-    qos: str = ""
-    dependency: str = ""
-    kill_on_invalid_dep: bool = False
-    hold: bool = False
-    begin_time: float = 0.0
-    warn_signal: int = 0
-    warn_before_s: int = 0
-
-    def to_wire(self) -> dict[str, Any]:
-        # Not dataclasses.asdict: its generic deep copy costs ~0.1 ms a spec, paid for every
-        # job the master launches. The fields are str, numbers and flat str containers.
-        wire = {name: getattr(self, name) for name in self.__slots__}
-        wire["argv"], wire["nodelist"] = list(self.argv), list(self.nodelist)
-        wire["env"] = dict(self.env)
-        return wire
-
-    @classmethod
-    def from_wire(cls, data: dict[str, Any]) -> JobSpec:
-        """Build from a dict already checked by ``messages.JOB_SPEC``."""
-        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
+    name: str = field(default="", metadata=wire(NAME))
+    argv: list[str] = field(default_factory=list, metadata=wire(ListOf(Str(MAX_ARG_LEN), MAX_ARGS)))
+    script: str | None = field(default=None, metadata=wire(Optional(Str(MAX_SCRIPT_BYTES))))
+    interactive: bool = field(default=False, metadata=wire(Bool()))
+    gpus: int = field(default=0, metadata=wire(Int(0, MAX_GPUS_PER_NODE)))
+    cpus: int = field(default=1, metadata=wire(Int(1, MAX_CPUS)))
+    mem_bytes: int = field(default=0, metadata=wire(Int(0, MAX_BYTES)))
+    time_limit_s: int = field(default=0, metadata=wire(Int(0, MAX_TIME_LIMIT_S)))
+    nodelist: list[str] = field(default_factory=list, metadata=wire(ListOf(NAME, 4096)))
+    env: dict[str, str] = field(
+        default_factory=dict,
+        metadata=wire(MapOf(Str(MAX_ARG_LEN), MAX_ENV_ENTRIES, max_total=MAX_ENV_CHARS)),
+    )
+    cwd: str = field(default="/", metadata=wire(_PATH))
+    stdout_path: str | None = field(default=None, metadata=wire(Optional(_PATH)))
+    stderr_path: str | None = field(default=None, metadata=wire(Optional(_PATH)))
+    # --array, e.g. "0-15%4": the master makes one job per task.
+    array: str = field(default="", metadata=wire(Str(4096)))
+    # Requeue (rather than end NODE_FAIL) when the node fails under the job.
+    requeue: bool = field(default=False, metadata=wire(Bool()))
+    nice: int = field(default=0, metadata=wire(Int(-MAX_NICE, MAX_NICE)))
+    qos: str = field(default="", metadata=wire(NAME))
+    dependency: str = field(default="", metadata=wire(Str(64 * 1024)))
+    kill_on_invalid_dep: bool = field(default=False, metadata=wire(Bool()))
+    hold: bool = field(default=False, metadata=wire(Bool()))
+    # --begin: not before this Unix time (0 = now).
+    begin_time: float = field(default=0.0, metadata=wire(Float()))
+    # --signal SIG@SECONDS: warn the job this long before its time limit.
+    warn_signal: int = field(default=0, metadata=wire(Int(0, 64)))
+    warn_before_s: int = field(default=0, metadata=wire(Int(0, 65_535)))
 
     def command_display(self) -> str:
         """A one-line rendering of what runs, for queue listings and logs."""
@@ -70,21 +108,138 @@ class JobSpec:
         return "batch"
 
 
-def expand_path_template(template: str, *, job_id: int, name: str, user: str, node: str) -> str:
-    """Slurm's filename patterns: %j job id, %x job name, %u user, %N node, %% a percent.
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitRequest(WireRecord):
+    """A client's ``submit``: the job, and whether this connection follows its events."""
 
-    Unknown ``%`` sequences are kept as written rather than rejected, so a literal percent in
-    a path survives.
+    job: JobSpec = field(metadata=wire(JobSpec.SCHEMA))
+    attach: bool = field(default=False, metadata=wire(Bool()))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuDevice(WireRecord):
+    """One schedulable GPU (a whole GPU or one MIG instance) of a node, as it registers it."""
+
+    # The scheduler's index on the node: 0..n-1 in a stable order (PCI bus order for NVML).
+    index: int = field(metadata=wire(GPU_INDEX))
+    uuid: str = field(default="", metadata=wire(NAME))  # "GPU-..." or "MIG-..."
+    name: str = field(default="", metadata=wire(NAME))  # e.g. "NVIDIA H100 80GB HBM3"
+    memory_total_bytes: int = field(default=0, metadata=wire(Int(0, MAX_BYTES)))
+    # The CUDA_VISIBLE_DEVICES entry: the NVML index (a whole GPU) or the MIG UUID.
+    visible_id: str = field(metadata=wire(NAME))
+    fake: bool = field(default=False, metadata=wire(Bool()))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeHello(WireRecord):
+    """A node's registration, the ``node`` of its ``hello``."""
+
+    node_id: str = field(metadata=wire(Str(MAX_NAME_LEN, min_len=1)))
+    hostname: str = field(default="", metadata=wire(NAME))  # "": the master uses node_id
+    address: str = field(default="", metadata=wire(NAME))  # "": the master uses the peer's IP
+    cpus: int = field(default=1, metadata=wire(Int(1, MAX_CPUS)))
+    mem_bytes: int = field(default=0, metadata=wire(Int(0, MAX_BYTES)))
+    gpus: list[GpuDevice] = field(
+        default_factory=list, metadata=wire(ListOf(GpuDevice.SCHEMA, MAX_GPUS_PER_NODE))
+    )
+    gpu_backend: str = field(default="", metadata=wire(NAME))  # "nvml", "fake" or "none"
+    # Jobs the node runs, and jobs whose exit the master has not acknowledged yet.
+    running_job_ids: list[int] = field(
+        default_factory=list, metadata=wire(ListOf(JOB_ID, MAX_IDS_PER_REQUEST))
+    )
+    agent_version: str = field(default="", metadata=wire(NAME))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Launch(WireRecord):
+    """The master's order to start a job on a node."""
+
+    job_id: int = field(metadata=wire(JOB_ID))
+    user: str = field(default="", metadata=wire(NAME))  # the owner (%u in output paths)
+    spec: JobSpec = field(metadata=wire(JobSpec.SCHEMA))
+    # The node's GPU indices; the node maps them to visible_ids for CUDA_VISIBLE_DEVICES.
+    gpu_indices: list[int] = field(
+        default_factory=list, metadata=wire(ListOf(GPU_INDEX, MAX_GPUS_PER_NODE))
+    )
+    kill_grace_s: float = field(default=KILL_GRACE_S, metadata=wire(Float()))
+    # The job's run: 0, then +1 per requeue (MGPU_RESTART_COUNT).
+    restart_count: int = field(default=0, metadata=wire(Int(0, 2**31)))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobExited(WireRecord):
+    """A node's report that a launched job ended (exactly one per launch, failed spawns too)."""
+
+    job_id: int = field(metadata=wire(JOB_ID))
+    exit_code: int | None = field(default=None, metadata=wire(Optional(Int(-(2**31), 2**31))))
+    signal: int | None = field(default=None, metadata=wire(Optional(Int(1, 128))))
+    timed_out: bool = field(default=False, metadata=wire(Bool()))
+    reason: str = field(default="", metadata=wire(Str(MAX_REASON_LEN)))
+    # The run this exit belongs to (Launch.restart_count); None from older agents.
+    restart_count: int | None = field(default=None, metadata=wire(Optional(Int(0, 2**31))))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobResult(WireRecord):
+    """What a per-job verb (cancel, hold, release, requeue) did to one job: done, or refused
+    with an error's code and message. The one way such a result is made and read back."""
+
+    job_id: int | str = field(metadata=wire(JOB_REF))  # the job, or the reference as given
+    ok: bool = field(metadata=wire(Bool()))
+    code: str = field(default="", metadata=wire(NAME))  # "" when ok
+    message: str = field(default="", metadata=wire(Str(MAX_MESSAGE_LEN)))
+
+    @classmethod
+    def success(cls, job_id: int | str) -> JobResult:
+        return cls(job_id=job_id, ok=True)
+
+    @classmethod
+    def from_error(cls, job_id: int | str, err: MgpuError) -> JobResult:
+        # Cut to the wire's limit here, so that no message can make the reply unreadable.
+        return cls(
+            job_id=job_id,
+            ok=False,
+            code=err.code[:MAX_NAME_LEN],
+            message=err.message[:MAX_MESSAGE_LEN],
+        )
+
+    def error(self) -> MgpuError | None:
+        """The typed exception the master refused with (``error_from_wire``), None if ok."""
+        return None if self.ok else error_from_wire(self.code, self.message)
+
+
+def expand_percent(template: str, subs: Mapping[str, str]) -> str:
+    """The one scanner of Slurm's ``%`` filename patterns: ``%c`` becomes ``subs[c]``.
+
+    A ``%`` before a character not in ``subs`` (or at the end) is kept as written, so a path
+    with a literal percent survives, and a later pass can expand what this one left. Scanning
+    is left to right, two characters per pattern, so ``%%A`` is ``%%`` then ``A``, never ``%``
+    then ``%A``: a pass that does not resolve ``%%`` must map it to itself.
     """
     out: list[str] = []
     i = 0
-    subs = {"j": str(job_id), "x": name, "u": user, "N": node, "%": "%"}
-    while i < len(template):
-        ch = template[i]
-        if ch == "%" and i + 1 < len(template) and template[i + 1] in subs:
-            out.append(subs[template[i + 1]])
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
+    end = len(template)
+    while i < end:
+        at = template.find("%", i)
+        if at < 0 or at + 1 >= end:
+            out.append(template[i:])
+            break
+        out.append(template[i:at])
+        sub = subs.get(template[at + 1])
+        out.append(template[at : at + 2] if sub is None else sub)
+        i = at + 2
     return "".join(out)
+
+
+def expand_path_template(template: str, *, job_id: int, name: str, user: str, node: str) -> str:
+    """The node's pass over an output path: %j job id, %x job name, %u user, %N node, %% a
+    percent. An array task's %A and %a were expanded at submit (arrays.expand_array_patterns).
+    """
+    subs = {"j": str(job_id), "x": name, "u": user, "N": node, "%": "%"}
+    return expand_percent(template, subs)

@@ -23,10 +23,11 @@ from typing import Any
 
 import psutil
 
-from mgpu_core import __version__, auth
+from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.daemons import NodeConfig
 from mgpu_core.errors import (
+    AuthenticationFailed,
     ConnectionClosed,
     InternalError,
     NodeConflict,
@@ -34,7 +35,10 @@ from mgpu_core.errors import (
     RegistrationRefused,
     error_from_wire,
 )
-from mgpu_core.messages import MASTER_TO_NODE, MAX_IDS_PER_REQUEST, validate
+from mgpu_core.handshake import Initiator
+from mgpu_core.limits import MAX_IDS_PER_REQUEST
+from mgpu_core.messages import MASTER_TO_NODE, validate
+from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
 from mgpu_node.gpus import GpuBackend
@@ -60,6 +64,16 @@ def local_address_towards(host: str, port: int) -> str:
         return ""
 
 
+def _answer(handshake: Initiator, reply: Message) -> Message:
+    """The auth for the master's challenge. A master that cannot prove the cluster key (a
+    wrong proof, or ``ok`` without a challenge) is refused for good: anyone on its address
+    could otherwise send us launch orders, and retrying with the same key cannot help."""
+    try:
+        return handshake.on_challenge(reply)
+    except AuthenticationFailed as err:
+        raise RegistrationRefused(err.message) from None
+
+
 class Agent:
     def __init__(
         self,
@@ -73,7 +87,6 @@ class Agent:
     ) -> None:
         self.config = config
         self.cluster_key = cluster_key
-        self._nonce = b""
         self.backend = backend
         self.cpus = cpus
         self.mem_bytes = mem_bytes
@@ -156,19 +169,14 @@ class Agent:
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
         self._conn = conn
         try:
-            self._nonce = auth.new_nonce()
-            conn.send(self._hello())
+            handshake = Initiator(
+                self.cluster_key, "node", self.config.node_id, peer=f"the master at {master}"
+            )
+            conn.send({**self._hello(), **handshake.hello_fields()})
             reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
-            if reply["t"] == "challenge":
-                self._answer_challenge(conn, validate(reply, MASTER_TO_NODE))
+            if reply["t"] != "error":  # a refused hello gets no challenge
+                conn.send(_answer(handshake, reply))
                 reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
-            elif reply["t"] == "ok":
-                # Authentication is mutual: whoever answers on the master's address without
-                # proving the cluster key must not get to send us launch orders.
-                raise RegistrationRefused(
-                    f"the master at {master} did not prove that it holds our cluster key "
-                    "(no challenge): check the master's address and version"
-                )
             if reply["t"] == "error":
                 err = error_from_wire(reply.get("code"), reply.get("message"))
                 if isinstance(err, NodeConflict):
@@ -214,47 +222,24 @@ class Agent:
             log.error("%d jobs to report; the hello takes %d", len(ids), MAX_IDS_PER_REQUEST)
         return ids[:MAX_IDS_PER_REQUEST]
 
-    def _answer_challenge(self, conn: AsyncConnection, challenge: dict[str, Any]) -> None:
-        """Check the master's proof (it holds the cluster key too), then prove ours."""
-        node_id = self.config.node_id
-        expected = auth.proof(self.cluster_key, "master", node_id, self._nonce, challenge["nonce"])
-        if not auth.verify(expected, challenge["proof"]):
-            raise RegistrationRefused(
-                f"the master at {self.config.master} does not hold our cluster key: "
-                "check --key-file on both sides"
-            )
-        mine = auth.proof(self.cluster_key, "node", node_id, challenge["nonce"], self._nonce)
-        conn.send({"t": "auth", "proof": mine})
-
     def _hello(self) -> Message:
         master = self.config.master
         return {
             "t": "hello",
-            "nonce": self._nonce,
             "id": 1,
             "version": PROTOCOL_VERSION,
             "role": "node",
-            "node": {
-                "node_id": self.config.node_id,
-                "hostname": socket.gethostname(),
-                "address": local_address_towards(master.host, master.port),
-                "cpus": self.cpus,
-                "mem_bytes": self.mem_bytes,
-                "gpus": [
-                    {
-                        "index": d.index,
-                        "uuid": d.uuid,
-                        "name": d.name,
-                        "memory_total_bytes": d.memory_total_bytes,
-                        "visible_id": d.visible_id,
-                        "fake": d.fake,
-                    }
-                    for d in self.devices
-                ],
-                "gpu_backend": self.backend.kind,
-                "running_job_ids": self._running_job_ids(),
-                "agent_version": __version__,
-            },
+            "node": NodeHello(
+                node_id=self.config.node_id,
+                hostname=socket.gethostname(),
+                address=local_address_towards(master.host, master.port),
+                cpus=self.cpus,
+                mem_bytes=self.mem_bytes,
+                gpus=self.devices,
+                gpu_backend=self.backend.kind,
+                running_job_ids=self._running_job_ids(),
+                agent_version=__version__,
+            ).to_wire(),
         }
 
     async def _serve(self, conn: AsyncConnection) -> None:
@@ -280,7 +265,7 @@ class Agent:
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "launch":
-            self.executor.launch(msg["launch"])
+            self.executor.launch(Launch.from_checked(msg["launch"]))  # checked by validate
         elif kind == "kill":
             self.executor.kill(msg["job_id"], msg["reason"])
         elif kind == "exit_ack":

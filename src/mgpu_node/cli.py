@@ -11,19 +11,24 @@ from pathlib import Path
 
 import click
 
-from mgpu_core import __version__, auth
-from mgpu_core.cliutil import LOG_LEVELS, configure_logging, parsed_by, run_click
-from mgpu_core.config import Address, resolve_master, user_state_dir, with_tls
-from mgpu_core.daemons import JobUser, NodeConfig
+from mgpu_core import __version__, auth, constants
+from mgpu_core.cliutil import (
+    LOG_LEVELS,
+    StartupFailure,
+    configure_logging,
+    parsed_by,
+    run_click,
+)
+from mgpu_core.config import Address, resolve_master, with_tls
+from mgpu_core.daemons import JobUser, NodeConfig, default_node_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
+from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.units import parse_size
 from mgpu_node.agent import Agent, host_resources
 from mgpu_node.gpus import detect_gpus
 from mgpu_node.spool import lock_state_dir
 
-EXIT_REGISTRATION_REFUSED = 3
-DEFAULT_KEY_FILE = Path("/etc/mgpu/cluster.key")
-FAULT_FILE = "fake-gpu-faults"
+DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +73,8 @@ FAULT_FILE = "fake-gpu-faults"
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="The cluster key, copied from the master's state directory (cluster.key, mode 0600) "
+    help=f"The cluster key, copied from the master's state directory ({constants.KEY_FILE}, "
+    "mode 0600) "
     f"[default: {DEFAULT_KEY_FILE}].",
 )
 @click.option(
@@ -76,7 +82,7 @@ FAULT_FILE = "fake-gpu-faults"
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="State directory: running jobs, unacknowledged exits, batch scripts, the fake GPU "
-    "fault file [default: ~/.local/state/mgpu/node-ID].",
+    f"fault file [default: ~/.local/state/mgpu/{constants.NODE_DIR_PREFIX}ID].",
 )
 @click.option(
     "--stop-jobs-on-exit",
@@ -104,7 +110,7 @@ FAULT_FILE = "fake-gpu-faults"
     "--heartbeat-interval",
     "heartbeat_interval_s",
     type=click.FloatRange(min=0.05),
-    default=5.0,
+    default=constants.HEARTBEAT_INTERVAL_S,
     show_default=True,
     help="Seconds between heartbeats.",
 )
@@ -150,20 +156,20 @@ def cli(
             master=master,
             node_id=name,
             fake_gpu_count=gpu_count,
-            state_dir=state_dir or user_state_dir() / f"node-{name}",
+            state_dir=state_dir or default_node_state_dir(name),
             heartbeat_interval_s=heartbeat_interval_s,
             job_user=JobUser(job_user),
             allow_root_jobs=allow_root_jobs,
         ).validate()
         cluster_key = auth.load_key(key_file or DEFAULT_KEY_FILE)
     except MgpuError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise StartupFailure(str(exc)) from None
     try:
         lock = lock_state_dir(config.state_dir)
     except OSError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise StartupFailure(str(exc)) from None
     host_cpus, host_mem = host_resources()
-    faults = config.state_dir / FAULT_FILE
+    faults = config.state_dir / constants.FAKE_GPU_FAULT_FILE
     backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
     if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
         backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
@@ -178,8 +184,9 @@ def cli(
     try:
         asyncio.run(_run(agent))
     except RegistrationRefused as exc:
+        # A refusal is final (wrong key, name taken by a live agent): retrying would not help.
         click.echo(f"mgpu_node: {exc}", err=True)
-        sys.exit(EXIT_REGISTRATION_REFUSED)
+        sys.exit(EXIT_STARTUP_FAILURE)
     finally:
         os.close(lock)
 

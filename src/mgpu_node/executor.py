@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgpu_core.models import JobSpec
+from mgpu_core.constants import JOBS_DIR, SCRIPTS_DIR
+from mgpu_core.limits import MAX_REASON_LEN
+from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
-from mgpu_node.gpus import GpuDevice
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
 from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
@@ -86,8 +87,8 @@ class Executor:
         log.info("node=%s %s", node_name, describe(job_users, self.agent))
         # Absolute: jobs run in their own working directory and get these paths as arguments.
         state_dir = state_dir.absolute()
-        self.launcher = Launcher(node_name, devices, state_dir / "spool")
-        self.records = JobRecords(state_dir / "jobs")
+        self.launcher = Launcher(node_name, devices, state_dir / SCRIPTS_DIR)
+        self.records = JobRecords(state_dir / JOBS_DIR)
         self.exits = exits
         self.emit = emit
         self.jobs: dict[int, RunningJob] = {}
@@ -102,8 +103,8 @@ class Executor:
 
     # ---- launch --------------------------------------------------------------------------
 
-    def launch(self, launch: dict[str, Any]) -> None:
-        job_id: int = launch["job_id"]
+    def launch(self, launch: Launch) -> None:
+        job_id, spec = launch.job_id, launch.spec
         if job_id in self.jobs:
             log.warning("job=%d already running here; duplicate launch ignored", job_id)
             return
@@ -111,15 +112,14 @@ class Executor:
             # A requeued job launched again: the master no longer waits for the old run's exit.
             log.warning("job=%d launched again; its previous exit is dropped", job_id)
             self.exits.ack(job_id)
-        spec = JobSpec.from_wire(launch["spec"])
         try:
             account = choose_account(
-                launch["user"], self.job_users, agent=self.agent, node=self.node_name
+                launch.user, self.job_users, agent=self.agent, node=self.node_name
             )
             status_file = self.records.status_file(job_id)
-            proc = self.launcher.start(launch, spec, status_file, account)
+            proc = self.launcher.start(launch, status_file, account)
         except (OSError, ValueError) as exc:
-            self._launch_failed(job_id, spec, exc, launch["restart_count"])
+            self._launch_failed(job_id, spec, exc, launch.restart_count)
             return
         record = JobRecord(
             job_id=job_id,
@@ -127,9 +127,9 @@ class Executor:
             create_time=procs.create_time(proc.pid) or 0.0,
             start_wall=time.time(),
             time_limit_s=spec.time_limit_s,
-            kill_grace_s=float(launch["kill_grace_s"]),
+            kill_grace_s=launch.kill_grace_s,
             interactive=spec.interactive,
-            restart_count=launch["restart_count"],
+            restart_count=launch.restart_count,
             warn_signal=spec.warn_signal,
             warn_before_s=spec.warn_before_s,
         )
@@ -142,7 +142,7 @@ class Executor:
             job_id,
             self.node_name,
             proc.pid,
-            ",".join(str(i) for i in launch["gpu_indices"]) or "-",
+            ",".join(str(i) for i in launch.gpu_indices) or "-",
         )
         if spec.interactive:
             assert proc.stdout is not None and proc.stderr is not None
@@ -295,17 +295,18 @@ class Executor:
         reason: str,
         restart_count: int,
     ) -> None:
-        msg = {
-            "t": "job_exited",
-            "job_id": job_id,
+        exited = JobExited(
+            job_id=job_id,
+            exit_code=exit_code,
+            signal=sig,
+            timed_out=timed_out,
+            # The wire's limit: a longer spawn error would make the master refuse the message.
+            reason=reason[:MAX_REASON_LEN],
             # Which run of the job this was: a late exit of an earlier run of a requeued job
             # must not end the current one.
-            "restart_count": restart_count,
-            "exit_code": exit_code,
-            "signal": sig,
-            "timed_out": timed_out,
-            "reason": reason,
-        }
+            restart_count=restart_count,
+        )
+        msg = {"t": "job_exited", **exited.to_wire()}
         self.exits.put(msg)  # on disk before it is sent, and until the master acks it
         self.records.remove(job_id)
         self._unsent.append(msg)

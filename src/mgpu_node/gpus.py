@@ -25,22 +25,12 @@ from typing import Any, Protocol
 
 import psutil
 
+from mgpu_core.models import GpuDevice
+
 logger = logging.getLogger(__name__)
 
 MAX_FAKE_GPUS = 64
 FAKE_GPU_MEMORY_BYTES = 80 * 1024**3
-
-
-@dataclass(slots=True, frozen=True)
-class GpuDevice:
-    """One schedulable GPU (a whole GPU or one MIG instance) on this node."""
-
-    index: int  # scheduler's index on this node, 0..n-1, stable order (PCI bus order for NVML)
-    uuid: str  # "GPU-..." or "MIG-..." for MIG instances
-    name: str  # e.g. "NVIDIA H100 80GB HBM3" or "NVIDIA H100 ... MIG 1g.10gb"
-    memory_total_bytes: int
-    visible_id: str  # CUDA_VISIBLE_DEVICES entry: NVML index (whole GPU) or MIG UUID
-    fake: bool
 
 
 @dataclass(slots=True, frozen=True)
@@ -253,7 +243,15 @@ class NvmlBackend:
                     logger.warning("a device of GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
                     continue
                 index = len(devices)
-                devices.append(GpuDevice(index, uuid, name, memory, visible_id or uuid, False))
+                device = GpuDevice(
+                    index=index,
+                    uuid=uuid,
+                    name=name,
+                    memory_total_bytes=memory,
+                    visible_id=visible_id or uuid,
+                    fake=False,
+                )
+                devices.append(device)
                 handles.append(unit)
                 logger.info("GPU %d: %s %s (%s, %d MiB)", index, uuid, name, bus_id, memory >> 20)
         return devices, handles

@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mgpu_core.models import JobSpec, expand_path_template
-from mgpu_node.gpus import GpuDevice
+from mgpu_core.models import GpuDevice, JobSpec, Launch, expand_path_template
 from mgpu_node.jobuser import (
     Account,
     create_status_file,
@@ -43,36 +42,31 @@ class Launcher:
     spool_dir: Path  # batch scripts (absolute: jobs run in their own working directory)
 
     def start(
-        self,
-        launch: dict[str, Any],
-        spec: JobSpec,
-        status_file: Path,
-        account: Account | None = None,
+        self, launch: Launch, status_file: Path, account: Account | None = None
     ) -> subprocess.Popen[bytes]:
         """Spawn the job of ``launch`` under the wrapper, as ``account`` if given (else as the
         agent's own user); OSError/ValueError if it cannot."""
-        job_id: int = launch["job_id"]
+        job_id, spec = launch.job_id, launch.spec
         if spec.script is None and not spec.argv:
             raise ValueError("the job has no command to run")
         if account is not None:
             if not os.path.isabs(spec.cwd):  # the wrapper resolves paths after entering it
                 raise ValueError(f"working directory {spec.cwd} is not an absolute path")
-            env = self._environment(job_id, spec, launch["gpu_indices"], launch["restart_count"])
+            env = self._environment(launch)
             env.update(account.environment())
-            return self._spawn_as(job_id, spec, env, status_file, account, launch["user"])
+            return self._spawn_as(job_id, spec, env, status_file, account, launch.user)
         if not Path(spec.cwd).is_dir():
             raise NotADirectoryError(
                 f"working directory {spec.cwd} does not exist on {self.node_name}"
             )
-        env = self._environment(job_id, spec, launch["gpu_indices"], launch["restart_count"])
+        env = self._environment(launch)
         argv = self._argv(job_id, spec)
         program = find_executable(argv[0], env, spec.cwd)
         status_file.unlink(missing_ok=True)  # a previous run's, if the job was requeued here
-        return self._spawn(job_id, spec, wrap(argv, status_file, program), env, launch["user"])
+        return self._spawn(job_id, spec, wrap(argv, status_file, program), env, launch.user)
 
-    def _environment(
-        self, job_id: int, spec: JobSpec, gpu_indices: list[int], restart_count: int
-    ) -> dict[str, str]:
+    def _environment(self, launch: Launch) -> dict[str, str]:
+        spec, gpu_indices = launch.spec, launch.gpu_indices
         try:
             visible = [self.devices[i].visible_id for i in gpu_indices]
         except IndexError:
@@ -82,12 +76,12 @@ class Launcher:
             {
                 "CUDA_VISIBLE_DEVICES": ",".join(visible),
                 "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
-                "MGPU_JOB_ID": str(job_id),
+                "MGPU_JOB_ID": str(launch.job_id),
                 "MGPU_JOB_NAME": spec.display_name(),
                 "MGPU_NODE": self.node_name,
                 "MGPU_GPUS": ",".join(str(i) for i in gpu_indices),
                 "MGPU_SUBMIT_DIR": spec.cwd,
-                "MGPU_RESTART_COUNT": str(restart_count),
+                "MGPU_RESTART_COUNT": str(launch.restart_count),
             }
         )
         return env

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgpu_core.messages import MAX_IDS_PER_REQUEST
+from mgpu_core.constants import AGENT_LOCK_FILE, EXIT_JOURNAL_FILE
+from mgpu_core.limits import MAX_IDS_PER_REQUEST
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def lock_state_dir(state_dir: Path) -> int:
     """Take ``<state_dir>/agent.lock`` for this process (released when it ends), or raise
     OSError: two agents re-adopting and reporting the same jobs would be chaos."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(state_dir / AGENT_LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -141,7 +142,7 @@ class ExitSpool:
     before those exits are sent.
     """
 
-    JOURNAL = "journal"
+    JOURNAL = EXIT_JOURNAL_FILE
     # Past this size with nothing pending, the journal is emptied.
     TRUNCATE_BYTES = 1 << 20
 

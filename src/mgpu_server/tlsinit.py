@@ -17,10 +17,10 @@ from pathlib import Path
 
 from cryptography import x509
 
+from mgpu_core.constants import CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE
 from mgpu_core.errors import ConfigError
 
-TLS_DIR = "tls"
-FILES = ("ca.pem", "ca.key", "master.pem", "master.key")
+FILES = (CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE)
 
 
 def default_hosts() -> list[str]:
@@ -98,10 +98,10 @@ def make_cluster_certs(directory: Path, hosts: list[str], *, days: int, force: b
     )
     pem = serialization.Encoding.PEM
     for file_name, data, private in (
-        ("ca.pem", ca_cert.public_bytes(pem), False),
-        ("ca.key", _key_bytes(ca_key), True),
-        ("master.pem", cert.public_bytes(pem), False),
-        ("master.key", _key_bytes(key), True),
+        (CA_CERT_FILE, ca_cert.public_bytes(pem), False),
+        (CA_KEY_FILE, _key_bytes(ca_key), True),
+        (MASTER_CERT_FILE, cert.public_bytes(pem), False),
+        (MASTER_KEY_FILE, _key_bytes(key), True),
     ):
         _write(directory / file_name, data, 0o600 if private else 0o644)
 

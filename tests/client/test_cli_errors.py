@@ -1,4 +1,5 @@
-"""Every command-line mistake: one line naming the problem, a non-zero exit, no traceback."""
+"""Every command-line mistake: one line naming the problem, the usage exit code (64, not the
+2 of an unreachable master), no traceback."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from mgpu_core.exitcodes import EXIT_USAGE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -29,6 +32,10 @@ pytestmark = pytest.mark.timeout(60)
         ("mgpu_client.cancel", ["x1"], "x1"),
         ("mgpu_client", ["frobnicate"], "frobnicate"),
         ("mgpu_client", ["queue", "--master", "host:notaport"], "port"),
+        ("mgpu_client.queue", ["--master", "host:notaport"], "port"),  # the quick path
+        ("mgpu_client.srun", ["--master", "host:notaport", "true"], "port"),  # the quick path
+        ("mgpu_client.sbatch", ["--wrap", "true", "script.sh"], "--wrap"),
+        ("mgpu_client", ["submit", "--array", "5-1", "true"], "5-1"),
         ("mgpu_server", ["--port", "99999"], "99999"),
         ("mgpu_node", ["--gpu-count", "100"], "--gpu-count"),
     ],
@@ -43,6 +50,6 @@ def test_one_line_error(module: str, args: list[str], fragment: str, tmp_path: P
         cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "MGPU_MASTER": "127.0.0.1:1", "HOME": str(tmp_path)},
     )
-    assert result.returncode != 0
+    assert result.returncode == EXIT_USAGE, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr

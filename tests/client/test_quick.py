@@ -17,7 +17,11 @@ def click_job(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[dict[st
     """The job and --master the full click command builds for ``argv`` (nothing is sent)."""
     seen: dict[str, Any] = {}
     monkeypatch.setattr("mgpu_client._common.connect", lambda master: master)
-    monkeypatch.setattr(srun, "run", lambda master, job: seen.update(job=job, master=master) or 0)
+    monkeypatch.setattr(
+        srun,
+        "submit_and_follow",
+        lambda master, job, prog: seen.update(job=job, master=master) or 0,
+    )
     monkeypatch.setattr(srun, "install_signal_handlers", lambda: None)
     with pytest.raises(SystemExit):
         srun.build_cli().main(args=argv, prog_name="mgpu_srun", standalone_mode=False)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from mgpu_core.models import GpuDevice, NodeHello
 
 
 def node_info(
@@ -12,26 +12,26 @@ def node_info(
     *,
     cpus: int = 8,
     mem_bytes: int = 1 << 30,
-) -> dict[str, Any]:
+) -> NodeHello:
     """A node's registration, as its validated hello carries it."""
-    return {
-        "node_id": node_id,
-        "hostname": node_id,
-        "address": "10.0.0.1",
-        "cpus": cpus,
-        "mem_bytes": mem_bytes,
-        "gpu_backend": "fake",
-        "agent_version": "t",
-        "gpus": [
-            {
-                "index": i,
-                "uuid": f"{node_id}-{i}",
-                "name": "g",
-                "memory_total_bytes": 1,
-                "visible_id": str(i),
-                "fake": True,
-            }
+    return NodeHello(
+        node_id=node_id,
+        hostname=node_id,
+        address="10.0.0.1",
+        cpus=cpus,
+        mem_bytes=mem_bytes,
+        gpu_backend="fake",
+        agent_version="t",
+        gpus=[
+            GpuDevice(
+                index=i,
+                uuid=f"{node_id}-{i}",
+                name="g",
+                memory_total_bytes=1,
+                visible_id=str(i),
+                fake=True,
+            )
             for i in range(gpus)
         ],
-        "running_job_ids": running or [],
-    }
+        running_job_ids=running or [],
+    )

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mgpu_core.models import JobExited
 from mgpu_server.api.handlers import ClientService
 from mgpu_server.api.permissions import RequestContext, Transport
 from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.planner import INF, Release, UserLoad
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import Effect, ToNode
@@ -81,3 +84,44 @@ def request(
 
     msg = validate({"t": kind, "id": 1, **fields}, CLIENT_REQUESTS)
     return service.handle(who, object(), msg)
+
+
+class Recount:
+    """The running totals recomputed from a list of running jobs, the slow and obvious way:
+    what the master's incremental RunningJobs must always equal."""
+
+    def __init__(self, running: list[Job], policy: PolicyConfig, now: float) -> None:
+        self.loads: dict[str, UserLoad] = {}
+        self.live: dict[str, float] = {}
+        self.releases: dict[str, list[Release]] = {}
+        self.arrays: dict[int, int] = {}
+        for job in running:
+            spec = job.spec
+            load = self.loads.setdefault(job.user, UserLoad())
+            load.gpus += spec.gpus
+            load.jobs += 1
+            gpu_s = spec.gpus * max(0.0, now - job.start_time)
+            self.live[job.user] = self.live.get(job.user, 0.0) + gpu_s
+            limit = spec.time_limit_s + policy.qos_of(spec.qos).grace_s
+            end = job.start_time + limit if spec.time_limit_s else INF
+            self.releases.setdefault(job.node_id, []).append(
+                Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
+            )
+            if job.array_throttle and job.array_job_id is not None:
+                self.arrays[job.array_job_id] = self.arrays.get(job.array_job_id, 0) + 1
+
+    def check(self, state: ClusterState) -> None:
+        running = state.running
+        assert running.loads() == self.loads
+        assert running.array_tasks() == self.arrays
+        assert running.users() == set(self.loads)
+        key = lambda r: (r.end_s, r.gpus, r.cpus, r.mem_bytes)  # noqa: E731
+        for node_id in state.nodes:
+            assert sorted(running.releases(node_id), key=key) == sorted(
+                self.releases.get(node_id, []), key=key
+            )
+
+
+def exited(job_id: int, code: int | None = 0, sig: int | None = None, *, run: int = 0) -> JobExited:
+    """A node's report that a job's process ended (run: the launch's restart_count)."""
+    return JobExited(job_id=job_id, exit_code=code, signal=sig, restart_count=run)

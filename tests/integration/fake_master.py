@@ -24,6 +24,7 @@ import msgpack
 
 from mgpu_core import auth
 from mgpu_core.errors import ProtocolError
+from mgpu_core.handshake import Responder
 from mgpu_core.messages import NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, FrameDecoder
 from tests.integration.conftest import agent_command
@@ -163,18 +164,16 @@ class FakeMaster:
         assert link.hello["t"] == "hello" and link.hello["role"] == "node", link.hello
         return link
 
-    def challenge(self, link: Link) -> bytes:
-        """Prove we hold the key (the agent checks); returns our nonce for :meth:`verify`."""
-        hello = link.hello
-        nonce = auth.new_nonce()
-        proof = auth.proof(self.key, "master", NODE_ID, hello["nonce"], nonce)
-        link.send(frame({"t": "challenge", "id": hello["id"], "nonce": nonce, "proof": proof}))
-        return nonce
+    def challenge(self, link: Link) -> Responder:
+        """Prove we hold the key (the agent checks); returns the exchange for :meth:`verify`."""
+        responder = Responder(self.key, NODE_ID, "node")
+        link.send(frame(responder.on_hello(link.hello)))
+        return responder
 
-    def verify(self, link: Link, nonce: bytes) -> None:
-        answer = link.recv()
-        expected = auth.proof(self.key, "node", NODE_ID, nonce, link.hello["nonce"])
-        assert answer["t"] == "auth" and auth.verify(expected, answer.get("proof")), answer
+    def verify(self, link: Link, responder: Responder) -> None:
+        """Read the agent's auth; raises (AuthenticationFailed, ProtocolError) unless it
+        proves the key."""
+        responder.on_auth(link.recv())
 
     def register(self, link: Link) -> None:
         hello = link.hello

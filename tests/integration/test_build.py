@@ -14,12 +14,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import stop_process, wait_for
+from mgpu_client.launch import ProcessCluster
+from mgpu_core.exitcodes import EXIT_UNREACHABLE, EXIT_USAGE
+from tests.helpers.cluster import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -84,104 +87,41 @@ def bundle() -> Path:
     return DIST
 
 
-class BundleCluster:
-    """A master and nodes started from dist/, always terminated by pid."""
+@dataclass
+class BundleCluster(ProcessCluster):
+    """A master and nodes started from dist/ (the launch module's cluster, other programs)."""
 
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.port = 0
+    master_prog: tuple[str, ...] | None = (tool("mgpu_master"),)
+    node_prog: tuple[str, ...] | None = (tool("mgpu_node"),)
+    node_args: tuple[str, ...] = ("--heartbeat-interval", "0.5")
+    child_env: dict[str, str] | None = field(default_factory=_env)
 
-    @property
-    def master(self) -> str:
-        """The Unix socket: the test's user needs no token there."""
-        return f"unix:{self.tmp / 'm' / 'master.sock'}"
+    def start_node(self, node_id: str, *extra: str) -> None:
+        self.start_agent(node_id, *extra, gpus=None, cpus=None)
 
-    def _start(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        with open(self.tmp / log_name, "ab") as log:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=_env()
-            )
-        self.procs.append(proc)
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.tmp / name).read_text(errors="replace")
-
-    def start_master(self) -> None:
-        port_file = self.tmp / "port"
-        proc = self._start(
-            [
-                tool("mgpu_master"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-                "--state-dir",
-                str(self.tmp / "m"),
-            ],
-            "master.log",
-        )
-
-        def port_written() -> bool:
-            assert proc.poll() is None, f"master exited:\n{self.log('master.log')}"
-            return port_file.exists() and port_file.read_text().strip().isdigit()
-
-        wait_for(port_written, START_TIMEOUT_S, "the master's port file")
-        self.port = int(port_file.read_text())
-
-    def start_node(self, node_id: str, *extra: str) -> subprocess.Popen[bytes]:
-        return self._start(
-            [
-                tool("mgpu_node"),
-                "--master-host",
-                "127.0.0.1",
-                "--master-port",
-                str(self.port),
-                "--node-id",
-                node_id,
-                "--state-dir",
-                str(self.tmp / f"n-{node_id}"),
-                "--heartbeat-interval",
-                "0.5",
-                "--key-file",
-                str(self.tmp / "m" / "cluster.key"),
-                *extra,
-            ],
-            f"node-{node_id}.log",
-        )
-
-    def nodes(self) -> dict[str, dict[str, Any]]:
-        result = run(tool("mgpu_client"), "nodes", "--json", "--master", self.master)
+    def node_list(self) -> dict[str, dict[str, Any]]:
+        result = run(tool("mgpu_client"), "nodes", "--json", "--master", self.socket_address)
         assert result.returncode == 0, result.stderr
         return {n["node_id"]: n for n in json.loads(result.stdout)["nodes"]}
 
-    def wait_node(self, node_id: str, proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    def wait_node(self, node_id: str) -> dict[str, Any]:
         def up() -> dict[str, Any] | None:
-            assert proc.poll() is None, f"node exited:\n{self.log(f'node-{node_id}.log')}"
-            node = self.nodes().get(node_id)
+            node = self.node_list().get(node_id)
             return node if node and node["state"] != "down" else None
 
-        node: dict[str, Any] = wait_for(up, START_TIMEOUT_S, f"node {node_id} to register")
-        return node
+        return self.wait_for(up, START_TIMEOUT_S, f"node {node_id} to register", node_id)
 
     def jobs(self) -> dict[int, dict[str, Any]]:
-        result = run(tool("mgpu_queue"), "--master", self.master, "-t", "all", "--json")
+        result = run(tool("mgpu_queue"), "--master", self.socket_address, "-t", "all", "--json")
         assert result.returncode == 0, result.stderr
         return {int(j["job_id"]): j for j in json.loads(result.stdout)["jobs"]}
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):  # nodes first, then the master
-            stop_process(proc, timeout_s=15)
 
 
 @pytest.fixture
 def cluster(bundle: Path, tmp_path: Path) -> Iterator[BundleCluster]:
     c = BundleCluster(tmp_path)
     try:
-        c.start_master()
+        c.start_master(timeout_s=START_TIMEOUT_S)
         yield c
     finally:
         c.stop()
@@ -215,14 +155,14 @@ def test_launcher_dispatch(bundle: Path, tmp_path: Path) -> None:
     assert all(name in result.stdout for name in TOOLS)
     for argv in ([exe], [exe, "mgpu_bogus"]):
         result = run(*argv)
-        assert result.returncode == 2
+        assert result.returncode == EXIT_USAGE
         assert result.stdout == ""
         lines = result.stderr.splitlines()
         assert len(lines) == 1, result.stderr
         assert all(name in lines[0] for name in TOOLS)
     # Unreachable master: one line, exit 2, like the installed entry point.
     result = run(tool("mgpu_queue"), "--master", "127.0.0.1:1")
-    assert result.returncode == 2
+    assert result.returncode == EXIT_UNREACHABLE
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("mgpu_queue: error: ")
 
@@ -270,15 +210,15 @@ def test_launcher_imports_only_the_chosen_tool(
 
 def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> None:
     # The test's user (root here) submits: its jobs run as the agent's user.
-    node = cluster.start_node("n1", "--gpu-count", "2", "--job-user", "agent", "--allow-root-jobs")
-    n1 = cluster.wait_node("n1", node)
+    cluster.start_node("n1", "--gpu-count", "2", "--job-user", "agent", "--allow-root-jobs")
+    n1 = cluster.wait_node("n1")
     assert len(n1["gpus"]) == 2
 
     # srun: output streamed, the job's exit code is srun's.
     result = run(
         tool("mgpu_srun"),
         "--master",
-        cluster.master,
+        cluster.socket_address,
         "--gpus",
         "1",
         "--",
@@ -293,7 +233,7 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     result = run(
         tool("mgpu_srun"),
         "--master",
-        cluster.master,
+        cluster.socket_address,
         "--",
         "sh",
         "-c",
@@ -306,7 +246,7 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     work = tmp_path / "work"
     work.mkdir()
     result = run(
-        tool("mgpu_sbatch"), "--master", cluster.master, "--wrap", "echo batch-ok", cwd=work
+        tool("mgpu_sbatch"), "--master", cluster.socket_address, "--wrap", "echo batch-ok", cwd=work
     )
     assert result.returncode == 0, result.stderr
     words = result.stdout.split()
@@ -330,7 +270,7 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
         "token",
         "create",
         "--master",
-        cluster.master,
+        cluster.socket_address,
         "--output",
         str(token),
         "alice",
@@ -346,7 +286,7 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     assert result.returncode == 0 and result.stdout.startswith("alice (via token"), result.stderr
 
     # cancel of an unknown job: non-zero, one line on stderr.
-    result = run(tool("mgpu_cancel"), "--master", cluster.master, "99999")
+    result = run(tool("mgpu_cancel"), "--master", cluster.socket_address, "99999")
     assert result.returncode != 0
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert result.stderr.startswith("mgpu_cancel: error: ")
@@ -362,9 +302,9 @@ def test_bundled_master_init_makes_certificates(bundle: Path, tmp_path: Path) ->
 def test_node_bundles_pynvml(cluster: BundleCluster) -> None:
     """Without --gpu-count the node asks NVML: pynvml must be in the bundle. On a machine
     without a driver NVML itself is unavailable, which is fine; a missing module is not."""
-    node = cluster.start_node("nvml")
-    cluster.wait_node("nvml", node)
-    assert "pynvml not importable" not in cluster.log("node-nvml.log")
+    cluster.start_node("nvml")
+    cluster.wait_node("nvml")
+    assert "pynvml not importable" not in cluster.log_text("node-nvml")
 
 
 def _free_port() -> int:

@@ -15,7 +15,7 @@ from mgpu_client.client import Client
 from mgpu_core.config import parse_address
 from mgpu_core.errors import MgpuError
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import Cluster, running_cluster, wait_for
+from tests.helpers.cluster import Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

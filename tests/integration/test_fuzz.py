@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import random
 import socket
-import struct
 from typing import Any
 
-import msgpack
 import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,8 +14,9 @@ from hypothesis import strategies as st
 
 from mgpu_core.errors import ERROR_CODES
 from mgpu_core.messages import CLIENT_REQUESTS
-from tests.integration.conftest import Cluster
-from tests.integration.test_hostile import read_frame
+from tests.helpers.cluster import Cluster
+from tests.helpers.wire import client_hello, connect_unix, header, read_frame
+from tests.helpers.wire import frame as encode
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -92,11 +91,6 @@ def random_message(rng: random.Random) -> dict[str, Any]:
     return msg
 
 
-def encode(msg: dict[str, Any]) -> bytes:
-    body = msgpack.packb(msg, use_bin_type=True)
-    return struct.pack("!I", len(body)) + body
-
-
 def mutate(frame: bytes, rng: random.Random) -> bytes:
     data = bytearray(frame)
     for _ in range(rng.randint(1, 4)):
@@ -116,12 +110,9 @@ def drain_until_closed(sock: socket.socket) -> None:
 def connect(cluster: Cluster, rng: random.Random) -> tuple[socket.socket, dict[str, Any]]:
     """Mostly the Unix socket, where a hello is enough to reach the request handlers; else
     TCP, where a hello with a forged token (or none) must be refused."""
-    hello: dict[str, Any] = {"t": "hello", "id": 1, "version": 1, "role": "client"}
+    hello = client_hello()
     if rng.random() < 0.7:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(cluster.socket_address.removeprefix("unix:"))
-        return sock, hello
+        return connect_unix(cluster.socket_address), hello
     sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
     if rng.random() < 0.5:
         hello.update(token=rng.choice(["0" * 16, "x", "a" * 64]), nonce=rng.randbytes(32))
@@ -142,7 +133,7 @@ def one_connection(cluster: Cluster, rng: random.Random) -> int:
         if roll < 0.3:
             parts.append(mutate(encode(random_message(rng)), rng))
         elif roll < 0.4:
-            parts.append(struct.pack("!I", rng.randrange(2**32)))  # a wild length
+            parts.append(header(rng.randrange(2**32)))  # a wild length
         try:
             sock.sendall(b"".join(parts))
             sock.shutdown(socket.SHUT_WR)
@@ -199,11 +190,10 @@ def client_requests(draw: st.DrawFn) -> dict[str, Any]:
 
 
 def test_every_request_gets_a_reply_with_a_stable_code(cluster: Cluster) -> None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(cluster.socket_address.removeprefix("unix:"))
-    sock.sendall(encode({"t": "hello", "id": 1, "version": 1, "role": "client"}))
-    assert read_frame(sock)["t"] == "ok"  # type: ignore[index]
+    sock = connect_unix(cluster.socket_address)
+    sock.sendall(encode(client_hello()))
+    welcome = read_frame(sock)
+    assert welcome is not None and welcome["t"] == "ok"
     seen: set[str] = set()
 
     @given(client_requests())

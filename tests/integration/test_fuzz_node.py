@@ -22,7 +22,6 @@ import os
 import pwd
 import random
 import signal
-import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,8 +36,9 @@ from hypothesis import strategies as st
 from mgpu_core.errors import ProtocolError
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder
-from tests.integration.conftest import stop_process
-from tests.integration.fake_master import FakeMaster, Link, frame
+from tests.helpers.cluster import stop_process
+from tests.helpers.wire import frame, header
+from tests.integration.fake_master import FakeMaster, Link
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -293,9 +293,7 @@ class Flood:
         rng = self.rng
         if link_index in (3, 13):
             # A body of exactly the limit is allowed: the agent buffers it, then refuses it.
-            return "frame at the size limit", struct.pack("!I", MAX_FRAME_BYTES) + (
-                b"\xc1" * MAX_FRAME_BYTES
-            )
+            return "frame at the size limit", header(MAX_FRAME_BYTES) + (b"\xc1" * MAX_FRAME_BYTES)
         kind = rng.choice(
             [
                 "random bytes",
@@ -323,10 +321,10 @@ class Flood:
         if kind == "mutated frame":
             return kind, self.mutated_frame()
         if kind == "wild length":
-            return kind, struct.pack("!I", rng.randrange(MAX_FRAME_BYTES + 1, 2**32)) + b"x" * 9
+            return kind, header(rng.randrange(MAX_FRAME_BYTES + 1, 2**32)) + b"x" * 9
         if kind == "empty frame":  # the launch after it must not be obeyed either
             self.never.append(job_id := next(self.hostile_ids))
-            return kind, struct.pack("!I", 0) + frame(self.launch(job_id, {}))
+            return kind, header(0) + frame(self.launch(job_id, {}))
         if kind == "truncated frame":
             data = frame(self.launch(1, {}))
             return kind, data[: rng.randrange(1, len(data))]
@@ -454,8 +452,8 @@ def attack_handshake(master: FakeMaster, flood: Flood) -> str:
             ("random bytes", rng.randbytes(rng.randrange(1, 100))),
             ("bad challenge", frame({"t": "challenge", "nonce": "n", "proof": 5})),
             ("unknown type", frame({"t": "heartbeat", "gpus": []})),
-            ("wild length", struct.pack("!I", 2**32 - 1)),
-            ("empty frame", struct.pack("!I", 0)),
+            ("wild length", header(2**32 - 1)),
+            ("empty frame", header(0)),
         ]
     )
     if when == "before challenge" and garbage[0] == "second challenge":

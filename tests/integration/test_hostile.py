@@ -4,39 +4,22 @@ serving everyone else."""
 from __future__ import annotations
 
 import socket
-import struct
+from pathlib import Path
 
-import msgpack
 import pytest
 
-from tests.integration.conftest import Cluster, running_cluster
+from tests.helpers.cluster import Cluster, running_cluster
+from tests.helpers.wire import (
+    client_hello,
+    closed_after_error,
+    connect_unix,
+    frame,
+    header,
+    node_hello,
+    read_frame,
+)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def frame(obj: object) -> bytes:
-    body = msgpack.packb(obj, use_bin_type=True)
-    return struct.pack("!I", len(body)) + body
-
-
-def read_frame(sock: socket.socket) -> dict[str, object] | None:
-    """The next message, or None if the master closed the connection."""
-    header = b""
-    while len(header) < 4:
-        chunk = sock.recv(4 - len(header))
-        if not chunk:
-            return None
-        header += chunk
-    (length,) = struct.unpack("!I", header)
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    msg = msgpack.unpackb(body, raw=False)
-    assert isinstance(msg, dict)
-    return msg
 
 
 def connect(cluster: Cluster, *, tcp: bool = False) -> socket.socket:
@@ -44,25 +27,13 @@ def connect(cluster: Cluster, *, tcp: bool = False) -> socket.socket:
     its TCP port (where only a hello with a token would be)."""
     if tcp:
         return socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
-    sock.connect(cluster.socket_address.removeprefix("unix:"))
-    return sock
+    return connect_unix(cluster.socket_address)
 
 
 def hello(sock: socket.socket) -> None:
-    sock.sendall(frame({"t": "hello", "id": 1, "version": 1, "role": "client", "user": "eve"}))
+    sock.sendall(frame(client_hello(user="eve")))
     reply = read_frame(sock)
     assert reply is not None and reply["t"] == "ok"
-
-
-def closed_after_error(sock: socket.socket) -> str:
-    """Read until the master closes; return the error code it sent, if any."""
-    code = ""
-    while (msg := read_frame(sock)) is not None:
-        if msg["t"] == "error":
-            code = str(msg["code"])
-    return code
 
 
 def still_serving(cluster: Cluster) -> None:
@@ -74,7 +45,7 @@ def test_four_gib_length_prefix_closes_only_that_connection(cluster: Cluster) ->
     bystander = connect(cluster)
     hello(bystander)
     with connect(cluster) as sock:
-        sock.sendall(struct.pack("!I", 0xFFFFFFFF) + b"x" * 100)
+        sock.sendall(header(0xFFFFFFFF) + b"x" * 100)
         assert closed_after_error(sock) == "frame_too_large"
     still_serving(cluster)
     bystander.sendall(frame({"t": "queue", "id": 2}))
@@ -86,11 +57,11 @@ def test_four_gib_length_prefix_closes_only_that_connection(cluster: Cluster) ->
 @pytest.mark.parametrize(
     "payload",
     [
-        struct.pack("!I", 5) + b"\xc1\xc1\xc1\xc1\xc1",  # never-used msgpack byte
-        struct.pack("!I", 3) + b"\x93\x01\x02",  # truncated array
+        header(5) + b"\xc1\xc1\xc1\xc1\xc1",  # never-used msgpack byte
+        header(3) + b"\x93\x01\x02",  # truncated array
         frame([1, 2, 3]),  # not a map
         frame({"no_type": 1}),  # no 't'
-        struct.pack("!I", 0),  # empty frame
+        header(0),  # empty frame
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # a confused HTTP client
     ],
     ids=["garbage", "truncated", "not-a-map", "no-type", "empty", "http"],
@@ -107,7 +78,7 @@ def test_malformed_frames_before_hello(cluster: Cluster, payload: bytes) -> None
 def test_malformed_frame_after_hello(cluster: Cluster) -> None:
     with connect(cluster) as sock:
         hello(sock)
-        sock.sendall(struct.pack("!I", 4) + b"\xc1\xc1\xc1\xc1")
+        sock.sendall(header(4) + b"\xc1\xc1\xc1\xc1")
         assert closed_after_error(sock) == "bad_message"
     still_serving(cluster)
 
@@ -117,7 +88,7 @@ def test_first_message_must_be_hello(cluster: Cluster) -> None:
         sock.sendall(frame({"t": "queue", "id": 1}))
         assert closed_after_error(sock) == "protocol_error"
     with connect(cluster) as sock:
-        sock.sendall(frame({"t": "hello", "id": 1, "version": 999, "role": "client"}))
+        sock.sendall(frame(client_hello(version=999)))
         assert closed_after_error(sock) == "version_mismatch"
     still_serving(cluster)
 
@@ -155,38 +126,17 @@ def test_wrong_fields_and_unknown_types_get_error_replies(
 
 def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
     with connect(cluster, tcp=True) as sock:
-        sock.sendall(
-            frame(
-                {
-                    "t": "hello",
-                    "id": 1,
-                    "version": 1,
-                    "role": "node",
-                    "node": {"node_id": "x", "gpus": [{"index": 70, "visible_id": "0"}]},
-                }
-            )
-        )
+        sock.sendall(frame(node_hello("x", gpus=[{"index": 70, "visible_id": "0"}])))
         assert closed_after_error(sock) == "bad_message"
     with connect(cluster, tcp=True) as sock:
-        sock.sendall(
-            frame(
-                {
-                    "t": "hello",
-                    "id": 1,
-                    "version": 1,
-                    "role": "node",
-                    "node": {"node_id": "x", "gpus": [{"index": 1, "visible_id": "1"}]},
-                }
-            )
-        )
+        sock.sendall(frame(node_hello("x", gpus=[{"index": 1, "visible_id": "1"}])))
         # A peer without the cluster key gets no further than its hello.
         assert closed_after_error(sock) == "authentication_failed"
     still_serving(cluster)
     assert cluster.nodes_json() == []
 
 
-def test_silent_peer_is_dropped_after_hello_timeout(tmp_path: object) -> None:
-
+def test_silent_peer_is_dropped_after_hello_timeout(tmp_path: Path) -> None:
     with running_cluster(tmp_path, "--hello-timeout", "0.5") as c:
         with connect(c) as sock:
             sock.settimeout(10)

@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from tests.integration.conftest import Cluster
+from tests.helpers.cluster import Cluster
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import PY, Cluster, pid_alive, running_cluster, wait_for
+from mgpu_core.exitcodes import EXIT_UNREACHABLE
+from tests.helpers.cluster import (
+    PY,
+    Cluster,
+    pid_alive,
+    running_cluster,
+    wait_for,
+    wait_for_text,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,8 +91,7 @@ def test_cancel_pending_and_running_kills_grandchildren(cluster: Cluster) -> Non
     cluster.wait_state(running, "RUNNING")
     pending = cluster.sbatch("--gpus", "1", "--wrap", "true")
     assert cluster.job(pending)["state"] == "PENDING"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip())
-    grandchild = int(pid_file.read_text())
+    grandchild = int(wait_for_text(pid_file))
     assert pid_alive(grandchild)
 
     cluster.cli("mgpu_cancel", str(pending), check=True)
@@ -294,7 +301,7 @@ def test_unreachable_master_is_one_line_exit_2(tmp_path: Path) -> None:
             timeout=30,
             cwd=tmp_path,
         )
-        assert result.returncode == 2, (tool, result.stderr)
+        assert result.returncode == EXIT_UNREACHABLE, (tool, result.stderr)
         assert result.stderr.count("\n") == 1 and "127.0.0.1:1" in result.stderr
         assert "Traceback" not in result.stderr
 

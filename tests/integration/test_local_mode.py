@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import pid_alive
+from tests.helpers.cluster import pid_alive
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_node.spool import pending_exit_ids
-from tests.integration.conftest import PY, Cluster, pid_alive, wait_for
+from tests.helpers.cluster import PY, Cluster, pid_alive, wait_for, wait_for_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,8 +26,7 @@ def holding(tmp: Path, name: str, ending: str) -> tuple[str, Path, Path]:
 
 
 def read_pid(pid_file: Path) -> int:
-    text = wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, str(pid_file))
-    return int(text)
+    return int(wait_for_text(pid_file, 20))
 
 
 def stop_agent(cluster: Cluster, node_id: str, sig: int = signal.SIGTERM) -> int:
@@ -167,7 +167,7 @@ def test_second_agent_on_the_same_state_dir_is_refused(cluster: Cluster) -> None
         text=True,
         timeout=30,
     )
-    assert result.returncode == 1 and "another mgpu_node agent" in result.stderr
+    assert result.returncode == EXIT_STARTUP_FAILURE and "another mgpu_node agent" in result.stderr
 
 
 def test_fake_gpu_fault_takes_the_gpu_out_of_scheduling(cluster: Cluster) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Cluster, running_cluster, wait_for
+from mgpu_core.exitcodes import EXIT_USAGE
+from tests.helpers.cluster import Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +58,7 @@ def test_dependencies(cluster: Cluster) -> None:
     bad_spec = cluster.cli("mgpu_sbatch", "-d", "afterok:999999", "--wrap", "true")
     assert bad_spec.returncode == 1 and "999999" in bad_spec.stderr
     syntax = cluster.cli("mgpu_sbatch", "-d", "afterwards:1", "--wrap", "true")
-    assert syntax.returncode == 2 and "afterwards" in syntax.stderr
+    assert syntax.returncode == EXIT_USAGE and "afterwards" in syntax.stderr
 
 
 def test_singleton(cluster: Cluster) -> None:
@@ -247,7 +248,7 @@ def test_job_arrays(cluster: Cluster) -> None:
     }
     assert states == {f"{held}_{t}": "CANCELLED" for t in (1, 2, 3)}
     bad = cluster.cli("mgpu_sbatch", "--array", "5-1", "--wrap", "true")
-    assert bad.returncode == 2 and "5-1" in bad.stderr
+    assert bad.returncode == EXIT_USAGE and "5-1" in bad.stderr
     missing = cluster.cli("mgpu_cancel", f"{held}_9")
     assert missing.returncode == 1 and f"{held}_9" in missing.stderr
 
@@ -262,4 +263,4 @@ def test_begin_time_starts_the_job_on_time_without_an_event(cluster: Cluster) ->
     # Started by the master's own timer, about 2 s after submission (no other event).
     assert 1.5 <= done["start_time"] - done["submit_time"] <= 4.0
     bad = cluster.cli("mgpu_sbatch", "--begin", "someday", "--wrap", "true")
-    assert bad.returncode == 2 and "someday" in bad.stderr
+    assert bad.returncode == EXIT_USAGE and "someday" in bad.stderr

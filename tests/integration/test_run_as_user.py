@@ -23,7 +23,7 @@ import pytest
 from mgpu_client.client import Client
 from mgpu_core.config import parse_address
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import Cluster, pid_alive, wait_for
+from tests.helpers.cluster import Cluster, pid_alive, wait_for_text
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -231,7 +231,7 @@ def test_a_restarted_agent_reports_the_real_exit_of_a_users_job(
         job_id = client.submit(spec(workdir, ["sh", "-c", hold]))
     cluster.wait_state(job_id, "RUNNING")
     pid_file = workdir / "pid"
-    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), 20, "pid"))
+    pid = int(wait_for_text(pid_file, 20))
     try:
         proc = cluster.nodes.pop("n1")
         proc.send_signal(signal.SIGTERM)

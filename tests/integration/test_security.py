@@ -11,24 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from mgpu_client.launch import agent_command
 from mgpu_core import auth
-from tests.integration.conftest import Cluster, running_cluster, wait_for
-from tests.integration.test_hostile import closed_after_error, frame, read_frame
+from tests.helpers.cluster import Cluster, running_cluster, wait_for
+from tests.helpers.wire import closed_after_error, frame, node_hello, read_frame
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def node_hello(node_id: str, nonce: bytes) -> bytes:
-    return frame(
-        {
-            "t": "hello",
-            "id": 1,
-            "version": 1,
-            "role": "node",
-            "nonce": nonce,
-            "node": {"node_id": node_id, "gpus": [{"index": 0, "visible_id": "0"}]},
-        }
-    )
 
 
 def test_cluster_key_is_created_private(cluster: Cluster) -> None:
@@ -41,23 +29,13 @@ def test_node_with_the_wrong_key_is_refused(cluster: Cluster, tmp_path: Path) ->
     wrong = tmp_path / "wrong.key"
     auth.create_key(wrong)
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mgpu_node",
-            "--master-host",
-            "127.0.0.1",
-            "--master-port",
-            str(cluster.port),
-            "--node-id",
-            "intruder",
-            "--gpu-count",
-            "1",
-            "--state-dir",
-            str(tmp_path / "n"),
-            "--key-file",
-            str(wrong),
-        ],
+        agent_command(
+            master_port=cluster.port,
+            node_id="intruder",
+            gpus=1,
+            state_dir=tmp_path / "n",
+            key_file=wrong,
+        ),
         capture_output=True,
         text=True,
         timeout=30,
@@ -97,7 +75,7 @@ def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
     nonce = auth.new_nonce()
     # A genuine exchange (as an eavesdropper would record it) ...
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
-        sock.sendall(node_hello("n9", nonce))
+        sock.sendall(frame(node_hello("n9", nonce)))
         challenge = read_frame(sock)
         assert challenge is not None and challenge["t"] == "challenge"
         master_nonce = challenge["nonce"]
@@ -110,7 +88,7 @@ def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
     wait_for(lambda: cluster.node_state("n9") == "down", 10, "n9 to disconnect")
     # ... replayed later: the master's nonce is new, so the old proof is worthless.
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
-        sock.sendall(node_hello("n9", nonce))
+        sock.sendall(frame(node_hello("n9", nonce)))
         challenge = read_frame(sock)
         assert challenge is not None and challenge["nonce"] != master_nonce
         sock.sendall(frame({"t": "auth", "proof": recorded}))
@@ -119,7 +97,7 @@ def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
 
 def test_unauthenticated_node_can_send_nothing_but_hello(cluster: Cluster) -> None:
     with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
-        sock.sendall(node_hello("n8", auth.new_nonce()))
+        sock.sendall(frame(node_hello("n8", auth.new_nonce())))
         assert read_frame(sock) is not None  # the challenge
         sock.sendall(frame({"t": "heartbeat", "gpus": []}))
         assert closed_after_error(sock) == "protocol_error"
@@ -145,9 +123,9 @@ def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
     with cluster.client("alice") as alice, cluster.client("bob") as bob:
         job_id = alice.submit(JobSpec(argv=["sleep", "30"], hold=True, cwd="/"))
         for verb in ("cancel", "hold", "release", "requeue"):
-            (result,) = bob.request(verb, job_ids=[job_id])["results"]
-            assert not result["ok"] and result["code"] == "permission_denied", verb
-            assert "alice" in result["message"]
+            (result,) = bob.per_job(verb, [job_id])
+            assert isinstance(result.error(), PermissionDenied), verb
+            assert result.job_id == job_id and "alice" in result.message
         with pytest.raises(PermissionDenied):
             bob.request("update", job_id=job_id, changes={"nice": 5})
         with pytest.raises(PermissionDenied):
@@ -155,7 +133,7 @@ def test_users_act_only_on_their_own_jobs(cluster: Cluster) -> None:
         assert cluster.job(job_id)["state"] == "PENDING"
         alice.request("update", job_id=job_id, changes={"nice": 5})
         (mine,) = alice.cancel([job_id])
-        assert mine["ok"]
+        assert mine.ok and mine.error() is None
     assert cluster.job(job_id)["state"] == "CANCELLED"
     # An admin (root, here) may act on anyone's job.
     with cluster.client("alice") as alice:

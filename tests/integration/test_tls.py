@@ -15,7 +15,7 @@ from mgpu_client.client import Client
 from mgpu_core.config import parse_address, with_tls
 from mgpu_core.errors import MasterUnreachable
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import running_cluster, wait_for
+from tests.helpers.cluster import running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import Cluster, wait_for
+from tests.helpers.cluster import Cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -117,7 +117,8 @@ def test_auto_mode_next_and_monitor(cluster: Cluster) -> None:
     ids = [submit_as(cluster, u, f"echo {u} >> {order}") for u in ("alice", "alice", "bob")]
     data = status(cluster)
     # Derived from the waiting work: alice has two jobs, bob one.
-    assert sorted(data["rotation"]) == ["alice", "alice", "bob"]  # type: ignore[arg-type]
+    rotation = data["rotation"]
+    assert isinstance(rotation, list) and sorted(rotation) == ["alice", "alice", "bob"]
     assert data["waiting"] == {"alice": 2, "bob": 1}
     screen = cluster.cli("mgpu_client", "gpu", "monitor", "--count", "1", check=True).stdout
     assert "mode      auto" in screen and "waiting   alice: 2, bob: 1" in screen

@@ -21,8 +21,8 @@ from mgpu_core import auth
 from mgpu_core.config import parse_address
 from mgpu_core.errors import AuthenticationFailed, ConnectionClosed, PermissionDenied
 from mgpu_core.models import JobSpec
-from tests.integration.conftest import Cluster, running_cluster, wait_for
-from tests.integration.test_hostile import frame, read_frame
+from tests.helpers.cluster import Cluster, running_cluster, wait_for
+from tests.helpers.wire import client_hello, frame, read_frame
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -136,7 +136,7 @@ def test_a_token_for_bob_cannot_cancel_alices_job(cluster: Cluster) -> None:
     with cluster.client("alice") as alice, cluster.client("bob") as bob:
         job_id = alice.submit(JobSpec(argv=["true"], hold=True, cwd="/"))
         (result,) = bob.cancel([job_id])
-        assert not result["ok"] and result["code"] == "permission_denied"
+        assert isinstance(result.error(), PermissionDenied)
         with pytest.raises(PermissionDenied):
             bob.request("node_update", node_id="n1", action="drain")
     assert cluster.job(job_id)["state"] == "PENDING"
@@ -160,8 +160,7 @@ def test_a_replayed_proof_is_refused(cluster: Cluster) -> None:
     def attempt(proof_for: bytes | None) -> tuple[dict[str, object], dict[str, object]]:
         with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as sock:
             nonce = b"n" * 32
-            hello = {"t": "hello", "id": 1, "version": 1, "role": "client"}
-            sock.sendall(frame({**hello, "token": token.token_id, "nonce": nonce}))
+            sock.sendall(frame(client_hello(token=token.token_id, nonce=nonce)))
             challenge = read_frame(sock)
             assert challenge is not None
             theirs = challenge["nonce"]
@@ -289,7 +288,7 @@ def test_another_users_socket_connection_is_that_user(tmp_path: Path) -> None:
     try:
         sock = shared / "master.sock"
         with running_cluster(tmp_path, "--socket", str(sock)) as c, system_user() as name:
-            hello = {"t": "hello", "id": 1, "version": 1, "role": "client", "user": "root"}
+            hello = client_hello(user="root")
             drain = {"t": "node_update", "id": 2, "node_id": "x", "action": "drain"}
             ok, refused = as_user(name, sock, [hello, drain])
             assert isinstance(ok, dict) and ok["t"] == "ok" and ok["data"]["user"] == name

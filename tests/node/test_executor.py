@@ -20,7 +20,9 @@ import psutil
 import pytest
 
 from mgpu_core.daemons import JobUser
-from mgpu_core.messages import MASTER_TO_NODE, validate
+from mgpu_core.limits import MAX_REASON_LEN
+from mgpu_core.messages import MASTER_TO_NODE, NODE_MESSAGES, validate
+from mgpu_core.models import JobExited, Launch
 from mgpu_node.executor import LOST_WHILE_DOWN, Executor
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.spool import ExitSpool
@@ -65,17 +67,19 @@ class Node:
         return msg
 
 
-def launch(job_id: int, cwd: Path, script: str, **spec: Any) -> dict[str, Any]:
+def launch(job_id: int, cwd: Path, script: str, *, restart_count: int = 0, **spec: Any) -> Launch:
+    """The launch the master would send, through the node's own check and build."""
     msg = {
         "t": "launch",
         "launch": {
             "job_id": job_id,
             "user": "u",
             "kill_grace_s": 1.0,
+            "restart_count": restart_count,
             "spec": {"argv": ["sh", "-c", script], "cwd": str(cwd), **spec},
         },
     }
-    return dict(validate(msg, MASTER_TO_NODE)["launch"])
+    return Launch.from_checked(validate(msg, MASTER_TO_NODE)["launch"])
 
 
 @pytest.fixture
@@ -124,9 +128,7 @@ def test_exit_is_spooled_before_it_is_emitted(tmp_path: Path) -> None:
 def test_restart_count_reaches_the_job(tmp_path: Path) -> None:
     async def main() -> None:
         node = Node(tmp_path / "state")
-        msg = launch(1, tmp_path, "echo $MGPU_RESTART_COUNT")
-        msg["restart_count"] = 4
-        node.executor.launch(msg)
+        node.executor.launch(launch(1, tmp_path, "echo $MGPU_RESTART_COUNT", restart_count=4))
         await node.wait_exit(1)
         assert (tmp_path / "mgpu-1.out").read_text() == "4\n"
 
@@ -256,12 +258,26 @@ def test_stop_all_kills_and_reports(tmp_path: Path) -> None:
 def test_missing_program_is_a_launch_failure(tmp_path: Path) -> None:
     async def main() -> None:
         node = Node(tmp_path / "state")
-        msg = launch(1, tmp_path, "")
-        msg["spec"]["argv"] = ["/no/such/program"]
-        node.executor.launch(msg)
+        node.executor.launch(launch(1, tmp_path, "", argv=["/no/such/program"]))
         exited = await node.wait_exit(1)
         assert exited["exit_code"] == 127
         assert exited["reason"] == "execve(): /no/such/program: No such file or directory"
         assert node.exits.ids() == [1]
+
+    asyncio.run(main())
+
+
+def test_every_exit_passes_the_masters_check(tmp_path: Path) -> None:
+    """A spawn error quotes the program, up to 128 KiB of it: the exit's reason is cut to the
+    wire's limit, or the master would refuse the message (and the node resend it forever)."""
+
+    async def main() -> None:
+        node = Node(tmp_path / "state")
+        program = "/no/such" + "/dir" * 500
+        node.executor.launch(launch(1, tmp_path, "", argv=[program]))
+        exited = await node.wait_exit(1)
+        record = JobExited.from_wire(validate(exited, NODE_MESSAGES))
+        assert record.exit_code == 127 and record.restart_count == 0
+        assert len(record.reason) == MAX_REASON_LEN and record.reason.startswith("execve(): ")
 
     asyncio.run(main())

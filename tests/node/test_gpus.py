@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from mgpu_core.models import GpuDevice
 from mgpu_node.gpus import (
     FAKE_GPU_MEMORY_BYTES,
     FakeGpuBackend,
-    GpuDevice,
     GpuSample,
     detect_gpus,
 )

@@ -45,7 +45,7 @@ def refusal(submitter: str, policy: JobUserPolicy, agent: Account) -> str:
 
 
 def test_defaults_are_the_submitter_without_root() -> None:
-    config = NodeConfig(Address("127.0.0.1", 1), "n1")
+    config = NodeConfig(Address("127.0.0.1", 1), "n1", state_dir=Path("unused"))
     assert JobUserPolicy(config.job_user, config.allow_root_jobs) == SUBMITTER
     assert JobUserPolicy(JobUser.SUBMITTER, allow_root=False) == SUBMITTER
 

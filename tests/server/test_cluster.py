@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
@@ -13,18 +11,7 @@ from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
 from mgpu_server.storage.store import MemoryStore
 from tests.helpers.nodes import node_info
-from tests.helpers.state import ctx, make_service, make_state, node_messages, request
-
-
-def exited(job_id: int, code: int | None = 0, sig: int | None = None) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "exit_code": code,
-        "signal": sig,
-        "timed_out": False,
-        "reason": "",
-        "restart_count": 0,
-    }
+from tests.helpers.state import ctx, exited, make_service, make_state, node_messages, request
 
 
 @pytest.fixture
@@ -175,7 +162,7 @@ def test_late_exit_of_an_earlier_run_is_ignored(cluster: ClusterState) -> None:
     cluster.heartbeat("n1", [], now=12)
     cluster.schedule(now=12)
     assert job.state is JobState.RUNNING
-    cluster.job_exited("n1", exited(job.job_id, 0) | {"restart_count": 0}, now=13)
+    cluster.job_exited("n1", exited(job.job_id, 0, run=0), now=13)
     assert job.state is JobState.RUNNING  # that exit belonged to the first run
-    cluster.job_exited("n1", exited(job.job_id, 0) | {"restart_count": 1}, now=14)
+    cluster.job_exited("n1", exited(job.job_id, 0, run=1), now=14)
     assert job.state is JobState.COMPLETED

@@ -14,7 +14,7 @@ from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode
 from tests.helpers.nodes import node_info
-from tests.helpers.state import make_state
+from tests.helpers.state import exited, make_state
 
 jobs_strategy = st.lists(
     st.tuples(
@@ -71,14 +71,7 @@ def test_dependencies_respected_gpus_exclusive_and_everyone_eventually_runs(
                 held[key] = job.job_id
         # Every running job ends (the oldest first), as its exit status says.
         for job in sorted(cluster.running.values(), key=lambda j: j.job_id)[:2]:
-            event = {
-                "job_id": job.job_id,
-                "exit_code": 0 if succeeds[job.job_id] else 1,
-                "signal": None,
-                "timed_out": False,
-                "reason": "",
-                "restart_count": 0,
-            }
+            event = exited(job.job_id, 0 if succeeds[job.job_id] else 1)
             cluster.job_exited(job.node_id, event, now)
         now += 1.0
         cluster.wake()

@@ -11,7 +11,6 @@ commit can fail; after each step every index is recounted from the job table.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,12 +20,11 @@ from mgpu_core.errors import MgpuError, StorageError
 from mgpu_core.models import JobSpec
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState
-from mgpu_server.scheduling.planner import INF, Release, UserLoad
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.storage.store import MemoryStore
 from tests.helpers.nodes import node_info
-from tests.helpers.state import make_state
+from tests.helpers.state import Recount, exited, make_state
 
 QOS = {"normal": Qos("normal"), "grace": Qos("grace", grace_s=30)}
 
@@ -68,29 +66,7 @@ def check_indexes(state: ClusterState, now: float) -> None:
         elif not 0 < job.spec.begin_time <= now:  # a due --begin job waits for the next pass
             assert not state.pending.is_parked(job_id), job
     # Running totals against a recount.
-    loads: dict[str, UserLoad] = {}
-    releases: dict[str, list[Release]] = {}
-    arrays: dict[int, int] = {}
-    for job_id in running:
-        job = jobs[job_id]
-        spec = job.spec
-        load = loads.setdefault(job.user, UserLoad())
-        load.gpus += spec.gpus
-        load.jobs += 1
-        limit = spec.time_limit_s + QOS[spec.qos or "normal"].grace_s
-        end = job.start_time + limit if spec.time_limit_s else INF
-        releases.setdefault(job.node_id, []).append(
-            Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
-        )
-        if job.array_throttle and job.array_job_id is not None:
-            arrays[job.array_job_id] = arrays.get(job.array_job_id, 0) + 1
-    assert state.running.loads() == loads
-    assert state.running.array_tasks() == arrays
-    key = lambda r: (r.end_s, r.gpus, r.cpus, r.mem_bytes)  # noqa: E731
-    for node_id in state.nodes:
-        assert sorted(state.running.releases(node_id), key=key) == sorted(
-            releases.get(node_id, []), key=key
-        )
+    Recount([jobs[i] for i in running], state.policy, now).check(state)
     # Node allocations against the running jobs: no GPU held twice, none held by a ghost.
     for node in state.nodes.values():
         on_node = {i for i in running if jobs[i].node_id == node.node_id}
@@ -171,41 +147,66 @@ def _pick(ids: list[int], k: int) -> int | None:
     return sorted(ids)[k % len(ids)] if ids else None
 
 
+SUBMITS = ("submit", "held", "begin", "afterok", "afterany", "singleton", "array")
+
+
 def _apply(state: ClusterState, store: FlakyStore, op: str, k: int, user: str, now: float) -> None:
-    jobs = state.table.jobs
-    pending = [i for i, j in jobs.items() if j.state is JobState.PENDING]
-    running = list(state.running)
+    if op in SUBMITS:
+        state.submit(user, _spec(state, op, k, now), now)
+    elif op in ("end", "fail", "cancel", "requeue", "hold", "release"):
+        _job_op(state, op, k, now)
+    elif op in ("flush", "flush_fails"):
+        _flush(state, store, now, fail=op == "flush_fails")
+    else:
+        _cluster_op(state, op, k, now)
+
+
+def _spec(state: ClusterState, op: str, k: int, now: float) -> JobSpec:
     spec = JobSpec(argv=["x"], gpus=k % 3, qos="grace" if k % 2 else "", time_limit_s=60 * (k % 2))
     spec.requeue = True
+    jobs = list(state.table.jobs)
     if op == "held":
         spec.hold = True
     elif op == "begin":
         spec.begin_time = now + 4.0
     elif op in ("afterok", "afterany") and jobs:
-        spec.dependency = f"{op}:{_pick(list(jobs), k)}"
+        spec.dependency = f"{op}:{_pick(jobs, k)}"
     elif op == "singleton":
         spec.name, spec.dependency = "same", "singleton"
     elif op == "array":
         spec.array = "0-3%2"
-    if op in ("submit", "held", "begin", "afterok", "afterany", "singleton", "array"):
-        state.submit(user, spec, now)
-    elif op == "pass":
+    return spec
+
+
+def _job_op(state: ClusterState, op: str, k: int, now: float) -> None:
+    jobs = state.table.jobs
+    if op in ("end", "fail", "requeue"):
+        chosen = _pick(list(state.running), k)
+    elif op in ("hold", "release"):
+        chosen = _pick([i for i, j in jobs.items() if j.state is JobState.PENDING], k)
+    else:
+        chosen = _pick(list(jobs), k)
+    if chosen is None:
+        return
+    job = jobs[chosen]
+    if op in ("end", "fail"):
+        event = exited(job.job_id, 0 if op == "end" else 1, run=job.restart_count)
+        state.job_exited(job.node_id, event, now)
+    elif op == "requeue":
+        state.control.requeue(job)
+        state.job_exited(job.node_id, exited(job.job_id, 143, run=job.restart_count), now)
+    elif op == "cancel":
+        state.control.cancel(job, now)
+    elif op == "hold":
+        state.control.hold(job, Hold.USER, now)
+    else:
+        state.control.release(job, now)
+
+
+def _cluster_op(state: ClusterState, op: str, k: int, now: float) -> None:
+    if op == "pass":
         state.wake()
         state.schedule(now)
-    elif op in ("end", "fail") and running:
-        job = jobs[_pick(running, k) or 0]
-        event = _exit(job.job_id, 0 if op == "end" else 1, job.restart_count)
-        state.job_exited(job.node_id, event, now)
-    elif op == "cancel" and jobs:
-        state.control.cancel(jobs[_pick(list(jobs), k) or 0], now)
-    elif op == "requeue" and running:
-        job = jobs[_pick(running, k) or 0]
-        state.control.requeue(job)
-        state.job_exited(job.node_id, _exit(job.job_id, 143, job.restart_count), now)
-    elif op == "hold" and pending:
-        state.control.hold(jobs[_pick(pending, k) or 0], Hold.USER, now)
-    elif op == "release" and pending:
-        state.control.release(jobs[_pick(pending, k) or 0], now)
     elif op == "lose_node":
         state.heartbeat("n1", [], now)  # n2 stays silent past the timeout
         state.expire_nodes(now + 6.0)
@@ -220,8 +221,6 @@ def _apply(state: ClusterState, store: FlakyStore, op: str, k: int, user: str, n
         state.turns.request("set", {"users": ["a", "b", "a"]}, now)
         state.turns.request("mode", {"mode": mode}, now)
         state.expire_turns(now)
-    elif op in ("flush", "flush_fails"):
-        _flush(state, store, now, fail=op == "flush_fails")
 
 
 def _flush(state: ClusterState, store: FlakyStore, now: float, *, fail: bool) -> None:
@@ -235,17 +234,6 @@ def _flush(state: ClusterState, store: FlakyStore, now: float, *, fail: bool) ->
         assert not refused & set(state.table.jobs)
     state.end_turn()
     state.take_effects()
-
-
-def _exit(job_id: int, code: int, run: int) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "exit_code": code,
-        "signal": None,
-        "timed_out": False,
-        "reason": "",
-        "restart_count": run,
-    }
 
 
 def test_a_job_submitted_and_started_in_a_failed_turn_leaves_no_phantom_load() -> None:
@@ -286,7 +274,7 @@ def test_a_dependency_chain_with_kill_on_invalid_dep_ends_one_by_one() -> None:
         chain.append(state.submit("u", spec, now=0.0))
     assert all(j.reason == Reason.DEPENDENCY for j in chain[1:])
     state.schedule(now=0.0)
-    state.job_exited("n1", _exit(first.job_id, 1, 0), now=1.0)
+    state.job_exited("n1", exited(first.job_id, 1, run=0), now=1.0)
     assert first.state is JobState.FAILED
     assert all(j.state is JobState.CANCELLED for j in chain[1:])
     assert {j.reason for j in chain[1:]} == {Reason.DEPENDENCY_NEVER}

@@ -15,12 +15,11 @@ from mgpu_core.errors import ConfigError
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
-from mgpu_server.scheduling.planner import INF, Release, UserLoad
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.settings import load_master_settings
 from mgpu_server.state.cluster import ClusterState
 from tests.helpers.nodes import node_info
-from tests.helpers.state import make_state
+from tests.helpers.state import Recount, exited, make_state
 
 
 def cluster_with(gpus: int, *, depth: int = 1000, cpus: int = 8) -> ClusterState:
@@ -32,17 +31,6 @@ def cluster_with(gpus: int, *, depth: int = 1000, cpus: int = 8) -> ClusterState
 
 def submit(c: ClusterState, n: int, **spec: Any) -> list[Job]:
     return [c.submit("u", JobSpec(argv=["x"], **{"gpus": 1, **spec}), now=0.0) for _ in range(n)]
-
-
-def exited(job_id: int) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "exit_code": 0,
-        "signal": None,
-        "timed_out": False,
-        "reason": "",
-        "restart_count": 0,
-    }
 
 
 def test_a_full_cluster_pass_reads_only_the_top_waiting_job() -> None:
@@ -146,27 +134,6 @@ def test_queue_depth_setting(tmp_path: Path) -> None:
 QOS = {"normal": Qos("normal"), "grace": Qos("grace", grace_s=30)}
 
 
-def expected_totals(c: ClusterState, now: float) -> tuple[Any, ...]:
-    loads: dict[str, UserLoad] = {}
-    live: dict[str, float] = {}
-    releases: dict[str, list[Release]] = {}
-    arrays: dict[int, int] = {}
-    for job in c.running.values():
-        spec = job.spec
-        load = loads.setdefault(job.user, UserLoad())
-        load.gpus += spec.gpus
-        load.jobs += 1
-        live[job.user] = live.get(job.user, 0.0) + spec.gpus * max(0.0, now - job.start_time)
-        limit = spec.time_limit_s + QOS[spec.qos or "normal"].grace_s
-        end = job.start_time + limit if spec.time_limit_s else INF
-        releases.setdefault(job.node_id, []).append(
-            Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
-        )
-        if job.array_throttle and job.array_job_id is not None:
-            arrays[job.array_job_id] = arrays.get(job.array_job_id, 0) + 1
-    return loads, live, releases, arrays
-
-
 @settings(max_examples=100, deadline=None)
 @given(
     ops=st.lists(
@@ -207,13 +174,6 @@ def test_running_totals_follow_the_running_jobs(ops: list[tuple[str, int, str, s
         c.schedule(now)
         c.wake()  # a pass every step, as if something changed
         now += 7.0
-        loads, live, releases, arrays = expected_totals(c, now)
-        assert c.running.loads() == loads
-        assert c.running.live_usage(now) == pytest.approx(live)
-        for node_id in ("n1", "n2"):
-            key = lambda r: (r.end_s, r.gpus, r.cpus)  # noqa: E731
-            assert sorted(c.running.releases(node_id), key=key) == sorted(
-                releases.get(node_id, []), key=key
-            )
-        assert c.running.array_tasks() == arrays
-        assert c.running.users() == set(loads)
+        recount = Recount(list(c.running.values()), c.policy, now)
+        recount.check(c)
+        assert c.running.live_usage(now) == pytest.approx(recount.live)

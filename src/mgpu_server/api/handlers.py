@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from mgpu_core import __version__
 from mgpu_core.errors import InvalidRequest, JobNotFound, MgpuError
-from mgpu_core.models import JobSpec
+from mgpu_core.models import JobResult, SubmitRequest
 from mgpu_core.states import JobState
 from mgpu_server.api import audit
 from mgpu_server.api import permissions as perm
@@ -101,9 +101,9 @@ class ClientService:
     # ---- jobs ----------------------------------------------------------------------------
 
     def submit(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
-        spec = JobSpec.from_wire(msg["job"])
-        job = self.state.submit(ctx.user, spec, time.time())
-        if msg["attach"]:
+        req = SubmitRequest.from_checked(msg)  # validated against its schema already
+        job = self.state.submit(ctx.user, req.job, time.time())
+        if req.attach:
             self.sessions.watch(conn, job.job_id)
         return {"job_id": job.job_id}
 
@@ -114,10 +114,10 @@ class ClientService:
         for job_id in ids:
             try:
                 act(self.state.get(job_id))
-                results.append({"job_id": job_id, "ok": True})
+                results.append(JobResult.success(job_id))
             except MgpuError as err:
-                results.append({"job_id": job_id, "ok": False, **err.to_wire()})
-        return {"results": results}
+                results.append(JobResult.from_error(job_id, err))
+        return {"results": [r.to_wire() for r in results]}
 
     def cancel(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
@@ -170,7 +170,7 @@ class ClientService:
     def priority(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         ids, errors = self.state.table.resolve_all(msg["job_ids"])
         if errors:
-            raise JobNotFound(errors[0]["message"])
+            raise JobNotFound(errors[0].message)
         rows = self.state.control.priorities(ids, time.time())
         policy = self.state.policy
         return {
@@ -251,9 +251,14 @@ class ClientService:
             "gpus_alloc": sum(1 for n in up for g in n.gpus if g.job_id is not None),
             "cpus_total": sum(n.cpus for n in up),
             "cpus_alloc": sum(n.cpus_alloc for n in up),
+            # Only the states that have jobs: an idle cluster shows {}.
             "jobs": {
-                JobState.PENDING.value: len(self.state.pending),
-                JobState.RUNNING.value: len(self.state.running),
+                state.value: count
+                for state, count in (
+                    (JobState.PENDING, len(self.state.pending)),
+                    (JobState.RUNNING, len(self.state.running)),
+                )
+                if count
             },
             "scheduler": asdict(self.state.pass_stats),
         }

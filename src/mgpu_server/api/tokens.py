@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mgpu_core import auth
+from mgpu_core.constants import TOKENS_KEY
 from mgpu_core.errors import InvalidRequest
 from mgpu_server.storage.store import Store
-
-SETTING = "tokens"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,7 @@ class TokenRecord:
 class TokenRegistry:
     def __init__(self, store: Store) -> None:
         self.store = store
-        stored: dict[str, dict[str, Any]] = store.get_setting(SETTING) or {}
+        stored: dict[str, dict[str, Any]] = store.get_setting(TOKENS_KEY) or {}
         self._tokens = {
             token_id: TokenRecord(
                 token_id, r["user"], bytes.fromhex(r["secret"]), r["created_s"], r["created_by"]
@@ -85,4 +84,4 @@ class TokenRegistry:
         return gone
 
     def _save(self) -> None:
-        self.store.put_setting(SETTING, {t: r.to_json() for t, r in self._tokens.items()})
+        self.store.put_setting(TOKENS_KEY, {t: r.to_json() for t, r in self._tokens.items()})

@@ -19,9 +19,9 @@ from mgpu_core.aio import AsyncConnection
 from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import ConfigError, TooManyConnections
 from mgpu_core.protocol import error_reply
-from mgpu_server import authn
 from mgpu_server.api import audit
 from mgpu_server.api.permissions import Transport
+from mgpu_server.net import authn
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from mgpu_core import __version__
@@ -29,12 +30,13 @@ from mgpu_core.errors import (
     VersionMismatch,
 )
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
+from mgpu_core.models import JobExited, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
-from mgpu_server import authn
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
 from mgpu_server.api.permissions import Transport, context
 from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.net import authn
 from mgpu_server.net.listeners import Listeners
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
@@ -334,14 +336,14 @@ class Server:
                 del self.watchers[job_id]
 
     async def _serve_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
-        info = hello["node"]
-        if info is None:
+        if hello["node"] is None:
             raise ProtocolError("a node hello must carry its 'node' registration")
-        if not info["address"]:
-            info["address"] = conn.peer.rsplit(":", 1)[0]
+        registration = NodeHello.from_checked(hello["node"])  # checked with the hello
+        if not registration.address:
+            registration = replace(registration, address=conn.peer.rsplit(":", 1)[0])
         await self._authenticate_node(conn, hello)
         try:
-            node = self.cluster.node_join(info, time.time())
+            node = self.cluster.node_join(registration, time.time())
         except MgpuError as err:
             conn.send(error_reply(hello["id"], err.code, err.message))
             return
@@ -385,7 +387,7 @@ class Server:
         elif kind == "job_started":
             cluster.job_started(node_id, msg["job_id"], msg["pid"])
         elif kind == "job_exited":
-            cluster.job_exited(node_id, msg, now)
+            cluster.job_exited(node_id, JobExited.from_checked(msg), now)
         self.kick()
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from mgpu_core.models import GpuDevice, NodeHello
 from mgpu_server.scheduling.planner import NodeView
 
 # The down reason of a connected node whose heartbeats stopped.
@@ -25,12 +26,10 @@ class NodeState(StrEnum):
 
 @dataclass(slots=True)
 class GpuRecord:
-    index: int
-    uuid: str
-    name: str
-    memory_total_bytes: int
-    visible_id: str
-    fake: bool
+    """One GPU of a node: what the agent registered, its health as of the last heartbeat, and
+    the job it is allocated to."""
+
+    device: GpuDevice
     healthy: bool = True
     error: str = ""
     utilization_pct: int = -1
@@ -38,14 +37,13 @@ class GpuRecord:
     processes: list[dict[str, Any]] = field(default_factory=list)
     job_id: int | None = None  # the job this GPU is allocated to
 
+    @property
+    def index(self) -> int:
+        return self.device.index
+
     def to_wire(self) -> dict[str, Any]:
         return {
-            "index": self.index,
-            "uuid": self.uuid,
-            "name": self.name,
-            "memory_total_bytes": self.memory_total_bytes,
-            "visible_id": self.visible_id,
-            "fake": self.fake,
+            **self.device.to_wire(),
             "healthy": self.healthy,
             "error": self.error,
             "utilization_pct": self.utilization_pct,
@@ -76,55 +74,40 @@ class NodeRecord:
     jobs: set[int] = field(default_factory=set)
 
     @classmethod
-    def from_info(cls, info: dict[str, Any], now: float) -> NodeRecord:
+    def from_hello(cls, hello: NodeHello, now: float, *, drain_reason: str = "") -> NodeRecord:
         """A record from a node's registration (its hello, or what the store kept of it)."""
-        gpus = [
-            GpuRecord(
-                g["index"],
-                g["uuid"],
-                g["name"],
-                g["memory_total_bytes"],
-                g["visible_id"],
-                g["fake"],
-            )
-            for g in sorted(info["gpus"], key=lambda g: g["index"])
-        ]
         return cls(
-            node_id=info["node_id"],
-            hostname=info["hostname"] or info["node_id"],
-            address=info["address"],
-            cpus=info["cpus"],
-            mem_bytes=info["mem_bytes"],
-            gpus=gpus,
-            gpu_backend=info["gpu_backend"],
-            agent_version=info["agent_version"],
+            node_id=hello.node_id,
+            hostname=hello.hostname or hello.node_id,
+            address=hello.address,
+            cpus=hello.cpus,
+            mem_bytes=hello.mem_bytes,
+            gpus=[GpuRecord(d) for d in sorted(hello.gpus, key=lambda d: d.index)],
+            gpu_backend=hello.gpu_backend,
+            agent_version=hello.agent_version,
             last_seen_s=now,
-            drain_reason=info.get("drain_reason", ""),
+            drain_reason=drain_reason,
         )
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any], now: float) -> NodeRecord:
+        """A record from what the store kept (:meth:`to_info`)."""
+        hello = NodeHello.from_checked(info)
+        return cls.from_hello(hello, now, drain_reason=str(info.get("drain_reason", "")))
 
     def to_info(self) -> dict[str, Any]:
         """What the store keeps of this node: its registration plus the admin's drain."""
-        return {
-            "node_id": self.node_id,
-            "hostname": self.hostname,
-            "address": self.address,
-            "cpus": self.cpus,
-            "mem_bytes": self.mem_bytes,
-            "gpus": [
-                {
-                    "index": g.index,
-                    "uuid": g.uuid,
-                    "name": g.name,
-                    "memory_total_bytes": g.memory_total_bytes,
-                    "visible_id": g.visible_id,
-                    "fake": g.fake,
-                }
-                for g in self.gpus
-            ],
-            "gpu_backend": self.gpu_backend,
-            "agent_version": self.agent_version,
-            "drain_reason": self.drain_reason,
-        }
+        hello = NodeHello(
+            node_id=self.node_id,
+            hostname=self.hostname,
+            address=self.address,
+            cpus=self.cpus,
+            mem_bytes=self.mem_bytes,
+            gpus=[g.device for g in self.gpus],
+            gpu_backend=self.gpu_backend,
+            agent_version=self.agent_version,
+        )
+        return {**hello.to_wire(), "drain_reason": self.drain_reason}
 
     @property
     def up(self) -> bool:

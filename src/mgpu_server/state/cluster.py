@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgpu_core.models import JobSpec
+from mgpu_core.constants import TURNS_KEY
+from mgpu_core.models import JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.nodes import NodeRecord
@@ -32,7 +33,7 @@ from mgpu_server.state.running import RunningJobs
 from mgpu_server.state.schedpass import PassStats, SchedulingPass
 from mgpu_server.state.submission import Submission
 from mgpu_server.state.table import JobTable
-from mgpu_server.state.turnctl import TURNS_KEY, TurnControl
+from mgpu_server.state.turnctl import TurnControl
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ class ClusterState:
             turns=turns,
             lifecycle=self.lifecycle,
         )
+        self._compose_verbs(turns)
+        self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
+        self.pass_stats = PassStats()
+        # What the store holds: nodes (down until they reconnect), then the jobs, then the
+        # pending ones placed (a dependency may name a job loaded after it).
+        self.nodes.load(now)
+        for job in store.load_jobs():
+            self.lifecycle.restore(job, now)
+        self.lifecycle.settle(now)
+
+    def _compose_verbs(self, turns: TurnQueue) -> None:
         self.control = JobControl(
             table=self.table,
             pending=self.pending,
@@ -88,24 +100,18 @@ class ClusterState:
             table=self.table,
             pending=self.pending,
             lifecycle=self.lifecycle,
-            store=store,
+            store=self.store,
             outbox=self.outbox,
         )
         self.scheduler = SchedulingPass(
             pending=self.pending,
             running=self.running,
             nodes=self.nodes,
-            policy=policy,
+            policy=self.policy,
             lifecycle=self.lifecycle,
             turns=self.turns,
             priorities_at=self.priorities_at,
         )
-        self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
-        self.pass_stats = PassStats()
-        self.nodes.load(now)
-        for job in store.load_jobs():
-            self.lifecycle.restore(job, now)
-        self.lifecycle.settle(now)
 
     # ---- the per-turn flush --------------------------------------------------------------
 
@@ -191,9 +197,9 @@ class ClusterState:
 
     # ---- nodes ---------------------------------------------------------------------------
 
-    def node_join(self, info: dict[str, Any], now: float) -> NodeRecord:
-        node = self.nodes.join(info, now)
-        self._reconcile(node, set(info["running_job_ids"]), now)
+    def node_join(self, hello: NodeHello, now: float) -> NodeRecord:
+        node = self.nodes.join(hello, now)
+        self._reconcile(node, set(hello.running_job_ids), now)
         return node
 
     def _reconcile(self, node: NodeRecord, reported: set[int], now: float) -> None:
@@ -250,20 +256,20 @@ class ClusterState:
         if job is not None:
             self.lifecycle.record_pid(job, pid)
 
-    def job_exited(self, node_id: str, event: dict[str, Any], now: float) -> None:
+    def job_exited(self, node_id: str, event: JobExited, now: float) -> None:
         # Acked in any case (sent after this turn's commit): the node may forget the exit.
-        self.outbox.to_node(node_id, {"t": "exit_ack", "job_id": event["job_id"]})
-        job = self.job_of_node(node_id, event["job_id"])
+        self.outbox.to_node(node_id, {"t": "exit_ack", "job_id": event.job_id})
+        job = self.job_of_node(node_id, event.job_id)
         if job is None:
             return  # already failed over or cancelled while the node was away
-        run = event["restart_count"]
+        run = event.restart_count
         if run is not None and run != job.restart_count:
             return  # a late exit of an earlier run of a requeued job
         self.lifecycle.exited(
             job,
-            exit_code=event["exit_code"],
-            signal=event["signal"],
-            timed_out=event["timed_out"],
-            reason=event["reason"],
+            exit_code=event.exit_code,
+            signal=event.signal,
+            timed_out=event.timed_out,
+            reason=event.reason,
             now=now,
         )

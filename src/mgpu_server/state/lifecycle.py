@@ -23,6 +23,7 @@ import logging
 
 from mgpu_core.deps import DepStatus
 from mgpu_core.errors import InvalidJobState
+from mgpu_core.models import Launch
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState, final_state
 from mgpu_server.records.jobs import Job, ended_event, state_event
@@ -136,15 +137,15 @@ class Lifecycle:
         self.store.put_job(job)
         log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
         qos_grace_s = self.policy.qos_of(job.spec.qos).grace_s
-        launch = {
-            "job_id": job.job_id,
-            "user": job.user,
-            "spec": job.spec.to_wire(),
-            "gpu_indices": list(gpu_indices),
-            "kill_grace_s": max(self.kill_grace_s, qos_grace_s),
-            "restart_count": job.restart_count,
-        }
-        self.outbox.to_node(node_id, {"t": "launch", "launch": launch})
+        launch = Launch(
+            job_id=job.job_id,
+            user=job.user,
+            spec=job.spec,
+            gpu_indices=list(gpu_indices),
+            kill_grace_s=max(self.kill_grace_s, qos_grace_s),
+            restart_count=job.restart_count,
+        )
+        self.outbox.to_node(node_id, {"t": "launch", "launch": launch.to_wire()})
         if job.spec.interactive:
             self.outbox.to_watchers(job.job_id, state_event(job))
         self._wake(job, now)

@@ -10,6 +10,7 @@ from collections.abc import Iterator, ValuesView
 from typing import Any
 
 from mgpu_core.errors import InvalidRequest, NodeConflict, NodeNotFound
+from mgpu_core.models import NodeHello
 from mgpu_server.records.nodes import NOT_RESPONDING, NodeRecord
 from mgpu_server.state.effects import Outbox
 from mgpu_server.storage.store import Store
@@ -54,13 +55,13 @@ class NodeRegistry:
 
     # ---- node events ---------------------------------------------------------------------
 
-    def join(self, info: dict[str, Any], now: float) -> NodeRecord:
+    def join(self, hello: NodeHello, now: float) -> NodeRecord:
         """A node agent registered (its hello): a new record, keeping an admin's drain."""
-        node_id = info["node_id"]
+        node_id = hello.node_id
         old = self._nodes.get(node_id)
         if old is not None and old.connected:
             raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
-        node = NodeRecord.from_info(info, now)
+        node = NodeRecord.from_hello(hello, now)
         if [g.index for g in node.gpus] != list(range(len(node.gpus))):
             raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
         if old is not None:

@@ -6,10 +6,9 @@ Only the lifecycle adds or removes jobs here; everyone reads.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mgpu_core.arrays import parse_job_ref
 from mgpu_core.errors import JobNotFound
+from mgpu_core.models import JobResult
 from mgpu_server.records.jobs import Job
 
 
@@ -70,18 +69,18 @@ class JobTable:
 
     def resolve_all(
         self, refs: list[int | str], *, live: bool = False
-    ) -> tuple[list[int], list[dict[str, Any]]]:
+    ) -> tuple[list[int], list[JobResult]]:
         """(job ids, error results for the references that name nothing). With ``live``, a
         whole array stands for its unfinished tasks (cancelling an array whose first tasks
         are done is not an error), as long as it has any."""
         ids: list[int] = []
         seen: set[int] = set()
-        errors: list[dict[str, Any]] = []
+        errors: list[JobResult] = []
         for ref in refs:
             try:
                 found = self.resolve(ref)
             except JobNotFound as err:
-                errors.append({"job_id": ref, "ok": False, **err.to_wire()})
+                errors.append(JobResult.from_error(ref, err))
                 continue
             if live and len(found) > 1:
                 found = [i for i in found if not self.jobs[i].state.terminal] or found

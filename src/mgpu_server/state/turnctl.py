@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mgpu_core.constants import TURNS_KEY
 from mgpu_core.errors import InvalidRequest
 from mgpu_core.reasons import Reason
 from mgpu_core.states import JobState
@@ -20,7 +21,6 @@ from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-TURNS_KEY = "gpu_turns"
 # Verbs anyone may use; the rest change the rotation and need an admin.
 READ_ONLY = frozenset({"status", "history"})
 

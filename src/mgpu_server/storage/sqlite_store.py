@@ -19,6 +19,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from mgpu_core.constants import DB_FILE
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
@@ -26,7 +27,6 @@ from mgpu_server.records.jobs import Job
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "mgpu.db"
 SCHEMA_VERSION = 5
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
@@ -112,7 +112,7 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         signal=row[10],
         cancel_requested=bool(row[11]),
         pid=row[12],
-        spec=JobSpec.from_wire(json.loads(row[13])),
+        spec=JobSpec.from_checked(json.loads(row[13])),  # checked when it was submitted
         restart_count=row[14],
         hold=Hold(row[15]),
         priority_override=row[16],

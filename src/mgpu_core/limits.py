@@ -1,0 +1,37 @@
+"""What a peer may send: the limits on message fields, and the validators for the kinds of
+field that several records and messages share (ids, names, job references).
+
+Generous for real use, small enough that a hostile peer cannot make the master hold much more
+than one frame's worth per message. The records (mgpu_core.models), the message tables
+(mgpu_core.messages) and the handshake (mgpu_core.handshake) take their limits from here, so
+that each is written once. Cheap to import: the TCP client's handshake loads it.
+"""
+
+from __future__ import annotations
+
+from mgpu_core.schema import AnyOf, Int, Str
+
+MAX_NAME_LEN = 256
+MAX_PATH_LEN = 4096
+MAX_ARG_LEN = 128 * 1024
+MAX_ARGS = 4096
+MAX_SCRIPT_BYTES = 4 * 1024 * 1024
+MAX_ENV_CHARS = 1024 * 1024
+MAX_ENV_ENTRIES = 8192
+MAX_OUTPUT_CHUNK = 1024 * 1024
+MAX_GPUS_PER_NODE = 64
+MAX_IDS_PER_REQUEST = 10_000
+MAX_CPUS = 65_536
+MAX_BYTES = 2**60  # memory sizes
+MAX_TIME_LIMIT_S = 10 * 365 * 86_400
+MAX_NICE = 10_000  # nice is -MAX_NICE..MAX_NICE
+MAX_REASON_LEN = 1024  # why a job ended, why it is killed, why a node is drained
+MAX_MESSAGE_LEN = 4096  # an error's human message
+MAX_JOB_REF_LEN = 32  # "ARRAYID_TASK"
+
+ID = Int(0, 2**53)  # a request id
+JOB_ID = Int(1, 2**53)
+NAME = Str(MAX_NAME_LEN)
+GPU_INDEX = Int(0, MAX_GPUS_PER_NODE - 1)
+# A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
+JOB_REF = AnyOf(JOB_ID, Str(MAX_JOB_REF_LEN, min_len=3))

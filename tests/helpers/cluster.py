@@ -1,0 +1,223 @@
+"""Real processes on 127.0.0.1 for the tests: a master, node agents, and the real client
+commands. Starting, waiting and stopping are :mod:`mgpu_client.launch`'s (shared with local
+mode and the benchmarks); what is here is the tests' own conventions on top: fast heartbeats,
+agents that stop their jobs and run them as the test's user, waits with test-sized defaults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+
+from mgpu_client import launch
+from mgpu_client.client import Client
+from mgpu_core.auth import Token, parse_token
+from mgpu_core.config import parse_address
+
+PY = sys.executable
+START_TIMEOUT_S = 20.0
+NODE_CPUS = 16
+
+pid_alive = launch.pid_alive
+stop_process = launch.stop_process
+
+_T = TypeVar("_T")
+
+# The client programs, as `python -m` modules (no console scripts needed).
+CLIENT_MODULES = {
+    "mgpu_srun": "mgpu_client.srun",
+    "mgpu_sbatch": "mgpu_client.sbatch",
+    "mgpu_queue": "mgpu_client.queue",
+    "mgpu_cancel": "mgpu_client.cancel",
+    "mgpu_client": "mgpu_client",
+}
+
+
+def wait_for(
+    predicate: Callable[[], _T | None], timeout_s: float = 15.0, what: str = "condition"
+) -> _T:
+    """Poll ``predicate`` until it returns something truthy (and return that), or fail with
+    :class:`TimeoutError` after ``timeout_s``."""
+    return launch.wait_for(predicate, timeout_s, what)
+
+
+def wait_for_text(path: Path, timeout_s: float = 15.0) -> str:
+    """``path``'s text (stripped) once it exists and has some: what a job wrote, say."""
+
+    def text() -> str | None:
+        return path.read_text().strip() or None if path.exists() else None
+
+    return wait_for(text, timeout_s, f"text in {path}")
+
+
+def agent_command(
+    port: int,
+    node_id: str,
+    *,
+    gpus: int,
+    cpus: int,
+    state_dir: Path,
+    key_file: Path,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line of a real node agent with fake GPUs, talking to 127.0.0.1:``port``."""
+    return launch.agent_command(
+        master_port=port,
+        node_id=node_id,
+        gpus=gpus,
+        cpus=cpus,
+        state_dir=state_dir,
+        key_file=key_file,
+        extra=extra,
+    )
+
+
+@dataclass
+class Cluster(launch.ProcessCluster):
+    """A master (started by the fixture or :func:`running_cluster`) and the agents a test
+    starts, in the test's ``tmp_path``; stopping it ends every process it started."""
+
+    tokens: dict[str, Token] = field(default_factory=dict)
+
+    @property
+    def tmp(self) -> Path:
+        return self.root
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of client commands: the master's socket, unbuffered output."""
+        env = dict(os.environ)
+        env["MGPU_MASTER"] = self.socket_address
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def token(self, user: str) -> Token:
+        """A token for ``user``, issued by the test's own user over the socket."""
+        if user not in self.tokens:
+            with Client(parse_address(self.socket_address)) as admin:
+                reply = admin.request("token", action="create", user=user)
+            self.tokens[user] = parse_token(reply["token"], "the master's reply")
+        return self.tokens[user]
+
+    def client(self, user: str) -> Client:
+        """A TCP session as ``user``, proven by that user's token."""
+        return Client(parse_address(self.address), token=self.token(user))
+
+    def start_node(
+        self,
+        node_id: str,
+        gpus: int = 2,
+        *extra: str,
+        wait: bool = True,
+        stop_jobs_on_exit: bool = True,
+        jobs_as_agent: bool = True,
+    ) -> None:
+        """Start an agent; by default it kills its jobs when stopped, so tests leak nothing,
+        and runs every job as the test's own user, root included (``jobs_as_agent=False``:
+        the agent's defaults, jobs run as their submitters)."""
+        options = [
+            *(["--stop-jobs-on-exit"] if stop_jobs_on_exit else []),
+            *("--heartbeat-interval", "0.5"),
+            *(("--job-user", "agent", "--allow-root-jobs") if jobs_as_agent else ()),
+        ]
+        self.start_agent(
+            node_id,
+            *options,
+            *extra,
+            gpus=gpus,
+            cpus=NODE_CPUS,
+            up=(lambda: self.node_up(node_id)) if wait else None,
+            timeout_s=START_TIMEOUT_S,
+        )
+
+    def node_up(self, node_id: str) -> bool:
+        """Whether the master lists ``node_id`` as registered and not down."""
+        with Client(parse_address(self.socket_address)) as admin:
+            return launch.node_up(admin.nodes(), node_id)
+
+    def node_state(self, node_id: str) -> str | None:
+        for node in self.nodes_json():
+            if node["node_id"] == node_id:
+                return str(node["state"])
+        return None
+
+    def cli(
+        self,
+        *args: str,
+        timeout: float = 60,
+        check: bool = False,
+        cwd: Path | None = None,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a real client command: ``cli("mgpu_queue", "--json")``."""
+        tool, rest = args[0], args[1:]
+        result = subprocess.run(
+            [PY, "-m", CLIENT_MODULES[tool], *rest],
+            capture_output=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=cwd or self.tmp,
+            input=input.decode() if input is not None else None,
+            text=True,
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def nodes_json(self) -> list[dict[str, Any]]:
+        out = self.cli("mgpu_client", "nodes", "--json", check=True).stdout
+        return list(json.loads(out)["nodes"])
+
+    def jobs(self, *args: str) -> dict[int, dict[str, Any]]:
+        out = self.cli("mgpu_queue", "--json", "-t", "all", *args, check=True).stdout
+        return {j["job_id"]: j for j in json.loads(out)["jobs"]}
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        return self.jobs("-j", str(job_id))[job_id]
+
+    def wait_state(self, job_id: int, *states: str, timeout_s: float = 20.0) -> dict[str, Any]:
+        def in_state() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["state"] in states else None
+
+        return wait_for(in_state, timeout_s, f"job {job_id} in {states}")
+
+    def sbatch(self, *args: str, cwd: Path | None = None) -> int:
+        result = self.cli("mgpu_sbatch", "--parsable", *args, cwd=cwd)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.strip())
+
+    def stop(self) -> None:
+        super().stop()
+        self.kill_leftover_jobs()
+
+    def kill_leftover_jobs(self) -> None:
+        """End job processes this test's agents left behind (an agent killed with SIGKILL
+        cannot stop its jobs). They are ours: their environment names this cluster."""
+        for proc in psutil.process_iter():
+            try:
+                env = proc.environ()
+                if env.get("MGPU_JOB_ID") and env.get("MGPU_MASTER") == self.socket_address:
+                    proc.kill()
+            except (psutil.Error, OSError):
+                continue
+
+
+@contextlib.contextmanager
+def running_cluster(tmp: Path, *master_args: str, **master_kwargs: Any) -> Iterator[Cluster]:
+    """A cluster whose master takes extra options; everything it started is stopped after."""
+    c = Cluster(tmp)
+    try:
+        c.start_master(*master_args, **master_kwargs)
+        yield c
+    finally:
+        c.stop()

@@ -1,0 +1,144 @@
+"""The Store contract (mgpu_server.storage.store), one test class run against every store:
+the memory store the unit tests use and the SQLite store the master uses. What is put is
+visible only after a commit; a discarded job never is; ids continue after the highest stored;
+a job, a node and a setting come back as they went in. The durable store also keeps it all
+across a reopen."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mgpu_core.models import JobSpec
+from mgpu_core.states import Hold, JobState
+from mgpu_server.records.jobs import Job
+from mgpu_server.storage.sqlite_store import SqliteStore
+from mgpu_server.storage.store import MemoryStore, Store
+from tests.helpers.nodes import node_info
+
+
+def full_job(job_id: int) -> Job:
+    """A job with every stored field away from its default."""
+    spec = JobSpec(
+        name="train",
+        argv=["python", "train.py"],
+        gpus=2,
+        cpus=4,
+        mem_bytes=1 << 30,
+        time_limit_s=600,
+        env={"A": "1"},
+        cwd="/tmp",
+        stdout_path="out-%j",
+        nice=5,
+        dependency="afterok:1",
+    )
+    job = Job(job_id, "alice", spec, submit_time=10.5)
+    job.state = JobState.RUNNING
+    job.reason = "Resources"
+    job.node_id = "n1"
+    job.gpu_indices = (0, 3)
+    job.start_time = 11.0
+    job.pid = 4242
+    job.restart_count = 2
+    job.hold = Hold.ADMIN
+    job.priority_override = 77
+    job.array_job_id, job.array_task_id, job.array_throttle = job_id, 0, 2
+    job.cancel_requested = True
+    return job
+
+
+def stored(job: Job) -> dict[str, Any]:
+    """What must survive a store: the queue row plus the fields a row does not show."""
+    return {
+        **job.to_wire(0.0),
+        "spec": job.spec.to_wire(),
+        "cancel_requested": job.cancel_requested,
+        "priority_override": job.priority_override,
+        "array_throttle": job.array_throttle,
+        "pid": job.pid,
+    }
+
+
+class StoreContract:
+    """Subclasses provide the ``store`` fixture: a fresh, empty store."""
+
+    def test_empty(self, store: Store) -> None:
+        assert store.load_jobs() == [] and store.load_nodes() == []
+        assert store.next_job_id() == 1 and store.get_setting("x") is None
+
+    def test_a_put_is_visible_after_commit_only(self, store: Store) -> None:
+        store.put_job(full_job(3))
+        store.put_node(node_info("n1", 2).to_wire())
+        store.put_setting("k", {"a": [1, 2]})
+        assert store.load_jobs() == [] and store.load_nodes() == []
+        store.commit()
+        [job] = store.load_jobs()
+        assert stored(job) == stored(full_job(3))
+        assert job.hold is Hold.ADMIN and job.state is JobState.RUNNING
+        assert store.load_nodes()[0]["node_id"] == "n1"
+        assert store.get_setting("k") == {"a": [1, 2]}
+        assert store.next_job_id() == 4
+
+    def test_latest_put_wins_and_jobs_load_in_id_order(self, store: Store) -> None:
+        for job_id in (5, 2, 9):
+            store.put_job(full_job(job_id))
+        job = full_job(2)
+        job.state, job.exit_code, job.end_time = JobState.COMPLETED, 0, 20.0
+        store.put_job(job)
+        store.commit()
+        loaded = store.load_jobs()
+        assert [j.job_id for j in loaded] == [2, 5, 9]
+        assert loaded[0].state is JobState.COMPLETED and loaded[0].exit_code == 0
+
+    def test_a_discarded_job_is_never_stored(self, store: Store) -> None:
+        store.put_job(full_job(1))
+        store.put_job(full_job(2))
+        store.discard_job(2)
+        store.commit()
+        assert [j.job_id for j in store.load_jobs()] == [1]
+        assert store.next_job_id() == 2
+
+    def test_nodes_are_replaced_and_deleted(self, store: Store) -> None:
+        store.put_node(node_info("n1", 2).to_wire())
+        store.put_node(node_info("n2", 1).to_wire())
+        store.commit()
+        store.put_node(node_info("n1", 4).to_wire())
+        store.delete_node("n2")
+        store.commit()
+        [node] = store.load_nodes()
+        assert node["node_id"] == "n1" and len(node["gpus"]) == 4
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self) -> MemoryStore:
+        return MemoryStore()
+
+
+class TestSqliteStore(StoreContract):
+    """The durable store also keeps everything committed across a reopen."""
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[SqliteStore]:
+        self.state_dir = tmp_path / "state"
+        store = SqliteStore(self.state_dir)
+        yield store
+        store.close()
+
+    def reopen(self, store: Store) -> Store:
+        store.close()
+        return SqliteStore(self.state_dir)
+
+    def test_everything_survives_a_reopen(self, store: SqliteStore) -> None:
+        store.put_job(full_job(7))
+        store.put_node(node_info("n1", 2).to_wire())
+        store.put_setting("k", 1)
+        store.commit()
+        store.put_job(full_job(8))  # not committed: lost with the process
+        again = self.reopen(store)
+        assert [stored(j) for j in again.load_jobs()] == [stored(full_job(7))]
+        assert again.load_nodes()[0]["node_id"] == "n1" and again.get_setting("k") == 1
+        again.close()
