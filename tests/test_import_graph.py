@@ -149,3 +149,34 @@ def test_no_import_cycle(package: str) -> None:
 def test_the_cycle_finder_finds_cycles() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+# The master's layers, top to bottom (docs/architecture.md, CONTRIBUTING.md): a module may
+# import its own layer and the ones below it, never one above.
+SERVER_LAYERS = ("net", "api", "state", "storage", "records", "scheduling")
+
+
+def _server_layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "mgpu_server" or len(parts) < 3 or parts[1] not in SERVER_LAYERS:
+        return None
+    return SERVER_LAYERS.index(parts[1])
+
+
+def test_master_layers_import_downwards_only() -> None:
+    layered = [m for m in GRAPH if _server_layer(m) is not None]
+    assert {m.split(".")[1] for m in layered} == set(SERVER_LAYERS)
+    upward = sorted(
+        (module, target)
+        for module in layered
+        for target in GRAPH[module]
+        if (layer := _server_layer(target)) is not None and layer < (_server_layer(module) or 0)
+    )
+    assert upward == [], f"imports running back up the master's layers: {upward}"
+    # Below the request side, nothing awaits or touches a socket.
+    for module in layered:
+        if module.split(".")[1] in ("state", "scheduling", "records", "storage"):
+            tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+            io = {n.partition(".")[0] for n in _imported_names(module, tree)}
+            assert not io & {"asyncio", "socket", "ssl", "selectors"}, module
+            assert not any(isinstance(n, ast.Await) for n in ast.walk(tree)), module
