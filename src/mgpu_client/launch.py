@@ -39,9 +39,18 @@ Child = subprocess.Popen[bytes]
 
 
 class ProcessExited(MgpuError):
-    """A process ended while we waited for it (or for something it should bring about)."""
+    """A process ended while we waited for it (or for something it should bring about); the
+    message ends with the last lines of its log."""
 
     code = "process_exited"
+
+    def __init__(self, log: Path, status: int, what: str) -> None:
+        self.log, self.status = log, status
+        self.tail = log_tail(log)
+        super().__init__(
+            f"{log.stem} exited (status {status}) while waiting for {what}; "
+            f"the end of {log}:\n{self.tail}"
+        )
 
 
 class MasterProcess(NamedTuple):
@@ -129,22 +138,21 @@ def wait_for(
     what: str,
     *,
     every_s: float = POLL_S,
-    watch: Mapping[str, Child] | None = None,
+    watch: Mapping[Path, Child] | None = None,
 ) -> _T:
     """Poll ``predicate`` every ``every_s`` until it returns something truthy, and return it.
 
     :class:`TimeoutError` after ``timeout_s``; :class:`ProcessExited` as soon as a process in
-    ``watch`` (name -> process; the name goes into the message) has ended. Polling is the
-    honest way here: these are other processes' files and replies, with no event to wait on.
-    (A poll that asks the master costs it CPU: long measurements should poll slowly.)
+    ``watch`` (its log file -> the process) has ended, with the end of its log. Polling is
+    the honest way here: these are other processes' files and replies, with no event to wait
+    on. (A poll that asks the master costs it CPU: long measurements should poll slowly.)
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        for name, proc in (watch or {}).items():
-            if proc.poll() is not None:
-                raise ProcessExited(
-                    f"{name} exited (status {proc.returncode}) while waiting for {what}"
-                )
+        for log, proc in (watch or {}).items():
+            status = proc.poll()
+            if status is not None:
+                raise ProcessExited(log, status, what)
         value = predicate()
         if value:
             return value
@@ -173,7 +181,7 @@ def start_master(
     )
     proc = spawn(argv, log=log, env=env, detach=detach)
     try:
-        wait_for(port_file.exists, timeout_s, "the master to listen", watch={_named(log): proc})
+        wait_for(port_file.exists, timeout_s, "the master to listen", watch={log: proc})
         return MasterProcess(proc, int(port_file.read_text()))
     except BaseException:
         stop_process(proc)
@@ -185,8 +193,13 @@ def node_up(nodes: Iterable[Mapping[str, Any]], node_id: str) -> bool:
     return any(n["node_id"] == node_id and n["state"] != "down" for n in nodes)
 
 
-def _named(log: Path) -> str:
-    return f"{log.stem} (log: {log})"
+def log_tail(log: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log (what a failed start said), or why there are none."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError as exc:
+        return f"(unreadable: {exc})"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 # ---- stopping -------------------------------------------------------------------------------
@@ -349,9 +362,9 @@ class ProcessCluster:
         self, predicate: Callable[[], _T | None], timeout_s: float, what: str, *node_ids: str
     ) -> _T:
         """:func:`wait_for`, failing at once if the master or one of ``node_ids`` exits."""
-        watch = {_named(self.log(f"node-{n}")): self.nodes[n] for n in node_ids}
+        watch = {self.log(f"node-{n}"): self.nodes[n] for n in node_ids}
         if self.master is not None:
-            watch[_named(self.log("master"))] = self.master
+            watch[self.log("master")] = self.master
         return wait_for(predicate, timeout_s, what, watch=watch)
 
     def kill_master(self) -> None:

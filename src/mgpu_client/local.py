@@ -56,6 +56,8 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         raise MgpuError(
             f"local master did not start in {READY_TIMEOUT_S:.0f} s; see {state}"
         ) from None
+    except launch.ProcessExited as exc:
+        raise _exited(exc) from None
     (state / "master.pid").write_text(f"{master.pid}\n")
     extra = [
         # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
@@ -85,10 +87,7 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         except (MasterUnreachable, MgpuError):
             return False
 
-    watch = {
-        f"the local {name} (log: {state / name}.log)": proc
-        for name, proc in (("master", master), ("node", node))
-    }
+    watch = {state / "master.log": master, state / "node.log": node}
     try:
         launch.wait_for(node_ready, READY_TIMEOUT_S, f"node {node_id} to register", watch=watch)
     except TimeoutError:
@@ -96,10 +95,19 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         raise MgpuError(
             f"local cluster did not become ready in {READY_TIMEOUT_S:.0f} s; see {state}"
         ) from None
+    except launch.ProcessExited as exc:
+        stop(state=state)
+        raise _exited(exc) from None
     except BaseException:
         stop(state=state)
         raise
     return address
+
+
+def _exited(exc: launch.ProcessExited) -> MgpuError:
+    """One line, as every command's errors are: the log's last line says why, most often."""
+    last = exc.tail.splitlines()[-1] if exc.tail.strip() else "no output"
+    return MgpuError(f"local {exc.log.stem} exited at start: {last} (see {exc.log})")
 
 
 def stop(*, state: Path) -> list[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -17,7 +19,6 @@ from mgpu_core.cliutil import LOG_LEVELS, StartupFailure, configure_logging, run
 from mgpu_core.config import unix_address
 from mgpu_core.daemons import ServerConfig, default_master_state_dir
 from mgpu_core.errors import MgpuError
-from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.net.server import Server
 from mgpu_server.scheduling.policy import PolicyConfig
@@ -148,20 +149,14 @@ def cli(
         ).validate()
     except (OSError, MgpuError) as exc:
         raise StartupFailure(f"cannot start: {exc}") from None
-    settings = MasterSettings(PolicyConfig())
-    try:
-        if config_file is not None:
-            settings = load_master_settings(config_file)
+    with _startup_errors("cannot start"):
+        settings = (
+            load_master_settings(config_file) if config_file else MasterSettings(PolicyConfig())
+        )
         # Created on first start, mode 0600: copy it to each node (--key-file there).
         cluster_key = auth.load_or_create_key(state / constants.KEY_FILE)
         _audit_to(state / constants.AUDIT_FILE)
         store = SqliteStore(state)
-    except OSError as exc:
-        click.echo(f"mgpu_master: cannot start: {exc.filename}: {exc.strerror}", err=True)
-        sys.exit(EXIT_STARTUP_FAILURE)
-    except MgpuError as exc:
-        click.echo(f"mgpu_master: cannot start: {exc}", err=True)
-        sys.exit(EXIT_STARTUP_FAILURE)
     config = dataclasses.replace(
         config,
         admins=settings.admins,
@@ -169,16 +164,21 @@ def cli(
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
     )
-    policy = settings.policy
+    with _startup_errors(f"cannot listen on {host}:{port}"):
+        asyncio.run(_serve(config, store, settings.policy, cluster_key))
+
+
+@contextlib.contextmanager
+def _startup_errors(what: str) -> Iterator[None]:
+    """An OSError or MgpuError while starting: one line naming the file or address, and the
+    daemons' start-failure exit code."""
     try:
-        asyncio.run(_serve(config, store, policy, cluster_key))
+        yield
     except OSError as exc:
-        where = exc.filename or f"{host}:{port}"
-        click.echo(f"mgpu_master: cannot listen on {where}: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_STARTUP_FAILURE)
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise StartupFailure(f"{what}: {where}{exc.strerror or exc}") from None
     except MgpuError as exc:
-        click.echo(f"mgpu_master: cannot start: {exc}", err=True)
-        sys.exit(EXIT_STARTUP_FAILURE)
+        raise StartupFailure(f"{what}: {exc}") from None
 
 
 def _audit_to(path: Path) -> None:

@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import struct
-
-import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +7,7 @@ from hypothesis import strategies as st
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessageType
 from mgpu_core.messages import CLIENT_REQUESTS, validate
 from mgpu_core.protocol import FrameDecoder, encode_frame
+from tests.helpers.wire import header, pack
 
 
 def test_split_and_concatenated_frames() -> None:
@@ -27,18 +25,18 @@ def test_split_and_concatenated_frames() -> None:
 def test_oversized_header_rejected_before_body() -> None:
     dec = FrameDecoder(max_frame_bytes=1024)
     with pytest.raises(FrameTooLarge):
-        dec.feed(struct.pack("!I", 1025))
+        dec.feed(header(1025))
     with pytest.raises(FrameTooLarge):
-        FrameDecoder().feed(struct.pack("!I", 0xFFFFFFFF))
+        FrameDecoder().feed(header(0xFFFFFFFF))
 
 
 @pytest.mark.parametrize(
     "body",
-    [b"\xc1", b"\x93\x01", msgpack.packb([1, 2]), msgpack.packb({"t": 5}), msgpack.packb({1: 2})],
+    [b"\xc1", b"\x93\x01", pack([1, 2]), pack({"t": 5}), pack({1: 2})],
 )
 def test_bad_bodies(body: bytes) -> None:
     with pytest.raises(ProtocolError):
-        FrameDecoder().feed(struct.pack("!I", len(body)) + body)
+        FrameDecoder().feed(header(len(body)) + body)
 
 
 @given(st.binary(max_size=512))
@@ -94,6 +92,6 @@ def test_env_size_is_bounded() -> None:
 def test_good_frames_before_garbage_are_delivered_then_the_error() -> None:
     good = encode_frame({"t": "queue", "id": 1})
     dec = FrameDecoder()
-    assert dec.feed(good + struct.pack("!I", 2) + b"\xc1\xc1") == [{"t": "queue", "id": 1}]
+    assert dec.feed(good + header(2) + b"\xc1\xc1") == [{"t": "queue", "id": 1}]
     with pytest.raises(BadMessage):
         dec.feed(b"")

@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,28 +57,6 @@ def wait_for_text(path: Path, timeout_s: float = 15.0) -> str:
         return path.read_text().strip() or None if path.exists() else None
 
     return wait_for(text, timeout_s, f"text in {path}")
-
-
-def agent_command(
-    port: int,
-    node_id: str,
-    *,
-    gpus: int,
-    cpus: int,
-    state_dir: Path,
-    key_file: Path,
-    extra: Sequence[str] = (),
-) -> list[str]:
-    """The command line of a real node agent with fake GPUs, talking to 127.0.0.1:``port``."""
-    return launch.agent_command(
-        master_port=port,
-        node_id=node_id,
-        gpus=gpus,
-        cpus=cpus,
-        state_dir=state_dir,
-        key_file=key_file,
-        extra=extra,
-    )
 
 
 @dataclass

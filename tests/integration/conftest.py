@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.cluster import Cluster
-from tests.helpers.cluster import agent_command as agent_command  # TEMP: fake_master.py
 
 
 @pytest.fixture

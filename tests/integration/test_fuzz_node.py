@@ -1,14 +1,15 @@
 """A node agent under a flood of hostile frames from its master: it stays up, keeps running
 jobs and heartbeating throughout, and its memory and descriptors stay bounded.
 
-The test plays the master (fake_master.py). The agent obeys what passes the master->node
-schema and drops the link on anything else (docs/protocol.md §3), then reconnects. So each
-link carries a *body* the agent must digest -- random and mutated messages that pass the
-schema: kills and acks of unknown jobs, launches that cannot start or misbehave, replies
-nobody asked for, frames near the size limit -- with well-behaved probe launches mixed in,
-and ends with one *terminator* that must make the agent hang up: random bytes, a byte-mutated
-frame, random msgpack, a schema error, an unknown type, a wild or empty length, a truncated
-frame. Every fifth link is attacked during the handshake instead. The flood is seeded.
+The test plays the master (tests/helpers/fake_master.py). The agent obeys what passes the
+master->node schema and drops the link on anything else (docs/protocol.md §3), then
+reconnects. So each link carries a *body* the agent must digest -- random and mutated
+messages that pass the schema: kills and acks of unknown jobs, launches that cannot start or
+misbehave, replies nobody asked for, frames near the size limit -- with well-behaved probe
+launches mixed in, and ends with one *terminator* that must make the agent hang up: random
+bytes, a byte-mutated frame, random msgpack, a schema error, an unknown type, a wild or
+empty length, a truncated frame. Every fifth link is attacked during the handshake instead.
+The flood is seeded.
 
 The agent runs as the test's user (root in CI), so nothing here lets a generated message run
 a command, or write a file, outside a fixed harmless set: commands come from lists, working
@@ -37,8 +38,8 @@ from mgpu_core.errors import ProtocolError
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder
 from tests.helpers.cluster import stop_process
+from tests.helpers.fake_master import FakeMaster, Link
 from tests.helpers.wire import frame, header
-from tests.integration.fake_master import FakeMaster, Link
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -7,11 +7,18 @@ import pytest
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
 from mgpu_core.models import JobSpec
 from mgpu_core.states import IllegalTransition, JobState
+from mgpu_server.records.jobs import Job
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
 from mgpu_server.storage.store import MemoryStore
 from tests.helpers.nodes import node_info
 from tests.helpers.state import ctx, exited, make_service, make_state, node_messages, request
+
+
+def state_of(job: Job) -> JobState:
+    """A job's state now (a plain read, so the type checker does not carry an earlier
+    assertion's narrowing across the actions that change it)."""
+    return job.state
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def test_submit_schedule_exit_release(cluster: ClusterState) -> None:
     cluster.schedule(now=5.0)
     assert launches(cluster) == [("n1", b.job_id, [0])]
     cluster.job_exited("n1", exited(b.job_id, None, 9), now=6.0)
-    assert b.state is JobState.FAILED and b.signal == 9
+    assert state_of(b) is JobState.FAILED and b.signal == 9
 
 
 def test_cancel_pending_running_finished_unknown(cluster: ClusterState) -> None:
@@ -64,7 +71,7 @@ def test_cancel_pending_running_finished_unknown(cluster: ClusterState) -> None:
     assert kills == [{"t": "kill", "job_id": run.job_id, "reason": "cancelled"}]
     assert run.state is JobState.RUNNING  # until the node reports the exit
     cluster.job_exited("n1", exited(run.job_id, None, 15), now=2)
-    assert run.state is JobState.CANCELLED
+    assert state_of(run) is JobState.CANCELLED
     with pytest.raises(InvalidJobState):
         cluster.control.cancel(run, now=3)
 
@@ -101,7 +108,7 @@ def test_silent_node_fails_its_jobs_after_timeout(cluster: ClusterState) -> None
     cluster.expire_nodes(now=5)
     assert job.state is JobState.RUNNING
     cluster.expire_nodes(now=11)
-    assert job.state is JobState.NODE_FAIL
+    assert state_of(job) is JobState.NODE_FAIL
     assert cluster.nodes["n1"].display_state() == "down"
     ended = [e.msg for e in cluster.outbox.effects if isinstance(e, ToWatchers)]
     assert ended and ended[-1]["t"] == "job_ended" and ended[-1]["state"] == "NODE_FAIL"
@@ -110,7 +117,6 @@ def test_silent_node_fails_its_jobs_after_timeout(cluster: ClusterState) -> None
 
 
 def test_illegal_transition_raises() -> None:
-    from mgpu_server.records.jobs import Job
 
     job = Job(1, "a", JobSpec(argv=["x"]), 0.0)
     job.transition(JobState.CANCELLED, 1.0)
@@ -161,8 +167,8 @@ def test_late_exit_of_an_earlier_run_is_ignored(cluster: ClusterState) -> None:
     assert job.state is JobState.PENDING and job.restart_count == 1
     cluster.heartbeat("n1", [], now=12)
     cluster.schedule(now=12)
-    assert job.state is JobState.RUNNING
+    assert state_of(job) is JobState.RUNNING
     cluster.job_exited("n1", exited(job.job_id, 0, run=0), now=13)
-    assert job.state is JobState.RUNNING  # that exit belonged to the first run
+    assert state_of(job) is JobState.RUNNING  # that exit belonged to the first run
     cluster.job_exited("n1", exited(job.job_id, 0, run=1), now=14)
-    assert job.state is JobState.COMPLETED
+    assert state_of(job) is JobState.COMPLETED

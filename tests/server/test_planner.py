@@ -28,8 +28,7 @@ from mgpu_server.scheduling.planner import (
     fits_ever,
     fits_now,
 )
-from tests.helpers.planning import plan
-from tests.server.test_scheduler_backfill import NOW, Case, cases, node_views
+from tests.helpers.planning import NOW, Case, cases, node_views, plan
 
 
 def reference_plan(

@@ -1,4 +1,4 @@
-"""A master played by the test: it accepts a real node agent process, authenticates it and
+"""A master played by a test: it accepts a real node agent process, authenticates it and
 records what it sends, so a test can say anything to an agent, hostile frames included.
 
 The agent connects out to its master, so this is the only way to reach it. Each connection
@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import subprocess
 import threading
 import time
@@ -20,22 +19,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgpack
-
+from mgpu_client import launch
 from mgpu_core import auth
 from mgpu_core.errors import ProtocolError
 from mgpu_core.handshake import Responder
 from mgpu_core.messages import NODE_MESSAGES, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, FrameDecoder
-from tests.integration.conftest import agent_command
+from tests.helpers.wire import frame
 
 NODE_ID = "fz1"
-
-
-def frame(value: Any) -> bytes:
-    """Any msgpack value as one frame (the agent decides whether it is a message)."""
-    body: bytes = msgpack.packb(value, use_bin_type=True)
-    return struct.pack("!I", len(body)) + body
 
 
 class Link:
@@ -129,24 +121,17 @@ class FakeMaster:
     # ---- the agent process ---------------------------------------------------------------
 
     def start_agent(self, *extra: str) -> subprocess.Popen[bytes]:
-        log = open(self.tmp / "node.log", "ab")  # noqa: SIM115 - the child owns it
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            agent_command(
-                self.port,
-                NODE_ID,
-                gpus=2,
-                cpus=4,
-                state_dir=self.tmp / "node",
-                key_file=self.key_file,
-                extra=("--stop-jobs-on-exit", *extra),
-            ),
-            stdout=log,
-            stderr=log,
-            env=env,
+        argv = launch.agent_command(
+            master_port=self.port,
+            node_id=NODE_ID,
+            gpus=2,
+            cpus=4,
+            state_dir=self.tmp / "node",
+            key_file=self.key_file,
+            extra=("--stop-jobs-on-exit", *extra),
         )
-        log.close()
-        return proc
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        return launch.spawn(argv, log=self.tmp / "node.log", env=env)
 
     def log_text(self) -> str:
         return (self.tmp / "node.log").read_text(errors="replace")
