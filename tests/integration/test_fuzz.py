@@ -3,6 +3,7 @@ well-behaved client throughout, and its memory stays bounded."""
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 from typing import Any
@@ -137,8 +138,11 @@ def one_connection(cluster: Cluster, rng: random.Random) -> int:
         try:
             sock.sendall(b"".join(parts))
             sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # closed early (no hello, or a hello that is not one): expected
+        except OSError as exc:
+            # Closed early (no hello, or a hello that is not one): expected. The close may land
+            # during sendall (EPIPE, ECONNRESET) or just before the shutdown (ENOTCONN).
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                raise
         drain_until_closed(sock)
         return len(parts)
 
