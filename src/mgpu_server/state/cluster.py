@@ -208,9 +208,7 @@ class ClusterState:
             if job.node_id != node.node_id:
                 continue
             if job.job_id in reported:
-                if any(i >= len(node.gpus) for i in job.gpu_indices):
-                    continue  # its GPUs are gone; the job keeps running, unaccounted
-                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+                self.lifecycle.still_running(job, node)
             else:
                 self.lifecycle.node_lost(job, now, reason="job vanished while node was away")
         for job_id in reported:

@@ -27,6 +27,7 @@ from mgpu_core.models import Launch
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState, final_state
 from mgpu_server.records.jobs import Job, ended_event, state_event
+from mgpu_server.records.nodes import NodeRecord
 from mgpu_server.scheduling.policy import PolicyConfig, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.depwait import DependencyIndex
@@ -246,6 +247,13 @@ class Lifecycle:
         if not job.requeue_requested:
             job.requeue_requested = True
             self.outbox.to_node(job.node_id, _kill(job.job_id, "requeued"))
+
+    def still_running(self, job: Job, node: NodeRecord) -> None:
+        """A node that registers again still runs this job: its new record holds the job's
+        GPUs, CPUs and memory again."""
+        if all(i < len(node.gpus) for i in job.gpu_indices):
+            node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        # else its GPUs are gone from the node; the job keeps running, unaccounted
 
     def record_pid(self, job: Job, pid: int) -> None:
         job.pid = pid
