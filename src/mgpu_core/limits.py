@@ -28,6 +28,7 @@ MAX_NICE = 10_000  # nice is -MAX_NICE..MAX_NICE
 MAX_REASON_LEN = 1024  # why a job ended, why it is killed, why a node is drained
 MAX_MESSAGE_LEN = 4096  # an error's human message
 MAX_JOB_REF_LEN = 32  # "ARRAYID_TASK"
+MAX_DEPENDENCY_LEN = 64 * 1024  # --dependency, also after array ids are expanded to task ids
 
 ID = Int(0, 2**53)  # a request id
 JOB_ID = Int(1, 2**53)

@@ -33,6 +33,7 @@ from mgpu_core.limits import (
     MAX_ARGS,
     MAX_BYTES,
     MAX_CPUS,
+    MAX_DEPENDENCY_LEN,
     MAX_ENV_CHARS,
     MAX_ENV_ENTRIES,
     MAX_GPUS_PER_NODE,
@@ -85,7 +86,7 @@ class JobSpec(WireRecord):
     requeue: bool = field(default=False, metadata=wire(Bool()))
     nice: int = field(default=0, metadata=wire(Int(-MAX_NICE, MAX_NICE)))
     qos: str = field(default="", metadata=wire(NAME))
-    dependency: str = field(default="", metadata=wire(Str(64 * 1024)))
+    dependency: str = field(default="", metadata=wire(Str(MAX_DEPENDENCY_LEN)))
     kill_on_invalid_dep: bool = field(default=False, metadata=wire(Bool()))
     hold: bool = field(default=False, metadata=wire(Bool()))
     # --begin: not before this Unix time (0 = now).

@@ -172,3 +172,19 @@ def test_late_exit_of_an_earlier_run_is_ignored(cluster: ClusterState) -> None:
     assert state_of(job) is JobState.RUNNING  # that exit belonged to the first run
     cluster.job_exited("n1", exited(job.job_id, 0, run=1), now=14)
     assert state_of(job) is JobState.COMPLETED
+
+
+def test_a_dependency_too_long_once_arrays_expand_is_refused_at_submit(
+    cluster: ClusterState,
+) -> None:
+    """Each clause may name up to 1,000 jobs; several clauses on big arrays could expand past
+    the field's limit, which the launch carries to the node: refused at submit instead."""
+    arrays = []
+    for _ in range(16):  # 16,000 ids of 5 digits: ~96,000 characters
+        spec = JobSpec(argv=["x"], array="0-999", hold=True)
+        arrays.append(cluster.submit("a", spec, now=0).array_job_id)
+    text = ",".join(f"afterok:{a}" for a in arrays)
+    with pytest.raises(InvalidRequest, match="once arrays are expanded"):
+        cluster.submit("a", JobSpec(argv=["x"], dependency=text), now=0)
+    fits = cluster.submit("a", JobSpec(argv=["x"], dependency=f"afterok:{arrays[0]}"), now=0)
+    assert len(fits.spec.dependency.split(":")) == 1001

@@ -11,6 +11,7 @@ import logging
 from mgpu_core.arrays import expand_array_patterns, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
+from mgpu_core.limits import MAX_DEPENDENCY_LEN
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
@@ -159,5 +160,14 @@ class Submission:
             dependency = parse_dependency(sep.join(parts))
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from None
-        spec.dependency = dependency.to_text()
+        canonical = dependency.to_text()
+        if len(canonical) > MAX_DEPENDENCY_LEN:
+            # Arrays expand to their task ids: the text the job keeps (and its launch carries)
+            # must still fit the field.
+            raise InvalidRequest(
+                f"job dependency problem: it names {len(dependency.job_ids())} jobs, "
+                f"{len(canonical)} characters once arrays are expanded "
+                f"(at most {MAX_DEPENDENCY_LEN}): depend on fewer jobs or arrays"
+            )
+        spec.dependency = canonical
         return dependency
