@@ -15,7 +15,6 @@ import gc
 import logging
 import os
 import time
-from dataclasses import replace
 from typing import Any
 
 from mgpu_core import __version__
@@ -29,8 +28,7 @@ from mgpu_core.errors import (
     StorageError,
     VersionMismatch,
 )
-from mgpu_core.messages import CLIENT_REQUESTS, HELLO, NODE_MESSAGES, validate
-from mgpu_core.models import JobExited, NodeHello
+from mgpu_core.messages import CLIENT_REQUESTS, HELLO, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
@@ -38,6 +36,7 @@ from mgpu_server.api.permissions import Transport, context
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
 from mgpu_server.net.listeners import Listeners
+from mgpu_server.net.nodelinks import NodeLinks
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
@@ -80,10 +79,17 @@ class Server:
         self.admins = frozenset({authn.user_name(os.geteuid()), *config.admins})
         self.token_sessions: dict[str, set[AsyncConnection]] = {}
         self._closing: list[AsyncConnection] = []  # sessions to end once replies are out
-        self.node_links: dict[str, AsyncConnection] = {}
         self.watchers: dict[int, set[AsyncConnection]] = {}
         self.service = ClientService(
             self.cluster, self, self.tokens, private_commands=config.private_commands
+        )
+        self.nodes = NodeLinks(
+            self.cluster,
+            cluster_key=cluster_key,
+            hello_timeout_s=config.hello_timeout_s,
+            reply=self.reply,
+            kick=self.kick,
+            relay=lambda job_id, msg: self._send_watchers(ToWatchers(job_id, msg)),
         )
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
@@ -168,9 +174,7 @@ class Server:
             conn.send(msg)
         for effect in cluster.take_effects():
             if isinstance(effect, ToNode):
-                link = self.node_links.get(effect.node_id)
-                if link is not None:
-                    link.send(effect.msg)
+                self.nodes.send(effect.node_id, effect.msg)
             else:
                 self._send_watchers(effect)
         closing, self._closing = self._closing, []
@@ -248,7 +252,7 @@ class Server:
                     f"{PROTOCOL_VERSION}): upgrade the older side"
                 )
             if hello["role"] == "node":
-                await self._serve_node(conn, hello)
+                await self.nodes.serve(conn, hello)
             else:
                 await self._serve_client(conn, hello, transport, peer_user)
         except AuthenticationFailed as err:
@@ -334,61 +338,6 @@ class Server:
             conns.discard(conn)
             if not conns:
                 del self.watchers[job_id]
-
-    async def _serve_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
-        if hello["node"] is None:
-            raise ProtocolError("a node hello must carry its 'node' registration")
-        registration = NodeHello.from_checked(hello["node"])  # checked with the hello
-        if not registration.address:
-            registration = replace(registration, address=conn.peer.rsplit(":", 1)[0])
-        await self._authenticate_node(conn, hello)
-        try:
-            node = self.cluster.node_join(registration, time.time())
-        except MgpuError as err:
-            conn.send(error_reply(hello["id"], err.code, err.message))
-            return
-        node_id = node.node_id
-        self.node_links[node_id] = conn
-        self.reply(conn, ok_reply(hello["id"], {"node_id": node_id, "version": PROTOCOL_VERSION}))
-        try:
-            while True:
-                msg = validate(await conn.recv(), NODE_MESSAGES)
-                self._on_node_message(node_id, msg)
-        finally:
-            if self.node_links.get(node_id) is conn:
-                del self.node_links[node_id]
-                self.cluster.node_leave(node_id, time.time())
-                self.kick()
-
-    async def _authenticate_node(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
-        node_id = hello["node"]["node_id"]
-        await authn.challenge(
-            conn,
-            hello,
-            self.cluster_key,
-            node_id,
-            peer_role="node",
-            timeout_s=self.config.hello_timeout_s,
-        )
-        audit.log_event("node_auth", peer=conn.peer, node=node_id)
-
-    def _on_node_message(self, node_id: str, msg: dict[str, Any]) -> None:
-        cluster = self.cluster
-        now = time.time()
-        kind = msg["t"]
-        cluster.node_seen(node_id, now)
-        if kind == "job_output":
-            job = cluster.job_of_node(node_id, msg["job_id"])
-            if job is not None:
-                self._send_watchers(ToWatchers(job.job_id, msg))
-            return
-        if kind == "heartbeat":
-            cluster.heartbeat(node_id, msg["gpus"], now)
-        elif kind == "job_started":
-            cluster.job_started(node_id, msg["job_id"], msg["pid"])
-        elif kind == "job_exited":
-            cluster.job_exited(node_id, JobExited.from_checked(msg), now)
-        self.kick()
 
 
 def _refuse(reply: Message, refused: set[int], err: StorageError) -> Message:

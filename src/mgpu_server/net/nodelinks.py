@@ -1,0 +1,106 @@
+"""The node agents' persistent links: a node's registration (its hello and proof of the
+cluster key), its events into the master's state (heartbeats, job started/output/exited), and
+the launch and kill messages the state sends back after each turn's commit.
+
+Output chunks are relayed to the job's watchers at once (they are not state); every other event
+asks the server for a flush (pass, commit, send).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from mgpu_core.aio import AsyncConnection
+from mgpu_core.errors import MgpuError, ProtocolError
+from mgpu_core.messages import NODE_MESSAGES, validate
+from mgpu_core.models import JobExited, NodeHello
+from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
+from mgpu_server.api import audit
+from mgpu_server.net import authn
+from mgpu_server.state.cluster import ClusterState
+
+
+class NodeLinks:
+    def __init__(
+        self,
+        cluster: ClusterState,
+        *,
+        cluster_key: bytes,
+        hello_timeout_s: float,
+        reply: Callable[[AsyncConnection, Message], None],
+        kick: Callable[[], None],
+        relay: Callable[[int, dict[str, Any]], None],
+    ) -> None:
+        self.cluster = cluster
+        self.cluster_key = cluster_key
+        self.hello_timeout_s = hello_timeout_s
+        self.reply = reply  # queued until the turn's commit, like every reply
+        self.kick = kick
+        self.relay = relay
+        self.links: dict[str, AsyncConnection] = {}
+
+    def send(self, node_id: str, msg: dict[str, Any]) -> None:
+        """To a node's link, if it has one now (a node away gets its state on reconnect)."""
+        link = self.links.get(node_id)
+        if link is not None:
+            link.send(msg)
+
+    async def serve(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
+        """A node's session, after its hello: prove the key, join, then its events until the
+        link closes (the node then counts as disconnected)."""
+        if hello["node"] is None:
+            raise ProtocolError("a node hello must carry its 'node' registration")
+        registration = NodeHello.from_checked(hello["node"])  # checked with the hello
+        if not registration.address:
+            registration = replace(registration, address=conn.peer.rsplit(":", 1)[0])
+        await self._authenticate(conn, hello)
+        try:
+            node = self.cluster.node_join(registration, time.time())
+        except MgpuError as err:
+            conn.send(error_reply(hello["id"], err.code, err.message))
+            return
+        node_id = node.node_id
+        self.links[node_id] = conn
+        self.reply(conn, ok_reply(hello["id"], {"node_id": node_id, "version": PROTOCOL_VERSION}))
+        try:
+            while True:
+                msg = validate(await conn.recv(), NODE_MESSAGES)
+                self._on_message(node_id, msg)
+        finally:
+            if self.links.get(node_id) is conn:
+                del self.links[node_id]
+                self.cluster.node_leave(node_id, time.time())
+                self.kick()
+
+    async def _authenticate(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
+        node_id = hello["node"]["node_id"]
+        await authn.challenge(
+            conn,
+            hello,
+            self.cluster_key,
+            node_id,
+            peer_role="node",
+            timeout_s=self.hello_timeout_s,
+        )
+        audit.log_event("node_auth", peer=conn.peer, node=node_id)
+
+    def _on_message(self, node_id: str, msg: dict[str, Any]) -> None:
+        cluster = self.cluster
+        now = time.time()
+        kind = msg["t"]
+        cluster.node_seen(node_id, now)
+        if kind == "job_output":
+            job = cluster.job_of_node(node_id, msg["job_id"])
+            if job is not None:
+                self.relay(job.job_id, msg)
+            return
+        if kind == "heartbeat":
+            cluster.heartbeat(node_id, msg["gpus"], now)
+        elif kind == "job_started":
+            cluster.job_started(node_id, msg["job_id"], msg["pid"])
+        elif kind == "job_exited":
+            cluster.job_exited(node_id, JobExited.from_checked(msg), now)
+        self.kick()
