@@ -8,12 +8,14 @@ the recorded pids. Real GPUs are used when NVML finds them, ``--gpu-count`` fake
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from mgpu_client import launch
 from mgpu_client.client import Client
 from mgpu_core import auth
-from mgpu_core.config import SOCKET_FILE, Address, local_mode_dir, unix_address
+from mgpu_core.config import Address, local_mode_dir, unix_address
+from mgpu_core.constants import KEY_FILE, LOCAL_NODE_DIR, MASTER_DIR, SOCKET_FILE
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 
 READY_TIMEOUT_S = 30.0
@@ -38,47 +40,13 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
     if any(_read_pid(state / f"{name}.pid") for name in NAMES):
         raise ConfigError(f"a local cluster is already running (state in {state}); stop it first")
     # Clients use the socket (no token needed; found without setup in the default directory).
-    address = unix_address((state / "master" / SOCKET_FILE).absolute())
+    address = unix_address((state / MASTER_DIR / SOCKET_FILE).absolute())
     # The key is made here, before either process starts, so the node never races the master.
-    (state / "master").mkdir(exist_ok=True)
-    key_file = state / "master" / auth.KEY_FILE
+    (state / MASTER_DIR).mkdir(exist_ok=True)
+    key_file = state / MASTER_DIR / KEY_FILE
     auth.load_or_create_key(key_file)
-    try:
-        master, _ = launch.start_master(
-            state_dir=state / "master",
-            port_file=state / "master.port",
-            log=state / "master.log",
-            port=port,
-            detach=True,
-            timeout_s=READY_TIMEOUT_S,
-        )
-    except TimeoutError:
-        raise MgpuError(
-            f"local master did not start in {READY_TIMEOUT_S:.0f} s; see {state}"
-        ) from None
-    except launch.ProcessExited as exc:
-        raise _exited(exc) from None
-    (state / "master.pid").write_text(f"{master.pid}\n")
-    extra = [
-        # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
-        "--stop-jobs-on-exit",
-        # Real GPUs when NVML finds some; otherwise fake ones so the queue is usable at all.
-        *([] if gpu_count is not None else ["--fallback-gpu-count", "2"]),
-    ]
-    if os.geteuid() == 0:
-        # Root's own jobs may run as root on its own machine; everyone else's run as
-        # themselves (the socket tells the master who they are).
-        extra.append("--allow-root-jobs")
-    argv = launch.agent_command(
-        master_port=port,
-        node_id=node_id,
-        state_dir=state / "node",
-        key_file=key_file,
-        gpus=gpu_count,
-        extra=extra,
-    )
-    node = launch.spawn(argv, log=state / "node.log", detach=True)
-    (state / "node.pid").write_text(f"{node.pid}\n")
+    master = _start_master(state, port)
+    node = _start_node(state, port, key_file, gpu_count=gpu_count, node_id=node_id)
 
     def node_ready() -> bool:
         try:
@@ -102,6 +70,52 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         stop(state=state)
         raise
     return address
+
+
+def _start_master(state: Path, port: int) -> subprocess.Popen[bytes]:
+    try:
+        master, _ = launch.start_master(
+            state_dir=state / MASTER_DIR,
+            port_file=state / "master.port",
+            log=state / "master.log",
+            port=port,
+            detach=True,
+            timeout_s=READY_TIMEOUT_S,
+        )
+    except TimeoutError:
+        raise MgpuError(
+            f"local master did not start in {READY_TIMEOUT_S:.0f} s; see {state}"
+        ) from None
+    except launch.ProcessExited as exc:
+        raise _exited(exc) from None
+    (state / "master.pid").write_text(f"{master.pid}\n")
+    return master
+
+
+def _start_node(
+    state: Path, port: int, key_file: Path, *, gpu_count: int | None, node_id: str
+) -> subprocess.Popen[bytes]:
+    extra = [
+        # `local stop` means the jobs end too (a cluster agent leaves them for re-adoption).
+        "--stop-jobs-on-exit",
+        # Real GPUs when NVML finds some; otherwise fake ones so the queue is usable at all.
+        *([] if gpu_count is not None else ["--fallback-gpu-count", "2"]),
+    ]
+    if os.geteuid() == 0:
+        # Root's own jobs may run as root on its own machine; everyone else's run as
+        # themselves (the socket tells the master who they are).
+        extra.append("--allow-root-jobs")
+    argv = launch.agent_command(
+        master_port=port,
+        node_id=node_id,
+        state_dir=state / LOCAL_NODE_DIR,
+        key_file=key_file,
+        gpus=gpu_count,
+        extra=extra,
+    )
+    node = launch.spawn(argv, log=state / "node.log", detach=True)
+    (state / "node.pid").write_text(f"{node.pid}\n")
+    return node
 
 
 def _exited(exc: launch.ProcessExited) -> MgpuError:
