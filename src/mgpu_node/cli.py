@@ -25,7 +25,7 @@ from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.units import parse_size
 from mgpu_node.agent import Agent, host_resources
-from mgpu_node.gpus import detect_gpus
+from mgpu_node.gpus import GpuBackend, detect_gpus
 from mgpu_node.spool import lock_state_dir
 
 DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
@@ -169,10 +169,7 @@ def cli(
     except OSError as exc:
         raise StartupFailure(str(exc)) from None
     host_cpus, host_mem = host_resources()
-    faults = config.state_dir / constants.FAKE_GPU_FAULT_FILE
-    backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
-    if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
-        backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
+    backend = _gpus(config, gpu_count=gpu_count, fallback_gpu_count=fallback_gpu_count)
     agent = Agent(
         config,
         backend,
@@ -189,6 +186,18 @@ def cli(
         sys.exit(EXIT_STARTUP_FAILURE)
     finally:
         os.close(lock)
+
+
+def _gpus(
+    config: NodeConfig, *, gpu_count: int | None, fallback_gpu_count: int | None
+) -> GpuBackend:
+    """NVML's GPUs, or ``gpu_count`` fakes; ``fallback_gpu_count`` fakes when NVML finds none."""
+    faults = config.state_dir / constants.FAKE_GPU_FAULT_FILE
+    name = config.node_id
+    backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
+    if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
+        backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
+    return backend
 
 
 async def _run(agent: Agent) -> None:

@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPublicKeyTypes
 
 from mgpu_core.constants import CA_CERT_FILE, CA_KEY_FILE, MASTER_CERT_FILE, MASTER_KEY_FILE
 from mgpu_core.errors import ConfigError
@@ -33,7 +34,7 @@ def make_cluster_certs(directory: Path, hosts: list[str], *, days: int, force: b
     """Write ca.pem/ca.key and master.pem/master.key (keys 0600) into ``directory``."""
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID
 
     existing = [name for name in FILES if (directory / name).exists()]
     if existing and not force:
@@ -41,53 +42,18 @@ def make_cluster_certs(directory: Path, hosts: list[str], *, days: int, force: b
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     until = now + datetime.timedelta(days=days)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mgpu cluster"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common),
-            ]
-        )
-
-    def builder(
-        subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
-    ) -> x509.CertificateBuilder:
-        return (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(issuer)
-            .public_key(key.public_key())
-            .serial_number(int.from_bytes(secrets.token_bytes(16), "big") >> 1)
-            .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate clock skew
-            .not_valid_after(until)
-        )
-
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(f"mgpu CA ({socket.gethostname()})")
+    ca_name = _name(f"mgpu CA ({socket.gethostname()})")
     ca_cert = (
-        builder(ca_name, ca_name, ca_key)
+        _builder(ca_name, ca_name, ca_key.public_key(), now, until)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
-        builder(name(hosts[0]), ca_name, key)
+        _builder(_name(hosts[0]), ca_name, key.public_key(), now, until)
         .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -104,6 +70,50 @@ def make_cluster_certs(directory: Path, hosts: list[str], *, days: int, force: b
         (MASTER_KEY_FILE, _key_bytes(key), True),
     ):
         _write(directory / file_name, data, 0o600 if private else 0o644)
+
+
+def _name(common: str) -> x509.Name:
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mgpu cluster"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common),
+        ]
+    )
+
+
+def _builder(
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: CertificateIssuerPublicKeyTypes,
+    now: datetime.datetime,
+    until: datetime.datetime,
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(int.from_bytes(secrets.token_bytes(16), "big") >> 1)
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # tolerate clock skew
+        .not_valid_after(until)
+    )
+
+
+def _ca_key_usage() -> x509.KeyUsage:
+    """A CA that signs certificates (and CRLs), nothing else."""
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def _san(host: str) -> x509.GeneralName:
