@@ -28,7 +28,7 @@ from typing import Any
 
 import psutil
 
-from mgpu_core.models import JobExited, JobSpec, NodeHello
+from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.storage.store import MemoryStore
@@ -88,16 +88,9 @@ def _spec(i: int) -> JobSpec:
     )
 
 
-def _samples(gpus: int, healthy: bool = True) -> list[dict[str, Any]]:
+def _samples(gpus: int, healthy: bool = True) -> list[GpuSample]:
     return [
-        {
-            "index": i,
-            "healthy": healthy,
-            "error": "",
-            "utilization_pct": 97,
-            "memory_used_bytes": 60 * GIB,
-            "processes": [],
-        }
+        GpuSample(index=i, healthy=healthy, utilization_pct=97, memory_used_bytes=60 * GIB)
         for i in range(gpus)
     ]
 

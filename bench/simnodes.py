@@ -13,6 +13,7 @@ from typing import Any
 
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.handshake import Initiator
+from mgpu_core.models import GpuSample
 from mgpu_core.protocol import PROTOCOL_VERSION
 
 
@@ -91,7 +92,7 @@ class SimNodes:
             conn.close()
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
-        samples = [{"index": i, "healthy": True} for i in range(self.gpus)]
+        samples = [GpuSample(index=i).to_wire() for i in range(self.gpus)]
         while True:
             await asyncio.sleep(self.heartbeat_s)
             conn.send({"t": "heartbeat", "gpus": samples})

@@ -20,6 +20,7 @@ MAX_ENV_CHARS = 1024 * 1024
 MAX_ENV_ENTRIES = 8192
 MAX_OUTPUT_CHUNK = 1024 * 1024
 MAX_GPUS_PER_NODE = 64
+MAX_GPU_PROCESSES = 256  # the strangers' processes one GPU sample lists
 MAX_IDS_PER_REQUEST = 10_000
 MAX_CPUS = 65_536
 MAX_BYTES = 2**60  # memory sizes
@@ -34,5 +35,6 @@ ID = Int(0, 2**53)  # a request id
 JOB_ID = Int(1, 2**53)
 NAME = Str(MAX_NAME_LEN)
 GPU_INDEX = Int(0, MAX_GPUS_PER_NODE - 1)
+PID = Int(0, 2**32)
 # A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
 JOB_REF = AnyOf(JOB_ID, Str(MAX_JOB_REF_LEN, min_len=3))

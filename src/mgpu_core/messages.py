@@ -12,11 +12,9 @@ from __future__ import annotations
 from mgpu_core.errors import UnknownMessageType
 from mgpu_core.handshake import CHALLENGE
 from mgpu_core.limits import (
-    GPU_INDEX,
     ID,
     JOB_ID,
     JOB_REF,
-    MAX_BYTES,
     MAX_GPUS_PER_NODE,
     MAX_IDS_PER_REQUEST,
     MAX_MESSAGE_LEN,
@@ -26,8 +24,17 @@ from mgpu_core.limits import (
     MAX_REASON_LEN,
     MAX_TIME_LIMIT_S,
     NAME,
+    PID,
 )
-from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch, NodeHello, SubmitRequest
+from mgpu_core.models import (
+    GpuDevice,
+    GpuSample,
+    JobExited,
+    JobSpec,
+    Launch,
+    NodeHello,
+    SubmitRequest,
+)
 from mgpu_core.schema import (
     REQUIRED,
     Anything,
@@ -65,26 +72,7 @@ JOB_SPEC = JobSpec.SCHEMA
 GPU_DEVICE = GpuDevice.SCHEMA
 NODE_HELLO = NodeHello.SCHEMA
 LAUNCH_SPEC = Launch.SCHEMA
-
-GPU_PROCESS = Record(
-    {
-        "pid": (Int(0, 2**32), REQUIRED),
-        "user": (NAME, "?"),
-        "used_memory_bytes": (Int(0, MAX_BYTES), 0),
-        "command": (NAME, ""),
-    }
-)
-
-GPU_SAMPLE = Record(
-    {
-        "index": (GPU_INDEX, REQUIRED),
-        "healthy": (Bool(), True),
-        "error": (NAME, ""),
-        "utilization_pct": (Int(-1, 100), -1),
-        "memory_used_bytes": (Int(-1, MAX_BYTES), -1),
-        "processes": (ListOf(GPU_PROCESS, 256), list),
-    }
-)
+GPU_SAMPLE = GpuSample.SCHEMA
 
 HELLO = Record(
     {
@@ -191,7 +179,7 @@ CLIENT_REQUESTS: dict[str, Record] = {
 
 NODE_MESSAGES: dict[str, Record] = {
     "heartbeat": Record({"gpus": (ListOf(GPU_SAMPLE, MAX_GPUS_PER_NODE), list)}),
-    "job_started": Record({"job_id": (JOB_ID, REQUIRED), "pid": (Int(0, 2**32), 0)}),
+    "job_started": Record({"job_id": (JOB_ID, REQUIRED), "pid": (PID, 0)}),
     "job_output": Record(
         {
             "job_id": (JOB_ID, REQUIRED),

@@ -9,6 +9,7 @@ declarations, so a job option or a GPU field is added here, plus where it is use
 * :class:`JobSpec`: what a user asks for (``submit.job``, ``launch.spec``).
 * :class:`SubmitRequest`: a client's ``submit`` (its ``id`` and ``t`` are the envelope's).
 * :class:`GpuDevice`, :class:`NodeHello`: a node's registration (``hello.node``).
+* :class:`GpuSample`, :class:`GpuProcess`: one GPU's state in a node's ``heartbeat``.
 * :class:`Launch`: the master's order to a node to start a job (``launch.launch``).
 * :class:`JobExited`: a node's report that a job's process ended (``job_exited``).
 * :class:`JobResult`: what a per-job verb (cancel, hold, release, requeue) did to one job.
@@ -36,6 +37,7 @@ from mgpu_core.limits import (
     MAX_DEPENDENCY_LEN,
     MAX_ENV_CHARS,
     MAX_ENV_ENTRIES,
+    MAX_GPU_PROCESSES,
     MAX_GPUS_PER_NODE,
     MAX_IDS_PER_REQUEST,
     MAX_MESSAGE_LEN,
@@ -46,6 +48,7 @@ from mgpu_core.limits import (
     MAX_SCRIPT_BYTES,
     MAX_TIME_LIMIT_S,
     NAME,
+    PID,
 )
 from mgpu_core.records import WireRecord, wire, wire_record
 from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, Str
@@ -131,6 +134,34 @@ class GpuDevice(WireRecord):
     # The CUDA_VISIBLE_DEVICES entry: the NVML index (a whole GPU) or the MIG UUID.
     visible_id: str = field(metadata=wire(NAME))
     fake: bool = field(default=False, metadata=wire(Bool()))
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuProcess(WireRecord):
+    """A process that holds a context on a GPU."""
+
+    pid: int = field(metadata=wire(PID))
+    user: str = field(default="?", metadata=wire(NAME))  # its owner's user name, "?" if unknown
+    used_memory_bytes: int = field(default=0, metadata=wire(Int(0, MAX_BYTES)))  # 0: unknown
+    command: str = field(default="", metadata=wire(NAME))  # short process name, "" if unknown
+
+
+@wire_record
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpuSample(WireRecord):
+    """The state of one GPU at one moment, as a node's heartbeat reports it. The defaults are
+    a healthy GPU of which nothing is measured: what the master assumes until a heartbeat."""
+
+    index: int = field(metadata=wire(GPU_INDEX))  # the GpuDevice's index
+    healthy: bool = field(default=True, metadata=wire(Bool()))
+    error: str = field(default="", metadata=wire(NAME))  # why it is unhealthy, "" if healthy
+    utilization_pct: int = field(default=-1, metadata=wire(Int(-1, 100)))  # -1: unknown
+    memory_used_bytes: int = field(default=-1, metadata=wire(Int(-1, MAX_BYTES)))  # -1: unknown
+    # Strangers' processes only: the agent leaves out those of its jobs.
+    processes: list[GpuProcess] = field(
+        default_factory=list, metadata=wire(ListOf(GpuProcess.SCHEMA, MAX_GPU_PROCESSES))
+    )
 
 
 @wire_record

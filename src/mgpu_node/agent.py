@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from mgpu_core.errors import (
     error_from_wire,
 )
 from mgpu_core.handshake import Initiator
-from mgpu_core.limits import MAX_IDS_PER_REQUEST
+from mgpu_core.limits import MAX_GPU_PROCESSES, MAX_IDS_PER_REQUEST
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
@@ -279,28 +280,13 @@ class Agent:
             await asyncio.sleep(self.config.heartbeat_interval_s)
 
     def _gpu_samples(self) -> list[dict[str, Any]]:
+        """This moment's GPU samples, each listing only the processes of strangers (not of a
+        job of ours), as many as the wire takes."""
         ours = self.executor.job_sessions()
         out = []
         for s in self.backend.sample():
             foreign = [p for p in s.processes if _session_of(p.pid) not in ours]
-            out.append(
-                {
-                    "index": s.index,
-                    "healthy": s.healthy,
-                    "error": s.error[:256],
-                    "utilization_pct": s.utilization_pct,
-                    "memory_used_bytes": s.memory_used_bytes,
-                    "processes": [
-                        {
-                            "pid": p.pid,
-                            "user": p.user[:256],
-                            "used_memory_bytes": p.used_memory_bytes,
-                            "command": p.command[:256],
-                        }
-                        for p in foreign[:256]
-                    ],
-                }
-            )
+            out.append(replace(s, processes=foreign[:MAX_GPU_PROCESSES]).to_wire())
         return out
 
 

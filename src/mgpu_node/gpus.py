@@ -19,13 +19,13 @@ import contextlib
 import logging
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import psutil
 
-from mgpu_core.models import GpuDevice
+from mgpu_core.limits import MAX_NAME_LEN
+from mgpu_core.models import GpuDevice, GpuProcess, GpuSample
 
 logger = logging.getLogger(__name__)
 
@@ -33,35 +33,13 @@ MAX_FAKE_GPUS = 64
 FAKE_GPU_MEMORY_BYTES = 80 * 1024**3
 
 
-@dataclass(slots=True, frozen=True)
-class GpuProcess:
-    """A process that holds a context on a GPU."""
-
-    pid: int
-    user: str  # process owner's user name ("?" if unknown)
-    used_memory_bytes: int  # 0 if NVML does not say
-    command: str  # short process name, "" if unknown
-
-
-@dataclass(slots=True, frozen=True)
-class GpuSample:
-    """The state of one device at one moment."""
-
-    index: int
-    healthy: bool
-    error: str  # "" when healthy, else a short reason (NVML error text)
-    utilization_pct: int  # -1 if unknown
-    memory_used_bytes: int  # -1 if unknown
-    processes: tuple[GpuProcess, ...]
-
-
 class GpuBackend(Protocol):
     """What the agent needs from a GPU source.
 
     ``devices()`` is fixed for the backend's lifetime. ``sample()`` returns exactly one
-    :class:`GpuSample` per device, in ``devices()`` order; a single failing GPU is reported as
-    unhealthy in its sample, never raised. ``close()`` releases the backend and may be called
-    more than once.
+    :class:`GpuSample` per device, in ``devices()`` order, its texts cut to what the wire
+    takes; a single failing GPU is reported as unhealthy in its sample, never raised.
+    ``close()`` releases the backend and may be called more than once.
     """
 
     kind: str  # "nvml", "fake" or "none"
@@ -119,9 +97,9 @@ class FakeGpuBackend:
         """Every fake device idle and empty; healthy unless the fault file names it."""
         faults = self._read_faults()
         return [
-            GpuSample(d.index, False, faults[d.index], -1, -1, ())
+            GpuSample(index=d.index, healthy=False, error=faults[d.index])
             if d.index in faults
-            else GpuSample(d.index, True, "", 0, 0, ())
+            else GpuSample(index=d.index, utilization_pct=0, memory_used_bytes=0)
             for d in self._devices
         ]
 
@@ -155,7 +133,8 @@ class FakeGpuBackend:
             if not 0 <= index < len(self._devices):
                 logger.warning("%s: no fake GPU %r; line ignored", self.fault_file, fields[0])
                 continue
-            faults[index] = fields[1].strip() if len(fields) > 1 else "fault injected"
+            reason = fields[1].strip() if len(fields) > 1 else "fault injected"
+            faults[index] = reason[:MAX_NAME_LEN]
         return faults
 
     def close(self) -> None:
@@ -179,7 +158,12 @@ def _describe_process(pid: int, used_memory: object) -> GpuProcess:
         with contextlib.suppress(psutil.AccessDenied):
             command = proc.name()
     memory = used_memory if isinstance(used_memory, int) and used_memory >= 0 else 0
-    return GpuProcess(pid=pid, user=user, used_memory_bytes=memory, command=command)
+    return GpuProcess(
+        pid=pid,
+        user=user[:MAX_NAME_LEN],
+        used_memory_bytes=memory,
+        command=command[:MAX_NAME_LEN],
+    )
 
 
 class NvmlBackend:
@@ -299,8 +283,14 @@ class NvmlBackend:
             utilization = self._utilization(handle)
             processes = self._processes(handle)
         except nvml.NVMLError as exc:
-            return GpuSample(index, False, _text(exc) or type(exc).__name__, -1, -1, ())
-        return GpuSample(index, True, "", utilization, memory_used, processes)
+            error = _text(exc) or type(exc).__name__
+            return GpuSample(index=index, healthy=False, error=error[:MAX_NAME_LEN])
+        return GpuSample(
+            index=index,
+            utilization_pct=utilization,
+            memory_used_bytes=memory_used,
+            processes=processes,
+        )
 
     def _utilization(self, handle: Any) -> int:
         """GPU busy percentage, -1 where NVML does not support it (e.g. MIG instances)."""
@@ -309,7 +299,7 @@ class NvmlBackend:
         except self._nvml.NVMLError_NotSupported:
             return -1
 
-    def _processes(self, handle: Any) -> tuple[GpuProcess, ...]:
+    def _processes(self, handle: Any) -> list[GpuProcess]:
         """Compute and graphics processes on a device, one entry per pid, ordered by pid.
 
         Listings NVML refuses (not supported, no permission, e.g. MIG without root) count as empty.
@@ -327,7 +317,7 @@ class NvmlBackend:
                 continue
             for info in infos:
                 memory_by_pid.setdefault(int(info.pid), getattr(info, "usedGpuMemory", None))
-        return tuple(_describe_process(pid, memory_by_pid[pid]) for pid in sorted(memory_by_pid))
+        return [_describe_process(pid, memory_by_pid[pid]) for pid in sorted(memory_by_pid)]
 
     def _log_health_change(self, sample: GpuSample) -> None:
         if not sample.healthy and sample.index not in self._unhealthy:

@@ -28,6 +28,8 @@ from mgpu_core.messages import (
 )
 from mgpu_core.models import (
     GpuDevice,
+    GpuProcess,
+    GpuSample,
     JobExited,
     JobResult,
     JobSpec,
@@ -55,6 +57,8 @@ RECORDS: list[type[WireRecord]] = [
     SubmitRequest,
     GpuDevice,
     NodeHello,
+    GpuProcess,
+    GpuSample,
     Launch,
     JobExited,
     JobResult,
@@ -246,6 +250,54 @@ def test_the_documented_job_spec_limits() -> None:
     assert (argv.max_items, argv.item.max_len) == (4096, 131_072)
 
 
+def test_the_documented_gpu_sample_fields() -> None:
+    """docs/protocol.md §5.1's GPU sample and GPU process, pinned: limits, defaults and required
+    fields (a heartbeat from an older agent must still validate)."""
+
+    def described(check: Validator) -> Any:
+        if isinstance(check, Int):
+            return (check.lo, check.hi)
+        if isinstance(check, Str):
+            return ("str", check.min_len, check.max_len)
+        if isinstance(check, ListOf):
+            return ([described(check.item)], check.max_items)
+        if isinstance(check, Record):
+            return {k: (described(v), d) for k, (v, d) in check.fields.items()}
+        return type(check).__name__
+
+    assert described(GpuSample.SCHEMA) == {
+        "index": ((0, 63), REQUIRED),
+        "healthy": ("Bool", True),
+        "error": (("str", 0, 256), ""),
+        "utilization_pct": ((-1, 100), -1),
+        "memory_used_bytes": ((-1, 2**60), -1),
+        "processes": (
+            (
+                [
+                    {
+                        "pid": ((0, 2**32), REQUIRED),
+                        "user": (("str", 0, 256), "?"),
+                        "used_memory_bytes": ((0, 2**60), 0),
+                        "command": (("str", 0, 256), ""),
+                    }
+                ],
+                256,
+            ),
+            list,
+        ),
+    }
+    sample = GpuSample.from_wire({"index": 3, "processes": [{"pid": 9}]})
+    assert sample == GpuSample(index=3, processes=[GpuProcess(pid=9)])
+    assert sample.to_wire() == {
+        "index": 3,
+        "healthy": True,
+        "error": "",
+        "utilization_pct": -1,
+        "memory_used_bytes": -1,
+        "processes": [{"pid": 9, "user": "?", "used_memory_bytes": 0, "command": ""}],
+    }
+
+
 def test_nested_errors_name_the_path() -> None:
     with pytest.raises(BadMessage, match=r"field 'spec\.gpus': expected int, got str"):
         Launch.from_wire({"job_id": 1, "spec": {"gpus": "2"}})
@@ -341,6 +393,8 @@ def test_the_tables_use_the_records_schemas() -> None:
     assert list(submit.fields) == ["id", *SubmitRequest.SCHEMA.fields]
     assert submit.fields["job"][0] is JobSpec.SCHEMA
     assert NODE_MESSAGES["job_exited"] is JobExited.SCHEMA
+    gpus = NODE_MESSAGES["heartbeat"].fields["gpus"][0]
+    assert isinstance(gpus, ListOf) and gpus.item is GpuSample.SCHEMA
     assert MASTER_TO_NODE["launch"].fields["launch"][0] is Launch.SCHEMA
     node = HELLO.fields["node"][0]
     assert isinstance(node, Optional) and node.inner is NodeHello.SCHEMA

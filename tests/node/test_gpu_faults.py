@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mgpu_node.gpus import FakeGpuBackend, GpuSample, detect_gpus
+from mgpu_core.models import GpuSample
+from mgpu_node.gpus import FakeGpuBackend, detect_gpus
 
-HEALTHY = [GpuSample(i, True, "", 0, 0, ()) for i in range(3)]
+HEALTHY = [GpuSample(index=i, utilization_pct=0, memory_used_bytes=0) for i in range(3)]
 
 
 def test_no_fault_file_means_healthy(tmp_path: Path) -> None:
@@ -28,8 +29,8 @@ def test_listed_gpu_is_unhealthy_until_its_line_goes(
         backend.sample()  # unchanged file: no second log line
     assert samples == [
         HEALTHY[0],
-        GpuSample(1, False, "fell off the bus (Xid 79)", -1, -1, ()),
-        GpuSample(2, False, "fault injected", -1, -1, ()),
+        GpuSample(index=1, healthy=False, error="fell off the bus (Xid 79)"),
+        GpuSample(index=2, healthy=False, error="fault injected"),
     ]
     assert [r.getMessage() for r in caplog.records] == [
         "fake GPU 1 is unhealthy: fell off the bus (Xid 79)",

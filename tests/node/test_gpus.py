@@ -12,13 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mgpu_core.models import GpuDevice
-from mgpu_node.gpus import (
-    FAKE_GPU_MEMORY_BYTES,
-    FakeGpuBackend,
-    GpuSample,
-    detect_gpus,
-)
+from mgpu_core.models import GpuDevice, GpuSample
+from mgpu_node.gpus import FAKE_GPU_MEMORY_BYTES, FakeGpuBackend, detect_gpus
 
 NO_NVIDIA_DRIVER = shutil.which("nvidia-smi") is None and not Path("/dev/nvidiactl").exists()
 
@@ -52,7 +47,7 @@ def test_fake_uuids_sanitize_node_name_and_differ_between_nodes() -> None:
 def test_fake_sample_reports_every_device_idle_and_healthy() -> None:
     backend = FakeGpuBackend(4, "n")
     samples = backend.sample()
-    assert samples == [GpuSample(i, True, "", 0, 0, ()) for i in range(4)]
+    assert samples == [GpuSample(index=i, utilization_pct=0, memory_used_bytes=0) for i in range(4)]
     assert [s.index for s in samples] == [d.index for d in backend.devices()]
 
 

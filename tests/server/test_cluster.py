@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from mgpu_core.errors import InvalidJobState, InvalidRequest, JobNotFound, NodeConflict
-from mgpu_core.models import JobSpec
+from mgpu_core.models import GpuProcess, GpuSample, JobSpec
 from mgpu_core.states import IllegalTransition, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.state.cluster import ClusterState
@@ -138,26 +140,38 @@ def test_only_changes_that_matter_trigger_a_pass(cluster: ClusterState) -> None:
     cluster.submit("a", JobSpec(argv=["x"], gpus=2), now=0)
     cluster.schedule(now=0)
     assert not cluster.outbox.changed
-    healthy = [
-        {
-            "index": i,
-            "healthy": True,
-            "error": "",
-            "utilization_pct": 0,
-            "memory_used_bytes": 0,
-            "processes": [],
-        }
-        for i in range(2)
-    ]
+    healthy = [GpuSample(index=i, utilization_pct=0, memory_used_bytes=0) for i in range(2)]
     cluster.heartbeat("n1", healthy, now=1)
     assert not cluster.outbox.changed  # a routine heartbeat: no pass over the queue
-    sick = [dict(healthy[0]), dict(healthy[1], healthy=False, error="GPU is lost")]
+    sick = [healthy[0], GpuSample(index=1, healthy=False, error="GPU is lost")]
     cluster.heartbeat("n1", sick, now=2)
     assert cluster.outbox.changed
     job = cluster.submit("a", JobSpec(argv=["x"], gpus=1), now=3)
     cluster.schedule(now=3)
     assert job.state is JobState.PENDING and job.reason == "Resources"  # GPU 1 is down
     assert cluster.nodes["n1"].view().healthy_gpus == 1
+
+
+def test_the_nodes_view_shows_each_gpu_s_last_sample(cluster: ClusterState) -> None:
+    """docs/protocol.md's GPU record: the device's fields, the sample's but its index, the job."""
+    service, _ = make_service(cluster)
+
+    def gpus() -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = request(service, ctx("a"), "nodes")["nodes"]
+        return [dict(g) for g in nodes[0]["gpus"]]
+
+    device = {"uuid": "n1-1", "name": "g", "memory_total_bytes": 1, "visible_id": "1", "fake": True}
+    unmeasured = {"healthy": True, "error": "", "utilization_pct": -1, "memory_used_bytes": -1}
+    assert gpus()[1] == {"index": 1, **device, **unmeasured, "processes": [], "job_id": None}
+    stranger = GpuProcess(pid=7, user="eve", used_memory_bytes=5, command="miner")
+    sample = GpuSample(index=1, utilization_pct=40, memory_used_bytes=9, processes=[stranger])
+    cluster.heartbeat("n1", [sample, GpuSample(index=5)], now=1)  # no GPU 5: ignored
+    measured = {"healthy": True, "error": "", "utilization_pct": 40, "memory_used_bytes": 9}
+    processes = [{"pid": 7, "user": "eve", "used_memory_bytes": 5, "command": "miner"}]
+    wire_form = gpus()[1]
+    assert wire_form == {"index": 1, **device, **measured, "processes": processes, "job_id": None}
+    assert list(wire_form) == ["index", *device, *measured, "processes", "job_id"]
+    assert cluster.nodes["n1"].gpus[1].sample is sample
 
 
 def test_late_exit_of_an_earlier_run_is_ignored(cluster: ClusterState) -> None:

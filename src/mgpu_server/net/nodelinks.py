@@ -16,7 +16,7 @@ from typing import Any
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import MgpuError, ProtocolError
 from mgpu_core.messages import NODE_MESSAGES, validate
-from mgpu_core.models import JobExited, NodeHello
+from mgpu_core.models import GpuSample, JobExited, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.net import authn
@@ -98,7 +98,7 @@ class NodeLinks:
                 self.relay(job.job_id, msg)
             return
         if kind == "heartbeat":
-            cluster.heartbeat(node_id, msg["gpus"], now)
+            cluster.heartbeat(node_id, [GpuSample.from_checked(g) for g in msg["gpus"]], now)
         elif kind == "job_started":
             cluster.job_started(node_id, msg["job_id"], msg["pid"])
         elif kind == "job_exited":

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from mgpu_core.models import GpuDevice, NodeHello
+from mgpu_core.models import GpuDevice, GpuSample, NodeHello
 from mgpu_server.scheduling.planner import NodeView
 
 # The down reason of a connected node whose heartbeats stopped.
@@ -26,31 +26,29 @@ class NodeState(StrEnum):
 
 @dataclass(slots=True)
 class GpuRecord:
-    """One GPU of a node: what the agent registered, its health as of the last heartbeat, and
-    the job it is allocated to."""
+    """One GPU of a node: what the agent registered, its last heartbeat's sample (healthy and
+    nothing measured until the first), and the job it is allocated to."""
 
     device: GpuDevice
-    healthy: bool = True
-    error: str = ""
-    utilization_pct: int = -1
-    memory_used_bytes: int = -1
-    processes: list[dict[str, Any]] = field(default_factory=list)
     job_id: int | None = None  # the job this GPU is allocated to
+    sample: GpuSample = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sample = GpuSample(index=self.device.index)
 
     @property
     def index(self) -> int:
         return self.device.index
 
+    @property
+    def healthy(self) -> bool:
+        return self.sample.healthy
+
     def to_wire(self) -> dict[str, Any]:
-        return {
-            **self.device.to_wire(),
-            "healthy": self.healthy,
-            "error": self.error,
-            "utilization_pct": self.utilization_pct,
-            "memory_used_bytes": self.memory_used_bytes,
-            "processes": self.processes,
-            "job_id": self.job_id,
-        }
+        """The device's fields, then the sample's (but its index), then ``job_id``."""
+        measured = self.sample.to_wire()
+        del measured["index"]  # the device's
+        return {**self.device.to_wire(), **measured, "job_id": self.job_id}
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mgpu_core.constants import TURNS_KEY
-from mgpu_core.models import JobExited, JobSpec, NodeHello
+from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.nodes import NodeRecord
@@ -222,7 +222,7 @@ class ClusterState:
     def node_seen(self, node_id: str, now: float) -> None:
         self.nodes.seen(node_id, now)
 
-    def heartbeat(self, node_id: str, samples: list[dict[str, Any]], now: float) -> None:
+    def heartbeat(self, node_id: str, samples: list[GpuSample], now: float) -> None:
         self.nodes.heartbeat(node_id, samples, now)
 
     def expire_nodes(self, now: float) -> None:

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, ValuesView
-from typing import Any
 
 from mgpu_core.errors import InvalidRequest, NodeConflict, NodeNotFound
-from mgpu_core.models import NodeHello
+from mgpu_core.models import GpuSample, NodeHello
 from mgpu_server.records.nodes import NOT_RESPONDING, NodeRecord
 from mgpu_server.state.effects import Outbox
 from mgpu_server.storage.store import Store
@@ -93,30 +92,26 @@ class NodeRegistry:
         """Any message from a node proves it alive."""
         self._nodes[node_id].last_seen_s = now
 
-    def heartbeat(self, node_id: str, samples: list[dict[str, Any]], now: float) -> None:
+    def heartbeat(self, node_id: str, samples: list[GpuSample], now: float) -> None:
         node = self._nodes[node_id]
         node.last_seen_s = now
         if node.down_reason == NOT_RESPONDING:
             node.down_reason = ""
             self.outbox.changed = True
         for sample in samples:
-            if sample["index"] >= len(node.gpus):
+            if sample.index >= len(node.gpus):
                 continue
-            gpu = node.gpus[sample["index"]]
-            if gpu.healthy != sample["healthy"]:
+            gpu = node.gpus[sample.index]
+            if gpu.healthy != sample.healthy:
                 self.outbox.changed = True
                 log.warning(
                     "node=%s gpu=%d healthy=%s %s",
                     node_id,
                     gpu.index,
-                    sample["healthy"],
-                    sample["error"],
+                    sample.healthy,
+                    sample.error,
                 )
-            gpu.healthy = sample["healthy"]
-            gpu.error = sample["error"]
-            gpu.utilization_pct = sample["utilization_pct"]
-            gpu.memory_used_bytes = sample["memory_used_bytes"]
-            gpu.processes = sample["processes"]
+            gpu.sample = sample
 
     def silent(self, now: float) -> list[NodeRecord]:
         """Nodes silent for longer than the timeout (a connected one is marked not
