@@ -13,7 +13,7 @@ from mgpu_client.client import connect, current_user
 from mgpu_client.exits import handles_errors
 from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
 from mgpu_core.errors import UsageError
-from mgpu_core.states import JobState
+from mgpu_core.states import COMPLETING, COMPLETING_SHORT, JobState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     import click
 
 PROG = "mgpu_queue"
-_BY_SHORT = {s.short: s.value for s in JobState}
+_BY_SHORT = {s.short: s.value for s in JobState} | {COMPLETING_SHORT: COMPLETING}
+_NAMES = [*JobState.__members__, COMPLETING]
 
 
 def _split(value: str | None) -> list[str]:
@@ -37,10 +38,8 @@ def parse_states(value: str | None) -> tuple[list[str], bool]:
         if upper == "ALL":
             return [], True
         name = _BY_SHORT.get(upper, upper)
-        if name not in JobState.__members__:
-            raise UsageError(
-                f"invalid job state '{item}': use one of {', '.join(JobState.__members__)}"
-            )
+        if name not in _NAMES:
+            raise UsageError(f"invalid job state '{item}': use one of {', '.join(_NAMES)}")
         states.append(name)
     return states, False
 

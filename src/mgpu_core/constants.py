@@ -46,6 +46,8 @@ EXIT_JOURNAL_FILE = "journal"  # ... appended here
 JOBS_DIR = "jobs"  # <job id>.json records of running jobs, <job id>.status from the wrapper
 SCRIPTS_DIR = "spool"  # job-<job id>.sh batch scripts
 FAKE_GPU_FAULT_FILE = "fake-gpu-faults"  # faults injected into fake GPUs (tests, demos)
+LEASE_FILE = "lease"  # until when the jobs may run without word from the master (the fence)
+GUARD_PID_FILE = "guard.pid"  # the fence guard, which outlives the agent
 
 # -- Keys of the client config file (config.toml) ----------------------------------------------
 CONFIG_MASTER = "master"  # HOST:PORT or unix:PATH
@@ -54,7 +56,12 @@ CONFIG_TLS_CA = "tls_ca"  # the cluster's CA certificate
 
 # -- Daemon defaults (mgpu_core.daemons; the wire's launch default too) -------------------------
 HELLO_TIMEOUT_S = 10.0  # a new connection's time to say hello
-NODE_TIMEOUT_S = 15.0  # node silence before its jobs are NODE_FAIL
+NODE_TIMEOUT_S = 15.0  # node silence before it is "not responding" (no new jobs there)
+# A node that cannot reach the master kills its jobs after this long (the fence, enforced by a
+# guard process that outlives the agent); only after it (plus the kill grace and a margin) does
+# the master take them for lost and requeue them. Slurm's SlurmdTimeout is 300 s too: a network
+# blip of a minute never kills or requeues a week-long training run.
+FENCE_TIMEOUT_S = 300.0
 KILL_GRACE_S = 10.0  # SIGTERM to SIGKILL on cancel
 HEARTBEAT_INTERVAL_S = 5.0
 MAX_CONNECTIONS = 4096  # open connections in total (nodes and clients) ...

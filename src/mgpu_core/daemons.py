@@ -44,6 +44,7 @@ class ServerConfig:
     hello_timeout_s: float = constants.HELLO_TIMEOUT_S
     node_timeout_s: float = constants.NODE_TIMEOUT_S
     kill_grace_s: float = constants.KILL_GRACE_S
+    fence_timeout_s: float = constants.FENCE_TIMEOUT_S
     # A client that stops reading (a stuck srun) is dropped past this much queued output,
     # instead of the master buffering a job's whole output in memory.
     max_client_backlog_bytes: int = 64 * 1024 * 1024
@@ -56,7 +57,7 @@ class ServerConfig:
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:
             raise ConfigError(f"invalid port {self.port}: use 0-65535")
-        for name in ("hello_timeout_s", "node_timeout_s", "kill_grace_s"):
+        for name in ("hello_timeout_s", "node_timeout_s", "kill_grace_s", "fence_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         return self

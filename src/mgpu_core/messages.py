@@ -49,7 +49,7 @@ from mgpu_core.schema import (
     Record,
     Str,
 )
-from mgpu_core.states import JobState
+from mgpu_core.states import COMPLETING, JobState
 
 # Types only, and not typing's TYPE_CHECKING: see mgpu_core.records.
 TYPE_CHECKING = False
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
     from mgpu_core.protocol import Message
 
-_STATES = OneOf(*(s.value for s in JobState))
+_STATES = OneOf(*(s.value for s in JobState), COMPLETING)
 _JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
 
 
@@ -178,7 +178,20 @@ CLIENT_REQUESTS: dict[str, Record] = {
 }
 
 NODE_MESSAGES: dict[str, Record] = {
-    "heartbeat": Record({"gpus": (ListOf(GPU_SAMPLE, MAX_GPUS_PER_NODE), list)}),
+    "heartbeat": Record(
+        {
+            "gpus": (ListOf(GPU_SAMPLE, MAX_GPUS_PER_NODE), list),
+            # The jobs the node runs now, and those whose exit the master has not acknowledged
+            # (None from an older agent: no reconciliation by heartbeat).
+            "running_job_ids": (Optional(ListOf(JOB_ID, MAX_IDS_PER_REQUEST)), None),
+            # The highest Launch.launch_seq the node has received on this link.
+            "launch_seq": (Int(0, 2**53), 0),
+            # The node's count of heartbeats on this link, echoed by heartbeat_ack: the node
+            # renews its lease from the time it *sent* the acknowledged heartbeat, so an ack
+            # held up in the network never stretches the fence past what the master assumes.
+            "seq": (Int(0, 2**53), 0),
+        }
+    ),
     "job_started": Record({"job_id": (JOB_ID, REQUIRED), "pid": (PID, 0)}),
     "job_output": Record(
         {
@@ -200,6 +213,8 @@ MASTER_TO_NODE: dict[str, Record] = {
     "kill": Record({"job_id": (JOB_ID, REQUIRED), "reason": (Str(MAX_REASON_LEN), "")}),
     # The master has stored this job's exit: the node may forget it.
     "exit_ack": Record({"job_id": (JOB_ID, REQUIRED)}),
+    # The master processed a heartbeat: the node renews its fence lease (docs/architecture.md).
+    "heartbeat_ack": Record({"seq": (Int(0, 2**53), 0)}),
 }
 
 MASTER_TO_CLIENT: frozenset[str] = frozenset(

@@ -200,6 +200,9 @@ class Launch(WireRecord):
     kill_grace_s: float = field(default=KILL_GRACE_S, metadata=wire(Float()))
     # The job's run: 0, then +1 per requeue (MGPU_RESTART_COUNT).
     restart_count: int = field(default=0, metadata=wire(Int(0, 2**31)))
+    # The master's count of launches sent to this node (per link), echoed in heartbeats so
+    # that a heartbeat sent before a launch arrived does not make the job look vanished.
+    launch_seq: int = field(default=0, metadata=wire(Int(0, 2**53)))
 
 
 @wire_record

@@ -74,6 +74,13 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 
+# What queue rows show for a RUNNING job that is ending — cancelled, requeued or past its time
+# limit — until its node confirms the exit or is fenced (Slurm's COMPLETING, "CG"): its GPUs
+# stay allocated all the while. A display state, not a state of the transition table.
+COMPLETING = "COMPLETING"
+COMPLETING_SHORT = "CG"
+
+
 class Hold(StrEnum):
     """Who holds a pending job back (scontrol hold/release): an admin's hold needs an admin."""
 

@@ -65,7 +65,16 @@ from mgpu_server.storage.sqlite_store import SqliteStore
     type=click.FloatRange(min=0.1),
     default=constants.NODE_TIMEOUT_S,
     show_default=True,
-    help="Seconds of node silence before its jobs are NODE_FAIL.",
+    help="Seconds of node silence before it is marked not responding (no new jobs there).",
+)
+@click.option(
+    "--fence-timeout",
+    "fence_timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=constants.FENCE_TIMEOUT_S,
+    show_default=True,
+    help="Seconds a node without word from the master lets its jobs run before it kills them; "
+    "the master requeues a silent node's jobs only after this plus the kill grace and a margin.",
 )
 @click.option(
     "--kill-grace",
@@ -120,6 +129,7 @@ def cli(
     socket_path: Path | None,
     no_socket: bool,
     node_timeout_s: float,
+    fence_timeout_s: float,
     kill_grace_s: float,
     hello_timeout_s: float,
     config_file: Path | None,
@@ -142,6 +152,7 @@ def cli(
             port_file=port_file,
             socket_path=None if no_socket else socket_path,
             node_timeout_s=node_timeout_s,
+            fence_timeout_s=fence_timeout_s,
             kill_grace_s=max(kill_grace_s, 0.01),
             hello_timeout_s=hello_timeout_s,
             max_connections=max_connections,

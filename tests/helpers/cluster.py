@@ -190,6 +190,12 @@ class Cluster(launch.ProcessCluster):
                 continue
 
 
+# Master options for tests that let a node fail: not responding after 1 s, its jobs fenced
+# (killed on the node) after 1 s without an acknowledged heartbeat, SIGKILL 1 s after SIGTERM;
+# the master takes them for lost after 1 + 1 + 5 s margin.
+FAST_FENCE = ("--node-timeout", "1", "--fence-timeout", "1", "--kill-grace", "1")
+
+
 @contextlib.contextmanager
 def running_cluster(tmp: Path, *master_args: str, **master_kwargs: Any) -> Iterator[Cluster]:
     """A cluster whose master takes extra options; everything it started is stopped after."""

@@ -24,12 +24,16 @@ def make_state(
     store: Store | None = None,
     kill_grace_s: float = 1.0,
     node_timeout_s: float = 1e9,
+    fence_timeout_s: float = 1.0,
     now: float = 0.0,
 ) -> ClusterState:
+    """A state on a memory store. A silent node's jobs count as lost after
+    ``fence_timeout_s`` + ``kill_grace_s`` + FENCE_MARGIN_S (+1 %): 7.01 s by default."""
     return ClusterState(
         store if store is not None else MemoryStore(),
         kill_grace_s=kill_grace_s,
         node_timeout_s=node_timeout_s,
+        fence_timeout_s=fence_timeout_s,
         now=now,
         policy=policy or PolicyConfig(),
     )

@@ -15,7 +15,7 @@ from mgpu_client.client import Client
 from mgpu_core.config import parse_address
 from mgpu_core.errors import MgpuError
 from mgpu_core.models import JobSpec
-from tests.helpers.cluster import Cluster, running_cluster, wait_for
+from tests.helpers.cluster import FAST_FENCE, Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,7 +106,7 @@ def test_bad_state_dir_and_corrupt_database_stop_the_master(tmp_path: Path) -> N
 
 
 def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> None:
-    with running_cluster(tmp_path, "--node-timeout", "1.5") as c:
+    with running_cluster(tmp_path, *FAST_FENCE) as c:
         c.start_node("n1", gpus=1)
         marker = tmp_path / "restarts"
         batch = c.sbatch(
@@ -136,7 +136,7 @@ def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> No
 
 
 def test_interactive_job_on_a_failed_node_ends_with_a_clear_message(tmp_path: Path) -> None:
-    with running_cluster(tmp_path, "--node-timeout", "1") as c:
+    with running_cluster(tmp_path, *FAST_FENCE) as c:
         c.start_node("n1", gpus=1)
         marker = tmp_path / "started"
         srun = subprocess.Popen(

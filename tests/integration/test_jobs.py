@@ -11,6 +11,7 @@ import pytest
 
 from mgpu_core.exitcodes import EXIT_UNREACHABLE
 from tests.helpers.cluster import (
+    FAST_FENCE,
     PY,
     Cluster,
     pid_alive,
@@ -281,7 +282,7 @@ def test_nodes_view_and_impossible_request(cluster: Cluster) -> None:
 
 
 def test_node_disconnect_then_timeout_fails_its_jobs(tmp_path: Path) -> None:
-    with running_cluster(tmp_path, "--node-timeout", "1") as c:
+    with running_cluster(tmp_path, *FAST_FENCE) as c:
         c.start_node("n1", gpus=1)
         job_id = c.sbatch("--no-requeue", "--gpus", "1", "--wrap", "sleep 300")
         c.wait_state(job_id, "RUNNING")

@@ -114,6 +114,7 @@ OPS = st.sampled_from(
         "lose_node",
         "node_back",
         "turns",
+        "digest",
         "flush",
         "flush_fails",
     ]
@@ -209,13 +210,16 @@ def _cluster_op(state: ClusterState, op: str, k: int, now: float) -> None:
         state.schedule(now)
     elif op == "lose_node":
         state.heartbeat("n1", [], now)  # n2 stays silent past the timeout
-        state.expire_nodes(now + 6.0)
+        state.expire_nodes(now + 8.0)  # past node timeout and fence: its jobs are lost
     elif op == "node_back":
         for node_id in ("n1", "n2"):
             node = state.nodes[node_id]
             state.node_leave(node_id, now)
             still = [i for i in node.jobs if k % 2]  # on odd k the agent still runs its jobs
             state.node_join(node_info(node_id, 4, still, cpus=16, mem_bytes=1 << 40), now)
+    elif op == "digest":  # n1 reports every other job it should run: the rest vanished
+        ours = sorted(j.job_id for j in state.running.values() if j.node_id == "n1")
+        state.heartbeat("n1", [], now, running_ids=ours[k % 2 :: 2], launch_seq=10**6)
     elif op == "turns":
         mode = ["queue", "priority", "auto"][k % 3]
         state.turns.request("set", {"users": ["a", "b", "a"]}, now)

@@ -164,8 +164,8 @@ def test_running_totals_follow_the_running_jobs(ops: list[tuple[str, int, str, s
             c.job_exited(job.node_id, exited(job.job_id), now)
         elif kind == "fail" and running:
             c.heartbeat("n1", [], now)  # n2 goes silent and fails its jobs (requeued)
-            c.expire_nodes(now + 5.0)
-            c.heartbeat("n2", [], now + 5.0)
+            c.expire_nodes(now + 8.0)  # past the fence: n2's jobs are lost
+            c.heartbeat("n2", [], now + 8.0)
         elif kind == "requeue" and running:
             job = c.running.get(running[k % len(running)])
             assert job is not None

@@ -64,7 +64,15 @@ class NodeLinks:
             return
         node_id = node.node_id
         self.links[node_id] = conn
-        self.reply(conn, ok_reply(hello["id"], {"node_id": node_id, "version": PROTOCOL_VERSION}))
+        # The fence parameters are the master's: the node kills its jobs after fence_timeout_s
+        # without an acknowledged heartbeat, and the master waits longer than that.
+        registered = {
+            "node_id": node_id,
+            "version": PROTOCOL_VERSION,
+            "fence_timeout_s": self.cluster.fence_timeout_s,
+            "kill_grace_s": self.cluster.lifecycle.kill_grace_s,
+        }
+        self.reply(conn, ok_reply(hello["id"], registered))
         try:
             while True:
                 msg = validate(await conn.recv(), NODE_MESSAGES)
@@ -98,7 +106,16 @@ class NodeLinks:
                 self.relay(job.job_id, msg)
             return
         if kind == "heartbeat":
-            cluster.heartbeat(node_id, [GpuSample.from_checked(g) for g in msg["gpus"]], now)
+            cluster.heartbeat(
+                node_id,
+                [GpuSample.from_checked(g) for g in msg["gpus"]],
+                now,
+                running_ids=msg["running_job_ids"],
+                launch_seq=msg["launch_seq"],
+            )
+            # After this turn's commit, like every reply: the node renews its lease from the
+            # time it sent this heartbeat.
+            self.reply(self.links[node_id], {"t": "heartbeat_ack", "seq": msg["seq"]})
         elif kind == "job_started":
             cluster.job_started(node_id, msg["job_id"], msg["pid"])
         elif kind == "job_exited":

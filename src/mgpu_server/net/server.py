@@ -71,6 +71,7 @@ class Server:
             store,
             kill_grace_s=config.kill_grace_s,
             node_timeout_s=config.node_timeout_s,
+            fence_timeout_s=config.fence_timeout_s,
             now=time.time(),
             policy=policy,
         )

@@ -11,7 +11,7 @@ from typing import Any
 from mgpu_core.arrays import format_job_ref
 from mgpu_core.deps import Dependency
 from mgpu_core.models import JobSpec
-from mgpu_core.states import Hold, JobState, check_transition
+from mgpu_core.states import COMPLETING, Hold, JobState, check_transition
 
 # Queue rows carry a command preview, not the whole command line: a listing of 100,000 jobs
 # must fit in one frame.
@@ -44,6 +44,11 @@ class Job:
     array_throttle: int = 0  # the array's %N: at most this many of its tasks run at once
     # spec.dependency parsed once (at submit, or at load); None without one. Not stored.
     dependency: Dependency | None = None
+    # The launch's number on its node's link (heartbeats echo the highest they saw). Not stored.
+    launch_seq: int = 0
+    # Past its time limit while its node was unreachable: ends TIMEOUT once the node confirms
+    # or is fenced. Not stored (the master's liveness check sets it again after a restart).
+    timed_out: bool = False
 
     def transition(self, new: JobState, now: float, reason: str = "") -> None:
         check_transition(self.state, new)
@@ -59,6 +64,16 @@ class Job:
         if self.start_time and self.end_time:
             return self.spec.gpus * max(0.0, self.end_time - self.start_time)
         return 0.0
+
+    @property
+    def ending(self) -> bool:
+        """Running, but cancelled, requeued or timed out: waiting for its node to confirm."""
+        return self.state is JobState.RUNNING and (
+            self.cancel_requested or self.requeue_requested or self.timed_out
+        )
+
+    def display_state(self) -> str:
+        return COMPLETING if self.ending else self.state.value
 
     def elapsed_s(self, now: float) -> float:
         if self.state is JobState.RUNNING:
@@ -86,7 +101,7 @@ ROW_FIELDS: dict[str, Getter] = {
     "array_task_id": lambda j, now: j.array_task_id,
     "name": lambda j, now: j.spec.display_name(),
     "user": lambda j, now: j.user,
-    "state": lambda j, now: j.state.value,
+    "state": lambda j, now: j.display_state(),
     "reason": lambda j, now: j.reason,
     "node": lambda j, now: j.node_id,
     "gpus": lambda j, now: j.spec.gpus,

@@ -70,6 +70,7 @@ class NodeRecord:
     cpus_alloc: int = 0
     mem_alloc_bytes: int = 0
     jobs: set[int] = field(default_factory=set)
+    launch_seq: int = 0  # launches sent on the current link (a new record per registration)
 
     @classmethod
     def from_hello(cls, hello: NodeHello, now: float, *, drain_reason: str = "") -> NodeRecord:

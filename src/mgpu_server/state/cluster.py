@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgpu_core.constants import TURNS_KEY
+from mgpu_core.constants import FENCE_TIMEOUT_S, TURNS_KEY
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
@@ -38,6 +38,10 @@ from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
 
+# Added to the fence and kill grace before a silent node's jobs count as dead: the guard polls
+# its lease about once a second, and a loaded host delays a signal's effect a little.
+FENCE_MARGIN_S = 5.0
+
 
 class ClusterState:
     def __init__(
@@ -48,8 +52,10 @@ class ClusterState:
         node_timeout_s: float,
         now: float,
         policy: PolicyConfig,
+        fence_timeout_s: float = FENCE_TIMEOUT_S,
     ) -> None:
         self.store = store
+        self.fence_timeout_s = fence_timeout_s
         self.policy = policy
         self.outbox = Outbox()
         self.table = JobTable(store.next_job_id())
@@ -183,7 +189,7 @@ class ClusterState:
         fairshare: Callable[[str], float] | None = None
         for job in pool:
             if want_states:
-                if job.state.value not in want_states:
+                if job.display_state() not in want_states:
                     continue
             elif job.state.terminal and not include_finished and job_ids is None:
                 continue
@@ -211,10 +217,15 @@ class ClusterState:
                 self.lifecycle.still_running(job, node)
             else:
                 self.lifecycle.node_lost(job, now, reason="job vanished while node was away")
-        for job_id in reported:
-            if self.job_of_node(node.node_id, job_id) is None:
+        self._kill_unknown(node.node_id, reported)
+
+    def _kill_unknown(self, node_id: str, reported: set[int]) -> None:
+        """Jobs a node runs that the master does not run there (finished, failed over, never
+        known) are killed: never two copies of a job."""
+        for job_id in sorted(reported):
+            if self.job_of_node(node_id, job_id) is None:
                 kill = {"t": "kill", "job_id": job_id, "reason": "unknown to master"}
-                self.outbox.to_node(node.node_id, kill)
+                self.outbox.to_node(node_id, kill)
 
     def node_leave(self, node_id: str, now: float) -> None:
         self.nodes.leave(node_id, now)
@@ -222,18 +233,61 @@ class ClusterState:
     def node_seen(self, node_id: str, now: float) -> None:
         self.nodes.seen(node_id, now)
 
-    def heartbeat(self, node_id: str, samples: list[GpuSample], now: float) -> None:
+    def heartbeat(
+        self,
+        node_id: str,
+        samples: list[GpuSample],
+        now: float,
+        *,
+        running_ids: list[int] | None = None,
+        launch_seq: int = 0,
+    ) -> None:
+        """A node's heartbeat: its GPUs' health and, from current agents, the jobs it runs
+        (reconciled both ways; launches it may not have seen yet are left alone)."""
         self.nodes.heartbeat(node_id, samples, now)
+        if running_ids is None:
+            return  # an older agent: reconciled at registration only
+        reported = set(running_ids)
+        for job in [j for j in self.running.values() if j.node_id == node_id]:
+            if job.job_id not in reported and job.launch_seq <= launch_seq:
+                self.lifecycle.node_lost(job, now, reason=f"job vanished from node {node_id}")
+        self._kill_unknown(node_id, reported)
 
     def expire_nodes(self, now: float) -> None:
-        """Fail the jobs of nodes silent for longer than the timeout (called once a second)."""
-        for node in self.nodes.silent(now):
-            for job_id in sorted(node.jobs):
-                if node.connected:
-                    kill = {"t": "kill", "job_id": job_id, "reason": "node failed"}
-                    self.outbox.to_node(node.node_id, kill)
-                job = self.table.jobs[job_id]
-                self.lifecycle.node_lost(job, now, reason=f"node {node.node_id} failed")
+        """Once a second: mark nodes silent past --node-timeout as not responding (no new jobs
+        there), note the time limits their jobs pass meanwhile, and take a silent node's jobs
+        for lost only once its fence has surely killed them (docs/architecture.md,
+        "Fencing"): after fence_timeout_s + the job's kill grace + a margin."""
+        silent = {node.node_id: node for node in self.nodes.silent(now)}
+        if not silent:
+            return
+        for job in [j for j in self.running.values() if j.node_id in silent]:
+            node = silent[job.node_id]
+            if self._past_limit(job, now):
+                self.lifecycle.timed_out_away(job)
+            silence_s = now - node.last_seen_s
+            if silence_s < self.lost_after_s(job):
+                continue
+            if node.connected:  # connected but silent (frozen agent): its fence killed it
+                kill = {"t": "kill", "job_id": job.job_id, "reason": "node fenced"}
+                self.outbox.to_node(node.node_id, kill)
+            why = f"node {node.node_id} silent for {silence_s:.0f} s (fenced)"
+            self.lifecycle.node_lost(job, now, reason=why)
+
+    def lost_after_s(self, job: Job) -> float:
+        """How long a job's node must be silent before the job is surely dead: the node's fence
+        (fence_timeout_s from its last acknowledged heartbeat's sending, which precedes our
+        last word from it), the job's kill grace (SIGTERM to SIGKILL), and a margin for the
+        guard's polling, scheduling delays and the two clocks' rates (1 %)."""
+        fence_s = self.fence_timeout_s
+        return fence_s + self.lifecycle.kill_grace_of(job) + FENCE_MARGIN_S + 0.01 * fence_s
+
+    def _past_limit(self, job: Job, now: float) -> bool:
+        limit_s = job.spec.time_limit_s
+        if not limit_s or job.timed_out:
+            return False
+        grace_s = self.policy.qos_of(job.spec.qos).grace_s + self.lifecycle.kill_grace_of(job)
+        return now >= job.start_time + limit_s + grace_s
 
     def expire_turns(self, now: float) -> None:
         self.turns.expire_turns(now)

@@ -127,6 +127,8 @@ class Lifecycle:
         """PENDING -> RUNNING on ``node_id`` with exactly these GPUs; the node is told."""
         node = self.nodes[node_id]
         node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        node.launch_seq += 1
+        job.launch_seq = node.launch_seq
         self.pending.remove(job.job_id)
         job.node_id = node_id
         job.gpu_indices = gpu_indices
@@ -137,14 +139,14 @@ class Lifecycle:
         # for the dependents it satisfies (woken below, which sets it for them).
         self.store.put_job(job)
         log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
-        qos_grace_s = self.policy.qos_of(job.spec.qos).grace_s
         launch = Launch(
             job_id=job.job_id,
             user=job.user,
             spec=job.spec,
             gpu_indices=list(gpu_indices),
-            kill_grace_s=max(self.kill_grace_s, qos_grace_s),
+            kill_grace_s=self.kill_grace_of(job),
             restart_count=job.restart_count,
+            launch_seq=job.launch_seq,
         )
         self.outbox.to_node(node_id, {"t": "launch", "launch": launch.to_wire()})
         if job.spec.interactive:
@@ -181,7 +183,8 @@ class Lifecycle:
         job.node_id = ""
         job.gpu_indices = ()
         job.pid = 0
-        job.cancel_requested = job.requeue_requested = False
+        job.cancel_requested = job.requeue_requested = job.timed_out = False
+        job.launch_seq = 0
         self.deps.requeued(job)
         wait = self._wait_reason(job, now)
         if wait is not None:
@@ -213,12 +216,17 @@ class Lifecycle:
         self.finish(job, state, now, reason=reason)
 
     def node_lost(self, job: Job, now: float, *, reason: str) -> None:
-        """A job lost with its node: requeued if it asked for that (batch default), else
-        NODE_FAIL. A job being cancelled is not brought back."""
-        if not job.spec.requeue or job.cancel_requested:
-            self.finish(job, JobState.NODE_FAIL, now, reason=reason)
-        else:
+        """A job known dead with its node (fenced by time, or gone from the node's list): a
+        cancel or a time limit that was waiting for the node ends as asked; else requeued if
+        it asked for that (batch default), else NODE_FAIL."""
+        if job.cancel_requested:
+            self.finish(job, JobState.CANCELLED, now, reason=f"cancelled; {reason}")
+        elif job.timed_out:
+            self.finish(job, JobState.TIMEOUT, now, reason=f"time limit; {reason}")
+        elif job.spec.requeue:
             self.requeue(job, now, why=reason, reason=Reason.NODE_FAIL)
+        else:
+            self.finish(job, JobState.NODE_FAIL, now, reason=reason)
 
     def cancel(self, job: Job, now: float) -> None:
         """A pending job ends CANCELLED now; a running one is killed by its node and ends
@@ -236,9 +244,9 @@ class Lifecycle:
         if node is not None and node.connected:
             self.outbox.to_node(job.node_id, _kill(job.job_id, "cancelled"))
         else:
-            # The node is unreachable: the job is cancelled now, and the agent kills it as
-            # an unknown job when it reconnects.
-            self.finish(job, JobState.CANCELLED, now, reason="cancelled, node unreachable")
+            # Its GPUs stay held until the job is known gone: the node confirms the exit when
+            # it is back (the kill is sent again then), or the node is fenced.
+            self.set_reason(job, f"cancel waits for node {job.node_id} (unreachable)")
 
     def ask_requeue(self, job: Job) -> None:
         """Stop a running job so that it goes back to the queue when its node reports the exit."""
@@ -250,10 +258,34 @@ class Lifecycle:
 
     def still_running(self, job: Job, node: NodeRecord) -> None:
         """A node that registers again still runs this job: its new record holds the job's
-        GPUs, CPUs and memory again."""
+        GPUs, CPUs and memory again, and a stop asked while it was away is asked again."""
+        job.launch_seq = 0  # launched on an earlier link: every heartbeat on this one counts
         if all(i < len(node.gpus) for i in job.gpu_indices):
             node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
         # else its GPUs are gone from the node; the job keeps running, unaccounted
+        stop = (
+            "cancelled"
+            if job.cancel_requested
+            else "requeued"
+            if job.requeue_requested
+            else "time limit"
+            if job.timed_out
+            else ""
+        )
+        if stop:
+            self.outbox.to_node(node.node_id, _kill(job.job_id, stop))
+
+    def timed_out_away(self, job: Job) -> None:
+        """A running job passed its time limit (and grace) while its node is unreachable: it
+        ends TIMEOUT once the node confirms (its agent and guard enforce the limit) or is
+        fenced; its GPUs stay held until then."""
+        if not job.timed_out:
+            job.timed_out = True
+            self.set_reason(job, f"time limit reached; waiting for node {job.node_id}")
+
+    def kill_grace_of(self, job: Job) -> float:
+        """SIGTERM to SIGKILL for this job on its node (the launch carries it)."""
+        return max(self.kill_grace_s, self.policy.qos_of(job.spec.qos).grace_s)
 
     def record_pid(self, job: Job, pid: int) -> None:
         job.pid = pid
