@@ -337,11 +337,13 @@ class ProcessCluster:
         cpus: int | None,
         up: Callable[[], bool] | None = None,
         timeout_s: float = START_TIMEOUT_S,
+        master_port: int | None = None,
     ) -> Child:
-        """Start an agent; with ``up`` (is it registered?), return once that holds."""
+        """Start an agent; with ``up`` (is it registered?), return once that holds.
+        ``master_port``: another way to the master (a proxy) than its own port."""
         proc = spawn(
             agent_command(
-                master_port=self.port,
+                master_port=master_port or self.port,
                 node_id=node_id,
                 state_dir=self.root / f"node-{node_id}",
                 key_file=self.key_file,

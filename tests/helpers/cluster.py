@@ -98,6 +98,7 @@ class Cluster(launch.ProcessCluster):
         wait: bool = True,
         stop_jobs_on_exit: bool = True,
         jobs_as_agent: bool = True,
+        master_port: int | None = None,
     ) -> None:
         """Start an agent; by default it kills its jobs when stopped, so tests leak nothing,
         and runs every job as the test's own user, root included (``jobs_as_agent=False``:
@@ -115,6 +116,7 @@ class Cluster(launch.ProcessCluster):
             cpus=NODE_CPUS,
             up=(lambda: self.node_up(node_id)) if wait else None,
             timeout_s=START_TIMEOUT_S,
+            master_port=master_port,
         )
 
     def node_up(self, node_id: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from mgpu_core.errors import NodeConflict
 from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
@@ -138,3 +139,16 @@ def test_an_older_agents_heartbeat_reconciles_nothing(state: ClusterState) -> No
     job = start(state, gpus=1)
     state.heartbeat(job.node_id, [], now=1.0)
     assert job.state is JobState.RUNNING
+
+
+def test_a_node_silent_past_its_timeout_may_register_again_over_its_old_link(
+    state: ClusterState,
+) -> None:
+    job = start(state, gpus=1)
+    node = job.node_id
+    with pytest.raises(NodeConflict):
+        state.node_join(node_info(node, 2, running=[job.job_id]), now=1.0)  # its link is live
+    state.expire_nodes(now=6.0)  # silent past --node-timeout, link still open (a partition)
+    state.node_join(node_info(node, 2, running=[job.job_id]), now=7.0)
+    assert state.nodes[node].up and job.state is JobState.RUNNING
+    assert state.nodes[node].gpus[job.gpu_indices[0]].job_id == job.job_id

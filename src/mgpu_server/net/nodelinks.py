@@ -63,6 +63,9 @@ class NodeLinks:
             conn.send(error_reply(hello["id"], err.code, err.message))
             return
         node_id = node.node_id
+        stale = self.links.get(node_id)
+        if stale is not None:
+            stale.close()  # a silent link this registration replaces (see NodeRegistry.join)
         self.links[node_id] = conn
         # The fence parameters are the master's: the node kills its jobs after fence_timeout_s
         # without an acknowledged heartbeat, and the master waits longer than that.

@@ -58,7 +58,9 @@ class NodeRegistry:
         """A node agent registered (its hello): a new record, keeping an admin's drain."""
         node_id = hello.node_id
         old = self._nodes.get(node_id)
-        if old is not None and old.connected:
+        if old is not None and old.connected and old.down_reason != NOT_RESPONDING:
+            # A live link keeps its name. A link silent past --node-timeout (a partition the
+            # agent has given up on) may be replaced: the network side closes the old one.
             raise NodeConflict(f"node {node_id!r} is already connected from {old.address}")
         node = NodeRecord.from_hello(hello, now)
         if [g.index for g in node.gpus] != list(range(len(node.gpus))):
