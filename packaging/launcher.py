@@ -32,6 +32,12 @@ def _node() -> None:
     main()
 
 
+def _node_guard() -> None:
+    from mgpu_node.guard import main
+
+    main()
+
+
 def _client() -> None:
     from mgpu_client.main import main
 
@@ -65,6 +71,7 @@ def _cancel() -> None:
 TOOLS: dict[str, Callable[[], None]] = {
     "mgpu_master": _master,
     "mgpu_node": _node,
+    "mgpu_node_guard": _node_guard,  # started by mgpu_node (mgpu_node.guard.command)
     "mgpu_client": _client,
     "mgpu_srun": _srun,
     "mgpu_sbatch": _sbatch,

@@ -11,9 +11,9 @@ import click
 
 from mgpu_client._common import EXIT_ERROR, connect, handles_errors, master_option
 from mgpu_client.formatting import table
+from mgpu_client.jobopts import bounded_time_limit
 from mgpu_client.queue import parse_job_ids
 from mgpu_core.cliutil import parsed_by
-from mgpu_core.units import parse_time_limit
 
 PROG = "mgpu_client"
 
@@ -52,7 +52,7 @@ requeue = _job_verb("requeue", "Stop running jobs and put them back in the queue
     "-t",
     "--time",
     "time_limit_s",
-    callback=parsed_by(parse_time_limit),
+    callback=parsed_by(bounded_time_limit),
     default=None,
     metavar="LIMIT",
     help="New time limit.",

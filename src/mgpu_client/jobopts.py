@@ -15,10 +15,12 @@ from mgpu_client._common import F
 from mgpu_core.arrays import parse_array
 from mgpu_core.cliutil import parsed_by
 from mgpu_core.deps import parse_dependency
-from mgpu_core.errors import ConfigError
+from mgpu_core.errors import BadMessage, ConfigError, UsageError
 from mgpu_core.hostlist import expand_hostlist
-from mgpu_core.models import JobSpec
-from mgpu_core.units import parse_begin_time, parse_size, parse_time_limit
+from mgpu_core.limits import MAX_BYTES, MAX_TIME_LIMIT_S
+from mgpu_core.models import JobSpec, printable
+from mgpu_core.protocol import as_sent
+from mgpu_core.units import format_size, parse_begin_time, parse_size, parse_time_limit
 
 # A batch job's stdout when no --output is given (Slurm's slurm-%j.out, slurm-%A_%a.out).
 DEFAULT_OUTPUT = "mgpu-%j.out"
@@ -38,6 +40,22 @@ def _gres(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
     if not count.isdigit():
         raise click.BadParameter(f"invalid GPU count in '{value}'")
     return int(count)
+
+
+def _mem(text: str) -> int:
+    size = parse_size(text)
+    if size > MAX_BYTES:
+        raise ValueError(f"{text} is more memory than a job may ask for ({format_size(MAX_BYTES)})")
+    return size
+
+
+def bounded_time_limit(text: str) -> int:
+    """``--time``: what parse_time_limit reads, up to the longest a job may run."""
+    seconds = parse_time_limit(text)
+    if seconds > MAX_TIME_LIMIT_S:
+        days = MAX_TIME_LIMIT_S // 86_400
+        raise ValueError(f"{text} is longer than a job may run ({days} days)")
+    return seconds
 
 
 def _dependency(text: str) -> str:
@@ -105,7 +123,7 @@ JOB_OPTIONS = (
     click.option(
         "--mem",
         "mem_bytes",
-        callback=parsed_by(parse_size),
+        callback=parsed_by(_mem),
         default=None,
         metavar="SIZE",
         help="Memory, e.g. 16G (bare number: MB).",
@@ -114,7 +132,7 @@ JOB_OPTIONS = (
         "-t",
         "--time",
         "time_limit_s",
-        callback=parsed_by(parse_time_limit),
+        callback=parsed_by(bounded_time_limit),
         default=None,
         metavar="LIMIT",
         help="Time limit: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.",
@@ -206,7 +224,7 @@ def build_spec(
     except OSError as exc:
         raise ConfigError(f"cannot determine the working directory: {exc.strerror}") from None
     warn = opts.get("warn") or (0, 0)
-    return JobSpec(
+    spec = JobSpec(
         name=opts.get("job_name") or "",
         argv=argv,
         script=script,
@@ -231,6 +249,40 @@ def build_spec(
         warn_signal=warn[0],
         warn_before_s=warn[1],
     )
+    return checked(spec)
+
+
+# The fields shown in the queue, which must be text (UTF-8); a command's arguments, its
+# environment and a batch script go to the job byte for byte (mgpu_core.schema.OsStr).
+_TEXT_FIELDS = {
+    "name": "the job name (-J)",
+    "cwd": "the working directory",
+    "stdout_path": "the --output path",
+    "stderr_path": "the --error path",
+    "qos": "--qos",
+    "dependency": "--dependency",
+    "array": "--array",
+    "nodelist": "--nodelist",
+}
+
+
+def checked(spec: JobSpec) -> JobSpec:
+    """``spec``, if the master's schema accepts it; else a UsageError (one line, exit 64, with
+    nothing sent) rather than the master's refusal or a value msgpack cannot pack."""
+    for field, what in _TEXT_FIELDS.items():
+        value = getattr(spec, field)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and isinstance(as_sent(text), bytes):
+                raise UsageError(
+                    f"{what} {printable(text)} is not UTF-8 text, which mgpu needs to show it "
+                    "(only a command's arguments, its environment and a script may hold "
+                    "other bytes)"
+                )
+    try:
+        JobSpec.SCHEMA.check(as_sent(spec.to_wire()), "job")
+    except BadMessage as exc:
+        raise UsageError(f"the job cannot be submitted: {exc}") from None
+    return spec
 
 
 def batch_spec(opts: dict[str, Any], *, script: str, argv: list[str]) -> JobSpec:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from mgpu_client import launch
 from mgpu_client.client import Client
-from mgpu_core import auth
 from mgpu_core.config import Address, local_mode_dir, unix_address
 from mgpu_core.constants import KEY_FILE, LOCAL_NODE_DIR, MASTER_DIR, SOCKET_FILE
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
@@ -41,10 +40,9 @@ def start(*, state: Path, port: int, gpu_count: int | None, node_id: str) -> Add
         raise ConfigError(f"a local cluster is already running (state in {state}); stop it first")
     # Clients use the socket (no token needed; found without setup in the default directory).
     address = unix_address((state / MASTER_DIR / SOCKET_FILE).absolute())
-    # The key is made here, before either process starts, so the node never races the master.
-    (state / MASTER_DIR).mkdir(exist_ok=True)
+    # The master makes the key with its database (a key without one is a lost history to it)
+    # before it listens, and the node starts only once it listens.
     key_file = state / MASTER_DIR / KEY_FILE
-    auth.load_or_create_key(key_file)
     master = _start_master(state, port)
     node = _start_node(state, port, key_file, gpu_count=gpu_count, node_id=node_id)
 

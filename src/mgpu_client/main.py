@@ -113,7 +113,7 @@ def info(*, as_json: bool, master: str | None) -> None:
 
 @cli.command()
 @master_option
-@click.argument("job_id", type=click.IntRange(min=1))
+@click.argument("job_id", type=click.IntRange(1, 2**53))
 @handles_errors(f"{PROG} attach")
 def attach(*, job_id: int, master: str | None) -> None:
     """Follow a running job's output and wait for its end (re-attach a lost srun).

@@ -55,7 +55,8 @@ def parse(argv: list[str]) -> tuple[dict[str, Any], str | None] | None:
             value = argv[i]
         field, low = OPTIONS[name]
         if low is not None:
-            if not value.isascii() or not value.isdigit():
+            # Longer numbers are out of range anyway (and int() refuses 4,300 digits).
+            if not value.isascii() or not value.isdigit() or len(value) > 6:
                 return None
             number = int(value)
             if not low <= number <= (MAX_GPUS if field == "gpus" else MAX_CPUS):
@@ -72,6 +73,8 @@ def parse(argv: list[str]) -> tuple[dict[str, Any], str | None] | None:
         cwd = os.path.abspath(os.getcwd())
     except OSError:
         return None  # the click path says why
+    if not (_is_text(cwd) and _is_text(fields.get("name", ""))):
+        return None  # not UTF-8: the click path says why (arguments and environment may be)
     job = {
         "argv": command,
         "interactive": True,
@@ -82,6 +85,15 @@ def parse(argv: list[str]) -> tuple[dict[str, Any], str | None] | None:
         "cwd": cwd,
     }
     return job, master
+
+
+def _is_text(text: str) -> bool:
+    """Whether ``text`` is UTF-8 text (no surrogate-escaped bytes: see mgpu_core.schema.OsStr)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def srun(argv: list[str], prog: str) -> int | None:

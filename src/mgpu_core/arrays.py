@@ -11,6 +11,7 @@ from mgpu_core.models import expand_percent
 
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_ID = 1_000_000
+MAX_JOB_ID = 2**53  # limits.JOB_ID's bound
 # [0-9], not \d: \d also matches other scripts' digits, which int() would then accept.
 _RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$")
 _REF = re.compile(r"^([0-9]+)(?:_([0-9]+))?$")
@@ -47,7 +48,13 @@ def parse_array(text: str) -> ArraySpec:
 def parse_job_ref(text: str) -> tuple[int, int | None]:
     """``12`` -> (12, None); ``12_3`` -> (12, 3). ``ValueError`` otherwise."""
     match = _REF.match(text.strip())
-    if not match or int(match.group(1)) == 0:
+    # (the lengths first: int() refuses 4,300 digits; the wire takes ids up to 2**53)
+    if (
+        not match
+        or len(match.group(1)) > 16
+        or not 0 < int(match.group(1)) <= MAX_JOB_ID
+        or len(match.group(2) or "") > 7
+    ):
         raise ValueError(f"invalid job id '{text}': use ID or ARRAYID_TASK")
     task = match.group(2)
     return int(match.group(1)), (int(task) if task is not None else None)

@@ -111,7 +111,8 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
         raise ConfigError(f"invalid address '{text}': no host")
     if not port_text:
         return Address(host, default_port)
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    digits = port_text.isascii() and port_text.isdigit() and len(port_text) <= 5
+    if not digits or not 0 < int(port_text) < 65536:
         raise ConfigError(f"invalid address '{text}': port must be 1-65535")
     return Address(host, int(port_text))
 

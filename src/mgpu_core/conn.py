@@ -43,6 +43,10 @@ class BlockingConnection:
         except OSError as exc:
             reason = exc.strerror or str(exc) or type(exc).__name__
             raise MasterUnreachable(f"cannot reach mgpu master at {address}: {reason}") from None
+        except UnicodeError:  # the resolver's IDNA encoding: an empty or undecodable label
+            raise MasterUnreachable(
+                f"cannot reach mgpu master at {address}: not a valid host name"
+            ) from None
         sock.settimeout(None)
         return cls(sock, address, max_frame_bytes)
 

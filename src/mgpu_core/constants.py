@@ -48,6 +48,7 @@ SCRIPTS_DIR = "spool"  # job-<job id>.sh batch scripts
 FAKE_GPU_FAULT_FILE = "fake-gpu-faults"  # faults injected into fake GPUs (tests, demos)
 LEASE_FILE = "lease"  # until when the jobs may run without word from the master (the fence)
 GUARD_PID_FILE = "guard.pid"  # the fence guard, which outlives the agent
+GUARD_LOG_FILE = "guard.log"  # one line per thing the guard did
 
 # -- Keys of the client config file (config.toml) ----------------------------------------------
 CONFIG_MASTER = "master"  # HOST:PORT or unix:PATH

@@ -79,6 +79,9 @@ class NodeConfig:
     state_dir: Path = field(kw_only=True)
     fake_gpu_count: int | None = None
     heartbeat_interval_s: float = constants.HEARTBEAT_INTERVAL_S
+    # The fence when the master does not say (an older master): the jobs are killed after this
+    # long without word from it (mgpu_node.lease).
+    fence_timeout_s: float = constants.FENCE_TIMEOUT_S
     reconnect_max_s: float = 5.0
     max_frame_bytes: int = MAX_FRAME_BYTES
     job_user: JobUser = JobUser.SUBMITTER
@@ -91,4 +94,6 @@ class NodeConfig:
             raise ConfigError("--gpu-count must be between 0 and 64")
         if self.heartbeat_interval_s <= 0:
             raise ConfigError("heartbeat interval must be positive")
+        if self.fence_timeout_s <= 0:
+            raise ConfigError("--fence-timeout must be positive")
         return self

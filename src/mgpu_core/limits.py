@@ -1,5 +1,6 @@
 """What a peer may send: the limits on message fields, and the validators for the kinds of
-field that several records and messages share (ids, names, job references).
+field that several records and messages share (ids, names, job references); and
+:func:`shorten`, with which every sender fits text it did not write into a field.
 
 Generous for real use, small enough that a hostile peer cannot make the master hold much more
 than one frame's worth per message. The records (mgpu_core.models), the message tables
@@ -38,3 +39,24 @@ GPU_INDEX = Int(0, MAX_GPUS_PER_NODE - 1)
 PID = Int(0, 2**32)
 # A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
 JOB_REF = AnyOf(JOB_ID, Str(MAX_JOB_REF_LEN, min_len=3))
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` if it fits in ``limit`` characters, else its beginning and a marker saying how
+    much was cut (``…[truncated N chars]``), ``limit`` characters in all.
+
+    The one way a sender fits text it did not write (a spawn error quoting a user's path, an
+    NVML error, a process name) into a field's limit: a peer refuses a message with a field
+    over the limit, and the message would be lost, or resent forever.
+    """
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    while True:  # the marker's own length depends on the number in it: at most 3 rounds
+        marker = f"…[truncated {cut} chars]"
+        keep = limit - len(marker)
+        if keep < 0:  # a limit shorter than the marker itself
+            return text[:limit]
+        if len(text) - keep == cut:
+            return text[:keep] + marker
+        cut = len(text) - keep

@@ -9,7 +9,7 @@ subclass whose code goes back to the peer.
 
 from __future__ import annotations
 
-from mgpu_core.errors import UnknownMessageType
+from mgpu_core.errors import BadMessage, UnknownMessageType
 from mgpu_core.handshake import CHALLENGE
 from mgpu_core.limits import (
     ID,
@@ -25,6 +25,7 @@ from mgpu_core.limits import (
     MAX_TIME_LIMIT_S,
     NAME,
     PID,
+    shorten,
 )
 from mgpu_core.models import (
     GpuDevice,
@@ -35,6 +36,7 @@ from mgpu_core.models import (
     NodeHello,
     SubmitRequest,
 )
+from mgpu_core.protocol import error_reply
 from mgpu_core.schema import (
     REQUIRED,
     Anything,
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
 
 _STATES = OneOf(*(s.value for s in JobState), COMPLETING)
 _JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
+_RUN = Int(0, 2**31)  # a job's restart_count
 
 
 def _request(schema: Record) -> Record:
@@ -206,7 +209,16 @@ NODE_MESSAGES: dict[str, Record] = {
 MASTER_TO_NODE: dict[str, Record] = {
     "ok": Record({"id": (ID, 0), "data": (MapOf(Anything()), dict)}),
     "error": Record(
-        {"id": (Optional(ID), None), "code": (NAME, ""), "message": (Str(MAX_MESSAGE_LEN), "")}
+        {
+            "id": (Optional(ID), None),
+            "code": (NAME, ""),
+            "message": (Str(MAX_MESSAGE_LEN), ""),
+            # An error about one of the node's events (which have no id): that event's type
+            # and, where it had a readable one, its job and run (docs/protocol.md §5.5).
+            "event": (NAME, ""),
+            "job_id": (Optional(JOB_ID), None),
+            "restart_count": (Optional(_RUN), None),
+        }
     ),
     "challenge": CHALLENGE,
     "launch": Record({"launch": (LAUNCH_SPEC, REQUIRED)}),
@@ -234,3 +246,19 @@ def validate(msg: Message, table: dict[str, Record]) -> dict[str, Any]:
     checked: dict[str, Any] = schema.check(msg)
     checked["t"] = kind
     return checked
+
+
+def event_error(event: Message, code: str, message: str) -> Message:
+    """The ``error`` that refuses one event of a node's (an event has no request id): it names
+    the event's type and, where the event holds a readable one, its ``job_id`` and
+    ``restart_count``, so that the node knows which of its events was refused (an exit it
+    would otherwise keep resending). A field that is not readable is left out (``null``)."""
+    kind = event.get("t")
+    reply = error_reply(None, code, message)
+    reply["event"] = shorten(kind, MAX_NAME_LEN) if isinstance(kind, str) else ""
+    for name, check in (("job_id", JOB_ID), ("restart_count", _RUN)):
+        try:
+            reply[name] = check.check(event.get(name), name)
+        except BadMessage:
+            reply[name] = None
+    return reply

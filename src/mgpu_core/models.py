@@ -49,11 +49,30 @@ from mgpu_core.limits import (
     MAX_TIME_LIMIT_S,
     NAME,
     PID,
+    shorten,
 )
 from mgpu_core.records import WireRecord, wire, wire_record
-from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, Str
+from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, OsStr, Str
 
 _PATH = Str(MAX_PATH_LEN)
+# Arguments, environment entries and scripts are passed to the job byte for byte, UTF-8 or
+# not (OsStr); names and paths are shown in the queue and must be text.
+_ARG = OsStr(MAX_ARG_LEN)
+
+
+def printable(text: str) -> str:
+    """``text`` with each byte that is not UTF-8 (a lone surrogate, as an :class:`OsStr` field
+    holds it) written ``\\xNN``: a str that can be sent, stored as text and printed."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+        return text.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")
 
 
 @wire_record
@@ -68,8 +87,8 @@ class JobSpec(WireRecord):
     """
 
     name: str = field(default="", metadata=wire(NAME))
-    argv: list[str] = field(default_factory=list, metadata=wire(ListOf(Str(MAX_ARG_LEN), MAX_ARGS)))
-    script: str | None = field(default=None, metadata=wire(Optional(Str(MAX_SCRIPT_BYTES))))
+    argv: list[str] = field(default_factory=list, metadata=wire(ListOf(_ARG, MAX_ARGS)))
+    script: str | None = field(default=None, metadata=wire(Optional(OsStr(MAX_SCRIPT_BYTES))))
     interactive: bool = field(default=False, metadata=wire(Bool()))
     gpus: int = field(default=0, metadata=wire(Int(0, MAX_GPUS_PER_NODE)))
     cpus: int = field(default=1, metadata=wire(Int(1, MAX_CPUS)))
@@ -78,7 +97,7 @@ class JobSpec(WireRecord):
     nodelist: list[str] = field(default_factory=list, metadata=wire(ListOf(NAME, 4096)))
     env: dict[str, str] = field(
         default_factory=dict,
-        metadata=wire(MapOf(Str(MAX_ARG_LEN), MAX_ENV_ENTRIES, max_total=MAX_ENV_CHARS)),
+        metadata=wire(MapOf(_ARG, MAX_ENV_ENTRIES, max_total=MAX_ENV_CHARS, key=_ARG)),
     )
     cwd: str = field(default="/", metadata=wire(_PATH))
     stdout_path: str | None = field(default=None, metadata=wire(Optional(_PATH)))
@@ -99,12 +118,14 @@ class JobSpec(WireRecord):
     warn_before_s: int = field(default=0, metadata=wire(Int(0, 65_535)))
 
     def command_display(self) -> str:
-        """A one-line rendering of what runs, for queue listings and logs."""
+        """A one-line rendering of what runs, for queue listings and logs (bytes that are not
+        UTF-8 escaped)."""
         if self.script is not None:
             return f"(batch script) {self.name}".strip()
-        return shlex.join(self.argv)
+        return printable(shlex.join(self.argv))
 
     def display_name(self) -> str:
+        """The name, else the program's; as given (see :func:`printable` to show it)."""
         if self.name:
             return self.name
         if self.argv:
@@ -217,6 +238,9 @@ class JobExited(WireRecord):
     reason: str = field(default="", metadata=wire(Str(MAX_REASON_LEN)))
     # The run this exit belongs to (Launch.restart_count); None from older agents.
     restart_count: int | None = field(default=None, metadata=wire(Optional(Int(0, 2**31))))
+    # Killed by the node's fence (no word from the master for fence_timeout_s): for the job,
+    # a node failure (requeued, or NODE_FAIL), not a failure of its own.
+    fenced: bool = field(default=False, metadata=wire(Bool()))
 
 
 @wire_record
@@ -241,7 +265,7 @@ class JobResult(WireRecord):
             job_id=job_id,
             ok=False,
             code=err.code[:MAX_NAME_LEN],
-            message=err.message[:MAX_MESSAGE_LEN],
+            message=shorten(err.message, MAX_MESSAGE_LEN),
         )
 
     def error(self) -> MgpuError | None:

@@ -17,6 +17,7 @@ import struct
 import msgpack
 
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError
+from mgpu_core.limits import MAX_MESSAGE_LEN, shorten
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 6860
@@ -35,9 +36,35 @@ else:
 
 
 def encode_frame(msg: Message) -> bytes:
-    """Encode one message as a complete frame (length prefix + msgpack body)."""
-    body: bytes = msgpack.packb(msg, use_bin_type=True)
+    """Encode one message as a complete frame (length prefix + msgpack body).
+
+    A str that is not UTF-8 text (lone surrogates: bytes that Python could not decode, as in
+    ``os.environ`` and ``sys.argv``) goes as bin, its original bytes (:func:`as_sent`). Where
+    the receiver's schema expects such text (:class:`mgpu_core.schema.OsStr`) it gets the
+    same str back; anywhere else the bytes are refused as any wrong type is.
+    """
+    try:
+        body: bytes = msgpack.packb(msg, use_bin_type=True)
+    except UnicodeEncodeError:
+        # Rare: only then is the message walked (the common case costs nothing).
+        body = msgpack.packb(as_sent(msg), use_bin_type=True)
     return _HEADER.pack(len(body)) + body
+
+
+def as_sent(value: Any) -> Any:
+    """``value`` as a peer decodes it: every str that is not UTF-8 text, as a key or a value at
+    any depth, replaced by its original bytes (``os.fsencode``); the rest as it is."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape")
+        return value
+    if isinstance(value, dict):
+        return {as_sent(k): as_sent(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [as_sent(v) for v in value]
+    return value
 
 
 def decode_body(body: bytes) -> Message:
@@ -115,4 +142,5 @@ def ok_reply(req_id: int, data: Message | None = None) -> Message:
 
 
 def error_reply(req_id: int | None, code: str, message: str) -> Message:
-    return {"t": "error", "id": req_id, "code": code, "message": message}
+    """An ``error``; its message is cut to the field's limit (it may quote what a peer sent)."""
+    return {"t": "error", "id": req_id, "code": code, "message": shorten(message, MAX_MESSAGE_LEN)}

@@ -57,6 +57,24 @@ class Str(Validator):
         return value
 
 
+class OsStr(Str):
+    """Text that may hold bytes that are not UTF-8: a command's argument, an environment entry,
+    a batch script. Python gives such bytes (from ``sys.argv``, ``os.environ``, a file read with
+    ``surrogateescape``) as a str with lone surrogates, which msgpack cannot pack as a str; such a
+    str travels as bin holding the original bytes (:func:`mgpu_core.protocol.encode_frame`),
+    and this turns it back into the same surrogate-escaped str (``os.fsdecode``), which
+    ``subprocess`` and ``os.fsencode`` turn into the original bytes again. The length is in
+    characters of that str: one per undecodable byte."""
+
+    __slots__ = ()
+    name = "str or bytes"
+
+    def check(self, value: Any, path: str) -> Any:
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "surrogateescape")
+        return super().check(value, path)
+
+
 class Bytes(Validator):
     __slots__ = ("max_len",)
     name = "bytes"
@@ -184,15 +202,24 @@ class ListOf(Validator):
 
 
 class MapOf(Validator):
-    """A map with string keys; ``max_total`` bounds the summed length of keys and str values."""
+    """A map with string keys (``key``: their validator, if not any str); ``max_total`` bounds
+    the summed length of keys and str values."""
 
-    __slots__ = ("max_items", "max_total", "value")
+    __slots__ = ("key", "max_items", "max_total", "value")
     name = "map"
 
-    def __init__(self, value: Validator, max_items: int = 4096, max_total: int = 1 << 20) -> None:
+    def __init__(
+        self,
+        value: Validator,
+        max_items: int = 4096,
+        max_total: int = 1 << 20,
+        *,
+        key: Str | None = None,
+    ) -> None:
         self.value = value
         self.max_items = max_items
         self.max_total = max_total
+        self.key = key
 
     def check(self, value: Any, path: str) -> Any:
         if not isinstance(value, dict):
@@ -202,7 +229,9 @@ class MapOf(Validator):
         total = 0
         out = {}
         for k, v in value.items():
-            if not isinstance(k, str):
+            if self.key is not None and isinstance(k, str | bytes):
+                k = self.key.check(k, path)
+            elif not isinstance(k, str):
                 raise BadMessage(f"field '{path}': keys must be str")
             checked = self.value.check(v, f"{path}.{k}")
             total += len(k) + (len(checked) if isinstance(checked, str) else 0)

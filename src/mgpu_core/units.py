@@ -234,6 +234,7 @@ _BEGIN_UNITS = {
     "days": 86_400,
 }
 _BEGIN_WORDS = {"midnight": (0, 0), "noon": (12, 0), "teatime": (16, 0)}
+_MAX_BEGIN_DELAY_S = 100 * 365 * _DAY
 
 
 def parse_begin_time(text: str, now: float) -> float:
@@ -248,10 +249,13 @@ def parse_begin_time(text: str, now: float) -> float:
         if not rest:
             return now
         number = rest.lstrip("+")
-        digits = "".join(itertools.takewhile(str.isdigit, number))
+        digits = "".join(itertools.takewhile(lambda c: c.isascii() and c.isdigit(), number))
         unit = number[len(digits) :]
         if not rest.startswith("+") or not digits or unit not in _BEGIN_UNITS:
             raise ValueError(f"invalid begin time '{text}': use now+N[seconds|minutes|hours|days]")
+        # (the digits bounded first: int() refuses 4,300 of them, float() overflows)
+        if len(digits) > 12 or int(digits) * _BEGIN_UNITS[unit] > _MAX_BEGIN_DELAY_S:
+            raise ValueError(f"invalid begin time '{text}': more than 100 years from now")
         return now + int(digits) * _BEGIN_UNITS[unit]
     local_now = dt.datetime.fromtimestamp(now)
     if raw in ("today", "tomorrow"):

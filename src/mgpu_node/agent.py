@@ -5,9 +5,11 @@ keeps its jobs running, reconnects with exponential backoff and jitter, and re-r
 the jobs it still runs. Every exit is saved to the exit spool (spool.py) before it is sent and
 stays there until the master acknowledges it (``exit_ack``), so exits that happened while the
 master was away, or were in flight when the link broke, are sent again after the next hello,
-even by a restarted agent. When the agent stops it leaves its jobs running for the next agent
-to re-adopt (executor.py), unless told to stop them (``--stop-jobs-on-exit``). Live output of
-interactive jobs produced while the master is away is dropped (nobody is attached to it).
+even by a restarted agent; an exit the master refuses (an ``error`` naming it) is logged and
+dropped instead, as resending it would be refused again. When the agent stops it leaves its
+jobs running for the next agent to re-adopt (executor.py), unless told to stop them
+(``--stop-jobs-on-exit``). Live output of interactive jobs produced while the master is away
+is dropped (nobody is attached to it).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
 from mgpu_node.gpus import GpuBackend
+from mgpu_node.guard import GuardHandle
 from mgpu_node.jobuser import JobUserPolicy
+from mgpu_node.lease import LeaseKeeper, boottime
 from mgpu_node.spool import ExitSpool
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,8 @@ log = logging.getLogger(__name__)
 # With --stop-jobs-on-exit: how long to wait for the master to ack the exits of the jobs just
 # stopped, so that the spool is clean for the next agent (resending them would be harmless).
 ACK_WAIT_S = 2.0
+# How often the agent checks that its fence guard runs (and starts it again if not).
+GUARD_CHECK_S = 5.0
 
 
 def local_address_towards(host: str, port: int) -> str:
@@ -102,6 +108,9 @@ class Agent:
             emit=self._emit,
             job_users=JobUserPolicy(config.job_user, config.allow_root_jobs),
         )
+        self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
+        self.guard = GuardHandle(config.state_dir)
+        self._launch_seq = 0  # the highest Launch.launch_seq received on this link
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
@@ -119,7 +128,9 @@ class Agent:
 
     async def run(self) -> None:
         """Stay connected until asked to exit; then leave (or stop) the jobs and return."""
+        self.guard.ensure()  # before anything runs: the fence holds from the first job on
         self.executor.adopt_all()
+        watch_guard = asyncio.get_running_loop().create_task(self._watch_guard())
         delay_s = 0.2
         try:
             while not self.should_exit.is_set():
@@ -147,10 +158,12 @@ class Agent:
                     await asyncio.wait_for(self.should_exit.wait(), wait_s)
                 delay_s = min(delay_s * 2, self.config.reconnect_max_s)
         finally:
+            watch_guard.cancel()
             if self.stop_jobs_on_exit:
                 await self.executor.stop_all()
+                self.guard.stop()
             else:
-                self.executor.detach()
+                self.executor.detach()  # the guard stays: it fences the jobs left running
             self.backend.close()
 
     async def _session(self) -> None:
@@ -173,6 +186,7 @@ class Agent:
             handshake = Initiator(
                 self.cluster_key, "node", self.config.node_id, peer=f"the master at {master}"
             )
+            hello_sent = boottime()
             conn.send({**self._hello(), **handshake.hello_fields()})
             reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
             if reply["t"] != "error":  # a refused hello gets no challenge
@@ -187,6 +201,9 @@ class Agent:
             if reply["t"] != "ok":
                 raise ProtocolError(f"expected a reply to hello, got {reply['t']!r}")
             log.info("registered with master %s as %s", master, self.config.node_id)
+            data = reply.get("data")
+            self.lease.registered(data if isinstance(data, dict) else {}, hello_sent)
+            self._launch_seq = 0
             self.registered.set()
             for msg in self.exits.pending():
                 conn.send(msg)
@@ -214,6 +231,8 @@ class Agent:
                 return
             if msg["t"] == "exit_ack":
                 self.exits.ack(msg["job_id"])
+            elif msg["t"] == "error":
+                self._refused(msg)
 
     def _running_job_ids(self) -> list[int]:
         # Jobs whose exit is not yet acknowledged count as running, so the master waits for
@@ -244,13 +263,21 @@ class Agent:
         }
 
     async def _serve(self, conn: AsyncConnection) -> None:
+        # A master that acknowledges heartbeats is never silent for long: past this, the link
+        # is dead (a partition the TCP connection has not noticed) and we try a new one, in
+        # time to renew the lease before the fence.
+        silence_s = self.lease.silence_limit(self.config.heartbeat_interval_s)
         while not self.should_exit.is_set():
             recv = asyncio.ensure_future(conn.recv())
             stop = asyncio.ensure_future(self.should_exit.wait())
-            done, _ = await asyncio.wait({recv, stop}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {recv, stop}, timeout=silence_s, return_when=asyncio.FIRST_COMPLETED
+            )
             if recv not in done:
                 recv.cancel()
                 stop.cancel()
+                if not done:
+                    raise ConnectionClosed(f"no word from the master for {silence_s:.1f} s")
                 return
             stop.cancel()
             msg = validate(recv.result(), MASTER_TO_NODE)
@@ -266,18 +293,57 @@ class Agent:
     def _on_message(self, msg: dict[str, Any]) -> None:
         kind = msg["t"]
         if kind == "launch":
-            self.executor.launch(Launch.from_checked(msg["launch"]))  # checked by validate
+            launch = Launch.from_checked(msg["launch"])  # checked by validate
+            self._launch_seq = max(self._launch_seq, launch.launch_seq)
+            self.executor.launch(launch)
         elif kind == "kill":
             self.executor.kill(msg["job_id"], msg["reason"])
         elif kind == "exit_ack":
             self.exits.ack(msg["job_id"])
+        elif kind == "heartbeat_ack":
+            self.lease.acked(msg["seq"])
         elif kind == "error":
-            log.warning("master reported: %s: %s", msg["code"], msg["message"])
+            self._refused(msg)
+
+    def _refused(self, msg: dict[str, Any]) -> None:
+        """The master refused one of our events (docs/protocol.md §5.5). A refused exit is
+        dropped from the exit spool, or it would be refused again at every resend; the master
+        then finds the job gone from our reports and ends it."""
+        event, job_id, code, text = msg["event"], msg["job_id"], msg["code"], msg["message"]
+        if event != "job_exited" or job_id is None:
+            log.warning("master refused %s: %s: %s", event or "a message", code, text)
+            return
+        pending = next((m for m in self.exits.pending() if m["job_id"] == job_id), None)
+        # Only the run the refusal names (null: the master could not read it): a newer run's
+        # exit for the same job is not the one refused.
+        run = msg["restart_count"]
+        if pending is None or run not in (None, pending.get("restart_count")):
+            log.warning("job=%d exit refused, not the one kept here: %s: %s", job_id, code, text)
+            return
+        log.error("job=%d exit refused by the master, dropped: %s: %s", job_id, code, text)
+        self.exits.ack(job_id)
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
+        # Several per fence period, whatever the configured interval: a lost beat never fences.
+        interval_s = self.lease.heartbeat_interval(self.config.heartbeat_interval_s)
         while True:
-            conn.send({"t": "heartbeat", "gpus": self._gpu_samples()})
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            beat: Message = {
+                "t": "heartbeat",
+                "gpus": self._gpu_samples(),
+                # What we run (and exits not yet acknowledged), and the launches seen so far:
+                # the master reconciles by state, not by events alone.
+                "running_job_ids": self._running_job_ids(),
+                "launch_seq": self._launch_seq,
+            }
+            # The lease runs from this moment if the master acknowledges this heartbeat.
+            beat["seq"] = self.lease.heartbeat_sent(boottime())
+            conn.send(beat)
+            await asyncio.sleep(interval_s)
+
+    async def _watch_guard(self) -> None:
+        while True:
+            await asyncio.sleep(GUARD_CHECK_S)
+            self.guard.ensure()
 
     def _gpu_samples(self) -> list[dict[str, Any]]:
         """This moment's GPU samples, each listing only the processes of strangers (not of a

@@ -115,6 +115,16 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     help="Seconds between heartbeats.",
 )
 @click.option(
+    "--fence-timeout",
+    "fence_timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=constants.FENCE_TIMEOUT_S,
+    show_default=True,
+    help="Seconds without word from the master after which this node kills its jobs (the "
+    "fence, kept by a guard process that outlives the agent), for a master that does not set "
+    "it; a master that does sends its own.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(LOG_LEVELS),
     default="info",
@@ -137,6 +147,7 @@ def cli(
     job_user: str,
     allow_root_jobs: bool,
     heartbeat_interval_s: float,
+    fence_timeout_s: float,
     log_level: str,
 ) -> None:
     """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
@@ -158,6 +169,7 @@ def cli(
             fake_gpu_count=gpu_count,
             state_dir=state_dir or default_node_state_dir(name),
             heartbeat_interval_s=heartbeat_interval_s,
+            fence_timeout_s=fence_timeout_s,
             job_user=JobUser(job_user),
             allow_root_jobs=allow_root_jobs,
         ).validate()

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from mgpu_core.constants import JOBS_DIR, SCRIPTS_DIR
-from mgpu_core.limits import MAX_REASON_LEN
+from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
+from mgpu_node.lease import boottime
 from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
 from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
 from mgpu_node.wrapper import read_outcome
@@ -42,11 +43,12 @@ log = logging.getLogger(__name__)
 
 # After the main process ends, how long its pipes may stay open before we stop waiting.
 DRAIN_TIMEOUT_S = 5.0
-# The wrapper ignores SIGTERM until its command has started; a cancel that lands in that
-# window would wait for the SIGKILL. So SIGTERM is sent once more, this long after the first.
-TERM_AGAIN_S = 0.2
+# A SIGTERM sent before the job's command runs can be lost in the wrapper's fork (wrapper.py):
+# then it is sent again once the command runs, which is checked this often until then.
+START_POLL_S = 0.02
 LOST_WHILE_DOWN = "exit status lost: the job ended while the node agent was down"
 LOST_ADOPTED = "exit status lost: the re-adopted job's wrapper was killed"
+HELD_CANCELLED = "cancelled before it started (its previous run was still ending)"
 
 
 @dataclass(slots=True, eq=False)
@@ -60,6 +62,8 @@ class RunningJob:
     warn_handle: asyncio.TimerHandle | None = None
     readers: list[Relay] = field(default_factory=list)
     waiter: asyncio.Task[None] | None = None
+    term_again: asyncio.Task[None] | None = None  # see _term_when_started
+    duplicate_logged: bool = False
 
     @property
     def job_id(self) -> int:
@@ -93,6 +97,10 @@ class Executor:
         self.emit = emit
         self.jobs: dict[int, RunningJob] = {}
         self._unsent: list[dict[str, Any]] = []  # exits put, not yet flushed and sent
+        # Launches of another run of a job whose earlier run still ends here (_hold).
+        self._held: dict[int, Launch] = {}
+        self._held_cancelled: set[int] = set()
+        self._stopping = False
 
     def running_ids(self) -> list[int]:
         return sorted(self.jobs)
@@ -106,7 +114,7 @@ class Executor:
     def launch(self, launch: Launch) -> None:
         job_id, spec = launch.job_id, launch.spec
         if job_id in self.jobs:
-            log.warning("job=%d already running here; duplicate launch ignored", job_id)
+            self._hold(self.jobs[job_id], launch)
             return
         if job_id in self.exits:
             # A requeued job launched again: the master no longer waits for the old run's exit.
@@ -126,6 +134,7 @@ class Executor:
             pid=proc.pid,
             create_time=procs.create_time(proc.pid) or 0.0,
             start_wall=time.time(),
+            start_boot=boottime(),
             time_limit_s=spec.time_limit_s,
             kill_grace_s=launch.kill_grace_s,
             interactive=spec.interactive,
@@ -152,11 +161,54 @@ class Executor:
             ]
         self._watch(job)
 
+    def _hold(self, job: RunningJob, launch: Launch) -> None:
+        """A launch for a job that runs here. The same run again is a duplicate: ignored.
+        Another run -- the master relaunched the job after taking this run for dead (fenced)
+        while it is still ending -- waits until this run has exited and its exit is sent, then
+        starts (:meth:`_release`): never dropped, never beside the old one."""
+        job_id, run = launch.job_id, launch.restart_count
+        held = self._held.get(job_id)
+        if run == job.record.restart_count or (held is not None and run == held.restart_count):
+            if not job.duplicate_logged:
+                job.duplicate_logged = True
+                log.warning("job=%d run %d already here; duplicate launch ignored", job_id, run)
+            return
+        if held is not None:
+            log.warning("job=%d run %d replaces held run %d", job_id, run, held.restart_count)
+        self._held[job_id] = launch
+        self._held_cancelled.discard(job_id)
+        log.info(
+            "job=%d run %d held until run %d has exited", job_id, run, job.record.restart_count
+        )
+
+    def _release(self, job_id: int) -> None:
+        """The run a held launch waited for has exited and its exit is out: start the held one,
+        or report that it never ran (cancelled meanwhile, or the agent is stopping)."""
+        launch = self._held.get(job_id)
+        if launch is None or job_id in self.jobs:
+            return
+        del self._held[job_id]
+        if job_id in self._held_cancelled or self._stopping:
+            self._held_cancelled.discard(job_id)
+            log.info("job=%d run %d cancelled before it started", job_id, launch.restart_count)
+            self._report_exit(
+                job_id,
+                None,
+                None,
+                timed_out=False,
+                reason=HELD_CANCELLED,
+                restart_count=launch.restart_count,
+            )
+        else:
+            log.info("job=%d run %d released", job_id, launch.restart_count)
+            self.launch(launch)
+
     def _launch_failed(
         self, job_id: int, spec: JobSpec, exc: OSError | ValueError, restart_count: int
     ) -> None:
         reason = spawn_error(exc, spec)
         log.warning("job=%d failed to start: %s", job_id, reason)
+        reason = shorten(reason, MAX_REASON_LEN)  # it may quote a path or argument in full
         if spec.interactive:
             data = f"mgpu: {reason}\n".encode()
             self.emit({"t": "job_output", "job_id": job_id, "stream": 2, "data": data})
@@ -170,6 +222,7 @@ class Executor:
     def adopt_all(self) -> None:
         """Take over the jobs a previous agent left running; report those that ended since."""
         for record in self.records.load():
+            self.records.apply_mark(record)  # what the guard did while no agent watched
             if record.job_id in self.exits or record.job_id in self.jobs:
                 self.records.remove(record.job_id)  # its exit was saved before a crash
             elif not self._adopt(record):
@@ -212,6 +265,7 @@ class Executor:
             timed_out=record.timed_out,
             reason=reason,
             restart_count=record.restart_count,
+            fenced=bool(record.fenced_s),
         )
 
     # ---- running -------------------------------------------------------------------------
@@ -258,6 +312,7 @@ class Executor:
             if handle is not None:
                 handle.cancel()
         del self.jobs[job.job_id]
+        self.records.apply_mark(job.record)  # fenced or ended by the guard while we were frozen
         exit_code, sig, note = self._outcome(job, rc)
         log.info(
             "job=%d node=%s exited code=%s signal=%s", job.job_id, self.node_name, exit_code, sig
@@ -270,6 +325,7 @@ class Executor:
             timed_out=job.record.timed_out,
             reason=reason,
             restart_count=job.record.restart_count,
+            fenced=bool(job.record.fenced_s),
         )
 
     def _outcome(self, job: RunningJob, rc: int | None) -> tuple[int | None, int | None, str]:
@@ -294,17 +350,20 @@ class Executor:
         timed_out: bool,
         reason: str,
         restart_count: int,
+        fenced: bool = False,
     ) -> None:
         exited = JobExited(
             job_id=job_id,
             exit_code=exit_code,
             signal=sig,
             timed_out=timed_out,
-            # The wire's limit: a longer spawn error would make the master refuse the message.
-            reason=reason[:MAX_REASON_LEN],
+            # The wire's limit: the master refuses a longer reason (a spawn error may quote a
+            # 4,096-character path), and the exit would be lost.
+            reason=shorten(reason, MAX_REASON_LEN),
             # Which run of the job this was: a late exit of an earlier run of a requeued job
             # must not end the current one.
             restart_count=restart_count,
+            fenced=fenced,
         )
         msg = {"t": "job_exited", **exited.to_wire()}
         self.exits.put(msg)  # on disk before it is sent, and until the master acks it
@@ -319,6 +378,8 @@ class Executor:
         unsent, self._unsent = self._unsent, []
         for msg in unsent:
             self.emit(msg)
+        for msg in unsent:
+            self._release(msg["job_id"])
 
     def _save(self, record: JobRecord) -> None:
         try:
@@ -329,6 +390,8 @@ class Executor:
     # ---- stopping ------------------------------------------------------------------------
 
     def kill(self, job_id: int, reason: str) -> None:
+        if job_id in self._held:  # the master's current run: it never starts
+            self._held_cancelled.add(job_id)
         job = self.jobs.get(job_id)
         if job is None:
             return
@@ -348,16 +411,30 @@ class Executor:
 
     def _terminate(self, job: RunningJob) -> None:
         if job.kill_handle is None:
+            started = procs.command_started(job.pid)  # before the signal: see below
             procs.signal_tree(job.pid, signal.SIGTERM)
             job.record.terminate_wall = time.time()
             loop = asyncio.get_running_loop()
             job.kill_handle = loop.call_later(job.record.kill_grace_s, self._kill_now, job)
-            if job.record.kill_grace_s > TERM_AGAIN_S:
-                loop.call_later(TERM_AGAIN_S, self._term_again, job)
+            if not started:
+                job.term_again = loop.create_task(self._term_when_started(job))
         self._save(job.record)  # a restarted agent keeps the flags and the pending SIGKILL
 
-    def _term_again(self, job: RunningJob) -> None:
-        if self.jobs.get(job.job_id) is job:  # still running: its pid is still its own
+    async def _term_when_started(self, job: RunningJob) -> None:
+        """The SIGTERM went out before the job's command ran. The wrapper keeps one that
+        reaches it before it forks the command (the command then never starts), but one that
+        lands during the fork is lost: the new child still has the shell's handler and drops
+        it (wrapper.py). So once the command runs, it gets SIGTERM again -- unless the job
+        ended first or got its SIGKILL. The command can get two SIGTERMs only if it started
+        between our look and our signal."""
+
+        def waiting() -> bool:
+            running = self.jobs.get(job.job_id) is job and not job.kill_sent
+            return running and not procs.command_started(job.pid)
+
+        await procs.wait_polling(waiting, START_POLL_S)
+        if self.jobs.get(job.job_id) is job and not job.kill_sent:
+            log.info("job=%d SIGTERM again: its command started after the first", job.job_id)
             procs.signal_tree(job.pid, signal.SIGTERM)
 
     def _kill_now(self, job: RunningJob) -> None:
@@ -365,14 +442,16 @@ class Executor:
         procs.signal_tree(job.pid, signal.SIGKILL)
 
     async def stop_all(self) -> None:
-        """Kill every job and wait for their exits to be reported."""
+        """Kill every job and wait for their exits to be reported (held launches: as never
+        started)."""
+        self._stopping = True
         for job in list(self.jobs.values()):
             job.record.cancelled = True
             self._kill_now(job)
         waiters = [job.waiter for job in self.jobs.values() if job.waiter is not None]
         if waiters:
             await asyncio.wait(waiters, timeout=DRAIN_TIMEOUT_S + 1)
-        if self._unsent:
+        while self._unsent:  # twice when a held launch's exit follows its old run's
             self._send_exits()
 
     def detach(self) -> None:
@@ -390,4 +469,9 @@ class Executor:
                 job.pidfd = None
         if self.jobs:
             log.info("leaving %d job(s) running: %s", len(self.jobs), self.running_ids())
+        for job_id, launch in self._held.items():
+            # Only in memory: the master finds the job gone from the next agent's reports.
+            log.warning(
+                "job=%d run %d held launch dropped: the agent stops", job_id, launch.restart_count
+            )
         self.jobs.clear()

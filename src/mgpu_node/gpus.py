@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import psutil
 
-from mgpu_core.limits import MAX_NAME_LEN
+from mgpu_core.limits import MAX_NAME_LEN, shorten
 from mgpu_core.models import GpuDevice, GpuProcess, GpuSample
 
 logger = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class FakeGpuBackend:
                 logger.warning("%s: no fake GPU %r; line ignored", self.fault_file, fields[0])
                 continue
             reason = fields[1].strip() if len(fields) > 1 else "fault injected"
-            faults[index] = reason[:MAX_NAME_LEN]
+            faults[index] = shorten(reason, MAX_NAME_LEN)
         return faults
 
     def close(self) -> None:
@@ -160,9 +160,9 @@ def _describe_process(pid: int, used_memory: object) -> GpuProcess:
     memory = used_memory if isinstance(used_memory, int) and used_memory >= 0 else 0
     return GpuProcess(
         pid=pid,
-        user=user[:MAX_NAME_LEN],
+        user=shorten(user, MAX_NAME_LEN),
         used_memory_bytes=memory,
-        command=command[:MAX_NAME_LEN],
+        command=shorten(command, MAX_NAME_LEN),
     )
 
 
@@ -221,7 +221,7 @@ class NvmlBackend:
             for unit, visible_id in units:
                 try:
                     uuid = _text(nvml.nvmlDeviceGetUUID(unit))
-                    name = _text(nvml.nvmlDeviceGetName(unit))
+                    name = shorten(_text(nvml.nvmlDeviceGetName(unit)), MAX_NAME_LEN)
                     memory = int(nvml.nvmlDeviceGetMemoryInfo(unit).total)
                 except nvml.NVMLError as exc:
                     logger.warning("a device of GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
@@ -284,7 +284,7 @@ class NvmlBackend:
             processes = self._processes(handle)
         except nvml.NVMLError as exc:
             error = _text(exc) or type(exc).__name__
-            return GpuSample(index=index, healthy=False, error=error[:MAX_NAME_LEN])
+            return GpuSample(index=index, healthy=False, error=shorten(error, MAX_NAME_LEN))
         return GpuSample(
             index=index,
             utilization_pct=utilization,

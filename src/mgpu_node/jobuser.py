@@ -179,7 +179,7 @@ def write_script(path: Path, text: str, account: Account) -> int:
     """
     fd = _create_owned(path, account, 0o700)
     try:
-        view = memoryview(text.encode())
+        view = memoryview(os.fsencode(text))  # its bytes as submitted, UTF-8 or not
         while view:
             view = view[os.write(fd, view) :]
     finally:

@@ -37,6 +37,20 @@ def signal_tree(pid: int, sig: int) -> None:
                 child.send_signal(sig)
 
 
+def command_started(wrapper_pid: int) -> bool:
+    """Whether the job wrapper ``wrapper_pid`` has started its command: a child of the wrapper
+    runs another program than the wrapper (a fork of the wrapper that has not exec'd yet has
+    the wrapper's command line). Until then a signal to the job can be lost (wrapper.py). A
+    wrapper that is gone, or that we cannot inspect, counts as started: there is nothing to
+    wait for."""
+    try:
+        wrapper = psutil.Process(wrapper_pid)
+        own = wrapper.cmdline()
+        return any(child.cmdline() != own for child in wrapper.children())
+    except psutil.Error:
+        return True
+
+
 def create_time(pid: int) -> float | None:
     try:
         return psutil.Process(pid).create_time()
@@ -57,6 +71,19 @@ def is_same_live_process(pid: int, started: float) -> bool:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def status_of(pid: int, started: float) -> str | None:
+    """psutil's status of ``pid`` if it still is the process that started at ``started``
+    (``psutil.STATUS_ZOMBIE`` for one that ended and awaits its parent's wait); None if it is
+    gone or ``pid`` is another process's now."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - started) > CREATE_TIME_TOLERANCE_S:
+            return None
+        return str(proc.status())
+    except psutil.Error:
+        return None
 
 
 def open_pidfd(pid: int) -> int | None:
@@ -97,7 +124,10 @@ async def wait_pidfd(pidfd: int) -> None:
         os.close(pidfd)
 
 
-async def wait_polling(still_running: Callable[[], bool]) -> None:
-    """Fallback without pidfds: poll ``still_running()`` until it is false."""
+async def wait_polling(
+    still_running: Callable[[], bool], interval_s: float = POLL_INTERVAL_S
+) -> None:
+    """Poll ``still_running()`` until it is false (where no event tells: no pidfd, or a
+    condition that only /proc shows)."""
     while still_running():
-        await asyncio.sleep(POLL_INTERVAL_S)
+        await asyncio.sleep(interval_s)

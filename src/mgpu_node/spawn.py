@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mgpu_core.models import GpuDevice, JobSpec, Launch, expand_path_template
+from mgpu_core.models import GpuDevice, JobSpec, Launch, expand_path_template, printable
 from mgpu_node.jobuser import (
     Account,
     create_status_file,
@@ -94,7 +94,7 @@ class Launcher:
         if spec.script is None:
             return spec.argv
         path = self._script_path(job_id)
-        path.write_text(spec.script)
+        path.write_bytes(os.fsencode(spec.script))  # its bytes as submitted, UTF-8 or not
         path.chmod(0o700)
         return [str(path), *spec.argv]
 
@@ -190,6 +190,12 @@ class Launcher:
 
 
 def spawn_error(exc: BaseException, spec: JobSpec) -> str:
+    """Why the job could not start, as text the wire carries (a name that is not UTF-8
+    escaped)."""
+    return printable(_spawn_error(exc, spec))
+
+
+def _spawn_error(exc: BaseException, spec: JobSpec) -> str:
     if (
         isinstance(exc, FileNotFoundError)
         and exc.filename

@@ -5,6 +5,8 @@ Layout under the agent's ``--state-dir``::
     exits/journal         job_exited events and exit_acks, one JSON line each, appended
     jobs/<job_id>.json    a running job: pid, start time, limits (see JobRecord)
     jobs/<job_id>.status  how the job's command ended, written by the wrapper (wrapper.py)
+    jobs/<job_id>.guard   what the fence guard did to the job (guard.py, GuardMark)
+    lease                 until when the jobs may run without word from the master (lease.py)
     spool/job-<id>.sh     batch scripts (spawn.py)
 
 A job that runs as another user owns its status file and script (mode 0600/0700) and gets them
@@ -268,6 +270,9 @@ class JobRecord:
     terminate_wall: float = 0.0  # when SIGTERM was sent (SIGKILL follows after the grace)
     warn_signal: int = 0  # --signal: sent warn_before_s before the time limit
     warn_before_s: int = 0
+    start_boot: float = 0.0  # CLOCK_BOOTTIME at launch (the guard's clock; 0: not known)
+    # Set from the guard's mark (GuardMark): killed by the fence after this much silence.
+    fenced_s: float = 0.0
 
     def deadline(self) -> float | None:
         return self.start_wall + self.time_limit_s if self.time_limit_s > 0 else None
@@ -279,6 +284,8 @@ class JobRecord:
             return "time limit reached"
         if self.cancelled:
             return "cancelled"
+        if self.fenced_s:
+            return f"fenced: no word from the master for {self.fenced_s:.0f} s"
         if note:
             return note
         if sig is not None:
@@ -289,8 +296,26 @@ class JobRecord:
         return ""
 
 
+@dataclass(slots=True)
+class GuardMark:
+    """What the fence guard (guard.py) did to a job, beside its record (``jobs/<id>.guard``)
+    for the agent that reports the job's exit. Only the guard writes it, so it never races
+    with the agent's writes of the record; it names the process, so a mark left over from an
+    earlier run of the job id is ignored."""
+
+    pid: int
+    create_time: float
+    fenced_s: float = 0.0  # killed by the fence after this much silence (0: not fenced)
+    timed_out: bool = False  # killed at the time limit while no agent acted
+    terminate_wall: float = 0.0  # when the guard sent SIGTERM
+
+    def applies_to(self, record: JobRecord) -> bool:
+        return self.pid == record.pid and self.create_time == record.create_time
+
+
 class JobRecords:
-    """``jobs/``: one record per running job, plus the wrapper's status files."""
+    """``jobs/``: one record per running job, plus the wrapper's status files and the guard's
+    marks."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -303,26 +328,61 @@ class JobRecords:
     def status_file(self, job_id: int) -> Path:
         return self.directory / f"{job_id}.status"
 
+    def mark_file(self, job_id: int) -> Path:
+        return self.directory / f"{job_id}.guard"
+
+    def put_mark(self, job_id: int, mark: GuardMark) -> None:
+        data = json.dumps(dataclasses.asdict(mark)).encode()
+        write_atomic(self.mark_file(job_id), data, durable=False)
+
+    def read_mark(self, record: JobRecord) -> GuardMark | None:
+        """The guard's mark on this very process, if any."""
+        try:
+            mark = GuardMark(**json.loads(self.mark_file(record.job_id).read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.error("job=%d unreadable guard mark ignored: %s", record.job_id, exc)
+            return None
+        return mark if mark.applies_to(record) else None
+
+    def apply_mark(self, record: JobRecord) -> None:
+        """Take over what the guard did to the job (fenced, timed out, being terminated), so
+        that its exit is reported for what it was."""
+        mark = self.read_mark(record)
+        if mark is not None:
+            record.fenced_s = record.fenced_s or mark.fenced_s
+            record.timed_out = record.timed_out or mark.timed_out
+            record.terminate_wall = record.terminate_wall or mark.terminate_wall
+
     def remove(self, job_id: int) -> None:
-        for path in (self.directory / f"{job_id}.json", self.status_file(job_id)):
+        paths = (self.directory / f"{job_id}.json", self.status_file(job_id))
+        for path in (*paths, self.mark_file(job_id)):
             try:
                 path.unlink(missing_ok=True)
             except OSError as exc:
                 log.error("job=%d: cannot remove %s: %s", job_id, path, exc)
 
-    def load(self) -> list[JobRecord]:
-        """Every readable record, by job id; unreadable ones are logged and removed."""
+    def load(self, *, clean: bool = True) -> list[JobRecord]:
+        """Every readable record, by job id; with ``clean`` (the agent at start) unreadable
+        ones are logged and removed, and so are status files and marks of no record. Without
+        it (the guard, while an agent may be writing) nothing is touched."""
         records = []
-        for job_id, path in sorted(_json_files(self.directory)):
+        for job_id, path in sorted(_json_files(self.directory, clean=clean)):
             try:
                 record = JobRecord(**json.loads(path.read_bytes()))
                 if record.job_id != job_id:
                     raise ValueError(f"record of job {record.job_id}")
                 records.append(record)
+            except FileNotFoundError:
+                continue  # ended since the directory was listed
             except (OSError, ValueError, TypeError) as exc:
-                _discard(path, exc)
-        known = {r.job_id for r in records}
-        for path in self.directory.glob("*.status"):
-            if not path.stem.isdigit() or int(path.stem) not in known:
-                path.unlink(missing_ok=True)  # its job's exit was handled before a crash
+                if clean:
+                    _discard(path, exc)
+        if clean:
+            known = {r.job_id for r in records}
+            for pattern in ("*.status", "*.guard"):
+                for path in self.directory.glob(pattern):
+                    if not path.stem.isdigit() or int(path.stem) not in known:
+                        path.unlink(missing_ok=True)  # its job's exit was handled before a crash
         return records

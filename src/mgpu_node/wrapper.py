@@ -11,11 +11,13 @@ costs about a millisecond, and dispatch latency matters.
 How it behaves:
 
 * The command's argv is passed as ``"$@"``, never interpolated into the script text.
-* The wrapper traps the common termination signals with a no-op, so a signal sent to the
-  job's process group (our SIGTERM on cancel, a user's ``kill -- -PGID``) ends the command but
-  not the wrapper, which then records the status. Handled signals are reset to the default on
-  exec, so the command sees the dispositions it would have seen without the wrapper. SIGKILL
-  kills the wrapper too; then the agent knows the answer (it sent it) or the status is lost.
+* The wrapper traps the common termination signals, so a signal sent to the job's process
+  group (our SIGTERM on cancel, a user's ``kill -- -PGID``) ends the command but not the
+  wrapper, which then records the status. One that comes before the command runs ends the job
+  without running it (``_TRAPS`` says where sh leaves a gap). Handled signals are reset to
+  the default on exec, so the command sees the dispositions it would have seen without the
+  wrapper. SIGKILL kills the wrapper too; then the agent knows the answer (it sent it) or the
+  status is lost.
 * The wrapper's own stderr goes to /dev/null (dash reports "Terminated" and the like for a
   child killed by a signal); the command gets the real stderr, and no extra descriptors.
 * POSIX sh cannot tell ``exit(128+N)`` from death by signal N: both give ``$? = 128+N``.
@@ -38,7 +40,12 @@ import signal
 from pathlib import Path
 
 SHELL = "/bin/sh"
-_TRAPPED = "HUP INT QUIT USR1 USR2 ALRM TERM"
+# The signals a job is commonly ended with (our SIGTERM, a user's kill): one that comes before
+# the command runs ends the job without running it. And those a job is told something with
+# (--signal's warning, a checkpoint request): one before the command runs has nobody to tell.
+_ENDING = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGALRM, signal.SIGTERM)
+_TELLING = (signal.SIGUSR1, signal.SIGUSR2)
+_TRAPPED_NAMES = " ".join(s.name.removeprefix("SIG") for s in (*_ENDING, *_TELLING))
 # Signals whose default action does not end a process: a status of 128+N for these is an
 # ordinary exit code (re-raising SIGSTOP on ourselves would stop the wrapper for good).
 _NOT_FATAL = (
@@ -56,18 +63,35 @@ _MAX_SIGNAL = int(signal.SIGRTMAX)
 MAX_STATUS_BYTES = 8192
 _NOT_FATAL_CASE = "|".join(str(int(s)) for s in _NOT_FATAL)
 
-# Only numbers computed here are formatted into the text; job data arrives as "$@". The
-# preludes define w, which records how the command ended: "exit N" or "signal N".
+# Only numbers computed here are formatted into the text; job data arrives as "$@".
+#
+# First thing, the trapped signals are caught rather than acted on: the wrapper must outlive
+# the command to record its end. An ending signal that comes before the command exists (a
+# cancel right after the launch) must not be lost: it is remembered (mgpu_sig), and the
+# command's subshell looks first and, if one came, does not start the command but ends as the
+# signal would have ended it. What sh leaves open: a signal that lands while the shell forks
+# that subshell reaches the new child before the child drops the shell's handlers, and is lost
+# there (the parent learns of it only when the child ends); the agent sends its SIGTERM again
+# once the command runs (executor.py). A signal before these lines run kills the wrapper
+# itself, and an agent that is its parent sees that.
+# (mgpu_sig: a name a job's environment is unlikely to hold, as sh exports an inherited
+# variable it sets.)
+_TRAPS = (
+    "mgpu_sig=0\n"
+    + "".join(f"trap 'mgpu_sig={int(s)}' {s.name.removeprefix('SIG')}\n" for s in _ENDING)
+    + "".join(f"trap : {s.name.removeprefix('SIG')}\n" for s in _TELLING)
+)
+
+# After a prelude that defines w, which records how the command ended: "exit N" or "signal N".
 _BODY = f"""\
-trap : {_TRAPPED}
 exec 3>&2 2>/dev/null
-( exec "$@" 3>&- 4>&- ) 2>&3
+( [ "$mgpu_sig" = 0 ] || exit $((128 + mgpu_sig)); exec "$@" 3>&- 4>&- ) 2>&3
 r=$?
 n=0
 [ "$r" -gt 128 ] && [ "$r" -le {128 + _MAX_SIGNAL} ] && n=$((r - 128))
 case $n in 0|{_NOT_FATAL_CASE}) w exit "$r"; exit "$r";; esac
 w signal "$n"
-trap - {_TRAPPED}
+trap - {_TRAPPED_NAMES}
 ulimit -c 0
 kill -"$n" $$
 exit "$r"
@@ -76,7 +100,8 @@ exit "$r"
 # The agent's own user: the agent set up the working directory and the output files; the status
 # file is a path.
 SCRIPT = (
-    """\
+    _TRAPS
+    + """\
 s=$1; shift
 w() { printf '%s %s\\n' "$1" "$2" >"$s"; }
 """
@@ -91,7 +116,8 @@ w() { printf '%s %s\\n' "$1" "$2" >"$s"; }
 # The program is looked up in $PATH as the exec will, so that a missing one is a clear reason
 # (as find_executable makes it for the agent's own jobs) without the agent looking for it.
 AS_USER_SCRIPT = (
-    """\
+    _TRAPS
+    + """\
 exec 4>&0 </dev/null
 d=$1 o=$2 e=$3 u=$4 N=$5; shift 5
 w() { printf '%s %s\\n' "$1" "$2" >&4; }

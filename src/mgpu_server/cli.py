@@ -23,7 +23,7 @@ from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_server.net.server import Server
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.settings import MasterSettings, load_master_settings
-from mgpu_server.storage.sqlite_store import SqliteStore
+from mgpu_server.storage.sqlite_store import SqliteStore, earlier_state, open_store
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -119,6 +119,13 @@ from mgpu_server.storage.sqlite_store import SqliteStore
     default="info",
     show_default=True,
 )
+@click.option(
+    "--reset-state",
+    is_flag=True,
+    help="If the state database is missing, empty or corrupt, move it aside "
+    f"({constants.DB_FILE}.broken-<time>) and start with no jobs (without this the master "
+    "refuses to start).",
+)
 @click.version_option(__version__, prog_name="mgpu_master")
 def cli(
     *,
@@ -136,6 +143,7 @@ def cli(
     max_connections: int,
     max_connections_per_address: int,
     log_level: str,
+    reset_state: bool,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
     configure_logging(log_level)
@@ -164,10 +172,12 @@ def cli(
         settings = (
             load_master_settings(config_file) if config_file else MasterSettings(PolicyConfig())
         )
+        # Before anything else is created here: a key or an audit log next to no database
+        # means the history was lost (see open_store).
+        store = open_store(state, reset=reset_state)
         # Created on first start, mode 0600: copy it to each node (--key-file there).
         cluster_key = auth.load_or_create_key(state / constants.KEY_FILE)
         _audit_to(state / constants.AUDIT_FILE)
-        store = SqliteStore(state)
     config = dataclasses.replace(
         config,
         admins=settings.admins,
@@ -238,6 +248,9 @@ def init_cli(*, state_dir: Path | None, hosts: tuple[str, ...], days: int, force
     tls = (state / constants.TLS_DIR).absolute()
     try:
         state.mkdir(parents=True, exist_ok=True)
+        if not earlier_state(state):
+            # The database with the key: a key without one means a lost history to the master.
+            SqliteStore(state).close()
         auth.load_or_create_key(state / constants.KEY_FILE)
         make_cluster_certs(tls, list(hosts) or default_hosts(), days=days, force=force)
     except OSError as exc:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from mgpu_core.exitcodes import EXIT_USAGE
+from mgpu_core.exitcodes import EXIT_UNREACHABLE, EXIT_USAGE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,10 +35,33 @@ pytestmark = pytest.mark.timeout(60)
         ("mgpu_client", ["queue", "--master", "host:notaport"], "port"),
         ("mgpu_client.queue", ["--master", "host:notaport"], "port"),  # the quick path
         ("mgpu_client.srun", ["--master", "host:notaport", "true"], "port"),  # the quick path
+        ("mgpu_client.srun", ["--master", "host:²", "true"], "port"),  # a digit int() refuses
         ("mgpu_client.sbatch", ["--wrap", "true", "script.sh"], "--wrap"),
         ("mgpu_client", ["submit", "--array", "5-1", "true"], "5-1"),
         ("mgpu_server", ["--port", "99999"], "99999"),
         ("mgpu_node", ["--gpu-count", "100"], "--gpu-count"),
+        # Absurd numbers, on the click paths and srun's quick path.
+        ("mgpu_client.sbatch", ["--mem", "1" + "0" * 30, "--wrap", "true"], "more memory"),
+        ("mgpu_client.srun", ["--mem", "1" + "0" * 30, "true"], "more memory"),
+        ("mgpu_client.sbatch", ["-t", "99999999999", "--wrap", "true"], "longer than"),
+        ("mgpu_client.srun", ["-t", "9" * 40, "true"], "longer than"),
+        ("mgpu_client.srun", ["-c", "99999999999", "true"], "--cpus"),
+        ("mgpu_client.srun", ["-c", "1" + "0" * 5000, "true"], "--cpus"),
+        ("mgpu_client.srun", ["-G", "99999999999", "true"], "--gpus"),
+        ("mgpu_client.sbatch", ["--nice", "-99999999999", "--wrap", "true"], "--nice"),
+        ("mgpu_client.sbatch", ["--array", "0-99999999999", "--wrap", "true"], "too large"),
+        ("mgpu_client.sbatch", ["--gres", "gpu:99999999999", "--wrap", "true"], "job.gpus"),
+        ("mgpu_client.sbatch", ["--begin", "now+1" + "0" * 400, "--wrap", "true"], "begin"),
+        ("mgpu_client.cancel", ["1" + "0" * 30], "invalid job id"),
+        ("mgpu_client.cancel", ["1_" + "9" * 5000], "invalid job id"),
+        ("mgpu_client.queue", ["-j", "1" + "0" * 30], "invalid job id"),
+        ("mgpu_client", ["hold", "1" + "0" * 30], "invalid job id"),
+        ("mgpu_client", ["attach", "1" + "0" * 30], "JOB_ID"),
+        ("mgpu_client", ["update", "1", "--time", "99999999999"], "longer than"),
+        # What the queue shows must be text; the command and environment need not be.
+        ("mgpu_client.srun", ["-J", os.fsdecode(b"n\xff"), "true"], "n\\xff is not UTF-8"),
+        ("mgpu_client.sbatch", ["-o", os.fsdecode(b"\xff.out"), "--wrap", "true"], "--output"),
+        ("mgpu_client.sbatch", ["-D", os.fsdecode(b"/tmp/\xff"), "--wrap", "true"], "directory"),
     ],
 )
 def test_one_line_error(module: str, args: list[str], fragment: str, tmp_path: Path) -> None:
@@ -53,3 +77,16 @@ def test_one_line_error(module: str, args: list[str], fragment: str, tmp_path: P
     assert result.returncode == EXIT_USAGE, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("host", ["a..b", "x" * 70, os.fsdecode(b"\xff")])
+def test_a_host_name_the_resolver_cannot_encode_is_unreachable(host: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mgpu_client.srun", "--master", f"{host}:1", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == EXIT_UNREACHABLE, result.stderr
+    assert result.stderr.count("\n") == 1 and "not a valid host name" in result.stderr

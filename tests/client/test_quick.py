@@ -3,6 +3,7 @@ leaves everything it does not know to the click command."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ def click_job(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[dict[st
         ["--job-name=x", "--cpus-per-task", "3", "--", "ls", "-l"],
         ["--master", "unix:/tmp/m.sock", "-G", "0", "true"],
         ["--cpus=2", "--master=10.0.0.1:6860", "true", "--gpus", "5"],
+        ["--", "printf", "%s", os.fsdecode(b"\xff\xfe")],  # passed to the job byte for byte
     ],
 )
 def test_quick_path_builds_the_click_path_job(
@@ -64,6 +66,8 @@ def test_quick_path_builds_the_click_path_job(
         ["-t", "5", "true"],
         ["--gres", "gpu:1", "true"],
         ["-J=x", "true"],
+        ["-J", os.fsdecode(b"n\xff"), "true"],  # the queue shows names: click says why not
+        ["-c", "1" + "0" * 5000, "true"],  # more digits than int() takes
         [
             "--",
         ],

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError, UnknownMessageType
 from mgpu_core.messages import CLIENT_REQUESTS, validate
-from mgpu_core.protocol import FrameDecoder, encode_frame
+from mgpu_core.models import JobSpec, printable
+from mgpu_core.protocol import FrameDecoder, as_sent, encode_frame
 from tests.helpers.wire import header, pack
 
 
@@ -95,3 +99,40 @@ def test_good_frames_before_garbage_are_delivered_then_the_error() -> None:
     assert dec.feed(good + header(2) + b"\xc1\xc1") == [{"t": "queue", "id": 1}]
     with pytest.raises(BadMessage):
         dec.feed(b"")
+
+
+# Bytes that are not UTF-8, as Python gives them from os.environ, sys.argv and files read with
+# surrogateescape: a str with lone surrogates.
+NOT_UTF8 = os.fsdecode(b"a\xff\xfe z")
+
+
+@given(st.binary(max_size=40), st.binary(max_size=10))
+def test_arguments_environment_and_script_pass_byte_for_byte(arg: bytes, key: bytes) -> None:
+    spec = JobSpec(
+        argv=["echo", os.fsdecode(arg)],
+        env={os.fsdecode(key): os.fsdecode(arg), "PLAIN": "é"},
+        script=os.fsdecode(b"#!/bin/sh\n" + arg),
+    )
+    [msg] = FrameDecoder().feed(encode_frame({"t": "submit", "id": 1, "job": spec.to_wire()}))
+    back = JobSpec.from_wire(msg["job"])
+    assert back == spec
+    assert os.fsencode(back.argv[1]) == arg and os.fsencode(back.env[os.fsdecode(key)]) == arg
+    # The master stores the spec as JSON, and reads the same strs back.
+    assert JobSpec.from_checked(json.loads(json.dumps(back.to_wire()))) == spec
+
+
+def test_text_that_is_not_utf8_travels_as_bytes_and_only_where_bytes_may_go() -> None:
+    [msg] = FrameDecoder().feed(encode_frame({"t": "x", "a": [NOT_UTF8], NOT_UTF8: "ok"}))
+    assert msg == {"t": "x", "a": [b"a\xff\xfe z"], b"a\xff\xfe z": "ok"}
+    assert as_sent({"k": ("é", NOT_UTF8)}) == {"k": ["é", b"a\xff\xfe z"]}
+    with pytest.raises(BadMessage, match="field 'name': expected str, got bytes"):
+        JobSpec.from_wire(as_sent({"name": NOT_UTF8}))
+
+
+def test_what_is_shown_escapes_bytes_that_are_not_utf8() -> None:
+    spec = JobSpec(argv=[os.fsdecode(b"/bin/\xffprog"), NOT_UTF8])
+    assert spec.command_display() == "'/bin/\\xffprog' 'a\\xff\\xfe z'"
+    assert printable(spec.display_name()) == "\\xffprog"
+    assert printable("plain é") == "plain é"
+    [row] = FrameDecoder().feed(encode_frame({"t": "row", "command": spec.command_display()}))
+    assert row["command"] == spec.command_display()  # a str: sent as text, not bytes

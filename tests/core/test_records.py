@@ -157,6 +157,8 @@ def _limits(check: Validator) -> Iterator[tuple[Any, str]]:
 def _map_limits(check: MapOf) -> Iterator[tuple[Any, str]]:
     yield {str(i): "" for i in range(check.max_items + 1)}, "entries exceeds"
     yield {1: "x"}, "keys must be str"
+    if check.key is not None:
+        yield {"k" * (check.key.max_len + 1): ""}, "length"
     yield from (({"k": bad}, why) for bad, why in violations(check.value))
     if isinstance(check.value, Str):  # each value fits, and together they are too many
         size = check.value.max_len

@@ -3,7 +3,8 @@ records what it sends, so a test can say anything to an agent, hostile frames in
 
 The agent connects out to its master, so this is the only way to reach it. Each connection
 is a :class:`Link`; after the handshake a thread reads the agent's messages into the
-:class:`FakeMaster`'s records and acknowledges each exit at once, as a real master does.
+:class:`FakeMaster`'s records and acknowledges each exit and each heartbeat at once, as a real
+master does; its registration reply carries the fence settings, as the real master's does.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from mgpu_client import launch
-from mgpu_core import auth
+from mgpu_core import auth, constants
 from mgpu_core.errors import ProtocolError
 from mgpu_core.handshake import Responder
-from mgpu_core.messages import NODE_MESSAGES, validate
+from mgpu_core.messages import NODE_MESSAGES, event_error, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, FrameDecoder
 from tests.helpers.wire import frame
 
@@ -102,8 +103,21 @@ class Link:
 class FakeMaster:
     """Listens on 127.0.0.1; owns the cluster key the agent is started with."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        fence_timeout_s: float | None = constants.FENCE_TIMEOUT_S,
+        kill_grace_s: float = constants.KILL_GRACE_S,
+    ) -> None:
         self.tmp = tmp
+        # Sent in the registration reply (None: not at all, as an older master).
+        self.fence_timeout_s = fence_timeout_s
+        self.kill_grace_s = kill_grace_s
+        self.ack_heartbeats = True  # answer each heartbeat with heartbeat_ack
+        # Exits to refuse, as the real master refuses an event it cannot take: job id -> the
+        # error's message, sent instead of the exit_ack.
+        self.refuse_exits: dict[int, str] = {}
         self.key_file = tmp / "cluster.key"
         self.key = auth.create_key(self.key_file)
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -116,9 +130,16 @@ class FakeMaster:
         self.exit_counts: dict[int, int] = defaultdict(int)
         self.output: dict[int, bytes] = defaultdict(bytes)
         self.heartbeats: list[tuple[int, float]] = []  # (link index, monotonic time)
+        self.beats: list[dict[str, Any]] = []  # the heartbeats themselves
+        self.events: list[dict[str, Any]] = []  # job events (started, exited) in order
         self.bad: list[str] = []  # anything the agent sent that a real master would refuse
 
     # ---- the agent process ---------------------------------------------------------------
+
+    @property
+    def state_dir(self) -> Path:
+        """The agent's."""
+        return self.tmp / "node"
 
     def start_agent(self, *extra: str) -> subprocess.Popen[bytes]:
         argv = launch.agent_command(
@@ -126,7 +147,7 @@ class FakeMaster:
             node_id=NODE_ID,
             gpus=2,
             cpus=4,
-            state_dir=self.tmp / "node",
+            state_dir=self.state_dir,
             key_file=self.key_file,
             extra=("--stop-jobs-on-exit", *extra),
         )
@@ -162,7 +183,9 @@ class FakeMaster:
 
     def register(self, link: Link) -> None:
         hello = link.hello
-        data = {"node_id": NODE_ID, "version": PROTOCOL_VERSION}
+        data: dict[str, Any] = {"node_id": NODE_ID, "version": PROTOCOL_VERSION}
+        if self.fence_timeout_s is not None:
+            data |= {"fence_timeout_s": self.fence_timeout_s, "kill_grace_s": self.kill_grace_s}
         link.send(frame({"t": "ok", "id": hello["id"], "data": data}))
         link.registered = True
         link.start_reading()
@@ -186,16 +209,25 @@ class FakeMaster:
         with self._cond:
             if kind == "heartbeat":
                 self.heartbeats.append((link.index, time.monotonic()))
+                self.beats.append(msg)
             elif kind == "job_started":
                 self.started[msg["job_id"]] = msg
+                self.events.append(msg)
             elif kind == "job_output":
                 self.output[msg["job_id"]] += msg["data"]
             elif kind == "job_exited":
                 self.exited[msg["job_id"]] = msg
                 self.exit_counts[msg["job_id"]] += 1
+                self.events.append(msg)
             self._cond.notify_all()
-        if kind == "job_exited":
+            ack = kind == "heartbeat" and self.ack_heartbeats
+            refusal = self.refuse_exits.get(msg["job_id"]) if kind == "job_exited" else None
+        if refusal is not None:
+            link.send(frame(event_error(msg, "bad_message", refusal)))
+        elif kind == "job_exited":
             link.send(frame({"t": "exit_ack", "job_id": msg["job_id"]}))
+        elif ack:
+            link.send(frame({"t": "heartbeat_ack", "seq": msg["seq"]}))
 
     def note_bad(self, what: str) -> None:
         with self._cond:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mgpu_client.client import Client
 from mgpu_core.config import parse_address
+from mgpu_core.constants import DB_FILE
 from mgpu_core.errors import MgpuError
+from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.models import JobSpec
 from tests.helpers.cluster import FAST_FENCE, Cluster, running_cluster, wait_for
 
@@ -103,6 +106,103 @@ def test_bad_state_dir_and_corrupt_database_stop_the_master(tmp_path: Path) -> N
         )
         assert result.returncode != 0
         assert fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def _master_refuses(state: Path, *extra: str) -> str:
+    """Start a master on ``state`` that must refuse to start: its one line of stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mgpu_server", "--port", "0", "--state-dir", str(state), *extra],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == EXIT_STARTUP_FAILURE, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
+    return line
+
+
+def _stored_history(cluster: Cluster, jobs: int = 200) -> Path:
+    """A real database: ``jobs`` jobs stored by a master that is then stopped (so that
+    everything is in mgpu.db, none in its WAL). Its path."""
+    with Client(parse_address(cluster.socket_address)) as client:
+        specs = [JobSpec(argv=["echo", f"job-{i:04d}"], cwd="/", hold=True) for i in range(jobs)]
+        client.submit_many(specs)
+    cluster.stop()
+    db = cluster.master_state / DB_FILE
+    assert not db.with_name(DB_FILE + "-wal").exists()
+    return db
+
+
+@pytest.mark.parametrize("loss", ["missing", "empty", "no tables"])
+def test_a_lost_database_stops_the_master_until_reset(cluster: Cluster, loss: str) -> None:
+    db = _stored_history(cluster, jobs=3)
+    db.unlink()
+    if loss == "empty":
+        db.touch()
+    elif loss == "no tables":
+        sqlite3.connect(db).execute("PRAGMA user_version=1").connection.close()
+    line = _master_refuses(cluster.master_state)
+    assert f"state database {db}" in line and "backup" in line and "--reset-state" in line
+    assert db.exists() == (loss != "missing")  # nothing made in its place
+
+    # --reset-state moves what is left aside, says so, and starts a new history.
+    cluster.start_master("--reset-state")
+    assert cluster.jobs() == {}
+    assert cluster.sbatch("--wrap", "true") == 1
+    aside = list(cluster.master_state.glob(f"{DB_FILE}.broken-*"))
+    assert len(aside) == (loss != "missing")
+    reset_lines = [ln for ln in cluster.log_text("master").splitlines() if "--reset-state" in ln]
+    assert len(reset_lines) == 1 and "starting with no jobs" in reset_lines[0]
+
+
+def _garbage_in_a_page(db: Path) -> None:
+    size = db.stat().st_size
+    with db.open("r+b") as f:
+        f.seek(size // 2 // 4096 * 4096)  # a whole page in the middle: b-tree structure
+        f.write(random.Random(11).randbytes(4096))
+
+
+def _garbage_in_a_row(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    at = data.index(b"job-0100")  # inside one job's spec: structure intact, text not
+    data[at : at + 8] = random.Random(12).randbytes(7) + b"\xff"
+    db.write_bytes(bytes(data))
+
+
+def _truncated(db: Path) -> None:
+    with db.open("r+b") as f:
+        f.truncate(db.stat().st_size // 2)
+
+
+@pytest.mark.parametrize("damage", [_garbage_in_a_page, _garbage_in_a_row, _truncated])
+def test_a_damaged_database_stops_the_master_until_reset(
+    cluster: Cluster, damage: Callable[[Path], None]
+) -> None:
+    db = _stored_history(cluster)
+    damage(db)
+    damaged = db.read_bytes()
+    line = _master_refuses(cluster.master_state)
+    assert f"state database {db}" in line and "--reset-state" in line
+    assert line.isprintable()
+    assert db.read_bytes() == damaged  # left as it was, for whoever repairs it
+
+    cluster.start_master("--reset-state")
+    assert cluster.jobs() == {}
+    [aside] = cluster.master_state.glob(f"{DB_FILE}.broken-*")
+    assert aside.read_bytes() == damaged
+    # Started once, the new history is the one kept: no --reset-state needed or harmful.
+    cluster.kill_master()
+    cluster.start_master("--reset-state")
+    assert list(cluster.master_state.glob(f"{DB_FILE}.broken-*")) == [aside]
+
+
+def test_a_new_state_directory_starts_a_new_history(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as c:
+        assert c.jobs() == {}
+        made = {p.name for p in c.master_state.iterdir()}
+        assert {DB_FILE, "cluster.key", "audit.log"} <= made
+        assert c.sbatch("--wrap", "true") == 1
 
 
 def test_node_kill_9_requeues_batch_jobs_onto_another_node(tmp_path: Path) -> None:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mgpu_core import auth
+from mgpu_core.handshake import Initiator
+from mgpu_core.limits import MAX_MESSAGE_LEN, MAX_NAME_LEN, shorten
+from mgpu_core.protocol import Message
 from tests.helpers.cluster import Cluster, running_cluster
 from tests.helpers.wire import (
     client_hello,
@@ -134,6 +138,82 @@ def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
         assert closed_after_error(sock) == "authentication_failed"
     still_serving(cluster)
     assert cluster.nodes_json() == []
+
+
+def registered_node(cluster: Cluster, node_id: str) -> socket.socket:
+    """A node's link, played by hand: hello, proof of the cluster key, registration."""
+    handshake = Initiator(auth.load_key(cluster.key_file), "node", node_id)
+    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+    sock.sendall(frame({**node_hello(node_id), **handshake.hello_fields()}))
+    challenge = read_frame(sock)
+    assert challenge is not None
+    sock.sendall(frame(handshake.on_challenge(challenge)))
+    reply = read_frame(sock)
+    assert reply is not None and reply["t"] == "ok", reply
+    return sock
+
+
+def next_reply(sock: socket.socket, kind: str) -> Message:
+    """The master's next message of type ``kind`` to this node (others are skipped)."""
+    while True:
+        msg = read_frame(sock)
+        assert msg is not None, f"link closed while waiting for {kind!r}"
+        if msg["t"] == kind:
+            return msg
+
+
+@pytest.mark.parametrize(
+    ("event", "code", "job_id", "run"),
+    [
+        # The exit that cut nodes off: a reason over the limit (the node now shortens it).
+        (
+            {
+                "t": "job_exited",
+                "job_id": 7,
+                "exit_code": 1,
+                "reason": "x" * 5000,
+                "restart_count": 2,
+            },
+            "bad_message",
+            7,
+            2,
+        ),
+        ({"t": "job_exited", "job_id": -1, "restart_count": "x"}, "bad_message", None, None),
+        ({"t": "job_started", "job_id": 8, "pid": "x"}, "bad_message", 8, None),
+        ({"t": "job_output", "job_id": 9, "stream": 3, "data": b"x"}, "bad_message", 9, None),
+        ({"t": "heartbeat", "gpus": "all"}, "bad_message", None, None),
+        ({"t": "x" * 100_000, "job_id": 10}, "unknown_message_type", 10, None),
+        ({"t": "submit", "id": 3, "job": {"argv": ["true"]}}, "unknown_message_type", None, None),
+    ],
+    ids=[
+        "long-reason",
+        "bad-job-id",
+        "bad-pid",
+        "bad-stream",
+        "bad-heartbeat",
+        "huge-type",
+        "submit",
+    ],
+)
+def test_a_bad_node_event_gets_an_error_naming_it_and_the_link_stays(
+    cluster: Cluster, event: Message, code: str, job_id: int | None, run: int | None
+) -> None:
+    with registered_node(cluster, "raw1") as sock:
+        sock.sendall(frame(event))
+        error = next_reply(sock, "error")
+        assert (error["code"], error["id"], error["job_id"], error["restart_count"]) == (
+            code,
+            None,
+            job_id,
+            run,
+        )
+        assert error["event"] == shorten(event["t"], MAX_NAME_LEN)
+        assert 0 < len(error["message"]) <= MAX_MESSAGE_LEN
+        # Still registered, and still heard: a heartbeat is acknowledged on the same link.
+        sock.sendall(frame({"t": "heartbeat", "gpus": [{"index": 0}], "seq": 1}))
+        assert next_reply(sock, "heartbeat_ack")["seq"] == 1
+        assert cluster.node_up("raw1")
+    still_serving(cluster)
 
 
 def test_silent_peer_is_dropped_after_hello_timeout(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mgpu_core.exitcodes import EXIT_UNREACHABLE
+from mgpu_core.limits import MAX_REASON_LEN
 from tests.helpers.cluster import (
     FAST_FENCE,
     PY,
@@ -154,6 +157,45 @@ def test_srun_environment_and_directory(cluster: Cluster, tmp_path: Path) -> Non
         "mgpu_srun", "--", "sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"', check=True
     )
     assert no_gpu.stdout == "[]\n"
+
+
+def test_bytes_that_are_not_utf8_reach_the_job_unchanged(cluster: Cluster) -> None:
+    """An environment variable, an argument and a batch script that are not UTF-8: the job
+    gets the very bytes (bytes in, the same bytes out), and the queue still lists it."""
+    cluster.start_node("n1", gpus=1)
+    raw = b"\xff\xfe caf\xc3\xa9 \x80'"
+    out = {name: cluster.tmp / name for name in ("env", "quick", "click", "script")}
+    env = {os.fsencode(k): os.fsencode(v) for k, v in cluster.env.items()} | {b"BAD": raw}
+
+    def run(tool: str, *args: str | bytes, stdin: bytes | None = None) -> bytes:
+        result = subprocess.run(
+            [PY, "-m", tool, *args],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            cwd=cluster.tmp,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    batch = [run("mgpu_client.sbatch", "--parsable", "--wrap", f'printf %s "$BAD" > {out["env"]}')]
+    write_arg: list[str | bytes] = ["sh", "-c", 'printf %s "$1" > "$2"; printf %s "$1"', "sh", raw]
+    assert run("mgpu_client.srun", "--", *write_arg, str(out["quick"])) == raw
+    assert run("mgpu_client.srun", "-t", "5", "--", *write_arg, str(out["click"])) == raw
+    script = b"#!/bin/sh\n#SBATCH -J bytes\nprintf %s '" + raw.replace(b"'", b"") + b"' > "
+    batch.append(run("mgpu_client.sbatch", "--parsable", stdin=script + os.fsencode(out["script"])))
+    for job_id in batch:
+        cluster.wait_state(int(job_id), "COMPLETED")
+    assert {name: path.read_bytes() for name, path in out.items()} == {
+        "env": raw,
+        "quick": raw,
+        "click": raw,
+        "script": raw.replace(b"'", b""),
+    }
+    jobs = cluster.jobs()  # listed, with the bytes escaped
+    assert all(j["state"] == "COMPLETED" for j in jobs.values()), jobs
+    assert any("\\xff\\xfe" in j["command"] for j in jobs.values())
 
 
 def test_srun_streams_10mb_complete_and_in_order(cluster: Cluster) -> None:
@@ -321,3 +363,26 @@ def test_queue_returns_only_the_fields_asked_for(cluster: Cluster) -> None:
     # The table asks for its columns only and still shows every one of them.
     (line,) = cluster.cli("mgpu_queue", "--noheader", check=True).stdout.splitlines()
     assert line.split()[0] == str(job_id) and "PENDING" in line and "(JobHeldUser)" in line
+
+
+@pytest.mark.parametrize("option", ["-D", "-o"])
+def test_a_path_too_long_to_quote_fails_the_job_and_the_node_runs_on(
+    cluster: Cluster, option: str
+) -> None:
+    """Issue 11: the spawn error quoting such a path made an exit report over the wire's limit;
+    the master dropped the node's link at each resend, forever, and the node ran nothing more.
+    The node shortens the reason, and the master would refuse a bad event without the link."""
+    cluster.start_node("n1", gpus=1)
+    deep = "/nonexistent/" + "d" * 1100
+    path = deep if option == "-D" else f"{deep}/out.txt"
+    job_id = cluster.sbatch(option, path, "--wrap", "true")
+    failed = cluster.wait_state(job_id, "COMPLETED", "FAILED")
+    reason = failed["reason"]
+    assert failed["state"] == "FAILED" and "/nonexistent/ddd" in reason, reason
+    assert len(reason) == MAX_REASON_LEN and re.search(r"…\[truncated \d+ chars\]$", reason)
+    after = cluster.sbatch("--gpus", "1", "--wrap", "true")
+    assert cluster.wait_state(after, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+    # One link all along: never dropped, never re-registered.
+    assert cluster.node_up("n1")
+    assert cluster.log_text("node-n1").count("registered with master") == 1
+    assert "refused" not in cluster.log_text("master")

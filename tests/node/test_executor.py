@@ -7,8 +7,11 @@ the jobs are then not the second one's children, exactly as after an agent resta
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +26,7 @@ from mgpu_core.daemons import JobUser
 from mgpu_core.limits import MAX_REASON_LEN
 from mgpu_core.messages import MASTER_TO_NODE, NODE_MESSAGES, validate
 from mgpu_core.models import JobExited, Launch
+from mgpu_node import procs
 from mgpu_node.executor import LOST_WHILE_DOWN, Executor
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.spool import ExitSpool
@@ -211,6 +215,21 @@ def test_time_limit_of_readopted_job_counts_from_its_start(
     asyncio.run(main())
 
 
+async def running(wrappers: list[subprocess.Popen[bytes]], argv: list[str]) -> None:
+    """Wait until each wrapper's command (its child) runs ``argv``. Polled: /proc is the only
+    place that shows it."""
+    deadline = time.monotonic() + 20
+
+    def runs(wrapper: subprocess.Popen[bytes]) -> bool:
+        with contextlib.suppress(psutil.Error):
+            return any(c.cmdline() == argv for c in psutil.Process(wrapper.pid).children())
+        return False
+
+    while not all(runs(w) for w in wrappers):
+        assert time.monotonic() < deadline, f"{argv} not started"
+        await asyncio.sleep(0.01)
+
+
 def test_jobs_that_ended_while_no_agent_watched(
     tmp_path: Path, children: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -221,6 +240,10 @@ def test_jobs_that_ended_while_no_agent_watched(
         first.executor.launch(launch(3, tmp_path, "exec sleep 300"))
         detach(first, children)
         wrapper_1, wrapper_2, _ = children
+        # Not before the commands run: a signal to the group before the wrapper has set its
+        # traps kills the wrapper with nothing recorded, and one during its fork is lost
+        # (wrapper.py); and a group without its command has no one left to SIGKILL below.
+        await running(children, ["sleep", "300"])
         os.kill(wrapper_1.pid, signal.SIGKILL)  # the wrapper itself dies: nothing recorded
         os.killpg(wrapper_2.pid, signal.SIGTERM)  # the job dies while no agent runs
         os.killpg(wrapper_1.pid, signal.SIGKILL)
@@ -279,5 +302,47 @@ def test_every_exit_passes_the_masters_check(tmp_path: Path) -> None:
         record = JobExited.from_wire(validate(exited, NODE_MESSAGES))
         assert record.exit_code == 127 and record.restart_count == 0
         assert len(record.reason) == MAX_REASON_LEN and record.reason.startswith("execve(): ")
+        assert re.search(r"…\[truncated \d+ chars\]$", record.reason)  # says it was cut
+
+    asyncio.run(main())
+
+
+def test_a_sigterm_lost_before_the_command_ran_is_sent_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM that lands while the wrapper forks its command is lost: the new child still
+    has the shell's handler (wrapper.py). Only timing makes that happen, so here the loss is
+    made: the executor sees the command not yet started and its SIGTERM goes nowhere. It sends
+    SIGTERM again once the command runs, and the job ends of it at once -- not of the SIGKILL
+    a minute later."""
+
+    async def main() -> None:
+        node = Node(tmp_path / "state")
+        start = launch(1, tmp_path, "exec sleep 300")
+        node.executor.launch(dataclasses.replace(start, kill_grace_s=60.0))
+        job = node.executor.jobs[1]
+        assert job.proc is not None
+        await running([job.proc], ["sleep", "300"])
+        signal_tree, command_started = procs.signal_tree, procs.command_started
+        lost: list[int] = []
+
+        def lose_the_first_sigterm(pid: int, sig: int) -> None:
+            if sig == signal.SIGTERM and not lost:
+                lost.append(pid)
+            else:
+                signal_tree(pid, sig)
+
+        looks: list[int] = []
+
+        def too_early_at_first(pid: int) -> bool:
+            looks.append(pid)  # the first is the executor's look before its first SIGTERM
+            return len(looks) > 1 and command_started(pid)
+
+        monkeypatch.setattr(procs, "signal_tree", lose_the_first_sigterm)
+        monkeypatch.setattr(procs, "command_started", too_early_at_first)
+        node.executor.kill(1, "cancelled")
+        msg = await node.wait_exit(1, timeout_s=30)
+        assert lost == [job.pid]
+        assert (msg["signal"], msg["reason"]) == (signal.SIGTERM, "cancelled"), msg
 
     asyncio.run(main())

@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mgpu_node.wrapper import read_outcome, read_status, wrap_as_user
@@ -183,3 +185,37 @@ def test_only_the_beginning_of_a_huge_record_is_read(tmp_path: Path) -> None:
     status.write_bytes(b"error 1 " + b"x" * 50_000_000)  # the job's user owns the file
     outcome = read_outcome(status)
     assert outcome is not None and outcome[0] == 1 and len(outcome[2]) < 10_000
+
+
+def test_a_signal_before_the_command_runs_ends_the_job_without_running_it(
+    tmp_path: Path,
+) -> None:
+    """A SIGTERM comes while the wrapper still sets up (here: blocked opening its output file,
+    a FIFO nobody reads yet). The wrapper remembers it, and once set up it does not start the
+    command but ends as the signal would have ended it; a cancel is not lost for coming early."""
+    fifo, ran, status = tmp_path / "out", tmp_path / "ran", tmp_path / "job.status"
+    os.mkfifo(fifo)
+    fd = os.open(status, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    argv = wrap_as_user(
+        ["touch", str(ran)], cwd=str(tmp_path), stdout=str(fifo), stderr="", user="u", node="n1"
+    )
+    proc = subprocess.Popen(argv, stdin=fd, cwd="/", start_new_session=True)
+    os.close(fd)
+    try:
+        # Its traps are set once it is blocked in the setup: the opening runs in a child.
+        deadline = time.monotonic() + 20
+        while not psutil.Process(proc.pid).children():
+            assert time.monotonic() < deadline, "the wrapper never reached its setup"
+            time.sleep(0.01)  # polled: /proc is the only place that shows it
+        proc.send_signal(signal.SIGTERM)  # the wrapper alone: its setup is not disturbed
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # lets the opening through
+        try:
+            assert proc.wait(timeout=10) == -signal.SIGTERM
+        finally:
+            os.close(reader)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert read_status(status) == (None, signal.SIGTERM)
+    assert not ran.exists()

@@ -5,6 +5,8 @@ what a node runs, both ways, without mistaking a launch in flight for a vanished
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mgpu_core.errors import NodeConflict
@@ -152,3 +154,27 @@ def test_a_node_silent_past_its_timeout_may_register_again_over_its_old_link(
     state.node_join(node_info(node, 2, running=[job.job_id]), now=7.0)
     assert state.nodes[node].up and job.state is JobState.RUNNING
     assert state.nodes[node].gpus[job.gpu_indices[0]].job_id == job.job_id
+
+
+def test_a_refused_exit_report_ends_the_job_failed_not_requeued(state: ClusterState) -> None:
+    job = start(state, gpus=1, requeue=True)
+    state.exit_refused(job.node_id, job.job_id, 7, "bad_message: reason too long", now=1.0)
+    assert job.state is JobState.RUNNING  # another run's report: not this one's
+    state.exit_refused(job.node_id, job.job_id, 0, "bad_message: reason too long", now=1.0)
+    assert state_of(job) is JobState.FAILED and "refused" in job.reason
+    assert job.restart_count == 0
+
+
+def test_a_job_its_node_fenced_is_requeued_not_failed(state: ClusterState) -> None:
+    """The master was away (restarting, frozen) longer than the fence: the node killed its
+    jobs and reports them fenced. For the job that is a node failure, not its own."""
+    job = start(state, gpus=1, requeue=True)
+    fenced = replace(exited(job.job_id, None, 15), fenced=True, reason="fenced: no word")
+    state.job_exited(job.node_id, fenced, now=5.0)
+    assert state_of(job) is JobState.PENDING and job.restart_count == 1
+    state.schedule(now=6.0)
+    assert state_of(job) is JobState.RUNNING  # runs again
+    no_requeue = start(state, now=7.0, gpus=1)
+    fenced = replace(exited(no_requeue.job_id, None, 15), fenced=True, reason="fenced")
+    state.job_exited(no_requeue.node_id, fenced, now=8.0)
+    assert state_of(no_requeue) is JobState.NODE_FAIL

@@ -3,11 +3,15 @@ cluster key), its events into the master's state (heartbeats, job started/output
 the launch and kill messages the state sends back after each turn's commit.
 
 Output chunks are relayed to the job's watchers at once (they are not state); every other event
-asks the server for a flush (pass, commit, send).
+asks the server for a flush (pass, commit, send). An event the master cannot take (a field
+over its limit, an unknown type) is answered with an error that names it, and the link stays
+up: one bad event must not cut a node off (its running jobs, its other events). Only garbage
+in the framing itself, after which the stream cannot be read on, closes the link.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,12 +19,14 @@ from typing import Any
 
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import MgpuError, ProtocolError
-from mgpu_core.messages import NODE_MESSAGES, validate
+from mgpu_core.messages import NODE_MESSAGES, event_error, validate
 from mgpu_core.models import GpuSample, JobExited, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.net import authn
 from mgpu_server.state.cluster import ClusterState
+
+log = logging.getLogger(__name__)
 
 
 class NodeLinks:
@@ -78,8 +84,11 @@ class NodeLinks:
         self.reply(conn, ok_reply(hello["id"], registered))
         try:
             while True:
-                msg = validate(await conn.recv(), NODE_MESSAGES)
-                self._on_message(node_id, msg)
+                event = await conn.recv()  # a framing error ends the link here
+                try:
+                    self._on_message(node_id, validate(event, NODE_MESSAGES))
+                except MgpuError as err:
+                    self._refuse(node_id, conn, event, err)
         finally:
             if self.links.get(node_id) is conn:
                 del self.links[node_id]
@@ -97,6 +106,27 @@ class NodeLinks:
             timeout_s=self.hello_timeout_s,
         )
         audit.log_event("node_auth", peer=conn.peer, node=node_id)
+
+    def _refuse(self, node_id: str, conn: AsyncConnection, event: Message, err: MgpuError) -> None:
+        """One event refused: logged, and answered with an error that names it (the agent
+        logs it and, for an exit, forgets it rather than resending it forever)."""
+        reply = event_error(event, err.code, err.message)
+        log.warning(
+            "node=%s %s event refused (job=%s): %s: %s",
+            node_id,
+            reply["event"] or "?",
+            reply["job_id"],
+            err.code,
+            reply["message"],
+        )
+        self.reply(conn, reply)
+        if reply["event"] == "job_exited" and isinstance(reply["job_id"], int):
+            # The agent drops the refused exit: the job ends here, FAILED with the reason,
+            # rather than vanish from the node's list and be requeued to run again.
+            self.cluster.exit_refused(
+                node_id, reply["job_id"], reply["restart_count"], reply["message"], time.time()
+            )
+            self.kick()
 
     def _on_message(self, node_id: str, msg: dict[str, Any]) -> None:
         cluster = self.cluster

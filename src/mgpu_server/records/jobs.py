@@ -10,7 +10,7 @@ from typing import Any
 
 from mgpu_core.arrays import format_job_ref
 from mgpu_core.deps import Dependency
-from mgpu_core.models import JobSpec
+from mgpu_core.models import JobSpec, printable
 from mgpu_core.states import COMPLETING, Hold, JobState, check_transition
 
 # Queue rows carry a command preview, not the whole command line: a listing of 100,000 jobs
@@ -99,7 +99,7 @@ ROW_FIELDS: dict[str, Getter] = {
     "job_ref": lambda j, now: format_job_ref(j.job_id, j.array_job_id, j.array_task_id),
     "array_job_id": lambda j, now: j.array_job_id,
     "array_task_id": lambda j, now: j.array_task_id,
-    "name": lambda j, now: j.spec.display_name(),
+    "name": lambda j, now: printable(j.spec.display_name()),  # argv[0] may not be UTF-8
     "user": lambda j, now: j.user,
     "state": lambda j, now: j.display_state(),
     "reason": lambda j, now: j.reason,

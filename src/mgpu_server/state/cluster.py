@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mgpu_core.constants import FENCE_TIMEOUT_S, TURNS_KEY
+from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
@@ -308,6 +309,19 @@ class ClusterState:
         if job is not None:
             self.lifecycle.record_pid(job, pid)
 
+    def exit_refused(
+        self, node_id: str, job_id: int, run: int | None, message: str, now: float
+    ) -> None:
+        """A node's exit report for this job was malformed and refused: the process ended,
+        how is unknown. It ends FAILED (CANCELLED if it was being cancelled)."""
+        job = self.job_of_node(node_id, job_id)
+        if job is None or (run is not None and run != job.restart_count):
+            return
+        reason = shorten(f"the node's exit report was refused: {message}", MAX_REASON_LEN)
+        self.lifecycle.exited(
+            job, exit_code=None, signal=None, timed_out=False, reason=reason, now=now
+        )
+
     def job_exited(self, node_id: str, event: JobExited, now: float) -> None:
         # Acked in any case (sent after this turn's commit): the node may forget the exit.
         self.outbox.to_node(node_id, {"t": "exit_ack", "job_id": event.job_id})
@@ -317,6 +331,11 @@ class ClusterState:
         run = event.restart_count
         if run is not None and run != job.restart_count:
             return  # a late exit of an earlier run of a requeued job
+        if event.fenced and not event.timed_out:
+            # Its node lost the master and killed it: a node failure for the job (requeued
+            # unless it asked not to be; a cancel or time limit waiting for it ends as asked).
+            self.lifecycle.node_lost(job, now, reason=event.reason)
+            return
         self.lifecycle.exited(
             job,
             exit_code=event.exit_code,

@@ -8,6 +8,12 @@ and a thousand submits in one turn cost one fsync, not a thousand.
 The schema carries a version; :data:`MIGRATIONS` upgrades older databases step by step at open.
 A database that is not an mgpu database, is corrupt, or is newer than this code stops the
 master at start with a message naming the file.
+
+The history is never silently replaced (:func:`open_store`): a state directory where a master
+has run before (its cluster key, audit log, socket, TLS files or the database's WAL are there)
+but whose database is missing, empty, fails ``PRAGMA quick_check`` or holds a row that does not
+decode is refused, rather than started empty with job ids from 1 again. Only an empty
+directory starts a new history, or ``--reset-state``, which moves the unusable files aside.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
-from mgpu_core.constants import DB_FILE
+from mgpu_core.constants import AUDIT_FILE, DB_FILE, KEY_FILE, SOCKET_FILE, TLS_DIR
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
@@ -64,6 +71,21 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
 }
+
+# What a master that has run leaves in its state directory besides the database: any of these
+# without a usable database means the history was lost, not that the cluster is new.
+EARLIER_STATE = (KEY_FILE, AUDIT_FILE, SOCKET_FILE, TLS_DIR, DB_FILE + "-wal", DB_FILE + "-shm")
+BROKEN_SUFFIX = ".broken-"  # mgpu.db.broken-<time>: where --reset-state moves an unusable database
+_WHAT_TO_DO = (
+    "restore the database from a backup, or start mgpu_master once with --reset-state to move "
+    "what is left of it aside and start with no jobs"
+)
+
+
+class DatabaseUnusable(ConfigError):
+    """The state database is missing, empty, corrupt or not mgpu's: what --reset-state moves
+    aside (unlike a database newer than this code, or a directory we may not read)."""
+
 
 _JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
@@ -122,29 +144,132 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
     )
 
 
+def earlier_state(state_dir: Path) -> list[str]:
+    """The names of :data:`EARLIER_STATE` in ``state_dir``: empty for a new cluster."""
+    return [name for name in EARLIER_STATE if os.path.lexists(state_dir / name)]
+
+
+def open_store(state_dir: Path, *, reset: bool = False) -> SqliteStore:
+    """The master's store: a new one in a directory where no master has run, else the
+    existing database, which must be usable (:class:`DatabaseUnusable`, saying what to do).
+    With ``reset``, an unusable database (and its -wal and -shm) is moved aside to
+    ``mgpu.db.broken-<time>``, said in one log line, and a new one started; a usable one is
+    kept."""
+    earlier = earlier_state(state_dir)
+    try:
+        store = SqliteStore(state_dir, must_exist=bool(earlier))
+    except DatabaseUnusable as exc:
+        if not reset:
+            raise DatabaseUnusable(f"{exc}: {_WHAT_TO_DO}") from None
+        moved = _move_aside(state_dir / DB_FILE)
+        log.warning(
+            "--reset-state: %s; %s, starting with no jobs",
+            exc,
+            f"moved it aside to {moved}" if moved else "nothing to move aside",
+        )
+        return SqliteStore(state_dir)
+    if reset:
+        log.warning("--reset-state: state database %s is usable: kept", store.path)
+    return store
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Rename ``path`` and its -wal and -shm to ``<path>.broken-<time>[-wal|-shm]`` (names
+    SQLite still opens together); the new name of ``path``, None if there was nothing."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}{BROKEN_SUFFIX}{stamp}")
+    n = 1
+    while any(os.path.lexists(f"{target}{end}") for end in ("", "-wal", "-shm")):
+        n += 1
+        target = path.with_name(f"{path.name}{BROKEN_SUFFIX}{stamp}.{n}")
+    found = None
+    for end in ("", "-wal", "-shm"):
+        try:
+            os.rename(f"{path}{end}", f"{target}{end}")
+        except FileNotFoundError:
+            continue
+        found = target
+    return found
+
+
+def _said(error: object) -> str:
+    """An error's words as one short printable line: SQLite quotes the damaged text it could
+    not decode, which may hold any bytes, newlines included."""
+    text = str(error).split(" with text ", 1)[0].replace("*** in database main ***", "")
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:200]
+
+
 class SqliteStore:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, must_exist: bool = False) -> None:
+        """Open (or create) ``state_dir``/mgpu.db and check it through: ``PRAGMA quick_check``
+        and every row decoded. ``must_exist``: a missing or empty database is
+        :class:`DatabaseUnusable` rather than a new history (:func:`open_store`)."""
         self.path = state_dir / DB_FILE
         self._dirty_jobs: dict[int, Job] = {}
         self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         self._dirty_settings: dict[str, Any] = {}
+        # The jobs read (and so checked) at open, handed to the first load_jobs.
+        self._loaded_jobs: list[Job] | None = None
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
+            if must_exist:
+                self._refuse_missing(state_dir)
             # The database holds user tokens' secrets: its owner only. SQLite gives the WAL
             # and shm files the database file's mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self.path.chmod(0o600)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per turn.
             self._db = sqlite3.connect(self.path, isolation_level=None)
+        except OSError as exc:
+            raise ConfigError(f"cannot use state directory {state_dir}: {exc.strerror}") from None
+        except sqlite3.DatabaseError as exc:
+            raise DatabaseUnusable(f"cannot use state database {self.path}: {_said(exc)}") from None
+        try:
+            self._open(must_exist=must_exist)
+        except BaseException:
+            self._db.close()  # before the caller moves the files aside
+            raise
+
+    def _refuse_missing(self, state_dir: Path) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            raise DatabaseUnusable(
+                f"state database {self.path} is missing, but {state_dir} holds "
+                f"{', '.join(earlier_state(state_dir))} of a master that ran before"
+            ) from None
+        if size == 0:
+            raise DatabaseUnusable(f"state database {self.path} is empty (0 bytes)")
+
+    def _open(self, *, must_exist: bool) -> None:
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+            if problems != ["ok"]:
+                raise DatabaseUnusable(
+                    f"state database {self.path} is corrupt (PRAGMA quick_check: "
+                    f"{_said(problems[0]) if problems else 'no answer'})"
+                )
+            if must_exist and self._version() == 0:
+                raise DatabaseUnusable(f"state database {self.path} holds no tables")
             self._migrate()
-            self._db.execute("PRAGMA quick_check").fetchone()
+            self._loaded_jobs = self._read_jobs()
+            # Nodes and settings are decoded where they are used; decode them once here, so
+            # that a damaged row stops the start with a message and no traceback.
+            self.load_nodes()
+            for (value,) in self._db.execute("SELECT value FROM settings"):
+                json.loads(value)
+        except DatabaseUnusable:
+            raise
         except sqlite3.DatabaseError as exc:
-            raise ConfigError(f"cannot use state database {self.path}: {exc}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot use state directory {state_dir}: {exc.strerror}") from None
+            raise DatabaseUnusable(f"cannot use state database {self.path}: {_said(exc)}") from None
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise DatabaseUnusable(
+                f"state database {self.path} holds a row that does not decode "
+                f"({type(exc).__name__}: {_said(exc)})"
+            ) from None
 
     def _version(self) -> int:
         has_meta = self._db.execute(
@@ -161,8 +286,10 @@ class SqliteStore:
     def _migrate(self) -> None:
         version = self._version()
         if version > SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(
-                f"schema version {version} is newer than this mgpu_master ({SCHEMA_VERSION})"
+            # Not DatabaseUnusable: the database is fine, this code too old for it.
+            raise ConfigError(
+                f"cannot use state database {self.path}: schema version {version} is newer "
+                f"than this mgpu_master's ({SCHEMA_VERSION}): run the newer mgpu_master"
             )
         while version < SCHEMA_VERSION:
             self._db.execute("BEGIN IMMEDIATE")
@@ -177,6 +304,10 @@ class SqliteStore:
             log.info("state database %s migrated to schema version %d", self.path, version)
 
     def load_jobs(self) -> list[Job]:
+        jobs, self._loaded_jobs = self._loaded_jobs, None
+        return self._read_jobs() if jobs is None else jobs
+
+    def _read_jobs(self) -> list[Job]:
         rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY job_id").fetchall()
         return [_job_from_row(r) for r in rows]
 
@@ -236,6 +367,7 @@ class SqliteStore:
         self._dirty_jobs.clear()
         self._dirty_nodes.clear()
         self._dirty_settings.clear()
+        self._loaded_jobs = None  # no longer what is stored
 
     def close(self) -> None:
         self._dirty_jobs.clear()
