@@ -121,7 +121,15 @@ class Client:
     def _reply(self, req_id: int, accept: tuple[str, ...] = ("ok",)) -> Message:
         """The master's answer to request ``req_id``, queueing job events that come first."""
         while True:
-            reply = self._conn.recv(self.timeout_s)
+            try:
+                reply = self._conn.recv(self.timeout_s)
+            except TimeoutError:
+                # A master that accepts but never answers (stopped, or swamped): as unreachable,
+                # one line and exit 2, not a traceback.
+                raise MasterUnreachable(
+                    f"no answer from the master at {self.address} within "
+                    f"{self.timeout_s:g} s (is it stopped or overloaded?)"
+                ) from None
             kind = reply["t"]
             if kind in EVENT_TYPES:
                 self._events.append(reply)
