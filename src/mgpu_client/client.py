@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mgpu_core.auth import Token
     from mgpu_core.models import JobResult, JobSpec
 
-EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended"})
+EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended", "watch_dropped"})
 
 
 def current_user() -> str:

@@ -62,44 +62,106 @@ def report_end(event: dict[str, Any], job_id: int, prog: str) -> int:
     return exit_status(event)
 
 
-def stream_job(client: Client, job_id: int, *, prog: str, timeout_s: float | None = None) -> int:
+class Behind(Exception):
+    """The master stopped sending us the job's events: we read too slowly."""
+
+
+class Printer:
+    """Writes a job's output, each byte once and in order, by the chunks' offsets: a chunk
+    replayed after a re-attach starts at or before what is printed (its printed part is
+    dropped); one that starts after it leaves a gap, so it waits for the replay that fills
+    it (the node sends it again, in order). ``offset`` None: start at the first chunk seen."""
+
+    def __init__(self, offset: int | None = 0) -> None:
+        self.offset = offset
+
+    def show(self, event: dict[str, Any]) -> None:
+        at, data, lost = event.get("offset"), event["data"], event.get("lost") or 0
+        if at is None:  # an older node: no offsets, print as it comes
+            self._write(event["stream"], data)
+            return
+        if self.offset is None:
+            self.offset = at
+        if at > self.offset:
+            return  # a gap: the replay asked for fills it
+        end = at + (lost or len(data))
+        if end <= self.offset:
+            return  # printed already
+        if lost:
+            say(f"mgpu: {end - self.offset} bytes of output lost (past the node's limit)")
+        else:
+            self._write(event["stream"], data[self.offset - at :])
+        self.offset = end
+
+    @staticmethod
+    def _write(stream_no: int, data: bytes) -> None:
+        stream = sys.stdout.buffer if stream_no == 1 else sys.stderr.buffer
+        stream.write(data)
+        stream.flush()
+
+
+def stream_job(
+    client: Client,
+    job_id: int,
+    *,
+    prog: str,
+    timeout_s: float | None = None,
+    printer: Printer | None = None,
+) -> int:
     """Relay a job's events until it ends; returns the exit status to use."""
-    out, err = sys.stdout.buffer, sys.stderr.buffer
+    printer = printer or Printer(None)
     waiting_said = False
     while True:
         event = client.next_event(timeout_s)
         kind = event["t"]
         if kind == "job_output":
-            stream = out if event["stream"] == 1 else err
-            stream.write(event["data"])
-            stream.flush()
+            printer.show(event)
         elif kind == "job_state":
             if event["state"] == "PENDING" and not waiting_said:
                 say(f"{prog}: job {job_id} queued and waiting for resources")
                 waiting_said = True
             elif event["state"] == "RUNNING" and waiting_said:
                 say(f"{prog}: job {job_id} has been allocated resources")
+        elif kind == "watch_dropped":
+            behind = event.get("behind_bytes", 0)
+            say(f"{prog}: you read too slowly: {behind} bytes behind; re-attaching")
+            raise Behind
         elif kind == "job_ended":
             return report_end(event, job_id, prog)
 
 
 class Follower:
-    """Follows one job; when the master goes away, reconnects and re-attaches."""
+    """Follows one job; when the master goes away, reconnects and re-attaches, asking for
+    the output from what it printed up to (the job's node replays it)."""
 
-    def __init__(self, client: Client, job_id: int, prog: str) -> None:
+    def __init__(self, client: Client, job_id: int, prog: str, *, offset: int = 0) -> None:
         self.client = client
         self.job_id = job_id
         self.prog = prog
+        self.printer = Printer(offset)
+
+    def _stream(self, timeout_s: float | None) -> int:
+        return stream_job(
+            self.client, self.job_id, prog=self.prog, timeout_s=timeout_s, printer=self.printer
+        )
 
     def follow(self, timeout_s: float | None = None) -> int:
         while True:
             try:
-                return stream_job(self.client, self.job_id, prog=self.prog, timeout_s=timeout_s)
+                return self._stream(timeout_s)
             except ConnectionClosed:
                 say(f"{self.prog}: lost the master; reconnecting (job {self.job_id} keeps running)")
-            row = self._reattach()
+                row = self._reattach()
+            except Behind:
+                row = self._attach()
             if row["state"] not in ("PENDING", "RUNNING"):
                 return report_end(row, self.job_id, self.prog)
+
+    def _attach(self) -> dict[str, Any]:
+        job: dict[str, Any] = self.client.request(
+            "attach", job_id=self.job_id, offset=self.printer.offset or 0
+        )["job"]
+        return job
 
     def _reattach(self) -> dict[str, Any]:
         address = self.client.address
@@ -108,8 +170,7 @@ class Follower:
         while True:
             try:
                 self.client = Client(address)
-                job: dict[str, Any] = self.client.request("attach", job_id=self.job_id)["job"]
-                return job
+                return self._attach()
             except (MasterUnreachable, ConnectionClosed, TimeoutError):
                 time.sleep(delay_s)  # waiting for the master to come back: nothing to wait on
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
@@ -123,8 +184,8 @@ class Follower:
         except Detach:
             return EXIT_SIGNAL_BASE + signal.SIGHUP
         self.client.cancel([self.job_id])
-        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed):
-            stream_job(self.client, self.job_id, prog=self.prog, timeout_s=CANCEL_WAIT_S)
+        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed, Behind):
+            self._stream(CANCEL_WAIT_S)
         return EXIT_INTERRUPTED
 
 

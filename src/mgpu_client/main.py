@@ -118,11 +118,12 @@ def info(*, as_json: bool, master: str | None) -> None:
 def attach(*, job_id: int, master: str | None) -> None:
     """Follow a running job's output and wait for its end (re-attach a lost srun).
 
-    Output the job wrote while nobody was attached is not replayed. Ctrl-C cancels the job.
+    An interactive job's output is shown from its start (what it printed so far, then live).
+    Ctrl-C cancels the job.
     """
     follow.install_signal_handlers()
     client = connect(master)
-    row = client.request("attach", job_id=job_id)["job"]
+    row = client.request("attach", job_id=job_id, offset=0)["job"]
     if row["state"] not in ("PENDING", "RUNNING"):
         client.close()
         sys.exit(follow.report_end(row, job_id, f"{PROG} attach"))

@@ -45,6 +45,7 @@ EXITS_DIR = "exits"  # unacknowledged job exits ...
 EXIT_JOURNAL_FILE = "journal"  # ... appended here
 JOBS_DIR = "jobs"  # <job id>.json records of running jobs, <job id>.status from the wrapper
 SCRIPTS_DIR = "spool"  # job-<job id>.sh batch scripts
+OUTPUT_DIR = "output"  # <job id>.<offset> segments of interactive jobs' output (replayed)
 FAKE_GPU_FAULT_FILE = "fake-gpu-faults"  # faults injected into fake GPUs (tests, demos)
 LEASE_FILE = "lease"  # until when the jobs may run without word from the master (the fence)
 GUARD_PID_FILE = "guard.pid"  # the fence guard, which outlives the agent

@@ -159,7 +159,15 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     # Follow a job's output and state from now on (srun after a master restart, or another shell).
-    "attach": Record({"id": (ID, REQUIRED), "job_id": (JOB_ID, REQUIRED)}),
+    "attach": Record(
+        {
+            "id": (ID, REQUIRED),
+            "job_id": (JOB_ID, REQUIRED),
+            # Replay the job's output from this offset (what the client has printed so far);
+            # absent: only what comes next.
+            "offset": (Optional(Int(0, 2**62)), None),
+        }
+    ),
     "node_update": Record(
         {
             "id": (ID, REQUIRED),
@@ -201,6 +209,13 @@ NODE_MESSAGES: dict[str, Record] = {
             "job_id": (JOB_ID, REQUIRED),
             "stream": (Int(1, 2), REQUIRED),
             "data": (Bytes(MAX_OUTPUT_CHUNK), REQUIRED),
+            # Where this chunk starts in the job's combined output (stdout and stderr, in
+            # the order the node read them); the node keeps that output on disk and resends
+            # it from an offset on `replay`. null from an older agent.
+            "offset": (Optional(Int(0, 2**62)), None),
+            # Bytes from `offset` on that the node no longer has (past its bound): a replay
+            # from before what it keeps starts with such a chunk (data empty).
+            "lost": (Int(0, 2**62), 0),
         }
     ),
     "job_exited": JobExited.SCHEMA,
@@ -227,10 +242,12 @@ MASTER_TO_NODE: dict[str, Record] = {
     "exit_ack": Record({"job_id": (JOB_ID, REQUIRED)}),
     # The master processed a heartbeat: the node renews its fence lease (docs/architecture.md).
     "heartbeat_ack": Record({"seq": (Int(0, 2**53), 0)}),
+    # Send this interactive job's output again from this offset, in order, then go on live.
+    "replay": Record({"job_id": (JOB_ID, REQUIRED), "offset": (Int(0, 2**62), 0)}),
 }
 
 MASTER_TO_CLIENT: frozenset[str] = frozenset(
-    {"ok", "error", "challenge", "job_state", "job_output", "job_ended"}
+    {"ok", "error", "challenge", "job_state", "job_output", "job_ended", "watch_dropped"}
 )
 
 

@@ -8,8 +8,9 @@ master was away, or were in flight when the link broke, are sent again after the
 even by a restarted agent; an exit the master refuses (an ``error`` naming it) is logged and
 dropped instead, as resending it would be refused again. When the agent stops it leaves its
 jobs running for the next agent to re-adopt (executor.py), unless told to stop them
-(``--stop-jobs-on-exit``). Live output of interactive jobs produced while the master is away
-is dropped (nobody is attached to it).
+(``--stop-jobs-on-exit``). Interactive jobs' output is kept on disk until their exit is
+acknowledged (outlog.py): what the link missed is sent after the next hello, and again from
+any offset on the master's ``replay``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import psutil
 
 from mgpu_core import __version__
 from mgpu_core.aio import AsyncConnection
+from mgpu_core.constants import OUTPUT_DIR
 from mgpu_core.daemons import NodeConfig
 from mgpu_core.errors import (
     AuthenticationFailed,
@@ -48,6 +50,7 @@ from mgpu_node.gpus import GpuBackend
 from mgpu_node.guard import GuardHandle
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.lease import LeaseKeeper, boottime
+from mgpu_node.outlog import Outputs, replay_offsets
 from mgpu_node.spool import ExitSpool
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,10 @@ log = logging.getLogger(__name__)
 # With --stop-jobs-on-exit: how long to wait for the master to ack the exits of the jobs just
 # stopped, so that the spool is clean for the next agent (resending them would be harmless).
 ACK_WAIT_S = 2.0
+# After registering, how long the exit of an interactive job that ended while the link was down
+# waits for a client to follow the job (the master's replay), so that what it printed meanwhile
+# is shown before the job ends (srun re-attaches within ~2 s of a master's return).
+EXIT_HOLD_S = 5.0
 # How often the agent checks that its fence guard runs (and starts it again if not).
 GUARD_CHECK_S = 5.0
 
@@ -100,6 +107,9 @@ class Agent:
         self.stop_jobs_on_exit = stop_jobs_on_exit
         self.devices = backend.devices()
         self.exits = ExitSpool(config.state_dir / "exits")
+        # Interactive jobs' output, on disk until their exit is acknowledged, sent while the
+        # link is up and again from any offset on the master's replay.
+        self.outputs = Outputs(config.state_dir / OUTPUT_DIR, self._send)
         self.executor = Executor(
             node_name=config.node_id,
             devices=self.devices,
@@ -107,10 +117,12 @@ class Agent:
             exits=self.exits,
             emit=self._emit,
             job_users=JobUserPolicy(config.job_user, config.allow_root_jobs),
+            outputs=self.outputs,
         )
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
         self.guard = GuardHandle(config.state_dir)
         self._launch_seq = 0  # the highest Launch.launch_seq received on this link
+        self._held_exits: dict[int, asyncio.TimerHandle] = {}  # see EXIT_HOLD_S
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
@@ -119,10 +131,16 @@ class Agent:
 
     def _emit(self, msg: Message) -> None:
         # Without a link the event is dropped: job_exited is in the exit spool (sent again after
-        # the next hello), and job_started/job_output are not state.
+        # the next hello), job_output in the job's output log (outlog.py), and job_started is
+        # not state.
+        self._send(msg)
+
+    def _send(self, msg: Message) -> bool:
         conn = self._conn
         if conn is not None and self.registered.is_set() and not conn.closed:
             conn.send(msg)
+            return True
+        return False
 
     # ---- link ----------------------------------------------------------------------------
 
@@ -130,6 +148,7 @@ class Agent:
         """Stay connected until asked to exit; then leave (or stop) the jobs and return."""
         self.guard.ensure()  # before anything runs: the fence holds from the first job on
         self.executor.adopt_all()
+        self.outputs.keep_only({*self.executor.running_ids(), *self.exits.ids()})
         watch_guard = asyncio.get_running_loop().create_task(self._watch_guard())
         delay_s = 0.2
         try:
@@ -205,8 +224,11 @@ class Agent:
             self.lease.registered(data if isinstance(data, dict) else {}, hello_sent)
             self._launch_seq = 0
             self.registered.set()
-            for msg in self.exits.pending():
-                conn.send(msg)
+            # What the jobs printed that the master's watchers have not had (from where the
+            # master says, or else from what we sent last), before their exits.
+            replay = replay_offsets(data)
+            self.outputs.resume(replay)
+            self._resend_exits(conn, set(replay))
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(conn))
             try:
                 await self._serve(conn)
@@ -219,7 +241,28 @@ class Agent:
             finally:
                 heartbeat.cancel()
         finally:
+            for handle in self._held_exits.values():
+                handle.cancel()  # still in the spool: sent after the next registration
+            self._held_exits.clear()
             conn.close()
+
+    def _resend_exits(self, conn: AsyncConnection, followed: set[int]) -> None:
+        """The unacknowledged exits, after a registration. That of an interactive job nobody
+        follows yet (not in the master's ``replay``) waits up to EXIT_HOLD_S for a client to
+        attach, so that the output printed while the link was down reaches it first."""
+        loop = asyncio.get_running_loop()
+        for msg in self.exits.pending():
+            job_id = msg["job_id"]
+            if job_id in self.outputs.logs and job_id not in followed:
+                self._held_exits[job_id] = loop.call_later(EXIT_HOLD_S, self._send_held, job_id)
+            else:
+                conn.send(msg)
+
+    def _send_held(self, job_id: int) -> None:
+        self._held_exits.pop(job_id, None)
+        msg = next((m for m in self.exits.pending() if m["job_id"] == job_id), None)
+        if msg is not None:
+            self._send(msg)
 
     async def _await_acks(self, conn: AsyncConnection) -> None:
         loop = asyncio.get_running_loop()
@@ -231,6 +274,7 @@ class Agent:
                 return
             if msg["t"] == "exit_ack":
                 self.exits.ack(msg["job_id"])
+                self.outputs.remove(msg["job_id"])
             elif msg["t"] == "error":
                 self._refused(msg)
 
@@ -300,6 +344,13 @@ class Agent:
             self.executor.kill(msg["job_id"], msg["reason"])
         elif kind == "exit_ack":
             self.exits.ack(msg["job_id"])
+            self.outputs.remove(msg["job_id"])
+        elif kind == "replay":
+            self.outputs.replay(msg["job_id"], msg["offset"])
+            held = self._held_exits.get(msg["job_id"])
+            if held is not None:  # a client follows the job now: it has its output, then the end
+                held.cancel()
+                self._send_held(msg["job_id"])
         elif kind == "heartbeat_ack":
             self.lease.acked(msg["seq"])
         elif kind == "error":
@@ -322,6 +373,7 @@ class Agent:
             return
         log.error("job=%d exit refused by the master, dropped: %s: %s", job_id, code, text)
         self.exits.ack(job_id)
+        self.outputs.remove(job_id)
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
         # Several per fence period, whatever the configured interval: a lost beat never fences.

@@ -10,11 +10,13 @@ Jobs outlive the agent. Each running job has a record on disk (spool.JobRecord);
 that starts finds the records its predecessor left and re-adopts the jobs still running: it
 reports them, kills them on request, enforces what is left of their time limit, and reports
 their exits, read from the wrapper's status file since they are no longer its children. The
-output of a re-adopted interactive job is not relayed: its pipes were the old agent's.
+new output of a re-adopted interactive job is not relayed: its pipes were the old agent's (what
+it printed before stays in its output log, outlog.py, and can be replayed).
 
 The agent is the source of truth for its processes; the master learns about them only through
-the events passed to ``emit``: ``job_started``, ``job_output`` (interactive jobs), and exactly
-one ``job_exited`` per launched job, saved to the exit spool before it is emitted.
+the events passed to ``emit``: ``job_started``, ``job_output`` (interactive jobs, through their
+output log: ``outputs``), and exactly one ``job_exited`` per launched job, saved to the exit
+spool before it is emitted.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgpu_core.constants import JOBS_DIR, SCRIPTS_DIR
+from mgpu_core.constants import JOBS_DIR, OUTPUT_DIR, SCRIPTS_DIR
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.lease import boottime
+from mgpu_node.outlog import Outputs
 from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
 from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
 from mgpu_node.wrapper import read_outcome
@@ -84,6 +87,7 @@ class Executor:
         exits: ExitSpool,
         emit: Emit,
         job_users: JobUserPolicy,
+        outputs: Outputs | None = None,
     ) -> None:
         self.node_name = node_name
         self.job_users = job_users
@@ -95,6 +99,8 @@ class Executor:
         self.records = JobRecords(state_dir / JOBS_DIR)
         self.exits = exits
         self.emit = emit
+        # The agent's (sent while its link is up); by default every chunk goes to ``emit``.
+        self.outputs = outputs or Outputs(state_dir / OUTPUT_DIR, lambda m: _sent(emit, m))
         self.jobs: dict[int, RunningJob] = {}
         self._unsent: list[dict[str, Any]] = []  # exits put, not yet flushed and sent
         # Launches of another run of a job whose earlier run still ends here (_hold).
@@ -120,6 +126,8 @@ class Executor:
             # A requeued job launched again: the master no longer waits for the old run's exit.
             log.warning("job=%d launched again; its previous exit is dropped", job_id)
             self.exits.ack(job_id)
+        if spec.interactive:
+            self.outputs.start(job_id)  # a new run's output starts at offset 0
         try:
             account = choose_account(
                 launch.user, self.job_users, agent=self.agent, node=self.node_name
@@ -156,8 +164,8 @@ class Executor:
         if spec.interactive:
             assert proc.stdout is not None and proc.stderr is not None
             job.readers = [
-                Relay(proc.stdout, job_id, 1, self.emit),
-                Relay(proc.stderr, job_id, 2, self.emit),
+                Relay(proc.stdout, job_id, 1, self.outputs.write),
+                Relay(proc.stderr, job_id, 2, self.outputs.write),
             ]
         self._watch(job)
 
@@ -210,8 +218,7 @@ class Executor:
         log.warning("job=%d failed to start: %s", job_id, reason)
         reason = shorten(reason, MAX_REASON_LEN)  # it may quote a path or argument in full
         if spec.interactive:
-            data = f"mgpu: {reason}\n".encode()
-            self.emit({"t": "job_output", "job_id": job_id, "stream": 2, "data": data})
+            self.outputs.write(job_id, 2, f"mgpu: {reason}\n".encode())
         code = 127 if isinstance(exc, FileNotFoundError | PermissionError) else 1
         self._report_exit(
             job_id, code, None, timed_out=False, reason=reason, restart_count=restart_count
@@ -475,3 +482,8 @@ class Executor:
                 "job=%d run %d held launch dropped: the agent stops", job_id, launch.restart_count
             )
         self.jobs.clear()
+
+
+def _sent(emit: Emit, msg: dict[str, Any]) -> bool:
+    emit(msg)
+    return True

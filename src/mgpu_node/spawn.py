@@ -33,6 +33,7 @@ OUTPUT_CHUNK_BYTES = 64 * 1024
 DEFAULT_OUTPUT = "mgpu-%j.out"
 
 Emit = Callable[[dict[str, Any]], None]
+Write = Callable[[int, int, bytes], None]  # job id, stream, data: an interactive job's output
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,11 +211,12 @@ def _spawn_error(exc: BaseException, spec: JobSpec) -> str:
 
 
 class Relay:
-    """Forwards one output pipe of an interactive job as job_output events until EOF."""
+    """Hands one output pipe of an interactive job to ``write`` (the job's output log, which
+    sends it as job_output events) until EOF."""
 
-    def __init__(self, pipe: IO[bytes], job_id: int, stream: int, emit: Emit) -> None:
+    def __init__(self, pipe: IO[bytes], job_id: int, stream: int, write: Write) -> None:
         self.loop = asyncio.get_running_loop()
-        self.pipe, self.job_id, self.stream, self.emit = pipe, job_id, stream, emit
+        self.pipe, self.job_id, self.stream, self.write = pipe, job_id, stream, write
         self.fd = pipe.fileno()
         os.set_blocking(self.fd, False)
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -228,9 +230,7 @@ class Relay:
         except OSError:
             data = b""
         if data:
-            self.emit(
-                {"t": "job_output", "job_id": self.job_id, "stream": self.stream, "data": data}
-            )
+            self.write(self.job_id, self.stream, data)
         else:
             self.close()
 

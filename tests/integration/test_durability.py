@@ -333,8 +333,10 @@ def test_attach_from_another_shell(cluster: Cluster) -> None:
     cluster.start_node("n1", gpus=1)
     release = cluster.tmp / "release"
     started = cluster.tmp / "started"
+    # What the job printed before attach is replayed (stdout and stderr), then it follows.
     script = (
-        f"touch {started}; while [ ! -e {release} ]; do sleep 0.02; done; echo late-output; exit 6"
+        f"echo early; echo to-stderr >&2; touch {started}; "
+        f"while [ ! -e {release} ]; do sleep 0.02; done; echo late-output; exit 6"
     )
     srun = subprocess.Popen(
         [sys.executable, "-m", "mgpu_client.srun", "--", "sh", "-c", script],
@@ -363,7 +365,8 @@ def test_attach_from_another_shell(cluster: Cluster) -> None:
     finally:
         attach.kill()
     assert attach.returncode == 6, err
-    assert b"late-output" in out
+    assert out == b"early\nlate-output\n"
+    assert b"to-stderr\n" in err
     finished = cluster.cli("mgpu_client", "attach", str(job_id))
     assert finished.returncode == 6
 

@@ -16,7 +16,14 @@ from mgpu_server.api.permissions import RequestContext, Transport, context
 from mgpu_server.records.jobs import Job
 from mgpu_server.state.cluster import ClusterState
 from tests.helpers.nodes import node_info
-from tests.helpers.state import FakeSessions, ctx, make_service, make_state, request
+from tests.helpers.state import (
+    FakeSessions,
+    ctx,
+    make_service,
+    make_state,
+    node_messages,
+    request,
+)
 
 ALICE = ctx("alice")
 BOB = ctx("bob")
@@ -118,6 +125,22 @@ def test_attach_is_for_the_owner_and_admins(state: ClusterState) -> None:
     assert request(service, ALICE, "attach", job_id=job.job_id)["job"]["job_id"] == job.job_id
     request(service, ADMIN, "attach", job_id=job.job_id)
     assert sessions.watcher_count(job.job_id) == 2
+
+
+def test_attach_with_an_offset_asks_the_node_to_replay_interactive_output(
+    state: ClusterState,
+) -> None:
+    service, _ = make_service(state)
+    job = submit(service, ALICE, interactive=True)
+    batch = submit(service, ALICE)
+    state.schedule(1.0)
+    assert job.state is JobState.RUNNING and batch.state is JobState.RUNNING
+    state.outbox.effects.clear()
+    request(service, ALICE, "attach", job_id=job.job_id)  # only what comes next
+    request(service, ALICE, "attach", job_id=batch.job_id, offset=0)  # no output relayed
+    assert node_messages(state, "replay") == []
+    request(service, ALICE, "attach", job_id=job.job_id, offset=42)
+    assert node_messages(state, "replay") == [{"t": "replay", "job_id": job.job_id, "offset": 42}]
 
 
 def test_turn_queue_is_shown_to_all_and_changed_by_admins(service: ClientService) -> None:

@@ -160,11 +160,17 @@ class ClientService:
         return {}
 
     def attach(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
-        """Watch a job: its row now, then its events. A finished job just returns its row."""
+        """Watch a job: its row now, then its events. A finished job just returns its row.
+        With an ``offset``, a running interactive job's node sends its output again from
+        there (to every watcher: each client drops what it has printed already)."""
         job = self.state.get(msg["job_id"])
         perm.check_attach(ctx, job)
         if not job.state.terminal:
             self.sessions.watch(conn, job.job_id)
+            offset = msg["offset"]
+            if offset is not None and job.spec.interactive and job.state is JobState.RUNNING:
+                replay = {"t": "replay", "job_id": job.job_id, "offset": offset}
+                self.state.outbox.to_node(job.node_id, replay)
         return {"job": job.to_wire(time.time())}
 
     def priority(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:

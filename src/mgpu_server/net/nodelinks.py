@@ -47,9 +47,16 @@ class NodeLinks:
         self.kick = kick
         self.relay = relay
         self.links: dict[str, AsyncConnection] = {}
+        # Per interactive job being followed: the offset of its output its watchers need next
+        # (what was relayed, or less when a client attached asking for a replay). Not state:
+        # after a restart, clients re-attach with the offset they printed up to.
+        self.relayed: dict[int, int] = {}
 
     def send(self, node_id: str, msg: dict[str, Any]) -> None:
         """To a node's link, if it has one now (a node away gets its state on reconnect)."""
+        if msg["t"] == "replay":  # asked again when the node registers, if it is away now
+            job_id, offset = msg["job_id"], msg["offset"]
+            self.relayed[job_id] = min(self.relayed.get(job_id, offset), offset)
         link = self.links.get(node_id)
         if link is not None:
             link.send(msg)
@@ -81,6 +88,9 @@ class NodeLinks:
             "fence_timeout_s": self.cluster.fence_timeout_s,
             "kill_grace_s": self.cluster.lifecycle.kill_grace_s,
         }
+        # Where its followed interactive jobs' output should resume (the old link may have lost
+        # some): the node sends from there before anything else, its exits included.
+        registered["replay"] = self._replay_from(node_id)
         self.reply(conn, ok_reply(hello["id"], registered))
         try:
             while True:
@@ -94,6 +104,20 @@ class NodeLinks:
                 del self.links[node_id]
                 self.cluster.node_leave(node_id, time.time())
                 self.kick()
+
+    def _replay_from(self, node_id: str) -> list[list[int]]:
+        """[job id, offset] for each followed job of this node: what its watchers need next."""
+        pairs = []
+        for job_id, offset in list(self.relayed.items()):
+            job = self.cluster.table.jobs.get(job_id)
+            if job is None or job.state.terminal:
+                del self.relayed[job_id]
+            elif job.node_id == node_id:
+                pairs.append([job_id, offset])
+        return pairs
+
+    def forget(self, job_id: int) -> None:
+        self.relayed.pop(job_id, None)
 
     async def _authenticate(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
         node_id = hello["node"]["node_id"]
@@ -136,6 +160,9 @@ class NodeLinks:
         if kind == "job_output":
             job = cluster.job_of_node(node_id, msg["job_id"])
             if job is not None:
+                if msg["offset"] is not None:
+                    end = msg["offset"] + (msg["lost"] or len(msg["data"]))
+                    self.relayed[job.job_id] = max(self.relayed.get(job.job_id, 0), end)
                 self.relay(job.job_id, msg)
             return
         if kind == "heartbeat":

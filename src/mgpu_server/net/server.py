@@ -217,15 +217,25 @@ class Server:
     def _send_watchers(self, effect: ToWatchers) -> None:
         conns = self.watchers.get(effect.job_id)
         if not conns:
+            if effect.msg["t"] == "job_ended":
+                self.nodes.forget(effect.job_id)
             return
         ended = effect.msg["t"] == "job_ended"
         if ended:
             del self.watchers[effect.job_id]
+            self.nodes.forget(effect.job_id)
         for conn in list(conns):
             conn.send(effect.msg)
-            if conn.backlog_bytes() > self.config.max_client_backlog_bytes:
-                log.warning("client %s stopped reading; dropping it", conn.peer)
-                conn.close()
+            behind = conn.backlog_bytes()
+            if behind > self.config.max_client_backlog_bytes and not ended:
+                # Not buffered without bound, nor cut off with the wrong reason: the client
+                # stops watching, learns why when it gets there, and re-attaches from the
+                # offset it printed up to (the node replays the rest).
+                log.warning("client %s reads job %d too slowly", conn.peer, effect.job_id)
+                conns.discard(conn)
+                conn.send({"t": "watch_dropped", "job_id": effect.job_id, "behind_bytes": behind})
+        if not conns and not ended:
+            del self.watchers[effect.job_id]
 
     async def _liveness_loop(self) -> None:
         # Liveness is the one timer in the master; it is not on the scheduling path.
