@@ -95,6 +95,8 @@ class BlackholeProxy:
         pairs: dict[socket.socket, tuple[socket.socket, int]],
         sock: socket.socket,
     ) -> None:
+        if sock not in pairs:
+            return  # closed with its peer earlier in this same batch of events
         peer, epoch = pairs[sock]
         try:
             data = sock.recv(65536)
