@@ -211,9 +211,7 @@ class ClusterState:
 
     def _reconcile(self, node: NodeRecord, reported: set[int], now: float) -> None:
         """Match what the node runs against what we believe it runs."""
-        for job in list(self.running.values()):
-            if job.node_id != node.node_id:
-                continue
+        for job in self.running.on_node(node.node_id):
             if job.job_id in reported:
                 self.lifecycle.still_running(job, node)
             else:
@@ -249,7 +247,8 @@ class ClusterState:
         if running_ids is None:
             return  # an older agent: reconciled at registration only
         reported = set(running_ids)
-        for job in [j for j in self.running.values() if j.node_id == node_id]:
+        # Per node, not a walk over every running job: each node heartbeats every few seconds.
+        for job in self.running.on_node(node_id):
             if job.job_id not in reported and job.launch_seq <= launch_seq:
                 self.lifecycle.node_lost(job, now, reason=f"job vanished from node {node_id}")
         self._kill_unknown(node_id, reported)
@@ -262,7 +261,7 @@ class ClusterState:
         silent = {node.node_id: node for node in self.nodes.silent(now)}
         if not silent:
             return
-        for job in [j for j in self.running.values() if j.node_id in silent]:
+        for job in [j for node_id in silent for j in self.running.on_node(node_id)]:
             node = silent[job.node_id]
             if self._past_limit(job, now):
                 self.lifecycle.timed_out_away(job)

@@ -101,6 +101,11 @@ class RunningJobs:
         """GPU-seconds each user's running jobs have used by ``now``."""
         return {user: max(0.0, t.gpus * now - t.gpu_start_s) for user, t in self._users.items()}
 
+    def on_node(self, node_id: str) -> list[Job]:
+        """The jobs running on a node (a copy: the caller may end them while it walks)."""
+        on_node = self._releases.get(node_id)
+        return [self._jobs[job_id] for job_id in on_node] if on_node else []
+
     def releases(self, node_id: str) -> list[Release]:
         """What the jobs running on a node free, and when (INF: no time limit)."""
         on_node = self._releases.get(node_id)
