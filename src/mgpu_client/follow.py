@@ -52,9 +52,14 @@ def exit_status(event: dict[str, Any]) -> int:
     return EXIT_ERROR
 
 
-def report_end(event: dict[str, Any], job_id: int, prog: str) -> int:
+def report_end(
+    event: dict[str, Any], job_id: int, prog: str, printer: Printer | None = None
+) -> int:
     """Say how a job ended (unless it simply completed or exited non-zero) and return the
-    exit status; ``event`` is a job_ended event or a queue row."""
+    exit status; ``event`` is a job_ended event or a queue row. With the ``printer`` that
+    showed the job's output: also say if some of it never arrived."""
+    if printer is not None:
+        printer.check_complete(event.get("output_bytes"), job_id)
     state = event["state"]
     if state != "COMPLETED" and not (state == "FAILED" and event.get("exit_code")):
         reason = f" ({event['reason']})" if event.get("reason") else ""
@@ -93,6 +98,19 @@ class Printer:
             self._write(event["stream"], data[self.offset - at :])
         self.offset = end
 
+    def check_complete(self, output_bytes: object, job_id: int) -> None:
+        """The job has ended with ``output_bytes`` of output (None: not known): one line if
+        less was printed. It happens when the job ends while this client cannot follow it (the
+        master away, or a slow reader re-attaching) and its node, with the exit delivered,
+        has discarded the output."""
+        printed = self.offset
+        if isinstance(output_bytes, int) and printed is not None and printed < output_bytes:
+            say(
+                f"mgpu: the last {output_bytes - printed} bytes of job {job_id}'s output were "
+                "not received: the job ended before this client caught up, and they are gone"
+            )
+            self.offset = output_bytes
+
     @staticmethod
     def _write(stream_no: int, data: bytes) -> None:
         stream = sys.stdout.buffer if stream_no == 1 else sys.stderr.buffer
@@ -127,7 +145,7 @@ def stream_job(
             say(f"{prog}: you read too slowly: {behind} bytes behind; re-attaching")
             raise Behind
         elif kind == "job_ended":
-            return report_end(event, job_id, prog)
+            return report_end(event, job_id, prog, printer)
 
 
 class Follower:
@@ -155,7 +173,7 @@ class Follower:
             except Behind:
                 row = self._attach()
             if row["state"] not in ("PENDING", "RUNNING"):
-                return report_end(row, self.job_id, self.prog)
+                return report_end(row, self.job_id, self.prog, self.printer)
 
     def _attach(self) -> dict[str, Any]:
         job: dict[str, Any] = self.client.request(

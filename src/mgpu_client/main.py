@@ -126,7 +126,7 @@ def attach(*, job_id: int, master: str | None) -> None:
     row = client.request("attach", job_id=job_id, offset=0)["job"]
     if row["state"] not in ("PENDING", "RUNNING"):
         client.close()
-        sys.exit(follow.report_end(row, job_id, f"{PROG} attach"))
+        sys.exit(follow.report_end(row, job_id, f"{PROG} attach", follow.Printer(0)))
     follower = follow.Follower(client, job_id, f"{PROG} attach")
     code = follower.run()
     follower.client.close()

@@ -241,6 +241,9 @@ class JobExited(WireRecord):
     # Killed by the node's fence (no word from the master for fence_timeout_s): for the job,
     # a node failure (requeued, or NODE_FAIL), not a failure of its own.
     fenced: bool = field(default=False, metadata=wire(Bool()))
+    # An interactive job's output, in bytes (where its output log ends): a client that
+    # printed less knows it missed some. None for batch jobs and from older agents.
+    output_bytes: int | None = field(default=None, metadata=wire(Optional(Int(0, 2**62))))
 
 
 @wire_record

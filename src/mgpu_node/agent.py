@@ -2,11 +2,8 @@
 
 Running jobs depend neither on the link nor on the agent. When the master goes away the agent
 keeps its jobs running, reconnects with exponential backoff and jitter, and re-registers with
-the jobs it still runs. Every exit is saved to the exit spool (spool.py) before it is sent and
-stays there until the master acknowledges it (``exit_ack``), so exits that happened while the
-master was away, or were in flight when the link broke, are sent again after the next hello,
-even by a restarted agent; an exit the master refuses (an ``error`` naming it) is logged and
-dropped instead, as resending it would be refused again. When the agent stops it leaves its
+the jobs it still runs. Every exit is kept until the master acknowledges it, and sent again
+after the next hello, even by a restarted agent (exitlink.py). When the agent stops it leaves its
 jobs running for the next agent to re-adopt (executor.py), unless told to stop them
 (``--stop-jobs-on-exit``). Interactive jobs' output is kept on disk until their exit is
 acknowledged (outlog.py): what the link missed is sent after the next hello, and again from
@@ -46,6 +43,7 @@ from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
 from mgpu_node.executor import Executor
+from mgpu_node.exitlink import ExitDelivery
 from mgpu_node.gpus import GpuBackend
 from mgpu_node.guard import GuardHandle
 from mgpu_node.jobuser import JobUserPolicy
@@ -55,13 +53,6 @@ from mgpu_node.spool import ExitSpool
 
 log = logging.getLogger(__name__)
 
-# With --stop-jobs-on-exit: how long to wait for the master to ack the exits of the jobs just
-# stopped, so that the spool is clean for the next agent (resending them would be harmless).
-ACK_WAIT_S = 2.0
-# After registering, how long the exit of an interactive job that ended while the link was down
-# waits for a client to follow the job (the master's replay), so that what it printed meanwhile
-# is shown before the job ends (srun re-attaches within ~2 s of a master's return).
-EXIT_HOLD_S = 5.0
 # How often the agent checks that its fence guard runs (and starts it again if not).
 GUARD_CHECK_S = 5.0
 
@@ -110,6 +101,7 @@ class Agent:
         # Interactive jobs' output, on disk until their exit is acknowledged, sent while the
         # link is up and again from any offset on the master's replay.
         self.outputs = Outputs(config.state_dir / OUTPUT_DIR, self._send)
+        self.delivery = ExitDelivery(self.exits, self.outputs, self._send)
         self.executor = Executor(
             node_name=config.node_id,
             devices=self.devices,
@@ -122,7 +114,6 @@ class Agent:
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
         self.guard = GuardHandle(config.state_dir)
         self._launch_seq = 0  # the highest Launch.launch_seq received on this link
-        self._held_exits: dict[int, asyncio.TimerHandle] = {}  # see EXIT_HOLD_S
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
@@ -228,7 +219,7 @@ class Agent:
             # master says, or else from what we sent last), before their exits.
             replay = replay_offsets(data)
             self.outputs.resume(replay)
-            self._resend_exits(conn, set(replay))
+            self.delivery.resend(conn, set(replay))
             heartbeat = asyncio.get_running_loop().create_task(self._heartbeats(conn))
             try:
                 await self._serve(conn)
@@ -236,47 +227,13 @@ class Agent:
                     # Stop the jobs while the link is up, so their exits reach the master now
                     # rather than through the node timeout.
                     await self.executor.stop_all()
-                    await self._await_acks(conn)
+                    await self.delivery.await_acks(conn)
                 await conn.drain()
             finally:
                 heartbeat.cancel()
         finally:
-            for handle in self._held_exits.values():
-                handle.cancel()  # still in the spool: sent after the next registration
-            self._held_exits.clear()
+            self.delivery.session_ended()
             conn.close()
-
-    def _resend_exits(self, conn: AsyncConnection, followed: set[int]) -> None:
-        """The unacknowledged exits, after a registration. That of an interactive job nobody
-        follows yet (not in the master's ``replay``) waits up to EXIT_HOLD_S for a client to
-        attach, so that the output printed while the link was down reaches it first."""
-        loop = asyncio.get_running_loop()
-        for msg in self.exits.pending():
-            job_id = msg["job_id"]
-            if job_id in self.outputs.logs and job_id not in followed:
-                self._held_exits[job_id] = loop.call_later(EXIT_HOLD_S, self._send_held, job_id)
-            else:
-                conn.send(msg)
-
-    def _send_held(self, job_id: int) -> None:
-        self._held_exits.pop(job_id, None)
-        msg = next((m for m in self.exits.pending() if m["job_id"] == job_id), None)
-        if msg is not None:
-            self._send(msg)
-
-    async def _await_acks(self, conn: AsyncConnection) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ACK_WAIT_S
-        while len(self.exits) and (left := deadline - loop.time()) > 0:
-            try:
-                msg = validate(await asyncio.wait_for(conn.recv(), left), MASTER_TO_NODE)
-            except (OSError, ConnectionClosed, ProtocolError, TimeoutError):
-                return
-            if msg["t"] == "exit_ack":
-                self.exits.ack(msg["job_id"])
-                self.outputs.remove(msg["job_id"])
-            elif msg["t"] == "error":
-                self._refused(msg)
 
     def _running_job_ids(self) -> list[int]:
         # Jobs whose exit is not yet acknowledged count as running, so the master waits for
@@ -343,37 +300,14 @@ class Agent:
         elif kind == "kill":
             self.executor.kill(msg["job_id"], msg["reason"])
         elif kind == "exit_ack":
-            self.exits.ack(msg["job_id"])
-            self.outputs.remove(msg["job_id"])
+            self.delivery.acked(msg["job_id"])
         elif kind == "replay":
             self.outputs.replay(msg["job_id"], msg["offset"])
-            held = self._held_exits.get(msg["job_id"])
-            if held is not None:  # a client follows the job now: it has its output, then the end
-                held.cancel()
-                self._send_held(msg["job_id"])
+            self.delivery.followed(msg["job_id"])
         elif kind == "heartbeat_ack":
             self.lease.acked(msg["seq"])
         elif kind == "error":
-            self._refused(msg)
-
-    def _refused(self, msg: dict[str, Any]) -> None:
-        """The master refused one of our events (docs/protocol.md §5.5). A refused exit is
-        dropped from the exit spool, or it would be refused again at every resend; the master
-        then finds the job gone from our reports and ends it."""
-        event, job_id, code, text = msg["event"], msg["job_id"], msg["code"], msg["message"]
-        if event != "job_exited" or job_id is None:
-            log.warning("master refused %s: %s: %s", event or "a message", code, text)
-            return
-        pending = next((m for m in self.exits.pending() if m["job_id"] == job_id), None)
-        # Only the run the refusal names (null: the master could not read it): a newer run's
-        # exit for the same job is not the one refused.
-        run = msg["restart_count"]
-        if pending is None or run not in (None, pending.get("restart_count")):
-            log.warning("job=%d exit refused, not the one kept here: %s: %s", job_id, code, text)
-            return
-        log.error("job=%d exit refused by the master, dropped: %s: %s", job_id, code, text)
-        self.exits.ack(job_id)
-        self.outputs.remove(job_id)
+            self.delivery.refused(msg)
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
         # Several per fence period, whatever the configured interval: a lost beat never fences.

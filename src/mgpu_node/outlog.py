@@ -153,6 +153,13 @@ class Outputs:
         if self.cursor[job_id] == offset and self.send(_chunk(job_id, offset, stream, data, 0)):
             self.cursor[job_id] = olog.end
 
+    def end(self, job_id: int) -> int | None:
+        """Where the job's output ends; None when no log of it is here."""
+        olog = self.logs.get(job_id)
+        if olog is None and self.directory.is_dir() and any(self.directory.glob(f"{job_id}.*")):
+            olog = self._log(job_id)  # a re-adopted job's, not loaded yet
+        return olog.end if olog is not None else None
+
     def replay(self, job_id: int, offset: int) -> None:
         """Send again from ``offset`` (the master's ``replay``), then go on live."""
         olog = self.logs.get(job_id)

@@ -20,6 +20,7 @@ from mgpu_core.config import unix_address
 from mgpu_core.daemons import ServerConfig, default_master_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
+from mgpu_core.units import parse_size
 from mgpu_server.net.server import Server
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.settings import MasterSettings, load_master_settings
@@ -107,6 +108,16 @@ from mgpu_server.storage.sqlite_store import SqliteStore, earlier_state, open_st
     help="Open connections from one address.",
 )
 @click.option(
+    "--max-client-backlog",
+    "max_client_backlog",
+    metavar="SIZE",
+    default="64M",
+    show_default=True,
+    callback=lambda ctx, param, value: _size(value, param),
+    help="Job output a following client (srun, attach) may fall behind by (bytes, or with "
+    "K, M, G) before it is told it reads too slowly; it then re-attaches from what it printed.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -142,6 +153,7 @@ def cli(
     config_file: Path | None,
     max_connections: int,
     max_connections_per_address: int,
+    max_client_backlog: int,
     log_level: str,
     reset_state: bool,
 ) -> None:
@@ -165,6 +177,7 @@ def cli(
             hello_timeout_s=hello_timeout_s,
             max_connections=max_connections,
             max_connections_per_address=max_connections_per_address,
+            max_client_backlog_bytes=max_client_backlog,
         ).validate()
     except (OSError, MgpuError) as exc:
         raise StartupFailure(f"cannot start: {exc}") from None
@@ -187,6 +200,16 @@ def cli(
     )
     with _startup_errors(f"cannot listen on {host}:{port}"):
         asyncio.run(_serve(config, store, settings.policy, cluster_key))
+
+
+def _size(text: str, param: click.Parameter) -> int:
+    try:
+        size = parse_size(text, default_unit="B")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+    if size < 1024:
+        raise click.BadParameter(f"{text!r} is under 1K", param=param)
+    return size
 
 
 @contextlib.contextmanager

@@ -56,6 +56,23 @@ def test_attach_without_offset_starts_at_the_first_chunk_and_old_nodes_pass_thro
     assert capsysbinary.readouterr().out == b"liveold"
 
 
+def test_output_that_never_arrived_is_named_once(
+    capsysbinary: pytest.CaptureFixture[bytes],
+) -> None:
+    printer = follow.Printer(0)
+    printer.show(chunk(0, b"abc"))
+    ended = {"state": "COMPLETED", "exit_code": 0, "output_bytes": 10}
+    assert follow.report_end(ended, 7, "srun", printer) == 0
+    follow.report_end({**ended, "output_bytes": 3}, 7, "srun", follow.Printer(3))  # all there
+    follow.report_end({**ended, "output_bytes": None}, 7, "srun", follow.Printer(0))  # unknown
+    out, err = capsysbinary.readouterr()
+    assert out == b"abc"
+    assert err == (
+        b"mgpu: the last 7 bytes of job 7's output were not received: the job ended before "
+        b"this client caught up, and they are gone\n"
+    )
+
+
 class FakeClient:
     def __init__(self, events: list[dict[str, Any]]) -> None:
         self.events = events

@@ -15,7 +15,8 @@ import pytest
 from mgpu_core.daemons import JobUser
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch
-from mgpu_node.executor import HELD_CANCELLED, Executor
+from mgpu_node.executor import Executor
+from mgpu_node.held import HELD_CANCELLED
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.spool import ExitSpool
 

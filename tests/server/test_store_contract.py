@@ -6,6 +6,7 @@ across a reopen."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
-from mgpu_server.storage.sqlite_store import SqliteStore
+from mgpu_server.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from mgpu_server.storage.store import MemoryStore, Store
 from tests.helpers.nodes import node_info
 
@@ -47,6 +48,7 @@ def full_job(job_id: int) -> Job:
     job.priority_override = 77
     job.array_job_id, job.array_task_id, job.array_throttle = job_id, 0, 2
     job.cancel_requested = True
+    job.output_bytes = 12345
     return job
 
 
@@ -142,3 +144,31 @@ class TestSqliteStore(StoreContract):
         assert [stored(j) for j in again.load_jobs()] == [stored(full_job(7))]
         assert again.load_nodes()[0]["node_id"] == "n1" and again.get_setting("k") == 1
         again.close()
+
+
+def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    for version in range(1, SCHEMA_VERSION):
+        state_dir = tmp_path / f"v{version}"
+        state_dir.mkdir()
+        db = sqlite3.connect(state_dir / "mgpu.db")
+        for step in range(version):
+            for statement in MIGRATIONS[step]:
+                db.execute(statement)
+        db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+        spec = '{"argv":["true"]}'
+        db.execute(
+            "INSERT INTO jobs (job_id, user, state, reason, node_id, gpu_indices, submit_time,"
+            " start_time, end_time, exit_code, signal, cancel_requested, pid, spec)"
+            " VALUES (4, 'bob', 'COMPLETED', '', 'n1', '[0]', 1.0, 2.0, 3.0, 0, NULL, 0, 9, ?)",
+            (spec,),
+        )
+        db.commit()
+        db.close()
+        store = SqliteStore(state_dir)
+        [job] = store.load_jobs()
+        assert (job.job_id, job.user, job.state, job.exit_code) == (4, "bob", JobState.COMPLETED, 0)
+        assert job.output_bytes is None and job.restart_count == 0 and job.hold is Hold.NONE
+        store.put_job(job)
+        store.commit()  # the migrated table takes every current column
+        store.close()
+        assert SqliteStore(state_dir).load_jobs()[0].job_id == 4

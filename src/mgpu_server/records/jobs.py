@@ -42,6 +42,9 @@ class Job:
     array_job_id: int | None = None  # a task of a job array: the array's id (its first task's)
     array_task_id: int | None = None
     array_throttle: int = 0  # the array's %N: at most this many of its tasks run at once
+    # An interactive job's output in bytes, from its node's exit report (None: not known):
+    # a client that re-attaches after the end and printed less says what it missed.
+    output_bytes: int | None = None
     # spec.dependency parsed once (at submit, or at load); None without one. Not stored.
     dependency: Dependency | None = None
     # The launch's number on its node's link (heartbeats echo the highest they saw). Not stored.
@@ -125,6 +128,7 @@ ROW_FIELDS: dict[str, Getter] = {
     "command": lambda j, now: j.spec.command_display()[:MAX_COMMAND_DISPLAY],
     "cwd": lambda j, now: j.spec.cwd,
     "stdout_path": lambda j, now: j.spec.stdout_path,
+    "output_bytes": lambda j, now: j.output_bytes,
 }
 
 
@@ -147,4 +151,5 @@ def ended_event(job: Job) -> dict[str, Any]:
         "exit_code": job.exit_code,
         "signal": job.signal,
         "reason": job.reason,
+        "output_bytes": job.output_bytes,
     }

@@ -342,4 +342,5 @@ class ClusterState:
             timed_out=event.timed_out,
             reason=event.reason,
             now=now,
+            output_bytes=event.output_bytes,
         )

@@ -202,6 +202,7 @@ class Lifecycle:
         timed_out: bool,
         reason: str,
         now: float,
+        output_bytes: int | None = None,
     ) -> None:
         """The node reports the job's process ended: requeued if an admin asked for that,
         else its final state, Slurm's way (a cancel wins over how the process died)."""
@@ -210,6 +211,7 @@ class Lifecycle:
             return
         job.exit_code = exit_code
         job.signal = signal
+        job.output_bytes = output_bytes
         state = final_state(
             exit_code=exit_code, signal=signal, cancelled=job.cancel_requested, timed_out=timed_out
         )

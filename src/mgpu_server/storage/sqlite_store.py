@@ -34,7 +34,7 @@ from mgpu_server.records.jobs import Job
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -70,6 +70,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE jobs ADD COLUMN array_throttle INTEGER NOT NULL DEFAULT 0",
     ),
     4: ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
+    5: ("ALTER TABLE jobs ADD COLUMN output_bytes INTEGER",),
 }
 
 # What a master that has run leaves in its state directory besides the database: any of these
@@ -90,7 +91,7 @@ class DatabaseUnusable(ConfigError):
 _JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
     "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
-    "array_job_id, array_task_id, array_throttle"
+    "array_job_id, array_task_id, array_throttle, output_bytes"
 )
 
 
@@ -116,6 +117,7 @@ def _job_row(job: Job) -> tuple[Any, ...]:
         job.array_job_id,
         job.array_task_id,
         job.array_throttle,
+        job.output_bytes,
     )
 
 
@@ -141,6 +143,7 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
         array_job_id=row[17],
         array_task_id=row[18],
         array_throttle=row[19],
+        output_bytes=row[20],
     )
 
 
@@ -348,7 +351,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 20)})",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})",
                 jobs,
             )
             self._db.executemany(
