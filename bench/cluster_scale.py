@@ -21,7 +21,7 @@ def master_at_scale(root: Path, *, nodes: int, gpus: int, pending: int) -> dict[
     args = ("--max-connections-per-address", str(nodes + 64), "--node-timeout", "60")
     with LocalCluster(root, master_args=args).start() as cluster:
         key = auth.load_key(cluster.state / auth.KEY_FILE)
-        sims = SimNodes(cluster.port, key, count=nodes, gpus=gpus)
+        sims = SimNodes(cluster.port, key, count=nodes, gpus=gpus, tls_ca=cluster.ca_file)
         sims.start()
         try:
             total_gpus = nodes * gpus

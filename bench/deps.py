@@ -19,20 +19,17 @@ import time
 from typing import Any
 
 from bench.harness import summary
-from bench.scale import POLICY, _exit, _spec, hello
+from bench.scale import _exit, _spec, empty_state, hello
 from mgpu_core.models import NodeHello
 from mgpu_core.states import JobState
 from mgpu_server.state.cluster import ClusterState
-from mgpu_server.storage.store import MemoryStore
 
 USERS = 50
 
 
 def _build(nodes: int, pending: int, dependent: int, *, on_top: bool) -> ClusterState:
     now = 1_000_000.0
-    state = ClusterState(
-        MemoryStore(), kill_grace_s=10.0, node_timeout_s=1e12, now=now, policy=POLICY
-    )
+    state = empty_state(now)
     for n in range(nodes):
         state.node_join(NodeHello.from_wire(hello(f"gpu{n:04d}", 8)), now)
     for i in range(nodes * 8):

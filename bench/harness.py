@@ -17,7 +17,7 @@ import psutil
 from mgpu_client import launch
 from mgpu_client.client import Client
 from mgpu_core.auth import Token, parse_token
-from mgpu_core.config import Address, parse_address, unix_address
+from mgpu_core.config import Address, parse_address, unix_address, with_tls
 
 BIN = Path(sys.executable).parent  # the venv's console scripts (mgpu_srun, ...)
 START_TIMEOUT_S = 30.0
@@ -95,7 +95,8 @@ class LocalCluster(launch.ProcessCluster):
             with self.client() as admin:
                 reply = admin.request("token", action="create", user=user)
             self.tokens[user] = parse_token(reply["token"], "the master's reply")
-        return Client(parse_address(self.address), token=self.tokens[user])
+        ca = str(self.ca_file) if self.ca_file is not None else None
+        return Client(with_tls(parse_address(self.address), ca), token=self.tokens[user])
 
     def process(self, name: str = "master") -> psutil.Process:
         proc = self.master if name == "master" else self.nodes[name]

@@ -29,6 +29,7 @@ from typing import Any
 import psutil
 
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
+from mgpu_server.api.permissions import start_refusal
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.storage.store import MemoryStore
@@ -105,11 +106,21 @@ def _stats(prefix: str, samples_s: list[float]) -> dict[str, float]:
     }
 
 
+def empty_state(now: float) -> ClusterState:
+    """A master's state on a memory store, with the benchmarks' policy and the master's rules."""
+    return ClusterState(
+        MemoryStore(),
+        kill_grace_s=10.0,
+        node_timeout_s=1e12,
+        now=now,
+        policy=POLICY,
+        start_rule=start_refusal,
+    )
+
+
 def build(nodes: int, gpus_per_node: int, pending: int, now: float) -> ClusterState:
     """Every GPU busy with a 1-GPU job, then ``pending`` 1-GPU jobs queued behind them."""
-    cluster = ClusterState(
-        MemoryStore(), kill_grace_s=10.0, node_timeout_s=1e12, now=now, policy=POLICY
-    )
+    cluster = empty_state(now)
     for n in range(nodes):
         cluster.node_join(NodeHello.from_wire(hello(f"gpu{n:04d}", gpus_per_node)), now)
     # Some history, so fair-share differs between users.
@@ -250,7 +261,7 @@ def _fragmented(cluster: ClusterState, gpus_per_node: int, now: float) -> float:
     for _ in range(200):
         spec = JobSpec(argv=["x"], gpus=gpus_per_node, cpus=CPUS_PER_JOB, time_limit_s=3600)
         big.append(cluster.submit("u0", spec, now))
-        cluster.control.update(big[-1], {"priority": 10**6})
+        cluster.control.update(big[-1], {"priority": 10**6}, now)
     seconds, started = _timed_pass(cluster, now)
     assert all(j.reason == "Resources" for j in big), "the whole-node jobs wait"
     # Up to the queue depth (the 200 count); the server's next loop turn goes on from there.

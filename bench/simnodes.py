@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
+from mgpu_core import tls
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.handshake import Initiator
 from mgpu_core.models import GpuSample
@@ -21,9 +23,18 @@ class SimNodes:
     """``count`` agents named ``sim0000``...; ``start()`` returns once all are registered."""
 
     def __init__(
-        self, port: int, key: bytes, *, count: int, gpus: int, heartbeat_s: float = 5.0
+        self,
+        port: int,
+        key: bytes,
+        *,
+        count: int,
+        gpus: int,
+        heartbeat_s: float = 5.0,
+        tls_ca: Path | None = None,
     ) -> None:
         self.port, self.key, self.count, self.gpus = port, key, count, gpus
+        # Over TLS as real agents are (the master's default); None: a plain-TCP master.
+        self.tls = tls.client_context(tls_ca) if tls_ca is not None else None
         self.heartbeat_s = heartbeat_s
         self.launched = 0
         self._loop = asyncio.new_event_loop()
@@ -55,9 +66,12 @@ class SimNodes:
         await asyncio.gather(*ready)
 
     async def _node(self, node_id: str, ready: asyncio.Future[None]) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=self.tls, server_hostname="127.0.0.1" if self.tls else None
+        )
         conn = AsyncConnection(reader, writer)
-        handshake = Initiator(self.key, "node", node_id)
+        conn.binding = tls.peer_binding(writer.get_extra_info("ssl_object"))
+        handshake = Initiator(self.key, "node", node_id, binding=conn.binding)
         conn.send({**self._hello(node_id), **handshake.hello_fields()})
         conn.send(handshake.on_challenge(await conn.recv()))
         reply = await conn.recv()

@@ -17,6 +17,7 @@ import click
 from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
 from mgpu_core import auth, constants
 from mgpu_core.errors import ConfigError
+from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client admin token"
 
@@ -77,7 +78,8 @@ def list_tokens(*, user: str, as_json: bool, master: str | None) -> None:
     click.echo(f"{'TOKEN':<18} {'USER':<16} {'CREATED':<20} BY")
     for row in rows:
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(row["created_s"]))
-        click.echo(f"{row['token_id']:<18} {row['user']:<16} {created:<20} {row['created_by']}")
+        user_, by = escape_controls(row["user"]), escape_controls(row["created_by"])
+        click.echo(f"{escape_controls(row['token_id']):<18} {user_:<16} {created:<20} {by}")
 
 
 @token.command("revoke")
@@ -94,7 +96,7 @@ def revoke(*, user: str, token_id: str, master: str | None) -> None:
     ids = revoked["revoked"]
     if not ids:
         raise ConfigError(f"no token matched ({user or token_id})")
-    click.echo(f"revoked {len(ids)} token(s): {', '.join(ids)}")
+    click.echo(f"revoked {len(ids)} token(s): {escape_controls(', '.join(ids))}")
 
 
 def _install(user: str, text: str) -> Path:

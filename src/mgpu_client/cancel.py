@@ -11,6 +11,7 @@ from mgpu_client.client import current_user
 from mgpu_client.queue import parse_job_ids, parse_states
 from mgpu_core.cliutil import run_click
 from mgpu_core.errors import InvalidJobState
+from mgpu_core.text import escape_controls
 
 PROG = "mgpu_cancel"
 
@@ -52,7 +53,7 @@ def cli(
             if err is None or (quiet and isinstance(err, InvalidJobState)):
                 continue
             failed = True
-            click.echo(f"{PROG}: error: {err}", err=True)
+            click.echo(f"{PROG}: error: {escape_controls(str(err))}", err=True)
     if failed:
         sys.exit(EXIT_ERROR)
 

@@ -41,6 +41,15 @@ def current_user() -> str:
         return os.environ.get("USER") or str(os.getuid())
 
 
+def current_umask() -> int:
+    """This process's umask, which a submitted job gets (its output files too), as the user's
+    shell would have given it. Read by setting it and back: there is no other portable way
+    (a command-line client has no other thread to race with)."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
 def _data(reply: Message) -> dict[str, Any]:
     data = reply.get("data")
     return data if isinstance(data, dict) else {}
@@ -86,12 +95,17 @@ class Client:
         if token is None and token_file.exists():
             token = auth.load_token(token_file)
         if token is None:
-            try:
-                return self._call(msg)
-            except AuthenticationFailed as err:
-                raise AuthenticationFailed(f"{err.message} (no token file {token_file})") from None
+            # Nothing is sent -- not even our user name -- to a master that proved nothing.
+            raise AuthenticationFailed(
+                f"no token file {token_file}: TCP clients need a user token (ask an admin: "
+                "mgpu_client admin token create USER), or use the master's Unix socket on its host"
+            )
         handshake = Initiator(
-            token.secret, "client", token.token_id, peer=f"the server at {self.address}"
+            token.secret,
+            "client",
+            token.token_id,
+            peer=f"the server at {self.address}",
+            binding=self._conn.binding,
         )
         req_id = self._send({**msg, "token": token.token_id, **handshake.hello_fields()})
         # An "ok" is let through so that the handshake refuses it as a master that never

@@ -14,6 +14,7 @@ from mgpu_client.formatting import table
 from mgpu_client.jobopts import bounded_time_limit
 from mgpu_client.queue import parse_job_ids
 from mgpu_core.cliutil import parsed_by
+from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client"
 
@@ -26,7 +27,7 @@ def _per_job(verb: str, master: str | None, job_ids: tuple[str, ...]) -> None:
         results = client.per_job(verb, ids)
     failed = [r for r in results if not r.ok]
     for r in failed:
-        click.echo(f"{PROG} {verb}: error: {r.message}", err=True)
+        click.echo(f"{PROG} {verb}: error: {escape_controls(r.message)}", err=True)
     if failed:
         sys.exit(EXIT_ERROR)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from mgpu_core.errors import MasterUnreachable, MgpuError, UsageError
 from mgpu_core.exitcodes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_UNREACHABLE, EXIT_USAGE
+from mgpu_core.text import escape_controls
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def fail(prog: str, message: str, code: int = EXIT_ERROR) -> None:
-    sys.stderr.write(f"{prog}: error: {message}\n")
+    # The message may quote others' text (a node id, a reason): one line, nothing raw.
+    sys.stderr.write(f"{prog}: error: {escape_controls(message)}\n")
     sys.exit(code)
 
 

@@ -11,6 +11,7 @@ import time
 from mgpu_client.client import Client
 from mgpu_core.errors import ConnectionClosed, MasterUnreachable
 from mgpu_core.exitcodes import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_SIGNAL_BASE
+from mgpu_core.text import escape_controls
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -21,7 +22,8 @@ CANCEL_WAIT_S = 30.0
 
 
 def say(line: str) -> None:
-    sys.stderr.write(line + "\n")
+    """A note of ours on stderr (others' text in it, such as a reason, shown escaped)."""
+    sys.stderr.write(escape_controls(line) + "\n")
     sys.stderr.flush()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from mgpu_client._common import connect, handles_errors, master_option
+from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client gpu"
 MONITOR_INTERVAL_S = 1.0
@@ -37,7 +38,7 @@ def render_status(data: dict[str, Any]) -> list[str]:
     ]
     if data["revoked"]:
         lines.append(f"revoked   {', '.join(data['revoked'])}")
-    return lines
+    return [escape_controls(line) for line in lines]  # user names are others' text
 
 
 def _show(data: dict[str, Any], as_json: bool) -> None:
@@ -112,13 +113,18 @@ gpu.add_command(
     )
 )
 gpu.add_command(
-    _simple("assign", "assign", "Give USER GPU access again.", click.Argument(["user"]))
+    _simple(
+        "assign",
+        "assign",
+        "Give USER GPU access again: their queued GPU jobs may start.",
+        click.Argument(["user"]),
+    )
 )
 gpu.add_command(
     _simple(
         "revoke",
         "revoke",
-        "Take GPU access from USER: their GPU jobs are refused at submit.",
+        "Take GPU access from USER: new GPU jobs are refused, queued ones wait (AssocGrpGRES).",
         click.Argument(["user"]),
     )
 )
@@ -136,7 +142,8 @@ def history(*, as_json: bool, master: str | None) -> None:
         return
     for row in rows:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["time"]))
-        click.echo(f"{stamp}  {row['event']:<11} {row['user']:<16} job {row['job_id']}")
+        line = f"{stamp}  {row['event']:<11} {row['user']:<16} job {row['job_id']}"
+        click.echo(escape_controls(line))
 
 
 @gpu.command("monitor")

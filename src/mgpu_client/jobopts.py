@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from mgpu_client._common import F
+from mgpu_client.client import current_umask
 from mgpu_core.arrays import parse_array
 from mgpu_core.cliutil import parsed_by
 from mgpu_core.deps import parse_dependency
@@ -248,6 +249,7 @@ def build_spec(
         begin_time=opts.get("begin_time") or 0.0,
         warn_signal=warn[0],
         warn_before_s=warn[1],
+        umask=current_umask(),
     )
     return checked(spec)
 

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Self, TypeVar
 
 from mgpu_core.auth import KEY_FILE
 from mgpu_core.config import SOCKET_FILE
+from mgpu_core.constants import CA_CERT_FILE, TLS_DIR
 from mgpu_core.errors import MgpuError
 
 START_TIMEOUT_S = 30.0
@@ -57,6 +58,8 @@ class MasterProcess(NamedTuple):
     proc: Child
     port: int
 
+
+PLAINTEXT_FLAG = "--insecure-plaintext"
 
 # ---- command lines --------------------------------------------------------------------------
 
@@ -92,16 +95,19 @@ def agent_command(
     node_id: str,
     state_dir: Path,
     key_file: Path,
+    tls_ca: Path | None,
     master_host: str = LOCALHOST,
     gpus: int | None = None,
     cpus: int | None = None,
     extra: Sequence[str] = (),
     prog: Sequence[str] | None = None,
 ) -> list[str]:
-    """A node agent's command line; ``gpus`` fakes that many GPUs (None: the agent detects)."""
+    """A node agent's command line; ``gpus`` fakes that many GPUs (None: the agent detects);
+    ``tls_ca`` the cluster CA (None: plain TCP, to a master run with --insecure-plaintext)."""
     argv = [*(prog or program("mgpu_node", "mgpu_node"))]
     argv += ["--master-host", master_host, "--master-port", str(master_port)]
     argv += ["--node-id", node_id, "--state-dir", str(state_dir), "--key-file", str(key_file)]
+    argv += ["--tls-ca", str(tls_ca)] if tls_ca is not None else ["--insecure-plaintext"]
     if gpus is not None:
         argv += ["--gpu-count", str(gpus)]
     if cpus is not None:
@@ -286,6 +292,7 @@ class ProcessCluster:
     master_state: Path = Path()
     master: Child | None = None
     nodes: dict[str, Child] = field(default_factory=dict)
+    last_master_args: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -300,6 +307,12 @@ class ProcessCluster:
     @property
     def key_file(self) -> Path:
         return self.master_state / KEY_FILE
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The cluster CA the master made at its first start (None: it speaks plain TCP)."""
+        plain = PLAINTEXT_FLAG in self.master_args or PLAINTEXT_FLAG in self.last_master_args
+        return None if plain else self.master_state / TLS_DIR / CA_CERT_FILE
 
     def log(self, name: str) -> Path:
         """``master`` or ``node-<id>``'s log file."""
@@ -318,6 +331,7 @@ class ProcessCluster:
         """Start (or restart, with ``port=cluster.port``) the master; returns once it listens."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.master_state = state_dir or self.root / "master"
+        self.last_master_args = extra
         self.master, self.port = start_master(
             state_dir=self.master_state,
             port_file=self.root / "master.port",
@@ -347,6 +361,7 @@ class ProcessCluster:
                 node_id=node_id,
                 state_dir=self.root / f"node-{node_id}",
                 key_file=self.key_file,
+                tls_ca=self.ca_file,
                 gpus=gpus,
                 cpus=cpus,
                 extra=(*self.node_args, *extra),

@@ -14,7 +14,14 @@ from pathlib import Path
 from mgpu_client import launch
 from mgpu_client.client import Client
 from mgpu_core.config import Address, local_mode_dir, unix_address
-from mgpu_core.constants import KEY_FILE, LOCAL_NODE_DIR, MASTER_DIR, SOCKET_FILE
+from mgpu_core.constants import (
+    CA_CERT_FILE,
+    KEY_FILE,
+    LOCAL_NODE_DIR,
+    MASTER_DIR,
+    SOCKET_FILE,
+    TLS_DIR,
+)
 from mgpu_core.errors import ConfigError, MasterUnreachable, MgpuError
 
 READY_TIMEOUT_S = 30.0
@@ -108,6 +115,7 @@ def _start_node(
         node_id=node_id,
         state_dir=state / LOCAL_NODE_DIR,
         key_file=key_file,
+        tls_ca=key_file.parent / TLS_DIR / CA_CERT_FILE,  # made by the master at its start
         gpus=gpu_count,
         extra=extra,
     )

@@ -23,6 +23,7 @@ from mgpu_client.jobopts import ARRAY_OPTION, DEFAULT_OUTPUT, REQUEUE_OPTION, jo
 from mgpu_core import __version__
 from mgpu_core.cliutil import run_click
 from mgpu_core.protocol import DEFAULT_PORT
+from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client"
 
@@ -143,7 +144,7 @@ def whoami(*, master: str | None) -> None:
     """The user the master knows you as, and how you reached it."""
     with connect(master) as client:
         how = "Unix socket" if client.address.path else "token"
-        click.echo(f"{client.user} (via {how} {client.address})")
+        click.echo(escape_controls(f"{client.user} (via {how} {client.address})"))
 
 
 @cli.group()
@@ -154,7 +155,7 @@ def node() -> None:
 def _node_update(master: str | None, node_id: str, action: str, reason: str = "") -> None:
     with connect(master) as client:
         client.request("node_update", node_id=node_id, action=action, reason=reason)
-    click.echo(f"node {node_id}: {action}" + (f" ({reason})" if reason else ""))
+    click.echo(escape_controls(f"node {node_id}: {action}" + (f" ({reason})" if reason else "")))
 
 
 @node.command("drain")

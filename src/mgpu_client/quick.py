@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from mgpu_client.client import connect
+from mgpu_client.client import connect, current_umask
 from mgpu_client.exits import handles_errors
 from mgpu_client.follow import install_signal_handlers, submit_and_follow
 
@@ -83,6 +83,7 @@ def parse(argv: list[str]) -> tuple[dict[str, Any], str | None] | None:
         "name": fields.get("name", ""),
         "env": dict(os.environ),
         "cwd": cwd,
+        "umask": current_umask(),
     }
     return job, master
 

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
 
 from mgpu_core.errors import ConnectionClosed
-from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder, Message, encode_frame
+from mgpu_core.protocol import (
+    MAX_FRAME_BYTES,
+    DecodeLimits,
+    FrameDecoder,
+    Message,
+    encode_frame,
+)
 
 _READ_BYTES = 256 * 1024
+
+
+class ReadBudget:
+    """Unread bytes that a group of connections may hold together (the master's peers that
+    have not proven who they are). A connection that holds more than ``small_bytes`` when the
+    group is over its limit is cut: a flood of half-sent frames cannot keep a hello out."""
+
+    __slots__ = ("limit_bytes", "small_bytes", "used_bytes")
+
+    def __init__(self, limit_bytes: int, *, small_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.small_bytes = small_bytes
+        self.used_bytes = 0
 
 
 class AsyncConnection:
@@ -19,7 +37,7 @@ class AsyncConnection:
     :meth:`backlog_bytes` and decide what to do with a slow reader, or ``await drain()``.
     """
 
-    __slots__ = ("_decoder", "_pending", "peer", "reader", "writer")
+    __slots__ = ("_budget", "_decoder", "_held", "binding", "peer", "reader", "writer")
 
     def __init__(
         self,
@@ -30,24 +48,62 @@ class AsyncConnection:
         self.reader = reader
         self.writer = writer
         self._decoder = FrameDecoder(max_frame_bytes)
-        self._pending: deque[Message] = deque()
+        self._budget: ReadBudget | None = None
+        self._held = 0  # the unread bytes charged to the budget
+        # The TLS channel binding the handshake's proofs cover (mgpu_core.tls.binding): set by
+        # whoever knows it (the master for its TLS port, an agent from the verified peer).
+        self.binding = b""
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         sock = writer.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+    def limit(
+        self,
+        max_frame_bytes: int,
+        limits: DecodeLimits | None,
+        budget: ReadBudget | None = None,
+    ) -> None:
+        """What this peer may send from now on: the frame size, what one frame may decode to,
+        and the budget its unread bytes count against (None: none). The master narrows these
+        for a peer that has not proven who it is yet and widens them once it has."""
+        self._charge(0)
+        self._decoder.max_frame_bytes = max_frame_bytes
+        self._decoder.limits = limits
+        self._budget = budget
+        self._charge(self._decoder.buffered_bytes)
+
     async def recv(self) -> Message:
-        while not self._pending:
-            self._decoder.feed(b"")  # raises an error held back from the last chunk
+        # One frame decoded at a time: what a peer sends ahead stays bytes (and, once the
+        # reader's buffer is full, in the kernel) until we get to it.
+        while (msg := self._decoder.next()) is None:
             try:
                 data = await self.reader.read(_READ_BYTES)
             except (ConnectionError, OSError) as exc:
                 raise ConnectionClosed(f"{self.peer}: {exc}") from None
             if not data:
                 raise ConnectionClosed(f"{self.peer} closed the connection")
-            self._pending.extend(self._decoder.feed(data))
-        return self._pending.popleft()
+            self._decoder.push(data)
+            self._charge(self._decoder.buffered_bytes)
+        self._charge(self._decoder.buffered_bytes)
+        return msg
+
+    def _charge(self, held: int) -> None:
+        """Count ``held`` unread bytes against the budget, if any; cut the connection if the
+        budget is spent and this one holds more than a little."""
+        budget = self._budget
+        if budget is None:
+            return
+        budget.used_bytes += held - self._held
+        self._held = held
+        if budget.used_bytes > budget.limit_bytes and held > budget.small_bytes:
+            used = budget.used_bytes
+            self.close()  # gives its bytes back
+            raise ConnectionClosed(
+                f"{self.peer}: unauthenticated peers hold {used} unread bytes, over the "
+                f"limit of {budget.limit_bytes}"
+            )
 
     def send(self, msg: Message) -> None:
         if not self.writer.is_closing():
@@ -68,5 +124,6 @@ class AsyncConnection:
         return self.writer.is_closing()
 
     def close(self) -> None:
+        self._charge(0)
         if not self.writer.is_closing():
             self.writer.close()

@@ -77,9 +77,21 @@ def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_BYTES)
 
 
-def proof(key: bytes, role: str, name: str, first_nonce: bytes, second_nonce: bytes) -> bytes:
-    """HMAC-SHA256 of the role (who proves), the peer's name and the nonces, in order."""
-    message = b"\0".join([b"mgpu-v1", role.encode(), name.encode(), first_nonce, second_nonce])
+def proof(
+    key: bytes,
+    role: str,
+    name: str,
+    first_nonce: bytes,
+    second_nonce: bytes,
+    binding: bytes = b"",
+) -> bytes:
+    """HMAC-SHA256 of the role (who proves), the peer's name, the nonces in order, and the
+    channel ``binding`` (over TLS, the hash of the master's certificate, mgpu_core.tls: a
+    proof made through one TLS channel is worthless through another, so a relay that
+    terminates TLS with any other certificate gets nothing it can use; empty without TLS)."""
+    message = b"\0".join(
+        [b"mgpu-v2", role.encode(), name.encode(), first_nonce, second_nonce, binding]
+    )
     return hmac.new(key, message, hashlib.sha256).digest()
 
 

@@ -13,13 +13,16 @@ import stat
 
 from mgpu_core.constants import (
     APP_DIR,
+    CA_CERT_FILE,
     CONFIG_MASTER,
     CONFIG_SOCKET,
     CONFIG_TLS_CA,
     LOCAL_DIR,
     MASTER_DIR,
     SYSTEM_CONFIG,
+    SYSTEM_CONFIG_DIR,
     SYSTEM_SOCKET,
+    TLS_DIR,
     USER_CONFIG_FILE,
 )
 from mgpu_core.constants import SOCKET_FILE as SOCKET_FILE  # re-exported: older importers
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 MASTER_ENV = "MGPU_MASTER"
 SOCKET_ENV = "MGPU_SOCKET"
 TLS_CA_ENV = "MGPU_TLS_CA"
+PLAINTEXT_ENV = "MGPU_INSECURE_PLAINTEXT"
 CONFIG_ENV = "MGPU_CONFIG"
 UNIX_PREFIX = "unix:"
 # sockaddr_un.sun_path is 108 bytes including the terminating NUL.
@@ -41,29 +45,35 @@ MAX_SOCKET_PATH = 107
 
 
 class Address:
-    """A TCP address, or a Unix-domain socket when ``path`` is set. ``tls_ca``: speak TLS
-    and trust only this CA's certificates (TCP only). Immutable; a plain class rather than a
+    """A TCP address, or a Unix-domain socket when ``path`` is set. Over TCP, ``tls_ca``:
+    speak TLS and trust only this CA's certificates; ``plaintext``: the user chose plain TCP
+    (a master run with ``--insecure-plaintext``); neither: no way to reach the master safely,
+    refused at connect (:func:`check_transport`). Immutable; a plain class rather than a
     dataclass because ``dataclasses`` (and the ``inspect`` it imports) would cost every client
     command several milliseconds of start-up."""
 
-    __slots__ = ("host", "path", "port", "tls_ca")
+    __slots__ = ("host", "path", "plaintext", "port", "tls_ca")
 
-    def __init__(self, host: str, port: int, path: str = "", tls_ca: str = "") -> None:
+    def __init__(
+        self, host: str, port: int, path: str = "", tls_ca: str = "", plaintext: bool = False
+    ) -> None:
         object.__setattr__(self, "host", host)
         object.__setattr__(self, "port", port)
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "tls_ca", tls_ca)
+        object.__setattr__(self, "plaintext", plaintext)
 
     host: str
     port: int
     path: str
     tls_ca: str
+    plaintext: bool
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("Address is immutable")
 
-    def _key(self) -> tuple[str, int, str, str]:
-        return (self.host, self.port, self.path, self.tls_ca)
+    def _key(self) -> tuple[str, int, str, str, bool]:
+        return (self.host, self.port, self.path, self.tls_ca, self.plaintext)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Address) and self._key() == other._key()
@@ -72,7 +82,10 @@ class Address:
         return hash(self._key())
 
     def __repr__(self) -> str:
-        return f"Address({self.host!r}, {self.port!r}, path={self.path!r}, tls_ca={self.tls_ca!r})"
+        return (
+            f"Address({self.host!r}, {self.port!r}, path={self.path!r}, "
+            f"tls_ca={self.tls_ca!r}, plaintext={self.plaintext!r})"
+        )
 
     def __str__(self) -> str:
         if self.path:
@@ -193,12 +206,38 @@ def resolve_master(cli_value: str | None) -> Address:
     return with_tls(address, None)
 
 
-def with_tls(address: Address, ca: str | None) -> Address:
-    """``address`` using TLS with ``ca`` (else $MGPU_TLS_CA, else the config's ``tls_ca``)."""
+def with_tls(address: Address, ca: str | None, *, plaintext: bool = False) -> Address:
+    """``address`` over TLS with ``ca``, else $MGPU_TLS_CA, else the config's ``tls_ca``,
+    else ``ca.pem`` in the user's or the system's mgpu config directory (where ``mgpu_client
+    admin token create --install`` and ``mgpu_node join`` put it). ``plaintext`` (or
+    $MGPU_INSECURE_PLAINTEXT=1): plain TCP, for a master run with ``--insecure-plaintext``."""
     if address.path:
         return address
-    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files(CONFIG_TLS_CA)
+    if plaintext or os.environ.get(PLAINTEXT_ENV) == "1":
+        return Address(address.host, address.port, plaintext=True)
+    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files(CONFIG_TLS_CA) or _default_ca()
     return Address(address.host, address.port, tls_ca=ca) if ca else address
+
+
+def _default_ca() -> str | None:
+    for directory in (os.path.join(_config_home(), APP_DIR), SYSTEM_CONFIG_DIR):
+        path = os.path.join(directory, CA_CERT_FILE)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def check_transport(address: Address) -> None:
+    """Refuse a TCP address with neither a CA to verify the master by nor an explicit choice
+    of plain TCP: nothing is sent to a master that has not proved who it is."""
+    if address.path or address.tls_ca or address.plaintext:
+        return
+    raise ConfigError(
+        f"no cluster CA to verify the master at {address} by: copy the master's "
+        f"STATE_DIR/{TLS_DIR}/{CA_CERT_FILE} to ~/.config/{APP_DIR}/{CA_CERT_FILE} "
+        f"(or set ${TLS_CA_ENV}); for a master run with --insecure-plaintext, "
+        f"set {PLAINTEXT_ENV}=1"
+    )
 
 
 def _is_socket(path: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 from collections import deque
 
-from mgpu_core.config import Address
+from mgpu_core.config import Address, check_transport
 from mgpu_core.errors import ConnectionClosed, MasterUnreachable
 from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder, Message, encode_frame
 
@@ -14,11 +14,12 @@ _RECV_BYTES = 256 * 1024
 
 
 class BlockingConnection:
-    __slots__ = ("_decoder", "_pending", "_sock", "address")
+    __slots__ = ("_decoder", "_pending", "_sock", "address", "binding")
 
     def __init__(self, sock: socket.socket, address: Address, max_frame_bytes: int) -> None:
         self._sock = sock
         self.address = address
+        self.binding = b""  # the TLS channel binding the handshake's proofs cover
         self._decoder = FrameDecoder(max_frame_bytes)
         self._pending: deque[Message] = deque()
 
@@ -37,6 +38,13 @@ class BlockingConnection:
                     raise
             else:
                 sock = socket.create_connection((address.host, address.port), timeout=timeout_s)
+                try:
+                    # Connected (nobody there: unreachable), nothing sent yet: without a CA to
+                    # check the master by, or an explicit choice of plain TCP, nothing is.
+                    check_transport(address)
+                except BaseException:
+                    sock.close()
+                    raise
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if address.tls_ca:
                     sock = _wrap_tls(sock, address)
@@ -48,7 +56,12 @@ class BlockingConnection:
                 f"cannot reach mgpu master at {address}: not a valid host name"
             ) from None
         sock.settimeout(None)
-        return cls(sock, address, max_frame_bytes)
+        conn = cls(sock, address, max_frame_bytes)
+        if address.tls_ca:
+            from mgpu_core.tls import peer_binding
+
+            conn.binding = peer_binding(sock)  # type: ignore[arg-type]  # an SSLSocket
+        return conn
 
     def send(self, msg: Message) -> None:
         try:
@@ -80,12 +93,20 @@ class BlockingConnection:
 def _wrap_tls(sock: socket.socket, address: Address) -> socket.socket:
     """TLS over ``sock``, the master's certificate checked against the cluster's CA; a
     certificate that does not verify is an OSError (ssl.SSLError) like any failed connect."""
+    import ssl
     from pathlib import Path
 
     from mgpu_core.tls import client_context
 
     try:
         return client_context(Path(address.tls_ca)).wrap_socket(sock, server_hostname=address.host)
+    except ssl.SSLError as exc:
+        sock.close()
+        # Most often a master run with --insecure-plaintext, or one whose certificate is not
+        # from this CA (another cluster, or someone else on its address).
+        raise OSError(
+            f"TLS with the master failed ({exc.reason or exc}): is {address.tls_ca} its CA?"
+        ) from None
     except BaseException:
         sock.close()
         raise

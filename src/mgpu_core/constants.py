@@ -13,6 +13,13 @@ SYSTEM_STATE_DIR = "/var/lib/mgpu"
 SYSTEM_CONFIG_DIR = "/etc/mgpu"
 SYSTEM_CONFIG = SYSTEM_CONFIG_DIR + "/config.toml"
 SYSTEM_KEY_FILE = SYSTEM_CONFIG_DIR + "/cluster.key"
+# What `mgpu_node join` writes into a node's config directory (SYSTEM_CONFIG_DIR as root, else
+# ~/.config/APP_DIR): the node's own key (0600), the master's address and the node's id.
+NODE_KEY_FILE = "node.key"
+NODE_CONFIG_FILE = "node.toml"
+# `mgpu_node join --install-service`: the agent's systemd unit, and where it goes.
+SYSTEMD_UNIT = "mgpu-node.service"
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
 # Under $XDG_STATE_HOME (~/.local/state) and $XDG_CONFIG_HOME (~/.config).
 APP_DIR = "mgpu"
 USER_CONFIG_FILE = "config.toml"
@@ -38,6 +45,8 @@ SYSTEM_SOCKET = SYSTEM_STATE_DIR + "/" + SOCKET_FILE
 # -- Keys of the master's stored settings (the store's key-value table) ------------------------
 TURNS_KEY = "gpu_turns"  # the GPU turn queue: rotation, mode, position
 TOKENS_KEY = "tokens"  # users' TCP tokens (ids, secrets, who made them)
+JOIN_TOKENS_KEY = "join_tokens"  # mgpu_master join-token's tokens (ids, secrets, expiry, uses)
+NODE_KEYS_KEY = "node_keys"  # each joined node's own key, by node id (mgpu_node join)
 
 # -- The node agent's state directory ---------------------------------------------------------
 AGENT_LOCK_FILE = "agent.lock"  # one agent per directory
@@ -47,6 +56,7 @@ JOBS_DIR = "jobs"  # <job id>.json records of running jobs, <job id>.status from
 SCRIPTS_DIR = "spool"  # job-<job id>.sh batch scripts
 OUTPUT_DIR = "output"  # <job id>.<offset> segments of interactive jobs' output (replayed)
 FAKE_GPU_FAULT_FILE = "fake-gpu-faults"  # faults injected into fake GPUs (tests, demos)
+FAKE_GPU_DEV_DIR = "dev"  # nvidia<i>: fake GPUs' device nodes, for the devices cgroup
 LEASE_FILE = "lease"  # until when the jobs may run without word from the master (the fence)
 GUARD_PID_FILE = "guard.pid"  # the fence guard, which outlives the agent
 GUARD_LOG_FILE = "guard.log"  # one line per thing the guard did
@@ -65,6 +75,18 @@ NODE_TIMEOUT_S = 15.0  # node silence before it is "not responding" (no new jobs
 # blip of a minute never kills or requeues a week-long training run.
 FENCE_TIMEOUT_S = 300.0
 KILL_GRACE_S = 10.0  # SIGTERM to SIGKILL on cancel
+JOIN_TOKEN_TTL_S = 3600.0  # how long a join token lasts unless --ttl says otherwise
 HEARTBEAT_INTERVAL_S = 5.0
 MAX_CONNECTIONS = 4096  # open connections in total (nodes and clients) ...
-MAX_CONNECTIONS_PER_ADDRESS = 512  # ... and from one address
+# ... from one network (an IPv4 /24, an IPv6 /64, one loopback address, one Unix socket user)
+MAX_CONNECTIONS_PER_ADDRESS = 512
+MAX_UNAUTHENTICATED_PER_ADDRESS = 128  # ... of them not authenticated yet
+# Per user (admins excepted; the master's [limits]): pending jobs, and submits per second
+# with the burst a user may send at once (a token bucket).
+MAX_PENDING_JOBS_PER_USER = 10_000
+SUBMIT_RATE_PER_S = 200.0
+SUBMIT_BURST = 2_000
+# The audit log keeps the first AUDIT_FAILURE_BURST failures (bad hellos, refused connections)
+# from one address in each AUDIT_FAILURE_INTERVAL_S, then one line counting the rest.
+AUDIT_FAILURE_BURST = 20
+AUDIT_FAILURE_INTERVAL_S = 60.0

@@ -40,6 +40,9 @@ class ServerConfig:
     socket_path: Path | None = None  # the Unix socket for clients on this host
     tls_cert: Path | None = None  # with tls_key: TLS on the TCP port
     tls_key: Path | None = None
+    # Plain TCP on the port (no TLS): only by explicit choice (--insecure-plaintext), since
+    # every frame after the handshake could then be read and injected on the network.
+    insecure_plaintext: bool = False
     max_frame_bytes: int = MAX_FRAME_BYTES
     hello_timeout_s: float = constants.HELLO_TIMEOUT_S
     node_timeout_s: float = constants.NODE_TIMEOUT_S
@@ -52,7 +55,8 @@ class ServerConfig:
     private_commands: bool = False  # others' queue rows without command line and directory
     # Bounds on what one host (or everyone) can hold open: a flood costs a closed socket each.
     max_connections: int = constants.MAX_CONNECTIONS
-    max_connections_per_address: int = constants.MAX_CONNECTIONS_PER_ADDRESS
+    max_connections_per_address: int = constants.MAX_CONNECTIONS_PER_ADDRESS  # per network
+    max_unauthenticated_per_address: int = constants.MAX_UNAUTHENTICATED_PER_ADDRESS
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

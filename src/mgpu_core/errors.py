@@ -107,6 +107,12 @@ class TooManyConnections(MgpuError):
     code = "too_many_connections"
 
 
+class LimitExceeded(MgpuError):
+    """A per-user limit of the master (pending jobs, submissions per second) refused this."""
+
+    code = "limit_exceeded"
+
+
 class RegistrationRefused(MgpuError):
     """The master will not accept this node (wrong version, bad registration): do not retry."""
 
@@ -143,6 +149,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         PermissionDenied,
         AuthenticationFailed,
         TooManyConnections,
+        LimitExceeded,
         RegistrationRefused,
         StorageError,
         InternalError,

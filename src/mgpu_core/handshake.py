@@ -8,13 +8,18 @@ Every authenticated TCP link opens with the same four messages::
     auth {proof: P_peer}               ->
                                        <-     ok (or error), sent by the caller
 
-    P_master = auth.proof(key, "master", name, N_i, N_r)
-    P_peer   = auth.proof(key, role,     name, N_r, N_i)
+    P_master = auth.proof(key, "master", name, N_i, N_r, B)
+    P_peer   = auth.proof(key, role,     name, N_r, N_i, B)
 
-``name`` is the node id or the token id, ``role`` is ``"node"`` or ``"client"``, ``key`` the
-cluster key or the token secret. Each side proves the key over the other's fresh nonce, so a
-recorded exchange is worthless to replay; the role and the nonce order make a proof for one
-direction useless for the other (nobody can reflect the master's own proof back at it).
+``name`` is the node id or the token id, ``role`` is ``"node"``, ``"client"`` or ``"join"``
+(a host joining with a join token, mgpu_core.joining), ``key`` the node's key (its own, or the
+legacy cluster key), the user token's or the join token's secret, ``B`` the channel binding:
+over TLS the SHA-256 of the master's certificate as each side sees it (RFC 5929's
+``tls-server-end-point``; Python's ssl module offers no TLS 1.3 exporter), so a handshake
+relayed into another TLS channel fails.
+Each side proves the key over the other's fresh nonce, so a recorded exchange is worthless to
+replay; the role and the nonce order make a proof for one direction useless for the other
+(nobody can reflect the master's own proof back at it).
 
 :class:`Initiator` and :class:`Responder` hold that logic once, for the master, the node agent,
 the client, the benchmark's simulated nodes and the test fake master alike. Like h11 they own
@@ -53,8 +58,13 @@ AUTH = Record({"proof": (Bytes(64), REQUIRED)})
 MASTER_ROLE = "master"
 # A nonce shorter than this leaves too few fresh bits to stop a replay of the master's proof.
 MIN_NONCE_BYTES = 16
-# The secret each initiating role proves, as error messages name it.
-SECRET_NAMES = {"node": "cluster key", "client": "token secret"}
+# The secret each initiating role proves, as error messages name it: a node's is its own key
+# (mgpu_node join) or the legacy shared cluster key; a joining host's, its join token's secret.
+SECRET_NAMES = {
+    "node": "cluster key or node key",
+    "client": "token secret",
+    "join": "join token secret",
+}
 
 
 def _secret_name(role: str) -> str:
@@ -71,10 +81,13 @@ class Initiator:
     ``peer`` only words the errors (``"the master at host:port"``).
     """
 
-    __slots__ = ("_answered", "_key", "_nonce", "name", "peer", "role")
+    __slots__ = ("_answered", "_binding", "_key", "_nonce", "name", "peer", "role")
 
-    def __init__(self, key: bytes, role: str, name: str, *, peer: str = "the master") -> None:
+    def __init__(
+        self, key: bytes, role: str, name: str, *, peer: str = "the master", binding: bytes = b""
+    ) -> None:
         self._key = key
+        self._binding = binding
         self.role = role
         self.name = name
         self.peer = peer
@@ -109,12 +122,14 @@ class Initiator:
             raise ProtocolError(f"expected a challenge, got {kind!r}")
         challenge = CHALLENGE.check(reply)
         theirs: bytes = challenge["nonce"]
-        expected = auth.proof(self._key, MASTER_ROLE, self.name, self._nonce, theirs)
+        expected = auth.proof(self._key, MASTER_ROLE, self.name, self._nonce, theirs, self._binding)
         if not auth.verify(expected, challenge["proof"]):
             raise AuthenticationFailed(self._wrong_master())
         return {
             "t": "auth",
-            "proof": auth.proof(self._key, self.role, self.name, theirs, self._nonce),
+            "proof": auth.proof(
+                self._key, self.role, self.name, theirs, self._nonce, self._binding
+            ),
         }
 
     def _wrong_master(self) -> str:
@@ -122,7 +137,12 @@ class Initiator:
             return (
                 f"{self.peer} does not know token {self.name}: it is not the master that issued it"
             )
-        return f"{self.peer} does not hold our cluster key: check --key-file on both sides"
+        if self.role == "join":
+            return (
+                f"{self.peer} does not know join token {self.name}: it is not the master that "
+                "issued it"
+            )
+        return f"{self.peer} does not hold our {_secret_name(self.role)}: check --key-file"
 
 
 class Responder:
@@ -132,10 +152,11 @@ class Responder:
     has looked up ``key`` for that name (the cluster key, or the token's secret).
     """
 
-    __slots__ = ("_checked", "_key", "_nonce", "_peer_nonce", "name", "peer_role")
+    __slots__ = ("_binding", "_checked", "_key", "_nonce", "_peer_nonce", "name", "peer_role")
 
-    def __init__(self, key: bytes, name: str, peer_role: str) -> None:
+    def __init__(self, key: bytes, name: str, peer_role: str, *, binding: bytes = b"") -> None:
         self._key = key
+        self._binding = binding
         self.name = name
         self.peer_role = peer_role
         self._nonce = b""  # ours, once on_hello has run
@@ -155,7 +176,9 @@ class Responder:
             )
         self._peer_nonce = peer_nonce
         self._nonce = auth.new_nonce()
-        master_proof = auth.proof(self._key, MASTER_ROLE, self.name, peer_nonce, self._nonce)
+        master_proof = auth.proof(
+            self._key, MASTER_ROLE, self.name, peer_nonce, self._nonce, self._binding
+        )
         return {
             "t": "challenge",
             "id": hello.get("id", 0),
@@ -173,7 +196,9 @@ class Responder:
         if msg.get("t") != "auth":
             raise ProtocolError(f"expected auth, got {msg.get('t')!r}")
         given = AUTH.check(msg)["proof"]
-        expected = auth.proof(self._key, self.peer_role, self.name, self._nonce, self._peer_nonce)
+        expected = auth.proof(
+            self._key, self.peer_role, self.name, self._nonce, self._peer_nonce, self._binding
+        )
         if not auth.verify(expected, given):
             secret = _secret_name(self.peer_role)
             raise AuthenticationFailed(

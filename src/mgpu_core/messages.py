@@ -9,6 +9,7 @@ subclass whose code goes back to the peer.
 
 from __future__ import annotations
 
+from mgpu_core.constants import JOIN_TOKEN_TTL_S
 from mgpu_core.errors import BadMessage, UnknownMessageType
 from mgpu_core.handshake import CHALLENGE
 from mgpu_core.limits import (
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
 _STATES = OneOf(*(s.value for s in JobState), COMPLETING)
 _JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
 _RUN = Int(0, 2**31)  # a job's restart_count
+MAX_JOIN_TOKEN_TTL_S = 365 * 24 * 3600
+MAX_JOIN_TOKEN_USES = 10_000
 
 
 def _request(schema: Record) -> Record:
@@ -81,12 +84,16 @@ HELLO = Record(
     {
         "id": (ID, 0),
         "version": (Int(0, 2**31), REQUIRED),
-        "role": (OneOf("client", "node"), REQUIRED),
+        # "join": a new host with a join token, for its node key (docs/protocol.md, "Joining").
+        "role": (OneOf("client", "node", "join"), REQUIRED),
         "user": (NAME, ""),
         "node": (Optional(NODE_HELLO), None),
         "nonce": (Optional(Bytes(64)), None),  # the node's (or client's) challenge to the master
-        # A TCP client's token id; it proves the secret after the master's challenge.
+        # A TCP client's token id (or a joining host's join token id); it proves the secret
+        # after the master's challenge.
         "token": (Optional(Str(64, min_len=1)), None),
+        # The node id a joining host asks for.
+        "node_id": (Optional(Str(MAX_NAME_LEN, min_len=1)), None),
     }
 )
 
@@ -183,6 +190,16 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "id": (ID, REQUIRED),
             "action": (OneOf("create", "list", "revoke"), REQUIRED),
             "user": (NAME, ""),
+            "token_id": (Str(64), ""),
+        }
+    ),
+    # Join tokens for new nodes (admins): issue one, list them, revoke one.
+    "join_token": Record(
+        {
+            "id": (ID, REQUIRED),
+            "action": (OneOf("create", "list", "revoke"), REQUIRED),
+            "ttl_s": (Int(1, MAX_JOIN_TOKEN_TTL_S), int(JOIN_TOKEN_TTL_S)),
+            "uses": (Int(1, MAX_JOIN_TOKEN_USES), 1),
             "token_id": (Str(64), ""),
         }
     ),

@@ -116,6 +116,9 @@ class JobSpec(WireRecord):
     # --signal SIG@SECONDS: warn the job this long before its time limit.
     warn_signal: int = field(default=0, metadata=wire(Int(0, 64)))
     warn_before_s: int = field(default=0, metadata=wire(Int(0, 65_535)))
+    # The submitter's umask, which the node gives the job's process and its output files
+    # (None: the node's own, as for a client older than the field).
+    umask: int | None = field(default=None, metadata=wire(Optional(Int(0, 0o777))))
 
     def command_display(self) -> str:
         """A one-line rendering of what runs, for queue listings and logs (bytes that are not
@@ -199,6 +202,9 @@ class NodeHello(WireRecord):
         default_factory=list, metadata=wire(ListOf(GpuDevice.SCHEMA, MAX_GPUS_PER_NODE))
     )
     gpu_backend: str = field(default="", metadata=wire(NAME))  # "nvml", "fake" or "none"
+    # What isolates the node's jobs beyond CUDA_VISIBLE_DEVICES: "cgroup v1 (devices, memory,
+    # cpu)", or "none: <why>"; "": an agent older than the field.
+    isolation: str = field(default="", metadata=wire(NAME))
     # Jobs the node runs, and jobs whose exit the master has not acknowledged yet.
     running_job_ids: list[int] = field(
         default_factory=list, metadata=wire(ListOf(JOB_ID, MAX_IDS_PER_REQUEST))

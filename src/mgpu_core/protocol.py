@@ -17,7 +17,7 @@ import struct
 import msgpack
 
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError
-from mgpu_core.limits import MAX_MESSAGE_LEN, shorten
+from mgpu_core.limits import MAX_IDS_PER_REQUEST, MAX_MESSAGE_LEN, MAX_PATH_LEN, shorten
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 6860
@@ -67,31 +67,120 @@ def as_sent(value: Any) -> Any:
     return value
 
 
-def decode_body(body: bytes) -> Message:
-    """Decode one frame body into a message map, or raise :class:`ProtocolError`."""
+class DecodeLimits:
+    """How much one frame may make the decoder build, checked while msgpack decodes it.
+
+    msgpack turns one byte into a whole Python object (an empty array is 1 byte on the wire
+    and ~64 bytes in memory, a short string 3 and ~50): a frame within the size limit can
+    still cost 75 times its size. The lengths are checked by msgpack as it reads each header
+    (an array announced with 4 billion elements is refused before anything is allocated);
+    ``max_containers`` bounds the arrays and maps of one frame, the costliest objects, so that
+    what a frame makes stays within a small multiple of its size.
+    """
+
+    __slots__ = ("max_bin_len", "max_container_len", "max_containers", "max_str_len")
+
+    def __init__(
+        self, *, max_container_len: int, max_containers: int, max_str_len: int, max_bin_len: int
+    ) -> None:
+        self.max_container_len = max_container_len
+        self.max_containers = max_containers
+        self.max_str_len = max_str_len
+        self.max_bin_len = max_bin_len
+
+
+class _ContainerCount:
+    """msgpack's hook for every array and map it builds: refuses the one past the budget."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def __call__(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise ValueError("too many arrays and maps in one frame")
+        return obj
+
+
+# What the master takes from a peer that has not proven who it is yet: a hello and the
+# handshake's auth. The largest hello the schema allows (a node's registration with 64 GPUs
+# whose names take their 256 characters and 10,000 running jobs with 53-bit ids) is ~146 KiB:
+# a node must never be unable to register because of what it runs.
+PREAUTH_MAX_FRAME_BYTES = 256 * 1024
+PREAUTH_LIMITS = DecodeLimits(
+    max_container_len=MAX_IDS_PER_REQUEST,
+    max_containers=1024,
+    max_str_len=MAX_PATH_LEN,
+    max_bin_len=1024,
+)
+# What the master takes from an authenticated peer: the largest list a message holds (job ids,
+# a node's running jobs, argv, environment entries) with room for newer peers' fields, and
+# enough arrays and maps for a heartbeat of 64 GPUs with 256 processes each.
+PEER_LIMITS = DecodeLimits(
+    max_container_len=4 * MAX_IDS_PER_REQUEST,
+    max_containers=64 * 1024,
+    max_str_len=MAX_FRAME_BYTES,
+    max_bin_len=MAX_FRAME_BYTES,
+)
+
+# The first byte of a msgpack map: fixmap (0x80-0x8f), map 16 (0xde), map 32 (0xdf).
+_MAP_HEADERS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+
+
+def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
+    """Decode one frame body into a message map, or raise :class:`ProtocolError`.
+
+    The first byte must open a map, checked before anything is decoded: a frame of a million
+    empty arrays is refused for one byte's look. ``limits`` bounds what the decoding builds.
+    """
+    if not body or body[0] not in _MAP_HEADERS:
+        raise BadMessage("frame body must be a map")
+    options: dict[str, Any] = {}
+    if limits is not None:
+        count = _ContainerCount(limits.max_containers)
+        options = {
+            "max_array_len": limits.max_container_len,
+            "max_map_len": limits.max_container_len,
+            "max_str_len": limits.max_str_len,
+            "max_bin_len": limits.max_bin_len,
+            "list_hook": count,
+            "object_hook": count,
+        }
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=True)
+        msg = msgpack.unpackb(body, raw=False, strict_map_key=True, **options)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
-        raise BadMessage(f"undecodable frame body: {type(exc).__name__}") from None
-    if not isinstance(msg, dict):
-        raise BadMessage(f"frame body must be a map, got {type(msg).__name__}")
+        # Only the words of a limit's ValueError (msgpack's own, or the count's); other errors
+        # may quote what the peer sent.
+        why = str(exc)[:200] if type(exc) is ValueError else type(exc).__name__
+        raise BadMessage(f"undecodable frame body: {why}") from None
     if not isinstance(msg.get("t"), str):
+        # Dropped before raising: a traceback keeps this frame's locals, and an error held
+        # back (FrameDecoder) would keep the whole decoded body alive with it.
+        del msg
         raise BadMessage("message has no string field 't'")
-    return msg
+    return msg  # type: ignore[no-any-return]
 
 
 class FrameDecoder:
-    """Incremental frame decoder: ``feed(bytes) -> [messages]``.
+    """Incremental frame decoder: ``push(bytes)``, then ``next()`` for one message at a time
+    (None until a whole frame is in); ``feed(bytes) -> [messages]`` does both at once.
 
     Raises :class:`FrameTooLarge` as soon as a header announces an oversized body and
     :class:`ProtocolError` for a body that is not a message map. After an error the stream
-    cannot be resynchronised: the caller must close the connection.
+    cannot be resynchronised: the caller must close the connection. Frames are decoded only
+    when asked for, so a peer that sends many frames at once costs their bytes until the
+    reader gets to them, not their decoded size (:class:`DecodeLimits`).
     """
 
-    __slots__ = ("_buf", "_error", "_need", "max_frame_bytes")
+    __slots__ = ("_buf", "_error", "_need", "limits", "max_frame_bytes")
 
-    def __init__(self, max_frame_bytes: int = MAX_FRAME_BYTES) -> None:
+    def __init__(
+        self, max_frame_bytes: int = MAX_FRAME_BYTES, limits: DecodeLimits | None = None
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.limits = limits
         self._buf = bytearray()
         self._need = -1  # body length of the frame being read, -1 while reading a header
         # An error found after some good frames in the same chunk: those frames are returned
@@ -102,39 +191,60 @@ class FrameDecoder:
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
+    def push(self, data: bytes) -> None:
+        self._buf += data
+
     def feed(self, data: bytes) -> list[Message]:
         if self._error is not None:
-            raise self._error
-        self._buf += data
+            raise _fresh(self._error)
+        self.push(data)
         out: list[Message] = []
         try:
-            self._parse(out)
-        except ProtocolError as err:
+            while (msg := self.next()) is not None:
+                out.append(msg)
+        except ProtocolError:
             if not out:
                 raise
-            self._error = err
         return out
 
-    def _parse(self, out: list[Message]) -> None:
-        while True:
-            if self._need < 0:
-                if len(self._buf) < HEADER_BYTES:
-                    return
-                (length,) = _HEADER.unpack_from(self._buf)
-                if length > self.max_frame_bytes:
-                    raise FrameTooLarge(
-                        f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
-                    )
-                if length == 0:
-                    raise ProtocolError("empty frame")
-                del self._buf[:HEADER_BYTES]
-                self._need = length
-            if len(self._buf) < self._need:
-                return
-            body = bytes(self._buf[: self._need])
-            del self._buf[: self._need]
-            self._need = -1
-            out.append(decode_body(body))
+    def next(self) -> Message | None:
+        """The next whole message, or None until more bytes are pushed. An error stays: every
+        later call raises it again."""
+        if self._error is not None:
+            raise _fresh(self._error)
+        try:
+            return self._parse()
+        except ProtocolError as err:
+            # Kept without a traceback, and raised as a copy: a traceback holds the frames it
+            # passed, the reader's with this decoder and its buffer among them, in a cycle that
+            # only the cyclic GC frees (an agent under a flood of bad links grew by 80 MB).
+            self._error = _fresh(err)
+            raise
+
+    def _parse(self) -> Message | None:
+        if self._need < 0:
+            if len(self._buf) < HEADER_BYTES:
+                return None
+            (length,) = _HEADER.unpack_from(self._buf)
+            if length > self.max_frame_bytes:
+                raise FrameTooLarge(
+                    f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"
+                )
+            if length == 0:
+                raise ProtocolError("empty frame")
+            del self._buf[:HEADER_BYTES]
+            self._need = length
+        if len(self._buf) < self._need:
+            return None
+        body = bytes(self._buf[: self._need])
+        del self._buf[: self._need]
+        self._need = -1
+        return decode_body(body, self.limits)
+
+
+def _fresh(err: ProtocolError) -> ProtocolError:
+    """The same error, without a traceback."""
+    return type(err)(err.message)
 
 
 def ok_reply(req_id: int, data: Message | None = None) -> Message:

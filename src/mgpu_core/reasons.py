@@ -21,5 +21,10 @@ class Reason(StrEnum):
     ARRAY_TASK_LIMIT = "JobArrayTaskLimit"
     NOT_IN_ROTATION = "NotInTurnRotation"  # the GPU turn queue is on and the user is not in it
     WAITING_TURN = "WaitingForTurn"
+    # An admin's rule keeps the job from starting until an admin lifts it: the user's GPU
+    # access was revoked (Slurm's reason for a GPU limit of 0 on the user's association), or
+    # the job's QoS is not open to its user any more (its access list changed).
+    GPU_ACCESS_REVOKED = "AssocGrpGRES"
+    QOS_NOT_ALLOWED = "InvalidQOS"
     REQUEUED = "Requeued"  # back in the queue after an admin's requeue
     NODE_FAIL = "NodeFail"  # back in the queue after its node failed

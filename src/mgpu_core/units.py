@@ -19,6 +19,7 @@ __all__ = [
     "format_duration",
     "format_size",
     "parse_begin_time",
+    "parse_duration_s",
     "parse_size",
     "parse_time_limit",
 ]
@@ -134,6 +135,27 @@ def format_duration(seconds: float) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{minutes}:{secs:02d}"
+
+
+_DURATION_RE = re.compile(r"(?:[0-9]+[dhms])+|[0-9]+", re.ASCII)
+_DURATION_PART_RE = re.compile(r"([0-9]+)([dhms])", re.ASCII)
+_DURATION_UNITS = {"d": _DAY, "h": _HOUR, "m": _MINUTE, "s": 1}
+
+
+def parse_duration_s(text: str) -> int:
+    """Parse a duration such as ``90s``, ``30m``, ``1h``, ``1h30m`` or ``7d`` (a bare number is
+    seconds) and return it in seconds: how long something lasts (a join token's ``--ttl``),
+    where :func:`parse_time_limit`'s Slurm forms would read a bare number as minutes.
+
+    Raises:
+        ValueError: for anything else; the one-line message names the text and the forms.
+    """
+    body = text.strip().lower()
+    if not _DURATION_RE.fullmatch(body):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 30m, 1h, 1h30m or 7d")
+    if body.isdigit():
+        return int(body)
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(body))
 
 
 # --------------------------------------------------------------------------- sizes

@@ -32,7 +32,6 @@ from mgpu_core.errors import (
     AuthenticationFailed,
     ConnectionClosed,
     InternalError,
-    NodeConflict,
     ProtocolError,
     RegistrationRefused,
     error_from_wire,
@@ -42,6 +41,7 @@ from mgpu_core.limits import MAX_GPU_PROCESSES, MAX_IDS_PER_REQUEST
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
+from mgpu_node.cgroups import Isolation
 from mgpu_node.executor import Executor
 from mgpu_node.exitlink import ExitDelivery
 from mgpu_node.gpus import GpuBackend
@@ -69,14 +69,19 @@ def local_address_towards(host: str, port: int) -> str:
         return ""
 
 
-def _answer(handshake: Initiator, reply: Message) -> Message:
-    """The auth for the master's challenge. A master that cannot prove the cluster key (a
-    wrong proof, or ``ok`` without a challenge) is refused for good: anyone on its address
-    could otherwise send us launch orders, and retrying with the same key cannot help."""
+def _answer(handshake: Initiator, reply: Message, *, verified: bool) -> Message:
+    """The auth for the master's challenge. A master that does not prove the cluster key is
+    never obeyed (anyone on its address could otherwise send us launch orders). It is refused
+    for good only when it is proven to hold another key: a challenge whose proof fails, from
+    the master our CA vouches for (``verified``: TLS), since retrying with the same key cannot
+    help. Over plain TCP anyone on the path can send a bad challenge, and an ``ok`` without a
+    challenge proves nothing at all: retried, logged."""
     try:
         return handshake.on_challenge(reply)
     except AuthenticationFailed as err:
-        raise RegistrationRefused(err.message) from None
+        if verified and reply.get("t") == "challenge":
+            raise RegistrationRefused(err.message) from None
+        raise ConnectionClosed(err.message) from None
 
 
 class Agent:
@@ -89,8 +94,10 @@ class Agent:
         mem_bytes: int,
         stop_jobs_on_exit: bool = False,
         cluster_key: bytes,
+        isolation: Isolation,
     ) -> None:
         self.config = config
+        self.isolation = isolation  # told to the master in the hello
         self.cluster_key = cluster_key
         self.backend = backend
         self.cpus = cpus
@@ -110,6 +117,7 @@ class Agent:
             emit=self._emit,
             job_users=JobUserPolicy(config.job_user, config.allow_root_jobs),
             outputs=self.outputs,
+            cgroups=isolation.cgroups,
         )
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
         self.guard = GuardHandle(config.state_dir)
@@ -174,6 +182,8 @@ class Agent:
                 self.guard.stop()
             else:
                 self.executor.detach()  # the guard stays: it fences the jobs left running
+            if self.isolation.cgroups is not None:
+                self.isolation.cgroups.close()  # the agent's group, if no job's is left in it
             self.backend.close()
 
     async def _session(self) -> None:
@@ -191,23 +201,32 @@ class Agent:
             timeout=10.0,
         )
         conn = AsyncConnection(reader, writer, self.config.max_frame_bytes)
+        if tls is not None:
+            from mgpu_core.tls import peer_binding
+
+            conn.binding = peer_binding(writer.get_extra_info("ssl_object"))
         self._conn = conn
         try:
             handshake = Initiator(
-                self.cluster_key, "node", self.config.node_id, peer=f"the master at {master}"
+                self.cluster_key,
+                "node",
+                self.config.node_id,
+                peer=f"the master at {master}",
+                binding=conn.binding,
             )
             hello_sent = boottime()
             conn.send({**self._hello(), **handshake.hello_fields()})
             reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
             if reply["t"] != "error":  # a refused hello gets no challenge
-                conn.send(_answer(handshake, reply))
+                conn.send(_answer(handshake, reply, verified=tls is not None))
                 reply = await asyncio.wait_for(conn.recv(), timeout=10.0)
             if reply["t"] == "error":
+                # Retried, whatever it says: nothing proves an error came from the master (a
+                # stranger on the path may send one), and most pass (a full master, our own
+                # previous link not yet seen dead: node_conflict). Only a master that proves
+                # another key (_answer) is refused for good.
                 err = error_from_wire(reply.get("code"), reply.get("message"))
-                if isinstance(err, NodeConflict):
-                    # Usually our own previous link, not yet seen dead by the master: retry.
-                    raise ConnectionClosed(str(err))
-                raise RegistrationRefused(f"master refused registration: {err}")
+                raise ConnectionClosed(f"master refused registration: {err.code}: {err}")
             if reply["t"] != "ok":
                 raise ProtocolError(f"expected a reply to hello, got {reply['t']!r}")
             log.info("registered with master %s as %s", master, self.config.node_id)
@@ -258,6 +277,7 @@ class Agent:
                 mem_bytes=self.mem_bytes,
                 gpus=self.devices,
                 gpu_backend=self.backend.kind,
+                isolation=self.isolation.summary,
                 running_job_ids=self._running_job_ids(),
                 agent_version=__version__,
             ).to_wire(),

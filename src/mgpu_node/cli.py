@@ -19,13 +19,15 @@ from mgpu_core.cliutil import (
     parsed_by,
     run_click,
 )
-from mgpu_core.config import Address, resolve_master, with_tls
+from mgpu_core.config import Address, check_transport, resolve_master, with_tls
 from mgpu_core.daemons import JobUser, NodeConfig, default_node_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.units import parse_size
+from mgpu_node import join, nodeconf
 from mgpu_node.agent import Agent, host_resources
-from mgpu_node.gpus import GpuBackend, detect_gpus
+from mgpu_node.cgroups import setup_isolation
+from mgpu_node.gpus import FakeGpuBackend, GpuBackend, detect_gpus
 from mgpu_node.spool import lock_state_dir
 
 DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
@@ -40,8 +42,15 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     "--tls-ca",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Speak TLS and trust only this CA for the master (mgpu_master init makes it) "
-    "[default: $MGPU_TLS_CA, else tls_ca in the config file, else plain TCP].",
+    help="The cluster CA the master's TLS certificate must come from (the master's "
+    "STATE_DIR/tls/ca.pem) [default: $MGPU_TLS_CA, else tls_ca in the config file, else "
+    "ca.pem in ~/.config/mgpu or /etc/mgpu].",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Plain TCP to a master run with --insecure-plaintext (no TLS: the link can be read "
+    "and injected on the network).",
 )
 @click.option("--node-id", default=None, help="Name of this node [default: hostname].")
 @click.option(
@@ -73,10 +82,12 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     "--key-file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help=f"The cluster key, copied from the master's state directory ({constants.KEY_FILE}, "
-    "mode 0600) "
-    f"[default: {DEFAULT_KEY_FILE}].",
+    help="This node's key: its own, stored by mgpu_node join (CONFIG_DIR/"
+    f"{constants.NODE_KEY_FILE}), or the legacy cluster key copied from the master's state "
+    f"directory ({constants.KEY_FILE}, mode 0600) [default: CONFIG_DIR/{constants.NODE_KEY_FILE} "
+    f"if it exists, else {DEFAULT_KEY_FILE}].",
 )
+@nodeconf.config_dir_option
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -136,6 +147,7 @@ def cli(
     master_host: str | None,
     master_port: int | None,
     tls_ca: Path | None,
+    insecure_plaintext: bool,
     node_id: str | None,
     gpu_count: int | None,
     fallback_gpu_count: int | None,
@@ -143,6 +155,7 @@ def cli(
     mem_bytes: int | None,
     state_dir: Path | None,
     key_file: Path | None,
+    config_dir: Path | None,
     stop_jobs_on_exit: bool,
     job_user: str,
     allow_root_jobs: bool,
@@ -153,16 +166,20 @@ def cli(
     """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
     configure_logging(log_level)
     try:
-        default = resolve_master(None)
+        config_dir = config_dir or nodeconf.default_config_dir()
+        joined = nodeconf.load(config_dir)
+        default = nodeconf.joined_master(joined) or resolve_master(None)
         master = with_tls(
             Address(master_host or default.host, master_port or default.port),
-            str(tls_ca) if tls_ca else None,
+            str(tls_ca) if tls_ca else default.tls_ca or None,
+            plaintext=insecure_plaintext,
         )
+        check_transport(master)
         if master.tls_ca:
             from mgpu_core.tls import client_context
 
             client_context(Path(master.tls_ca))  # a bad CA file stops us here, in one line
-        name = node_id or socket.gethostname().split(".")[0]
+        name = node_id or (joined.node_id if joined else socket.gethostname().split(".")[0])
         config = NodeConfig(
             master=master,
             node_id=name,
@@ -173,7 +190,7 @@ def cli(
             job_user=JobUser(job_user),
             allow_root_jobs=allow_root_jobs,
         ).validate()
-        cluster_key = auth.load_key(key_file or DEFAULT_KEY_FILE)
+        cluster_key = auth.load_key(key_file or nodeconf.key_file(config_dir))
     except MgpuError as exc:
         raise StartupFailure(str(exc)) from None
     try:
@@ -182,6 +199,9 @@ def cli(
         raise StartupFailure(str(exc)) from None
     host_cpus, host_mem = host_resources()
     backend = _gpus(config, gpu_count=gpu_count, fallback_gpu_count=fallback_gpu_count)
+    isolation = setup_isolation(
+        node_id=config.node_id, state_dir=config.state_dir, gpu_numbers=backend.device_numbers()
+    )
     agent = Agent(
         config,
         backend,
@@ -189,11 +209,12 @@ def cli(
         mem_bytes=mem_bytes or host_mem,
         stop_jobs_on_exit=stop_jobs_on_exit,
         cluster_key=cluster_key,
+        isolation=isolation,
     )
     try:
         asyncio.run(_run(agent))
     except RegistrationRefused as exc:
-        # A refusal is final (wrong key, name taken by a live agent): retrying would not help.
+        # The master proved another cluster key (over TLS): retrying would not help.
         click.echo(f"mgpu_node: {exc}", err=True)
         sys.exit(EXIT_STARTUP_FAILURE)
     finally:
@@ -209,6 +230,8 @@ def _gpus(
     backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
     if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
         backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
+    if isinstance(backend, FakeGpuBackend):  # device nodes for the devices cgroup to guard
+        backend.make_device_nodes(config.state_dir / constants.FAKE_GPU_DEV_DIR)
     return backend
 
 
@@ -220,6 +243,8 @@ async def _run(agent: Agent) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["join"]:
+        join.main(cli, sys.argv[2:])
     run_click(cli, "mgpu_node")
 
 

@@ -3,7 +3,8 @@
 Each job runs under the sh wrapper (wrapper.py) in its own session and process group, so a
 cancel reaches the whole tree (running.py: one job and the signals that end it). When a job's
 main process exits, whatever it left behind in its group is killed too (as Slurm does when a
-step ends), so a stray background process can neither hold a GPU nor keep the output pipe open.
+step ends), so a stray background process can neither hold a GPU nor keep the output pipe open;
+where the node has cgroups (cgroups.py), so is everything left in the job's cgroup.
 A launch of another run of a job whose earlier run still ends here waits for it (held.py).
 
 Jobs outlive the agent. Each running job has a record on disk (spool.JobRecord); an agent
@@ -33,6 +34,7 @@ from mgpu_core.constants import JOBS_DIR, OUTPUT_DIR, SCRIPTS_DIR
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
+from mgpu_node.cgroups import JobCgroups
 from mgpu_node.held import HELD_CANCELLED, HeldLaunches
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.lease import boottime
@@ -61,6 +63,7 @@ class Executor:
         emit: Emit,
         job_users: JobUserPolicy,
         outputs: Outputs | None = None,
+        cgroups: JobCgroups | None = None,
     ) -> None:
         self.node_name = node_name
         self.job_users = job_users
@@ -68,7 +71,8 @@ class Executor:
         log.info("node=%s %s", node_name, describe(job_users, self.agent))
         # Absolute: jobs run in their own working directory and get these paths as arguments.
         state_dir = state_dir.absolute()
-        self.launcher = Launcher(node_name, devices, state_dir / SCRIPTS_DIR)
+        self.cgroups = cgroups  # None: jobs are isolated by CUDA_VISIBLE_DEVICES only
+        self.launcher = Launcher(node_name, devices, state_dir / SCRIPTS_DIR, cgroups)
         self.records = JobRecords(state_dir / JOBS_DIR)
         self.exits = exits
         self.emit = emit
@@ -191,6 +195,8 @@ class Executor:
                 self.records.remove(record.job_id)  # its exit was saved before a crash
             elif not self._adopt(record):
                 self._report_gone(record)
+        if self.cgroups is not None:  # the groups of the jobs that ended meanwhile
+            self.cgroups.prune(set(self.jobs))
 
     def _adopt(self, record: JobRecord) -> bool:
         pidfd = procs.open_pidfd(record.pid)
@@ -243,6 +249,8 @@ class Executor:
     async def _wait(self, job: RunningJob) -> None:
         rc = await job.wait_end()
         procs.signal_group(job.pid, signal.SIGKILL)  # leftovers of the job's group
+        if self.cgroups is not None:  # and of its cgroup: those that left the group too
+            await self.cgroups.remove(job.job_id)
         if job.readers:
             await asyncio.wait([r.done for r in job.readers], timeout=DRAIN_TIMEOUT_S)
             for reader in job.readers:

@@ -8,7 +8,8 @@ Everything the agent knows about GPUs goes through one small interface, :class:`
   ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. MIG instances are addressed by their UUID instead.
 * :class:`FakeGpuBackend` pretends to have ``count`` idle GPUs (for tests and for nodes started
   with ``--gpu-count``); with ``kind="none"`` and no devices it stands for "this node has no GPU".
-  A fake GPU can be made to fail, as a real one falls off the bus, through a fault file.
+  A fake GPU can be made to fail, as a real one falls off the bus, through a fault file, and
+  can have a device node with a real GPU's numbers, for the devices cgroup (cgroups.py).
 
 Use :func:`detect_gpus` to pick one.
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import stat
 import threading
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,6 +34,9 @@ logger = logging.getLogger(__name__)
 
 MAX_FAKE_GPUS = 64
 FAKE_GPU_MEMORY_BYTES = 80 * 1024**3
+# The NVIDIA driver's character devices: /dev/nvidiaN is (195, N); /dev/nvidiactl is (195, 255).
+NVIDIA_MAJOR = 195
+DeviceNumber = tuple[int, int]  # (major, minor) of a character device
 
 
 class GpuBackend(Protocol):
@@ -39,12 +45,15 @@ class GpuBackend(Protocol):
     ``devices()`` is fixed for the backend's lifetime. ``sample()`` returns exactly one
     :class:`GpuSample` per device, in ``devices()`` order, its texts cut to what the wire
     takes; a single failing GPU is reported as unhealthy in its sample, never raised.
-    ``close()`` releases the backend and may be called more than once.
+    ``close()`` releases the backend and may be called more than once. ``device_numbers()``:
+    per device, the numbers of the node a process opens to use it (a MIG instance: its GPU's).
     """
 
     kind: str  # "nvml", "fake" or "none"
 
     def devices(self) -> list[GpuDevice]: ...
+
+    def device_numbers(self) -> list[DeviceNumber | None]: ...
 
     def sample(self) -> list[GpuSample]: ...
 
@@ -92,6 +101,23 @@ class FakeGpuBackend:
     def devices(self) -> list[GpuDevice]:
         """Return the fake devices (a new list each call)."""
         return list(self._devices)
+
+    def device_numbers(self) -> list[DeviceNumber | None]:
+        return [(NVIDIA_MAJOR, d.index) for d in self._devices]
+
+    def make_device_nodes(self, dev_dir: Path) -> None:
+        """``dev_dir/nvidia<i>`` for fake GPU i, with a real GPU's numbers and mode: a path for
+        the devices cgroup's tests. Root only (mknod), as are cgroups."""
+        try:
+            if self._devices:
+                dev_dir.mkdir(parents=True, exist_ok=True)
+            for device in self._devices:  # (none: no directory either)
+                path = dev_dir / f"nvidia{device.index}"
+                path.unlink(missing_ok=True)  # whatever a previous agent left: made afresh
+                os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, device.index))
+                path.chmod(0o666)  # after mknod, which the umask narrows
+        except OSError as exc:
+            logger.info("fake GPU device nodes not made in %s: %s", dev_dir, exc)
 
     def sample(self) -> list[GpuSample]:
         """Every fake device idle and empty; healthy unless the fault file names it."""
@@ -190,6 +216,7 @@ class NvmlBackend:
         self._lock = threading.Lock()
         self._closed = False
         self._unhealthy: set[int] = set()
+        self._numbers: list[DeviceNumber | None] = []  # filled by _enumerate, per device
         try:
             self._devices, self._handles = self._enumerate()
         except pynvml.NVMLError as exc:
@@ -218,6 +245,9 @@ class NvmlBackend:
             except nvml.NVMLError as exc:
                 logger.warning("GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
                 continue
+            number: DeviceNumber | None = None  # /dev/nvidia<minor>, its MIG instances' too
+            with contextlib.suppress(nvml.NVMLError):
+                number = (NVIDIA_MAJOR, nvml.nvmlDeviceGetMinorNumber(handle))
             for unit, visible_id in units:
                 try:
                     uuid = _text(nvml.nvmlDeviceGetUUID(unit))
@@ -237,6 +267,7 @@ class NvmlBackend:
                 )
                 devices.append(device)
                 handles.append(unit)
+                self._numbers.append(number)
                 logger.info("GPU %d: %s %s (%s, %d MiB)", index, uuid, name, bus_id, memory >> 20)
         return devices, handles
 
@@ -265,6 +296,9 @@ class NvmlBackend:
     def devices(self) -> list[GpuDevice]:
         """Return the devices found at start-up (a new list each call)."""
         return list(self._devices)
+
+    def device_numbers(self) -> list[DeviceNumber | None]:
+        return list(self._numbers)
 
     def sample(self) -> list[GpuSample]:
         """Query every device; a device whose query fails is reported unhealthy."""

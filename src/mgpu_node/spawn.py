@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mgpu_core.models import GpuDevice, JobSpec, Launch, expand_path_template, printable
+from mgpu_node.cgroups import UNGATED, Gate, JobCgroups
 from mgpu_node.jobuser import (
     Account,
     create_status_file,
@@ -41,12 +42,20 @@ class Launcher:
     node_name: str
     devices: list[GpuDevice]
     spool_dir: Path  # batch scripts (absolute: jobs run in their own working directory)
+    cgroups: JobCgroups | None = None  # where the node isolates jobs in cgroups
 
     def start(
         self, launch: Launch, status_file: Path, account: Account | None = None
     ) -> subprocess.Popen[bytes]:
         """Spawn the job of ``launch`` under the wrapper, as ``account`` if given (else as the
-        agent's own user); OSError/ValueError if it cannot."""
+        agent's own user), in its cgroup if the node has them; OSError/ValueError if it cannot."""
+        if self.cgroups is None:
+            return self._start(launch, status_file, account, UNGATED)
+        return self.cgroups.spawn(launch, lambda g: self._start(launch, status_file, account, g))
+
+    def _start(
+        self, launch: Launch, status_file: Path, account: Account | None, gate: Gate
+    ) -> subprocess.Popen[bytes]:
         job_id, spec = launch.job_id, launch.spec
         if spec.script is None and not spec.argv:
             raise ValueError("the job has no command to run")
@@ -55,7 +64,7 @@ class Launcher:
                 raise ValueError(f"working directory {spec.cwd} is not an absolute path")
             env = self._environment(launch)
             env.update(account.environment())
-            return self._spawn_as(job_id, spec, env, status_file, account, launch.user)
+            return self._spawn_as(job_id, spec, env, status_file, account, launch.user, gate)
         if not Path(spec.cwd).is_dir():
             raise NotADirectoryError(
                 f"working directory {spec.cwd} does not exist on {self.node_name}"
@@ -64,7 +73,8 @@ class Launcher:
         argv = self._argv(job_id, spec)
         program = find_executable(argv[0], env, spec.cwd)
         status_file.unlink(missing_ok=True)  # a previous run's, if the job was requeued here
-        return self._spawn(job_id, spec, wrap(argv, status_file, program), env, launch.user)
+        wrapped = gate.argv(wrap(argv, status_file, program))
+        return self._spawn(job_id, spec, wrapped, env, launch.user)
 
     def _environment(self, launch: Launch) -> dict[str, str]:
         spec, gpu_indices = launch.spec, launch.gpu_indices
@@ -106,7 +116,17 @@ class Launcher:
         return Path(spec.cwd) / path
 
     def _open_output(self, job_id: int, spec: JobSpec, template: str, user: str) -> IO[bytes]:
-        return open(self._output_path(job_id, spec, template, user), "wb")
+        path = self._output_path(job_id, spec, template, user)
+        if spec.umask is None:
+            return open(path, "wb")
+        # A new file gets the mode the job's own shell would give it (0666 less the
+        # submitter's umask), whatever the agent's umask; an existing one keeps its mode.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.fchmod(fd, 0o666 & ~spec.umask)
+        except FileExistsError:
+            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        return open(fd, "wb")
 
     def _spawn(
         self, job_id: int, spec: JobSpec, argv: list[str], env: dict[str, str], user: str
@@ -133,6 +153,7 @@ class Launcher:
                 cwd=spec.cwd,
                 env=env,
                 start_new_session=True,
+                umask=_umask(spec),
             )
         finally:
             for f in files:
@@ -146,6 +167,7 @@ class Launcher:
         status_file: Path,
         account: Account,
         user: str,
+        gate: Gate,
     ) -> subprocess.Popen[bytes]:
         """Start the job switched to ``account``: nothing the user named (directory, program,
         output files) is touched with the agent's privileges; the wrapper does it."""
@@ -173,13 +195,14 @@ class Launcher:
                 node=self.node_name,
             )
             return subprocess.Popen(
-                wrapped,
+                gate.argv(wrapped),
                 stdin=fds[0],  # the status file: the wrapper's to write
                 stdout=pipe,
                 stderr=pipe,
                 cwd="/",  # the wrapper enters the job's directory as the user
                 env=env,
                 start_new_session=True,
+                umask=_umask(spec),  # the wrapper opens the output files with it too
                 pass_fds=fds[1:],
                 user=account.uid,
                 group=account.gid,
@@ -188,6 +211,11 @@ class Launcher:
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+def _umask(spec: JobSpec) -> int:
+    """The job's umask for Popen: the submitter's, or -1 (keep the agent's) if not sent."""
+    return -1 if spec.umask is None else spec.umask
 
 
 def spawn_error(exc: BaseException, spec: JobSpec) -> str:

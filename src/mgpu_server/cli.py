@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -21,6 +19,8 @@ from mgpu_core.daemons import ServerConfig, default_master_state_dir
 from mgpu_core.errors import MgpuError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_core.units import parse_size
+from mgpu_server.api import audit
+from mgpu_server.joincmd import join_token_cli
 from mgpu_server.net.server import Server
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.settings import MasterSettings, load_master_settings
@@ -98,14 +98,29 @@ from mgpu_server.storage.sqlite_store import SqliteStore, earlier_state, open_st
     type=click.IntRange(min=1),
     default=constants.MAX_CONNECTIONS,
     show_default=True,
-    help="Open connections in total (nodes and clients).",
+    help="Open connections in total (nodes and clients); a quarter of them, at most 256, for "
+    "peers not yet authenticated. Lowered to fit the open files limit (ulimit -n).",
 )
 @click.option(
     "--max-connections-per-address",
     type=click.IntRange(min=1),
     default=constants.MAX_CONNECTIONS_PER_ADDRESS,
     show_default=True,
-    help="Open connections from one address.",
+    help="Open connections from one network: an IPv4 /24 or IPv6 /64 (each loopback address "
+    "and each Unix socket user counts apart), at most 128 of them not yet authenticated.",
+)
+@click.option(
+    "--tls-name",
+    "tls_names",
+    multiple=True,
+    help="A name or address nodes and clients use for the master (repeatable), put in the "
+    "TLS certificate made at first start [default: this host's names and loopback].",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Plain TCP instead of TLS on the port: anyone on the network can read and inject "
+    "traffic. Only for a trusted, isolated network or a benchmark.",
 )
 @click.option(
     "--max-client-backlog",
@@ -154,6 +169,8 @@ def cli(
     max_connections: int,
     max_connections_per_address: int,
     max_client_backlog: int,
+    tls_names: tuple[str, ...],
+    insecure_plaintext: bool,
     log_level: str,
     reset_state: bool,
 ) -> None:
@@ -178,6 +195,7 @@ def cli(
             max_connections=max_connections,
             max_connections_per_address=max_connections_per_address,
             max_client_backlog_bytes=max_client_backlog,
+            insecure_plaintext=insecure_plaintext,
         ).validate()
     except (OSError, MgpuError) as exc:
         raise StartupFailure(f"cannot start: {exc}") from None
@@ -190,16 +208,26 @@ def cli(
         store = open_store(state, reset=reset_state)
         # Created on first start, mode 0600: copy it to each node (--key-file there).
         cluster_key = auth.load_or_create_key(state / constants.KEY_FILE)
-        _audit_to(state / constants.AUDIT_FILE)
+        # Who did what from where: for the admins' eyes only (mode 0600).
+        audit.open_log(state / constants.AUDIT_FILE)
+        tls_cert, tls_key = settings.tls_cert, settings.tls_key
+        if tls_cert is None and not insecure_plaintext:
+            from mgpu_server.tlsinit import default_hosts, ensure_cluster_certs
+
+            names = [*tls_names, *default_hosts()]
+            if host not in ("0.0.0.0", "::", ""):
+                names.insert(0, host)
+            tls_dir = (state / constants.TLS_DIR).absolute()
+            tls_cert, tls_key = ensure_cluster_certs(tls_dir, list(dict.fromkeys(names)))
     config = dataclasses.replace(
         config,
         admins=settings.admins,
         private_commands=settings.private_commands,
-        tls_cert=settings.tls_cert,
-        tls_key=settings.tls_key,
+        tls_cert=None if insecure_plaintext else tls_cert,
+        tls_key=None if insecure_plaintext else tls_key,
     )
     with _startup_errors(f"cannot listen on {host}:{port}"):
-        asyncio.run(_serve(config, store, settings.policy, cluster_key))
+        asyncio.run(_serve(config, store, settings, cluster_key))
 
 
 def _size(text: str, param: click.Parameter) -> int:
@@ -225,24 +253,21 @@ def _startup_errors(what: str) -> Iterator[None]:
         raise StartupFailure(f"{what}: {exc}") from None
 
 
-def _audit_to(path: Path) -> None:
-    # Who did what from where: for the admins' eyes only.
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    path.chmod(0o600)
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    logging.getLogger("mgpu.audit").addHandler(handler)
-
-
 async def _serve(
-    config: ServerConfig, store: SqliteStore, policy: PolicyConfig, cluster_key: bytes
+    config: ServerConfig, store: SqliteStore, settings: MasterSettings, cluster_key: bytes
 ) -> None:
-    server = Server(config, store, policy, cluster_key=cluster_key)
+    server = Server(config, store, settings.policy, cluster_key=cluster_key, limits=settings.limits)
     loop = asyncio.get_running_loop()
     # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.should_exit.set)
-    await server.serve_forever()
+    # logrotate moves the audit log away, then sends SIGHUP: the next line goes to a new file.
+    # (add_signal_handler runs this in the loop, not in the signal handler: I/O is safe.)
+    loop.add_signal_handler(signal.SIGHUP, audit.reopen)
+    try:
+        await server.serve_forever()
+    finally:
+        audit.flush_failures(everything=True)  # the counts of a flood not yet told
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -264,7 +289,8 @@ async def _serve(
 )
 @click.option("--force", is_flag=True, help="Replace existing certificates.")
 def init_cli(*, state_dir: Path | None, hosts: tuple[str, ...], days: int, force: bool) -> None:
-    """Prepare a cluster: the cluster key, a self-signed CA and the master's TLS certificate."""
+    """Prepare a cluster: the cluster key, a self-signed CA and the master's TLS certificate
+    (the master makes them at its first start too; this chooses the names and validity)."""
     from mgpu_server.tlsinit import default_hosts, make_cluster_certs
 
     state = state_dir or default_master_state_dir()
@@ -282,15 +308,12 @@ def init_cli(*, state_dir: Path | None, hosts: tuple[str, ...], days: int, force
         raise click.ClickException(str(exc)) from None
     ca_copy = f"{constants.SYSTEM_CONFIG_DIR}/{constants.CA_CERT_FILE}"
     click.echo(
-        f"""cluster key: {(state / constants.KEY_FILE).absolute()} (copy to each node, mode 0600)
-CA certificate: {tls / constants.CA_CERT_FILE} (copy to every node and client host, e.g. {ca_copy})
+        f"""cluster key: {(state / constants.KEY_FILE).absolute()} (legacy: joined nodes need none)
+CA certificate: {tls / constants.CA_CERT_FILE} (copy to every client host, e.g. {ca_copy})
 CA key: {tls / constants.CA_KEY_FILE} (keep it here)
 
-Turn TLS on in the master's config file (mgpu_master --config FILE):
-  [tls]
-  cert = "{tls / constants.MASTER_CERT_FILE}"
-  key = "{tls / constants.MASTER_KEY_FILE}"
-Nodes: mgpu_node --tls-ca {ca_copy} ...
+mgpu_master --state-dir {state.absolute()} uses them for TLS on its port (the default).
+Nodes: mgpu_master join-token prints the one command that joins a host (key and CA included)
 Clients: {constants.CONFIG_TLS_CA} = "{ca_copy}" in ~/.config/mgpu/{constants.USER_CONFIG_FILE} \
 or {constants.SYSTEM_CONFIG}"""
     )
@@ -299,6 +322,8 @@ or {constants.SYSTEM_CONFIG}"""
 def main() -> None:
     if sys.argv[1:2] == ["init"]:
         run_click(init_cli, "mgpu_master init", sys.argv[2:])
+    if sys.argv[1:2] == ["join-token"]:
+        run_click(join_token_cli, "mgpu_master join-token", sys.argv[2:])
     run_click(cli, "mgpu_master")
 
 

@@ -21,6 +21,14 @@ max_wall = "3-0"
 max_gpus_per_user = 8
 max_jobs_per_user = 4
 grace_time = 60                   # seconds past the time limit before the kill
+[limits]                          # per user; admins are not limited (0: no limit)
+max_pending_jobs_per_user = 10000 # an array counts each task
+submit_rate = 200                 # submissions per second, on average ...
+submit_burst = 2000               # ... and at once
+[qos.high]
+priority = 100
+allowed_users = ["alice"]         # who may use this QoS (either list set: only those named;
+allowed_groups = ["gpu-high"]     # groups resolved when a job is checked, not at start-up)
 ```
 Unknown keys are errors (a typo must not silently change policy).
 """
@@ -35,6 +43,7 @@ from typing import Any
 from mgpu_core.errors import ConfigError
 from mgpu_core.units import parse_time_limit
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
+from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
 
 _SCHEDULER_KEYS = {
     "priority_weight_age": "weight_age",
@@ -51,8 +60,11 @@ _QOS_KEYS = {
     "max_jobs_per_user": "max_jobs_per_user",
     "max_wall": "max_wall_s",
     "grace_time": "grace_s",
+    "allowed_users": "allowed_users",
+    "allowed_groups": "allowed_groups",
 }
 _DURATIONS = {"max_age_s", "half_life_s", "max_wall_s", "grace_s"}
+_NAME_LISTS = {"allowed_users", "allowed_groups"}
 
 
 def _value(where: str, key: str, value: Any) -> Any:
@@ -65,6 +77,10 @@ def _value(where: str, key: str, value: Any) -> Any:
             except ValueError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
         raise ConfigError(f"{where}: '{key}' must be seconds or a Slurm time like \"7-0\"")
+    if key in _NAME_LISTS:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ConfigError(f"{where}: '{key}' must be a list of names")
+        return frozenset(value)
     if key == "default_qos":
         if not isinstance(value, str):
             raise ConfigError(f"{where}: default_qos must be a string")
@@ -94,6 +110,32 @@ class MasterSettings:
     private_commands: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    limits: UserLimits = DEFAULT_LIMITS
+
+
+def _limits(path: Path, table: object) -> UserLimits:
+    """[limits]: whole numbers of jobs, a rate that may be fractional."""
+    if table is None:
+        return DEFAULT_LIMITS
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [limits] must be a table")
+    keys = {
+        "max_pending_jobs_per_user": "max_pending_jobs",
+        "submit_rate": "submit_rate_per_s",
+        "submit_burst": "submit_burst",
+    }
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        known = ", ".join(keys)
+        raise ConfigError(f"config file {path}: [limits]: unknown setting '{unknown[0]}' ({known})")
+    for key, value in table.items():
+        numeric = int | float if key == "submit_rate" else int
+        if isinstance(value, bool) or not isinstance(value, numeric) or value < 0:
+            kind = "number" if key == "submit_rate" else "whole number"
+            raise ConfigError(f"config file {path}: [limits] {key} must be a {kind}, 0 or more")
+    if table.get("submit_burst") == 0:
+        raise ConfigError(f"config file {path}: [limits] submit_burst must be at least 1")
+    return UserLimits(**{keys[k]: v for k, v in table.items()})
 
 
 def _tls(path: Path, table: object) -> tuple[Path | None, Path | None]:
@@ -115,7 +157,8 @@ def load_master_settings(path: Path) -> MasterSettings:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
-    unknown = sorted(set(data) - {"admins", "private_commands", "scheduler", "qos", "tls"})
+    sections = {"admins", "private_commands", "scheduler", "qos", "tls", "limits"}
+    unknown = sorted(set(data) - sections)
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
     admins = data.get("admins", [])
@@ -137,4 +180,11 @@ def load_master_settings(path: Path) -> MasterSettings:
     if not isinstance(private, bool):
         raise ConfigError(f"config file {path}: private_commands must be true or false")
     cert, key = _tls(path, data.get("tls"))
-    return MasterSettings(PolicyConfig(qos=qos, **sched), frozenset(admins), private, cert, key)
+    return MasterSettings(
+        PolicyConfig(qos=qos, **sched),
+        frozenset(admins),
+        private,
+        cert,
+        key,
+        _limits(path, data.get("limits")),
+    )

@@ -72,6 +72,24 @@ def make_cluster_certs(directory: Path, hosts: list[str], *, days: int, force: b
         _write(directory / file_name, data, 0o600 if private else 0o644)
 
 
+def ensure_cluster_certs(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
+    """The master's certificate and key in ``directory``, made with the cluster CA on first
+    start (as the cluster key is). Files from ``mgpu_master init`` are kept as they are; a
+    partial set (a CA without the master's certificate) is refused rather than replaced."""
+    cert, key = directory / MASTER_CERT_FILE, directory / MASTER_KEY_FILE
+    if cert.exists() and key.exists():
+        return cert, key
+    present = [name for name in FILES if (directory / name).exists()]
+    if present:
+        raise ConfigError(
+            f"{directory} holds {', '.join(present)} but not the master's certificate and key: "
+            "restore them, or run mgpu_master init --force (nodes and clients then need the "
+            "new ca.pem)"
+        )
+    make_cluster_certs(directory, hosts, days=3650, force=False)
+    return cert, key
+
+
 def _name(common: str) -> x509.Name:
     from cryptography.x509.oid import NameOID
 

@@ -5,12 +5,15 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 
 from mgpu_client.client import Client
-from mgpu_core.config import parse_address
+from mgpu_core.auth import Token
+from mgpu_core.config import Address
 from mgpu_core.errors import MasterUnreachable
+from mgpu_server.tlsinit import make_cluster_certs
 
 
 @pytest.fixture
@@ -19,8 +22,16 @@ def silent_port() -> socket.socket:
     return socket.create_server(("127.0.0.1", 0))
 
 
-def test_the_client_gives_up_with_master_unreachable(silent_port: socket.socket) -> None:
+@pytest.mark.parametrize("tls", [False, True])
+def test_the_client_gives_up_with_master_unreachable(
+    silent_port: socket.socket, tls: bool, tmp_path: Path
+) -> None:
     with silent_port:
         port = silent_port.getsockname()[1]
-        with pytest.raises(MasterUnreachable, match="no answer from the master"):
-            Client(parse_address(f"127.0.0.1:{port}"), timeout_s=0.3)
+        if tls:  # silent in the TLS handshake
+            make_cluster_certs(tmp_path, ["127.0.0.1"], days=1, force=False)
+            address = Address("127.0.0.1", port, tls_ca=str(tmp_path / "ca.pem"))
+        else:  # silent after the connection (plain TCP: the hello is never answered)
+            address = Address("127.0.0.1", port, plaintext=True)
+        with pytest.raises(MasterUnreachable, match=r"no answer from the master|timed out"):
+            Client(address, timeout_s=0.3, token=Token("0" * 16, bytes(32)))

@@ -19,7 +19,7 @@ from mgpu_core.handshake import MIN_NONCE_BYTES, Initiator, Responder
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
 NAME = "n1"
-ROLES = ["node", "client"]
+ROLES = ["node", "client", "join"]
 
 
 def hello(initiator: Initiator) -> dict[str, Any]:
@@ -77,7 +77,11 @@ def test_each_exchange_draws_fresh_nonces() -> None:
 
 @pytest.mark.parametrize(
     ("role", "words"),
-    [("node", "does not hold our cluster key"), ("client", "does not know token n1")],
+    [
+        ("node", "does not hold our cluster key"),
+        ("client", "does not know token n1"),
+        ("join", "does not know join token n1"),
+    ],
 )
 def test_the_initiator_refuses_a_master_with_another_key(role: str, words: str) -> None:
     initiator, _, _, challenge = open_link(role, responder_key=OTHER_KEY)
@@ -86,7 +90,8 @@ def test_the_initiator_refuses_a_master_with_another_key(role: str, words: str) 
 
 
 @pytest.mark.parametrize(
-    ("role", "words"), [("node", "wrong cluster key"), ("client", "wrong token secret")]
+    ("role", "words"),
+    [("node", "wrong cluster key"), ("client", "wrong token secret"), ("join", "wrong join token")],
 )
 def test_the_responder_refuses_a_peer_with_another_key(role: str, words: str) -> None:
     # The initiator would refuse our challenge first; a hostile one answers regardless.

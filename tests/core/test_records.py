@@ -442,3 +442,9 @@ def test_clients_start_without_the_records(module: str, absent: tuple[str, ...])
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
     )
     assert result.stdout.split() == []
+
+
+def test_a_hello_without_isolation_comes_from_an_agent_older_than_the_field() -> None:
+    assert NodeHello.from_wire({"node_id": "n"}).isolation == ""
+    hello = NodeHello(node_id="n", isolation="cgroup v1 (devices, memory, cpu)")
+    assert NodeHello.from_wire(hello.to_wire()) == hello

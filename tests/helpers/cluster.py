@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,8 +21,10 @@ import psutil
 
 from mgpu_client import launch
 from mgpu_client.client import Client
+from mgpu_core import tls
 from mgpu_core.auth import Token, parse_token
-from mgpu_core.config import parse_address
+from mgpu_core.config import Address, parse_address, with_tls
+from tests.helpers.cgroups import remove_agent_cgroups
 
 PY = sys.executable
 START_TIMEOUT_S = 20.0
@@ -76,7 +79,29 @@ class Cluster(launch.ProcessCluster):
         env = dict(os.environ)
         env["MGPU_MASTER"] = self.socket_address
         env["PYTHONUNBUFFERED"] = "1"
+        if self.ca_file is not None:  # for commands given the TCP address and a token
+            env["MGPU_TLS_CA"] = str(self.ca_file)
         return env
+
+    @property
+    def tcp_address(self) -> Address:
+        """The master's TCP port as a client reaches it: over TLS with the cluster CA."""
+        ca = self.ca_file
+        return with_tls(parse_address(self.address), str(ca) if ca else None, plaintext=not ca)
+
+    @property
+    def binding(self) -> bytes:
+        """The channel binding a hand-made handshake over :meth:`connect_tcp` must prove."""
+        if self.ca_file is None:
+            return b""
+        return tls.binding(tls.cert_der(self.master_state / "tls" / "master.pem"))
+
+    def connect_tcp(self, timeout_s: float = 10.0) -> socket.socket:
+        """A raw socket to the master's TCP port, TLS verified (a hostile test's wire)."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s)
+        if self.ca_file is None:
+            return sock
+        return tls.client_context(self.ca_file).wrap_socket(sock, server_hostname="127.0.0.1")
 
     def token(self, user: str) -> Token:
         """A token for ``user``, issued by the test's own user over the socket."""
@@ -88,7 +113,7 @@ class Cluster(launch.ProcessCluster):
 
     def client(self, user: str) -> Client:
         """A TCP session as ``user``, proven by that user's token."""
-        return Client(parse_address(self.address), token=self.token(user))
+        return Client(self.tcp_address, token=self.token(user))
 
     def start_node(
         self,
@@ -129,6 +154,12 @@ class Cluster(launch.ProcessCluster):
             if node["node_id"] == node_id:
                 return str(node["state"])
         return None
+
+    def audit(self, path: Path | None = None) -> list[dict[str, Any]]:
+        """The master's audit log (or the one at ``path``), one JSON object a line: a line that
+        is not one fails here."""
+        text = (path or self.master_state / "audit.log").read_text()
+        return [json.loads(line) for line in text.splitlines()]
 
     def cli(
         self,
@@ -179,6 +210,7 @@ class Cluster(launch.ProcessCluster):
     def stop(self) -> None:
         super().stop()
         self.kill_leftover_jobs()
+        remove_agent_cgroups((n, self.root / f"node-{n}") for n in self.nodes)
 
     def kill_leftover_jobs(self) -> None:
         """End job processes this test's agents left behind (an agent killed with SIGKILL

@@ -149,6 +149,7 @@ class FakeMaster:
             cpus=4,
             state_dir=self.state_dir,
             key_file=self.key_file,
+            tls_ca=None,  # plain TCP: what is tested here is the agent, not the transport
             extra=("--stop-jobs-on-exit", *extra),
         )
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgpu_core.models import JobExited
+from mgpu_core.models import JobExited, JobSpec
 from mgpu_server.api.handlers import ClientService
-from mgpu_server.api.permissions import RequestContext, Transport
+from mgpu_server.api.permissions import RequestContext, Transport, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.planner import INF, Release, UserLoad
@@ -36,6 +36,7 @@ def make_state(
         fence_timeout_s=fence_timeout_s,
         now=now,
         policy=policy or PolicyConfig(),
+        start_rule=start_refusal,
     )
 
 
@@ -88,6 +89,12 @@ def request(
 
     msg = validate({"t": kind, "id": 1, **fields}, CLIENT_REQUESTS)
     return service.handle(who, object(), msg)
+
+
+def submit_job(service: ClientService, who: RequestContext, **spec: Any) -> Job:
+    """Submit a ``sleep 1`` job with these spec fields as ``who``, through the handler table."""
+    job = JobSpec(argv=["sleep", "1"], **spec).to_wire()
+    return service.state.get(request(service, who, "submit", job=job)["job_id"])
 
 
 class Recount:

@@ -262,7 +262,8 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     wait_for(completed, 30, f"job {job_id} to complete")
     assert (work / f"mgpu-{job_id}.out").read_text() == "batch-ok\n"
 
-    # Over TCP with a token (hashlib/hmac bundled although the client imports them lazily).
+    # Over TLS with a token (ssl, hashlib and hmac bundled although the client imports them
+    # lazily).
     token = tmp_path / "token"
     result = run(
         tool("mgpu_client"),
@@ -281,7 +282,7 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
         "whoami",
         "--master",
         f"127.0.0.1:{cluster.port}",
-        env_extra={"MGPU_TOKEN_FILE": str(token)},
+        env_extra={"MGPU_TOKEN_FILE": str(token), "MGPU_TLS_CA": str(cluster.ca_file)},
     )
     assert result.returncode == 0 and result.stdout.startswith("alice (via token"), result.stderr
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import random
 import socket
+import ssl
 from typing import Any
 
 import psutil
@@ -104,7 +105,7 @@ def drain_until_closed(sock: socket.socket) -> None:
     try:
         while sock.recv(65536):
             pass
-    except (ConnectionError, TimeoutError):
+    except (ConnectionError, TimeoutError, ssl.SSLError):
         pass
 
 
@@ -114,7 +115,7 @@ def connect(cluster: Cluster, rng: random.Random) -> tuple[socket.socket, dict[s
     hello = client_hello()
     if rng.random() < 0.7:
         return connect_unix(cluster.socket_address), hello
-    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+    sock = cluster.connect_tcp()
     if rng.random() < 0.5:
         hello.update(token=rng.choice(["0" * 16, "x", "a" * 64]), nonce=rng.randbytes(32))
     return sock, hello
@@ -138,6 +139,8 @@ def one_connection(cluster: Cluster, rng: random.Random) -> int:
         try:
             sock.sendall(b"".join(parts))
             sock.shutdown(socket.SHUT_WR)
+        except ssl.SSLError:
+            pass  # closed early over TLS: the master's close arrives as the channel's end
         except OSError as exc:
             # Closed early (no hello, or a hello that is not one): expected. The close may land
             # during sendall (EPIPE, ECONNRESET) or just before the shutdown (ENOTCONN).

@@ -30,7 +30,7 @@ def connect(cluster: Cluster, *, tcp: bool = False) -> socket.socket:
     """The master's Unix socket (a hello there is enough to reach the request handlers), or
     its TCP port (where only a hello with a token would be)."""
     if tcp:
-        return socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+        return cluster.connect_tcp()
     return connect_unix(cluster.socket_address)
 
 
@@ -142,8 +142,8 @@ def test_node_hello_with_bad_registration_is_refused(cluster: Cluster) -> None:
 
 def registered_node(cluster: Cluster, node_id: str) -> socket.socket:
     """A node's link, played by hand: hello, proof of the cluster key, registration."""
-    handshake = Initiator(auth.load_key(cluster.key_file), "node", node_id)
-    sock = socket.create_connection(("127.0.0.1", cluster.port), timeout=10)
+    handshake = Initiator(auth.load_key(cluster.key_file), "node", node_id, binding=cluster.binding)
+    sock = cluster.connect_tcp()
     sock.sendall(frame({**node_hello(node_id), **handshake.hello_fields()}))
     challenge = read_frame(sock)
     assert challenge is not None

@@ -162,6 +162,7 @@ def test_second_agent_on_the_same_state_dir_is_refused(cluster: Cluster) -> None
         [
             *(PY, "-m", "mgpu_node", "--master-port", str(cluster.port)),
             *("--state-dir", str(state), "--key-file", str(cluster.master_state / "cluster.key")),
+            *("--tls-ca", str(cluster.ca_file)),
         ],
         capture_output=True,
         text=True,

@@ -248,3 +248,23 @@ def test_a_restarted_agent_reports_the_real_exit_of_a_users_job(
         with contextlib.suppress(ProcessLookupError):
             if os.getpgid(pid) != os.getpgrp():  # never our own group, should a pid be reused
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
+
+
+def test_a_users_job_and_its_output_get_the_submitters_umask(
+    cluster: Cluster, user: pwd.struct_passwd, workdir: Path
+) -> None:
+    """The as-user wrapper opens the output files itself: with the submitter's umask too."""
+    cluster.start_node("n1", 1, jobs_as_agent=False)
+    with client_as(cluster, user.pw_name) as client:
+        private = client.submit(
+            spec(workdir, ["sh", "-c", "umask"], stdout_path="p.out", umask=0o077)
+        )
+        shared = client.submit(
+            spec(workdir, ["sh", "-c", "umask"], stdout_path="s.out", umask=0o002)
+        )
+    for job_id in (private, shared):
+        assert ended(cluster, job_id)["state"] == "COMPLETED"
+    assert (workdir / "p.out").read_text() == "0077\n"
+    assert stat.S_IMODE((workdir / "p.out").stat().st_mode) == 0o600
+    assert (workdir / "s.out").read_text() == "0002\n"
+    assert stat.S_IMODE((workdir / "s.out").stat().st_mode) == 0o664

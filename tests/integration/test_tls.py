@@ -37,7 +37,7 @@ def test_init_makes_a_ca_a_certificate_and_the_key(tmp_path: Path) -> None:
     for name, mode in (("ca.key", 0o600), ("master.key", 0o600), ("ca.pem", 0o644)):
         assert stat.S_IMODE((tls / name).stat().st_mode) == mode, name
     assert stat.S_IMODE((state / "cluster.key").stat().st_mode) == 0o600
-    assert f'cert = "{tls / "master.pem"}"' in made.stdout
+    assert f"mgpu_master --state-dir {state} uses them" in made.stdout
     again = init(state)
     assert again.returncode == 1
     assert again.stderr.strip() == (
@@ -79,12 +79,13 @@ def test_a_tls_cluster_end_to_end(tmp_path: Path) -> None:
         assert ok.returncode == 0 and ok.stdout.startswith("alice (via token"), ok.stderr
 
         # Plaintext at a TLS port gets nowhere, in one line.
+        env.pop("MGPU_TLS_CA")
         plain = subprocess.run(
             [sys.executable, "-m", "mgpu_client", "whoami"],
             capture_output=True,
             text=True,
             timeout=30,
-            env=env,
+            env={**env, "MGPU_INSECURE_PLAINTEXT": "1"},
         )
         assert plain.returncode != 0 and len(plain.stderr.splitlines()) == 1, plain.stderr
         assert c.master is not None and c.master.poll() is None

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,18 @@ def test_detect_fake_without_gpus_does_not_warn(caplog: pytest.LogCaptureFixture
     caplog.set_level(logging.INFO, logger="mgpu_node.gpus")
     detect_gpus(fake_count=2, node_name="n1").close()
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod needs root")
+def test_fake_gpus_get_device_nodes_with_a_real_gpus_numbers(tmp_path: Path) -> None:
+    backend = FakeGpuBackend(2, "n")
+    assert backend.device_numbers() == [(195, 0), (195, 1)]
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "nvidia1").write_text("stale")  # a previous agent's: made afresh
+    backend.make_device_nodes(tmp_path / "dev")
+    for i in (0, 1):
+        info = (tmp_path / "dev" / f"nvidia{i}").stat()
+        assert stat.S_ISCHR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o666
+        assert (os.major(info.st_rdev), os.minor(info.st_rdev)) == (195, i)
+    FakeGpuBackend(0, "n").make_device_nodes(tmp_path / "none")
+    assert not (tmp_path / "none").exists()

@@ -8,12 +8,10 @@ from typing import Any
 import pytest
 
 from mgpu_core.errors import PermissionDenied
-from mgpu_core.models import JobSpec
 from mgpu_core.reasons import Reason
 from mgpu_core.states import JobState
 from mgpu_server.api.handlers import ClientService
 from mgpu_server.api.permissions import RequestContext, Transport, context
-from mgpu_server.records.jobs import Job
 from mgpu_server.state.cluster import ClusterState
 from tests.helpers.nodes import node_info
 from tests.helpers.state import (
@@ -24,6 +22,7 @@ from tests.helpers.state import (
     node_messages,
     request,
 )
+from tests.helpers.state import submit_job as submit
 
 ALICE = ctx("alice")
 BOB = ctx("bob")
@@ -40,12 +39,6 @@ def state() -> ClusterState:
 @pytest.fixture
 def service(state: ClusterState) -> ClientService:
     return make_service(state)[0]
-
-
-def submit(service: ClientService, who: RequestContext, **spec: Any) -> Job:
-    job = JobSpec(argv=["sleep", "1"], **spec).to_wire()
-    job_id = request(service, who, "submit", job=job)["job_id"]
-    return service.state.get(job_id)
 
 
 def results(reply: dict[str, Any]) -> dict[int | str, str]:

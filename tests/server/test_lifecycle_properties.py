@@ -22,6 +22,7 @@ from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.cluster import ClusterState
+from mgpu_server.state.registry import NodeTotals
 from mgpu_server.storage.store import MemoryStore
 from tests.helpers.nodes import node_info
 from tests.helpers.state import Recount, exited, make_state
@@ -58,6 +59,7 @@ def check_indexes(state: ClusterState, now: float) -> None:
         job = jobs[job_id]
         waits = (
             bool(job.hold)
+            or lifecycle.refusal(job) is not None  # an admin's rule: GPU access revoked
             or job.spec.begin_time > now
             or lifecycle.deps.status(job, jobs) is not DepStatus.OK
         )
@@ -76,6 +78,17 @@ def check_indexes(state: ClusterState, now: float) -> None:
         assert held == expected
         assert node.cpus_alloc == sum(jobs[i].spec.cpus for i in on_node)
         assert node.mem_alloc_bytes == sum(jobs[i].spec.mem_bytes for i in on_node)
+    # The totals info shows, kept as nodes change, against a fresh sum over the nodes.
+    fresh = NodeTotals()
+    for node in state.nodes.values():
+        fresh.set(node.node_id, node.counts())
+    assert state.nodes.totals.summary() == fresh.summary()
+    # The turn queue's count of each user's pending GPU jobs.
+    gpu_waiting: dict[str, int] = {}
+    for job_id in pending:
+        if jobs[job_id].spec.gpus:
+            gpu_waiting[jobs[job_id].user] = gpu_waiting.get(jobs[job_id].user, 0) + 1
+    assert state.pending.gpu_waiting() == gpu_waiting
     # Arrays name live table entries; turn grants belong to running jobs.
     for array_id, members in state.table.arrays.items():
         assert members and all(jobs[m].array_job_id == array_id for m in members)
@@ -114,6 +127,9 @@ OPS = st.sampled_from(
         "lose_node",
         "node_back",
         "turns",
+        "revoke",
+        "assign",
+        "update",
         "digest",
         "flush",
         "flush_fails",
@@ -154,8 +170,10 @@ SUBMITS = ("submit", "held", "begin", "afterok", "afterany", "singleton", "array
 def _apply(state: ClusterState, store: FlakyStore, op: str, k: int, user: str, now: float) -> None:
     if op in SUBMITS:
         state.submit(user, _spec(state, op, k, now), now)
-    elif op in ("end", "fail", "cancel", "requeue", "hold", "release"):
+    elif op in ("end", "fail", "cancel", "requeue", "hold", "release", "update"):
         _job_op(state, op, k, now)
+    elif op in ("revoke", "assign"):  # the user's GPU access: their queued GPU jobs follow
+        state.turns.request(op, {"user": user}, now)
     elif op in ("flush", "flush_fails"):
         _flush(state, store, now, fail=op == "flush_fails")
     else:
@@ -183,7 +201,7 @@ def _job_op(state: ClusterState, op: str, k: int, now: float) -> None:
     jobs = state.table.jobs
     if op in ("end", "fail", "requeue"):
         chosen = _pick(list(state.running), k)
-    elif op in ("hold", "release"):
+    elif op in ("hold", "release", "update"):
         chosen = _pick([i for i, j in jobs.items() if j.state is JobState.PENDING], k)
     else:
         chosen = _pick(list(jobs), k)
@@ -200,6 +218,8 @@ def _job_op(state: ClusterState, op: str, k: int, now: float) -> None:
         state.control.cancel(job, now)
     elif op == "hold":
         state.control.hold(job, Hold.USER, now)
+    elif op == "update":
+        state.control.update(job, {"gpus": (job.spec.gpus + 1) % 3}, now)
     else:
         state.control.release(job, now)
 

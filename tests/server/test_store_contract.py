@@ -145,6 +145,32 @@ class TestSqliteStore(StoreContract):
         assert again.load_nodes()[0]["node_id"] == "n1" and again.get_setting("k") == 1
         again.close()
 
+    def test_an_arrays_spec_is_stored_once(self, store: SqliteStore) -> None:
+        spec = JobSpec(argv=["train"], env={"BIG": "x" * 256 * 1024}, stdout_path="o-%a")
+        spec.array = "0-999"
+        tasks = []
+        for task in range(1000):
+            job = Job(task + 1, "alice", spec, submit_time=1.0)
+            job.array_job_id, job.array_task_id, job.spec_shared = 1, task, True
+            tasks.append(job)
+            store.put_job(job)
+        store.commit()
+        own = Job(1001, "alice", tasks[5].launch_spec(), submit_time=1.0)  # updated: its own
+        own.array_job_id, own.array_task_id = 1, 5
+        store.put_job(own)
+        for job in tasks[:10]:
+            store.put_job(job)  # later turns write the tasks again, never the spec
+        store.commit()
+        size = sum(f.stat().st_size for f in self.state_dir.glob("mgpu.db*"))
+        assert size < 3 * 1024 * 1024, size  # one spec and 1,001 rows, not 256 MB
+        again = self.reopen(store)
+        loaded = again.load_jobs()
+        assert all(j.spec is loaded[0].spec and j.spec_shared for j in loaded[:1000])
+        assert loaded[0].spec.to_wire() == spec.to_wire()
+        assert loaded[7].launch_spec().stdout_path == "o-7"
+        assert not loaded[1000].spec_shared and loaded[1000].spec.stdout_path == "o-5"
+        again.close()
+
 
 def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: Path) -> None:
     for version in range(1, SCHEMA_VERSION):

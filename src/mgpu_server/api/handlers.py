@@ -17,11 +17,13 @@ from dataclasses import asdict
 from typing import Any, Protocol
 
 from mgpu_core import __version__
-from mgpu_core.errors import InvalidRequest, JobNotFound, MgpuError
+from mgpu_core.errors import InvalidRequest, JobNotFound, MgpuError, PermissionDenied
+from mgpu_core.joining import ca_hash
 from mgpu_core.models import JobResult, SubmitRequest
 from mgpu_core.states import JobState
 from mgpu_server.api import audit
 from mgpu_server.api import permissions as perm
+from mgpu_server.api.joins import JoinRegistry
 from mgpu_server.api.permissions import RequestContext
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.records.jobs import ROW_FIELDS, Job
@@ -52,6 +54,7 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "node_update": ("node_id", "action", "reason"),
     "turns": ("action", "users", "user", "mode", "seconds"),
     "token": ("action", "user", "token_id"),  # never the secret
+    "join_token": ("action", "token_id", "ttl_s", "uses"),
 }
 
 
@@ -63,10 +66,12 @@ class ClientService:
         tokens: TokenRegistry,
         *,
         private_commands: bool,
+        joins: JoinRegistry | None = None,
     ) -> None:
         self.state = state
         self.sessions = sessions
         self.tokens = tokens
+        self.joins = joins or JoinRegistry(state.store)
         self.private_commands = private_commands
         self.handlers: dict[str, Handler] = {
             "submit": self.submit,
@@ -83,29 +88,46 @@ class ClientService:
             "turns": self.turns,
             "node_update": self.node_update,
             "token": self.token,
+            "join_token": self.join_token,
         }
 
     def handle(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
-        data = self.handlers[msg["t"]](ctx, conn, msg)
-        if msg["t"] in AUDITED:
-            # A verb's own "user" field (whose turn) must not clash with who made the request.
-            detail = {
-                ("target_user" if k == "user" else k): v
-                for k, v in msg.items()
-                if k in AUDITED[msg["t"]]
-            }
+        verb = msg["t"]
+        # A verb's own "user" field (whose turn) must not clash with who made the request.
+        detail = {
+            ("target_user" if k == "user" else k): v
+            for k, v in msg.items()
+            if k in AUDITED.get(verb, ())
+        }
+        try:
+            data = self.handlers[verb](ctx, conn, msg)
+        except PermissionDenied as err:
+            audit.log_refused(verb, err.message, user=ctx.user, peer=ctx.peer, **detail)
+            raise
+        if verb in AUDITED:
             detail.update({k: data[k] for k in ("job_id", "token_id", "revoked") if k in data})
-            audit.log_event(msg["t"], user=ctx.user, peer=ctx.peer, **detail)
+            audit.log_event(verb, user=ctx.user, peer=ctx.peer, **detail)
+            # A per-job verb refused for some jobs: one line names them all.
+            denied = [r for r in data.get("results", ()) if r["code"] == PermissionDenied.code]
+            if denied:
+                refused = [r["job_id"] for r in denied]
+                why = denied[0]["message"]
+                audit.log_refused(verb, why, user=ctx.user, peer=ctx.peer, job_ids=refused)
         return data
 
     # ---- jobs ----------------------------------------------------------------------------
 
     def submit(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         req = SubmitRequest.from_checked(msg)  # validated against its schema already
-        job = self.state.submit(ctx.user, req.job, time.time())
+        perm.check_submit(ctx, req.job, self._site_rules())
+        limited = perm.bound_by_user_limits(ctx)
+        job = self.state.submit(ctx.user, req.job, time.time(), limited=limited)
         if req.attach:
             self.sessions.watch(conn, job.job_id)
         return {"job_id": job.job_id}
+
+    def _site_rules(self) -> perm.SiteRules:
+        return perm.SiteRules(self.state.policy, self.state.turns.gpu_revoked)
 
     def _per_job(self, refs: list[int | str], act: Callable[[Job], None]) -> dict[str, Any]:
         """Act on every job the references name, each on its own: one result per job (a
@@ -138,9 +160,10 @@ class ClientService:
 
     def release(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
+        rules = self._site_rules()
 
         def act(job: Job) -> None:
-            perm.check_release(ctx, job)
+            perm.check_release(ctx, job, rules)
             self.state.control.release(job, now)
 
         return self._per_job(msg["job_ids"], act)
@@ -155,8 +178,8 @@ class ClientService:
     def update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         job = self.state.get(msg["job_id"])
         changes = {k: v for k, v in msg["changes"].items() if v is not None}
-        perm.check_update(ctx, job, changes)
-        self.state.control.update(job, changes)
+        perm.check_update(ctx, job, changes, self._site_rules())
+        self.state.control.update(job, changes, time.time())
         return {}
 
     def attach(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
@@ -242,21 +265,10 @@ class ClientService:
         return {"nodes": [n.to_wire() for n in nodes], "now": time.time()}
 
     def info(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
-        nodes = list(self.state.nodes.values())
-        states: dict[str, int] = {}
-        for node in nodes:
-            name = node.display_state().value
-            states[name] = states.get(name, 0) + 1
-        up = [n for n in nodes if n.up]
+        """The cluster in numbers: O(1), from totals the state keeps as it changes."""
         return {
             "server": __version__,
-            "nodes_total": len(nodes),
-            "node_states": states,
-            "gpus_total": sum(len(n.gpus) for n in nodes),
-            "gpus_up": sum(1 for n in up for g in n.gpus if g.healthy),
-            "gpus_alloc": sum(1 for n in up for g in n.gpus if g.job_id is not None),
-            "cpus_total": sum(n.cpus for n in up),
-            "cpus_alloc": sum(n.cpus_alloc for n in up),
+            **self.state.nodes.totals.summary(),
             # Only the states that have jobs: an idle cluster shows {}.
             "jobs": {
                 state.value: count
@@ -277,6 +289,8 @@ class ClientService:
     def node_update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         perm.require_admin(ctx, f"{msg['action']} a node")
         self.state.update_node(msg["node_id"], msg["action"], msg["reason"])
+        if msg["action"] == "remove":
+            self.joins.forget_node(msg["node_id"])  # its host must join again to come back
         return {}
 
     def token(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
@@ -290,3 +304,25 @@ class ClientService:
         revoked = self.tokens.revoke(msg["user"], msg["token_id"])
         self.sessions.end_sessions(revoked)
         return {"revoked": revoked}
+
+    def join_token(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        """Tokens for ``mgpu_node join``: a new one comes with all a host needs to join (the
+        port, the CA's hash, the certificate's names), so one printed command is complete."""
+        action = msg["action"]
+        perm.check_join_token(ctx, action)
+        now = time.time()
+        if action == "list":
+            return {"tokens": self.joins.listing(now), "nodes": self.joins.nodes()}
+        if action == "revoke":
+            return {"revoked": self.joins.revoke(msg["token_id"])}
+        token = self.joins.create(ttl_s=msg["ttl_s"], uses=msg["uses"], by=ctx.user, now_s=now)
+        info = self.joins.info
+        return {
+            "token_id": token.token_id,
+            "token": str(token),
+            "expires_s": now + msg["ttl_s"],
+            "uses": msg["uses"],
+            "port": info.port,
+            "ca_hash": ca_hash(info.ca_pem),
+            "tls_names": list(info.tls_names),
+        }

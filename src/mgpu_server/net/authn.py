@@ -26,17 +26,19 @@ async def challenge(
     *,
     peer_role: str,
     timeout_s: float,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Mutual proof of ``key`` (mgpu_core.handshake): answer the peer's nonce with ours and our
     proof, then check the peer's proof over both. Raises AuthenticationFailed (ProtocolError
-    if the peer answers with anything but ``auth``)."""
-    responder = Responder(key, name, peer_role)
-    conn.send(responder.on_hello(hello))
+    if the peer answers with anything but ``auth``). ``extra``: fields for the challenge (a
+    joining host's CA certificate)."""
+    responder = Responder(key, name, peer_role, binding=conn.binding)
+    conn.send({**responder.on_hello(hello), **(extra or {})})
     try:
         reply = await asyncio.wait_for(conn.recv(), timeout_s)
     except (ConnectionClosed, TimeoutError):
         # A peer whose secret differs sees our proof fail and hangs up here.
-        audit.log_event("auth_failure", peer=conn.peer, **{peer_role: name}, reason="no answer")
+        audit.log_failure("auth_failure", peer=conn.peer, **{peer_role: name}, reason="no answer")
         raise
     responder.on_auth(reply)
 

@@ -35,17 +35,22 @@ class NodeLinks:
         cluster: ClusterState,
         *,
         cluster_key: bytes,
+        node_key: Callable[[str], bytes | None],
         hello_timeout_s: float,
         reply: Callable[[AsyncConnection, Message], None],
         kick: Callable[[], None],
         relay: Callable[[int, dict[str, Any]], None],
+        authenticated: Callable[[AsyncConnection], None],
     ) -> None:
         self.cluster = cluster
         self.cluster_key = cluster_key
+        # A node's own key (mgpu_node join), else None: then the shared cluster key (legacy).
+        self.node_key = node_key
         self.hello_timeout_s = hello_timeout_s
         self.reply = reply  # queued until the turn's commit, like every reply
         self.kick = kick
         self.relay = relay
+        self.authenticated = authenticated  # the listeners widen a proven link's limits
         self.links: dict[str, AsyncConnection] = {}
         # Per interactive job being followed: the offset of its output its watchers need next
         # (what was relayed, or less when a client attached asking for a replay). Not state:
@@ -70,6 +75,7 @@ class NodeLinks:
         if not registration.address:
             registration = replace(registration, address=conn.peer.rsplit(":", 1)[0])
         await self._authenticate(conn, hello)
+        self.authenticated(conn)
         try:
             node = self.cluster.node_join(registration, time.time())
         except MgpuError as err:
@@ -121,15 +127,19 @@ class NodeLinks:
 
     async def _authenticate(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
         node_id = hello["node"]["node_id"]
+        # A node id with a key of its own registers with that key only: neither the cluster
+        # key nor another node's key passes for it (api/joins.py).
+        own_key = self.node_key(node_id)
         await authn.challenge(
             conn,
             hello,
-            self.cluster_key,
+            self.cluster_key if own_key is None else own_key,
             node_id,
             peer_role="node",
             timeout_s=self.hello_timeout_s,
         )
-        audit.log_event("node_auth", peer=conn.peer, node=node_id)
+        credential = "cluster key" if own_key is None else "node key"
+        audit.log_event("node_auth", peer=conn.peer, node=node_id, credential=credential)
 
     def _refuse(self, node_id: str, conn: AsyncConnection, event: Message, err: MgpuError) -> None:
         """One event refused: logged, and answered with an error that names it (the agent

@@ -32,14 +32,18 @@ from mgpu_core.messages import CLIENT_REQUESTS, HELLO, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
-from mgpu_server.api.permissions import Transport, context
+from mgpu_server.api.joins import JoinRegistry
+from mgpu_server.api.permissions import Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
+from mgpu_server.net.joindesk import JoinDesk
 from mgpu_server.net.listeners import Listeners
 from mgpu_server.net.nodelinks import NodeLinks
+from mgpu_server.net.pacing import Pacer
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
+from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
 from mgpu_server.storage.store import Store
 
 NO_TOKEN = (
@@ -63,6 +67,7 @@ class Server:
         policy: PolicyConfig,
         *,
         cluster_key: bytes,
+        limits: UserLimits = DEFAULT_LIMITS,
     ) -> None:
         self.config = config
         self.cluster_key = cluster_key
@@ -74,23 +79,33 @@ class Server:
             fence_timeout_s=config.fence_timeout_s,
             now=time.time(),
             policy=policy,
+            start_rule=start_refusal,
+            limits=limits,
         )
         self.tokens = TokenRegistry(store)
+        self.joins = JoinRegistry(store)  # join tokens, and the node keys they bought
+        self.join_desk = JoinDesk(self.joins, store, config)
         # The master's own user administers it, as root does (local mode runs as anyone).
         self.admins = frozenset({authn.user_name(os.geteuid()), *config.admins})
         self.token_sessions: dict[str, set[AsyncConnection]] = {}
         self._closing: list[AsyncConnection] = []  # sessions to end once replies are out
         self.watchers: dict[int, set[AsyncConnection]] = {}
         self.service = ClientService(
-            self.cluster, self, self.tokens, private_commands=config.private_commands
+            self.cluster,
+            self,
+            self.tokens,
+            private_commands=config.private_commands,
+            joins=self.joins,
         )
         self.nodes = NodeLinks(
             self.cluster,
             cluster_key=cluster_key,
+            node_key=self.joins.node_key,
             hello_timeout_s=config.hello_timeout_s,
             reply=self.reply,
             kick=self.kick,
             relay=lambda job_id, msg: self._send_watchers(ToWatchers(job_id, msg)),
+            authenticated=lambda conn: self.listeners.authenticated(conn),
         )
         self._replies: list[tuple[AsyncConnection, Message]] = []
         self._flush_scheduled = False
@@ -111,6 +126,7 @@ class Server:
         gc.freeze()
         await self.listeners.start()
         self.port = self.listeners.port
+        self.join_desk.ready(self.port)
         if cfg.port_file is not None:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
@@ -244,6 +260,7 @@ class Server:
             now = time.time()
             self.cluster.expire_nodes(now)
             self.cluster.expire_turns(now)
+            audit.flush_failures()  # the count of failures not logged, once their minute ends
             if self.cluster.outbox.effects:
                 self.kick()
 
@@ -264,10 +281,12 @@ class Server:
                 )
             if hello["role"] == "node":
                 await self.nodes.serve(conn, hello)
+            elif hello["role"] == "join":
+                await self.join_desk.serve(conn, hello, transport)
             else:
                 await self._serve_client(conn, hello, transport, peer_user)
         except AuthenticationFailed as err:
-            audit.log_event("auth_failure", peer=conn.peer, reason=err.message)
+            audit.log_failure("auth_failure", peer=conn.peer, reason=err.message)
             conn.send(error_reply(None, err.code, err.message))
         except ProtocolError as err:
             log.warning("peer %s: %s; closing", conn.peer, err)
@@ -293,6 +312,7 @@ class Server:
             user = peer_user  # the kernel's word; a claimed name is ignored
         elif token_id is not None:
             user = await self._authenticate_token(conn, hello, token_id)
+            self.listeners.authenticated(conn)
             self.token_sessions.setdefault(token_id, set()).add(conn)
         else:
             raise AuthenticationFailed(NO_TOKEN)
@@ -303,8 +323,10 @@ class Server:
                 hello["id"], {"version": PROTOCOL_VERSION, "server": __version__, "user": user}
             ),
         )
+        pacer = Pacer(conn)  # one client's requests never starve the others (net/pacing.py)
         try:
             while True:
+                await pacer.next_request()
                 raw = await conn.recv()
                 req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
                 try:

@@ -5,10 +5,11 @@ calls it."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
-from mgpu_core.arrays import format_job_ref
+from mgpu_core.arrays import expand_array_patterns, format_job_ref, parse_array
 from mgpu_core.deps import Dependency
 from mgpu_core.models import JobSpec, printable
 from mgpu_core.states import COMPLETING, Hold, JobState, check_transition
@@ -45,6 +46,9 @@ class Job:
     # An interactive job's output in bytes, from its node's exit report (None: not known):
     # a client that re-attaches after the end and printed less says what it missed.
     output_bytes: int | None = None
+    # An array task whose spec is its array's, the one object every task shares (and the store
+    # keeps once): what differs per task is made when it is launched (launch_spec).
+    spec_shared: bool = False
     # spec.dependency parsed once (at submit, or at load); None without one. Not stored.
     dependency: Dependency | None = None
     # The launch's number on its node's link (heartbeats echo the highest they saw). Not stored.
@@ -61,6 +65,32 @@ class Job:
             self.start_time = now
         elif new.terminal:
             self.end_time = now
+
+    def launch_spec(self) -> JobSpec:
+        """The spec the node runs: for a task sharing its array's spec, a copy with the
+        task's MGPU_ARRAY_* variables and %A/%a in its output paths expanded."""
+        if not self.spec_shared or self.array_job_id is None or self.array_task_id is None:
+            return self.spec
+        spec, array_id, task = self.spec, self.array_job_id, self.array_task_id
+        env = {
+            **spec.env,
+            "MGPU_ARRAY_JOB_ID": str(array_id),
+            "MGPU_ARRAY_TASK_ID": str(task),
+            "MGPU_ARRAY_TASK_COUNT": str(_task_count(spec.array)),
+        }
+        return replace(
+            spec,
+            env=env,
+            stdout_path=self.output_path(spec.stdout_path),
+            stderr_path=self.output_path(spec.stderr_path),
+        )
+
+    def output_path(self, template: str | None) -> str | None:
+        """An output path as this job writes it, as far as the master expands it (%A, %a)."""
+        if not self.spec_shared or not template:
+            return template
+        assert self.array_job_id is not None and self.array_task_id is not None
+        return expand_array_patterns(template, self.array_job_id, self.array_task_id)
 
     def usage_gpu_s(self) -> float:
         """GPU-seconds of a finished run (what fair-share charges)."""
@@ -127,9 +157,15 @@ ROW_FIELDS: dict[str, Getter] = {
     "interactive": lambda j, now: j.spec.interactive,
     "command": lambda j, now: j.spec.command_display()[:MAX_COMMAND_DISPLAY],
     "cwd": lambda j, now: j.spec.cwd,
-    "stdout_path": lambda j, now: j.spec.stdout_path,
+    "stdout_path": lambda j, now: j.output_path(j.spec.stdout_path),
     "output_bytes": lambda j, now: j.output_bytes,
 }
+
+
+@lru_cache(maxsize=256)
+def _task_count(array: str) -> int:
+    """The number of tasks of an array (its text was checked at submit)."""
+    return len(parse_array(array).task_ids)
 
 
 def state_event(job: Job) -> dict[str, Any]:

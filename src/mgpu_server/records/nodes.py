@@ -24,6 +24,19 @@ class NodeState(StrEnum):
     DRAINING = "draining"  # drained, its jobs still running
 
 
+@dataclass(frozen=True, slots=True)
+class NodeCounts:
+    """One node's share of ``info``'s totals: its state; its GPUs; and, while it is up, its
+    healthy and allocated GPUs and its CPUs."""
+
+    state: NodeState
+    gpus: int
+    gpus_up: int
+    gpus_alloc: int
+    cpus_up: int
+    cpus_alloc: int
+
+
 @dataclass(slots=True)
 class GpuRecord:
     """One GPU of a node: what the agent registered, its last heartbeat's sample (healthy and
@@ -62,6 +75,7 @@ class NodeRecord:
     mem_bytes: int
     gpus: list[GpuRecord]
     gpu_backend: str = ""
+    isolation: str = ""  # what isolates its jobs beyond CUDA_VISIBLE_DEVICES ("": not told)
     agent_version: str = ""
     connected: bool = True
     last_seen_s: float = 0.0
@@ -83,6 +97,7 @@ class NodeRecord:
             mem_bytes=hello.mem_bytes,
             gpus=[GpuRecord(d) for d in sorted(hello.gpus, key=lambda d: d.index)],
             gpu_backend=hello.gpu_backend,
+            isolation=hello.isolation,
             agent_version=hello.agent_version,
             last_seen_s=now,
             drain_reason=drain_reason,
@@ -104,6 +119,7 @@ class NodeRecord:
             mem_bytes=self.mem_bytes,
             gpus=[g.device for g in self.gpus],
             gpu_backend=self.gpu_backend,
+            isolation=self.isolation,
             agent_version=self.agent_version,
         )
         return {**hello.to_wire(), "drain_reason": self.drain_reason}
@@ -160,6 +176,19 @@ class NodeRecord:
             return NodeState.ALLOCATED
         return NodeState.MIXED
 
+    def counts(self) -> NodeCounts:
+        """What this node adds to the cluster's totals (the registry keeps their sum)."""
+        if not self.up:
+            return NodeCounts(self.display_state(), len(self.gpus), 0, 0, 0, 0)
+        return NodeCounts(
+            self.display_state(),
+            len(self.gpus),
+            sum(1 for g in self.gpus if g.healthy),
+            sum(1 for g in self.gpus if g.job_id is not None),
+            self.cpus,
+            self.cpus_alloc,
+        )
+
     def to_wire(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
@@ -173,6 +202,7 @@ class NodeRecord:
             "mem_bytes": self.mem_bytes,
             "mem_alloc_bytes": self.mem_alloc_bytes,
             "gpu_backend": self.gpu_backend,
+            "isolation": self.isolation,
             "agent_version": self.agent_version,
             "gpus": [g.to_wire() for g in self.gpus],
             "jobs": sorted(self.jobs),

@@ -32,6 +32,14 @@ class Qos:
     max_jobs_per_user: int = 0  # running jobs; 0 = no limit
     max_wall_s: int = 0  # 0 = no limit
     grace_s: int = 0  # extra time past the limit before the job is killed
+    # Who may use it (the master's config: allowed_users, allowed_groups). Neither set: everyone;
+    # either set: only the users named or in a group named (an empty list names nobody).
+    allowed_users: frozenset[str] | None = None
+    allowed_groups: frozenset[str] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.allowed_users is not None or self.allowed_groups is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ Modes:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -126,12 +126,11 @@ class TurnQueue:
 
     # ---- scheduling ---------------------------------------------------------------------
 
-    def effective_rotation(self, pending_gpu_jobs: Iterable[TurnJob]) -> list[str]:
+    def effective_rotation(self, waiting: dict[str, int]) -> list[str]:
+        """The rotation in force: the configured one, or in auto mode one made from
+        ``waiting``, each user's pending GPU jobs."""
         if self.mode is not TurnMode.AUTO:
             return self.rotation
-        waiting: dict[str, int] = {}
-        for job in pending_gpu_jobs:
-            waiting[job.user] = waiting.get(job.user, 0) + 1
         return auto_rotation(waiting)
 
     def order(self, gpu_jobs: Sequence[TurnJob], rotation: Sequence[str]) -> list[tuple[int, int]]:

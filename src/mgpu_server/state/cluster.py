@@ -27,8 +27,9 @@ from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.effects import Effect, Outbox
 from mgpu_server.state.jobctl import JobControl
-from mgpu_server.state.lifecycle import Lifecycle
+from mgpu_server.state.lifecycle import Lifecycle, StartRule
 from mgpu_server.state.pending import PendingQueue
+from mgpu_server.state.quota import DEFAULT_LIMITS, SubmitQuota, UserLimits
 from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.running import RunningJobs
 from mgpu_server.state.schedpass import PassStats, SchedulingPass
@@ -53,8 +54,11 @@ class ClusterState:
         node_timeout_s: float,
         now: float,
         policy: PolicyConfig,
+        start_rule: StartRule,
         fence_timeout_s: float = FENCE_TIMEOUT_S,
+        limits: UserLimits = DEFAULT_LIMITS,
     ) -> None:
+        """``start_rule``: api.permissions.start_refusal (see :class:`Lifecycle`)."""
         self.store = store
         self.fence_timeout_s = fence_timeout_s
         self.policy = policy
@@ -76,13 +80,14 @@ class ClusterState:
             outbox=self.outbox,
             policy=policy,
             kill_grace_s=kill_grace_s,
+            start_rule=start_rule,
         )
         self.submission = Submission(
             table=self.table,
             nodes=self.nodes,
             policy=policy,
-            turns=turns,
             lifecycle=self.lifecycle,
+            quota=SubmitQuota(limits),
         )
         self._compose_verbs(turns)
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
@@ -156,9 +161,10 @@ class ClusterState:
 
     # ---- clients -------------------------------------------------------------------------
 
-    def submit(self, user: str, spec: JobSpec, now: float) -> Job:
-        """Accept a job (or a job array: one job per task); returns the (first) job."""
-        return self.submission.submit(user, spec, now)
+    def submit(self, user: str, spec: JobSpec, now: float, *, limited: bool = False) -> Job:
+        """Accept a job (or a job array: one job per task); returns the (first) job.
+        ``limited``: the per-user limits apply (LimitExceeded)."""
+        return self.submission.submit(user, spec, now, limited=limited)
 
     def get(self, job_id: int) -> Job:
         return self.table.get(job_id)

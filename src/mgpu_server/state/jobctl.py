@@ -54,10 +54,12 @@ class JobControl:
         """A running job is stopped and goes back to the queue (same id, restart_count + 1)."""
         self.lifecycle.ask_requeue(job)
 
-    def update(self, job: Job, changes: dict[str, Any]) -> None:
+    def update(self, job: Job, changes: dict[str, Any], now: float) -> None:
         """Change a pending job: time limit, QoS, GPU count, nice; an admin's priority. All
         or nothing: a change the cluster or QoS refuses leaves the job as it was."""
         _pending_only(job, "update")
+        if job.spec_shared:  # its array's spec: the task gets its own before it changes
+            job.spec, job.spec_shared = job.launch_spec(), False
         spec = job.spec
         before = {key: getattr(spec, key) for key in UPDATABLE}
         for key in UPDATABLE:
@@ -72,6 +74,7 @@ class JobControl:
         if "priority" in changes:
             job.priority_override = changes["priority"]
         self.lifecycle.replace(job)  # its place in the queue may change
+        self.lifecycle.reconsider(job, now)  # and whether a rule parks it (QoS, GPUs)
         log.info("job=%d updated %s", job.job_id, sorted(changes))
 
     def priorities(self, job_ids: list[int], now: float) -> list[Breakdown]:

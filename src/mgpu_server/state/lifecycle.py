@@ -20,6 +20,7 @@ of a turn whose commit failed (:meth:`undo_turn`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection
 
 from mgpu_core.deps import DepStatus
 from mgpu_core.errors import InvalidJobState
@@ -48,8 +49,14 @@ PARKED = frozenset(
         Reason.BEGIN_TIME,
         Reason.DEPENDENCY,
         Reason.DEPENDENCY_NEVER,
+        Reason.GPU_ACCESS_REVOKED,
+        Reason.QOS_NOT_ALLOWED,
     }
 )
+
+# Why an admin's rule keeps a pending job from starting, whoever asks (given the policy and the
+# users whose GPU access is revoked), or None: api.permissions.start_refusal, handed in.
+StartRule = Callable[[Job, PolicyConfig, Collection[str]], Reason | None]
 
 
 class Lifecycle:
@@ -66,6 +73,7 @@ class Lifecycle:
         outbox: Outbox,
         policy: PolicyConfig,
         kill_grace_s: float,
+        start_rule: StartRule,
     ) -> None:
         self.table = table
         self.nodes = nodes
@@ -77,6 +85,7 @@ class Lifecycle:
         self.outbox = outbox
         self.policy = policy
         self.kill_grace_s = kill_grace_s
+        self.start_rule = start_rule
         self.deps = DependencyIndex()
         # Jobs submitted in the current loop turn: forgotten if the turn's commit fails.
         self.new_jobs: list[Job] = []
@@ -99,6 +108,7 @@ class Lifecycle:
             node = self.nodes.get(job.node_id)
             if node is not None and all(i < len(node.gpus) for i in job.gpu_indices):
                 node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+                self.nodes.recount(node)
         elif job.end_time:
             self.usage.add(job.user, job.usage_gpu_s(), job.end_time, now)
 
@@ -127,6 +137,7 @@ class Lifecycle:
         """PENDING -> RUNNING on ``node_id`` with exactly these GPUs; the node is told."""
         node = self.nodes[node_id]
         node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        self.nodes.recount(node)
         node.launch_seq += 1
         job.launch_seq = node.launch_seq
         self.pending.remove(job.job_id)
@@ -142,7 +153,7 @@ class Lifecycle:
         launch = Launch(
             job_id=job.job_id,
             user=job.user,
-            spec=job.spec,
+            spec=job.launch_spec(),
             gpu_indices=list(gpu_indices),
             kill_grace_s=self.kill_grace_of(job),
             restart_count=job.restart_count,
@@ -264,6 +275,7 @@ class Lifecycle:
         job.launch_seq = 0  # launched on an earlier link: every heartbeat on this one counts
         if all(i < len(node.gpus) for i in job.gpu_indices):
             node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+            self.nodes.recount(node)
         # else its GPUs are gone from the node; the job keeps running, unaccounted
         stop = (
             "cancelled"
@@ -305,6 +317,15 @@ class Lifecycle:
         """A pending job's request, QoS, nice or admin priority changed: re-place it."""
         self.pending.refresh(job)
         self._changed(job)
+
+    def reconsider(self, job: Job, now: float) -> None:
+        """A rule about a pending job changed (its user's GPU access, its QoS or GPUs): park
+        it with the rule's reason, or put it back in the order."""
+        self._place(job, now)
+
+    def refusal(self, job: Job) -> Reason | None:
+        """Why an admin's rule keeps the job from starting now, or None."""
+        return self.start_rule(job, self.policy, self.turns.revoked)
 
     def admit_due(self, now: float) -> None:
         """Jobs whose --begin time has come may run (unless held or waiting otherwise)."""
@@ -357,6 +378,7 @@ class Lifecycle:
         node = self.nodes.get(job.node_id)
         if node is not None:
             node.release(job.job_id, job.spec.cpus, job.spec.mem_bytes)
+            self.nodes.recount(node)
 
     def _changed(self, job: Job) -> None:
         self.store.put_job(job)
@@ -364,9 +386,12 @@ class Lifecycle:
 
     def _wait_reason(self, job: Job, now: float) -> Reason | None:
         """Why a pending job may not be considered by a pass at all, or None. The one place
-        that decides it (holds, --begin, dependencies)."""
+        that decides it (holds, an admin's rule, --begin, dependencies)."""
         if job.hold:
             return Reason.HELD_ADMIN if job.hold is Hold.ADMIN else Reason.HELD_USER
+        refused = self.refusal(job)
+        if refused is not None:
+            return refused
         if job.spec.begin_time > now:
             return Reason.BEGIN_TIME  # due() brings it back at that time
         status = self.deps.status(job, self.table.jobs)

@@ -93,6 +93,9 @@ class PendingQueue:
         self._asks: dict[int, tuple[int, int, int]] = {}
         self._begin: list[tuple[float, int]] = []  # (--begin time, id)
         self._users: Counter[str] = Counter()
+        # Pending jobs that ask for GPUs, and how many per user (the turn queue's "waiting").
+        self._gpu_jobs: set[int] = set()
+        self._gpu_users: Counter[str] = Counter()
         self._gpus, self._cpus, self._mem = _MinCount(), _MinCount(), _MinCount()
 
     # ---- the mapping --------------------------------------------------------------------
@@ -127,6 +130,7 @@ class PendingQueue:
         if job.spec.begin_time:
             heapq.heappush(self._begin, (job.spec.begin_time, job.job_id))
         self._users[job.user] += 1
+        self._count_gpus(job)
 
     def remove(self, job_id: int) -> Job | None:
         """Take a job out (it started, ended or was undone); None if it was not here."""
@@ -140,7 +144,23 @@ class PendingQueue:
         self._users[job.user] -= 1
         if not self._users[job.user]:
             del self._users[job.user]
+        if job_id in self._gpu_jobs:
+            self._gpu_jobs.discard(job_id)
+            self._gpu_users[job.user] -= 1
+            if not self._gpu_users[job.user]:
+                del self._gpu_users[job.user]
         return job
+
+    def _count_gpus(self, job: Job) -> None:
+        """Count the job among the GPU jobs if it asks for GPUs now (added, or updated)."""
+        if job.spec.gpus and job.job_id not in self._gpu_jobs:
+            self._gpu_jobs.add(job.job_id)
+            self._gpu_users[job.user] += 1
+        elif not job.spec.gpus and job.job_id in self._gpu_jobs:
+            self._gpu_jobs.discard(job.job_id)
+            self._gpu_users[job.user] -= 1
+            if not self._gpu_users[job.user]:
+                del self._gpu_users[job.user]
 
     def park(self, job_id: int) -> None:
         """Keep a pending job out of the order until :meth:`unpark` (no-op if parked)."""
@@ -159,6 +179,7 @@ class PendingQueue:
 
     def refresh(self, job: Job) -> None:
         """Re-place a job whose request, QoS, nice or admin priority changed."""
+        self._count_gpus(job)
         if job.job_id in self._parked:
             return  # placed when it is unparked
         self._withdraw(job.job_id)
@@ -169,6 +190,14 @@ class PendingQueue:
     def users(self) -> set[str]:
         """Users with pending jobs."""
         return set(self._users)
+
+    def count_of(self, user: str) -> int:
+        """How many pending jobs ``user`` has (held and waiting ones too)."""
+        return self._users.get(user, 0)
+
+    def gpu_waiting(self) -> dict[str, int]:
+        """Each user's pending jobs that ask for GPUs (held and waiting ones too)."""
+        return dict(self._gpu_users)
 
     def min_request(self) -> tuple[int, int, int]:
         """The smallest GPU, CPU and memory request among the ordered jobs (each on its own):

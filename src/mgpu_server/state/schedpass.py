@@ -62,7 +62,7 @@ class SchedulingPass:
             reserve=not turn_mode,  # in turn order, a job that does not fit is skipped
         )
         eligible: Iterable[Job] = self._throttled(
-            self.pending.ordered(now, self.priorities_at(now).fairshare)
+            self._permitted(self.pending.ordered(now, self.priorities_at(now).fairshare), now)
         )
         turn_entries: dict[int, tuple[int, int]] = {}
         if turn_mode:
@@ -94,6 +94,17 @@ class SchedulingPass:
             if waiting and not planner.could_start(*smallest):
                 return False
         return False
+
+    def _permitted(self, ordered: Iterable[Job], now: float) -> Iterator[Job]:
+        """The ordered jobs minus those an admin's rule keeps from starting (their user's GPU
+        access revoked, their QoS no longer open to them: a group can change under a queued
+        job, with no event to say so), which are parked with that reason. Asked of every job
+        a pass meets, so no job starts that the rules refuse now."""
+        for job in ordered:
+            if self.lifecycle.refusal(job) is not None:
+                self.lifecycle.reconsider(job, now)
+                continue
+            yield job
 
     def _throttled(self, ordered: Iterable[Job]) -> Iterator[Job]:
         """The ordered jobs minus the tasks of throttled (%N) arrays already at their limit

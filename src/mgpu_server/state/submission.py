@@ -1,14 +1,14 @@
-"""Submission: checking a job against the cluster and its QoS, expanding a job array into
-one job per task, and rewriting dependency references to job ids (parsed once, here). The
-new jobs enter the state through the lifecycle.
+"""Submission: checking a job against the cluster and its QoS and its user against the
+per-user limits (quota.py), expanding a job array into one job per task (all sharing the
+array's spec), and rewriting dependency references to job ids (parsed once, here). The new
+jobs enter the state through the lifecycle.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 
-from mgpu_core.arrays import expand_array_patterns, parse_array
+from mgpu_core.arrays import ArraySpec, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
 from mgpu_core.limits import MAX_DEPENDENCY_LEN
@@ -16,8 +16,8 @@ from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.policy import PolicyConfig
-from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.lifecycle import Lifecycle
+from mgpu_server.state.quota import SubmitQuota
 from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.table import JobTable
 
@@ -31,45 +31,38 @@ class Submission:
         table: JobTable,
         nodes: NodeRegistry,
         policy: PolicyConfig,
-        turns: TurnQueue,
         lifecycle: Lifecycle,
+        quota: SubmitQuota,
     ) -> None:
         self.table = table
         self.nodes = nodes
         self.policy = policy
-        self.turns = turns
         self.lifecycle = lifecycle
+        self.quota = quota
 
-    def submit(self, user: str, spec: JobSpec, now: float) -> Job:
-        """Accept a job (or a job array: one job per task); returns the (first) job."""
-        if spec.gpus and user in self.turns.revoked:
-            raise InvalidRequest(
-                f"user {user} has no GPU access (revoked by an admin); jobs without GPUs still run"
-            )
+    def submit(self, user: str, spec: JobSpec, now: float, *, limited: bool = False) -> Job:
+        """Accept a job (or a job array: one job per task); returns the (first) job. Who may
+        ask for what (nice, QoS access, GPU access) and whether the per-user limits bind
+        (``limited``) was decided by api.permissions."""
         self.check(spec)
         dependency = self._canonical_dependency(spec) if spec.dependency else None
-        if not spec.array:
+        array = _parse_array(spec.array) if spec.array else None
+        if limited:
+            self.quota.admit(
+                user,
+                new_jobs=len(array.task_ids) if array else 1,
+                pending=self.lifecycle.pending.count_of(user),
+                now=now,
+            )
+        if array is None:
             return self._add_job(user, spec, dependency, now)
-        try:
-            array = parse_array(spec.array)
-        except ValueError as exc:
-            raise InvalidRequest(str(exc)) from None
         array_id = self.table.next_id
         first: Job | None = None
         for task in array.task_ids:
-            task_spec = copy.deepcopy(spec)
-            task_spec.env.update(
-                MGPU_ARRAY_JOB_ID=str(array_id),
-                MGPU_ARRAY_TASK_ID=str(task),
-                MGPU_ARRAY_TASK_COUNT=str(len(array.task_ids)),
-            )
-            for attr in ("stdout_path", "stderr_path"):
-                template = getattr(task_spec, attr)
-                if template:
-                    setattr(task_spec, attr, expand_array_patterns(template, array_id, task))
-            job = self._add_job(
-                user, task_spec, dependency, now, array=(array_id, task, array.max_running)
-            )
+            # One spec for all the tasks, in memory and in the store: a 256 KiB spec in an
+            # array of 1,000 is 256 KiB, not 256 MB. A task's own variables and output paths
+            # are made when it is launched (Job.launch_spec).
+            job = self._add_job(user, spec, dependency, now, array=(array_id, task, array))
             first = first or job
         assert first is not None
         return first
@@ -80,12 +73,14 @@ class Submission:
         spec: JobSpec,
         dependency: Dependency | None,
         now: float,
-        array: tuple[int, int, int] | None = None,
+        array: tuple[int, int, ArraySpec] | None = None,
     ) -> Job:
         job = Job(job_id=self.table.take_id(), user=user, spec=spec, submit_time=now)
         job.dependency = dependency
         if array is not None:
-            job.array_job_id, job.array_task_id, job.array_throttle = array
+            job.array_job_id, job.array_task_id, tasks = array
+            job.array_throttle = tasks.max_running
+            job.spec_shared = True
         if spec.hold:
             job.hold = Hold.USER
         self.lifecycle.submit(job, now)
@@ -171,3 +166,10 @@ class Submission:
             )
         spec.dependency = canonical
         return dependency
+
+
+def _parse_array(text: str) -> ArraySpec:
+    try:
+        return parse_array(text)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None

@@ -5,6 +5,7 @@ decided in :mod:`mgpu_server.api.permissions`)."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from mgpu_core.constants import TURNS_KEY
@@ -47,13 +48,18 @@ class TurnControl:
     def enabled(self) -> bool:
         return self.turns.enabled
 
+    @property
+    def gpu_revoked(self) -> set[str]:
+        """The users whose GPU access an admin revoked."""
+        return self.turns.revoked
+
     def order(self, eligible: list[Job]) -> tuple[list[Job], dict[int, tuple[int, int]]]:
         """In turn mode: GPU jobs in rotation order (then jobs without GPUs), and for each GPU
         job the rotation entry it would use. Otherwise the priority order unchanged."""
         if not self.turns.enabled:
             return eligible, {}
         gpu_jobs = [j for j in eligible if j.spec.gpus]
-        rotation = self.turns.effective_rotation(gpu_jobs)
+        rotation = self.turns.effective_rotation(dict(Counter(j.user for j in gpu_jobs)))
         members = set(rotation)
         for job in gpu_jobs:
             if job.user not in members:
@@ -111,10 +117,18 @@ class TurnControl:
         }
         if action in simple:
             simple[action]()
+            if action in ("revoke", "assign"):
+                self._reconsider_jobs_of(user, now)
         elif action == "force-next":
             self._force_next(now)
         elif action not in READ_ONLY:
             raise ValueError(f"unknown turn queue action '{action}'")
+
+    def _reconsider_jobs_of(self, user: str, now: float) -> None:
+        """GPU access revoked or given back: the user's queued GPU jobs are parked with that
+        reason (none starts, though it was queued before), or go back in the order."""
+        for job in [j for j in self.pending.values() if j.user == user and j.spec.gpus]:
+            self.lifecycle.reconsider(job, now)
 
     def _force_next(self, now: float) -> None:
         """End the current turn now: its job is requeued and the GPU goes to the next turn."""
@@ -126,11 +140,9 @@ class TurnControl:
 
     def status(self, *, history: bool = False) -> dict[str, Any]:
         turns = self.turns
-        gpu_pending = [j for j in self.pending.values() if j.spec.gpus]
-        rotation = turns.effective_rotation(gpu_pending)
-        waiting: dict[str, int] = {}
-        for job in gpu_pending:
-            waiting[job.user] = waiting.get(job.user, 0) + 1
+        # O(users), whatever the queue's length: anyone may ask, as often as they like.
+        waiting = self.pending.gpu_waiting()
+        rotation = turns.effective_rotation(waiting)
         upcoming = [
             u
             for u in rotation[turns.position % max(1, len(rotation)) :] + rotation

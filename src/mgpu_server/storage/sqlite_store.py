@@ -29,12 +29,12 @@ from typing import Any
 from mgpu_core.constants import AUDIT_FILE, DB_FILE, KEY_FILE, SOCKET_FILE, TLS_DIR
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
-from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
+from mgpu_server.storage.rows import JOB_COLUMNS, job_from_row, job_row, spec_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -71,6 +71,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     4: ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
     5: ("ALTER TABLE jobs ADD COLUMN output_bytes INTEGER",),
+    # The spec of a job array, once: its tasks' rows have spec '' (Job.spec_shared). A task
+    # that got a spec of its own (an update) has it in its row, as any job.
+    6: ("CREATE TABLE array_specs (array_job_id INTEGER PRIMARY KEY, spec TEXT NOT NULL)",),
 }
 
 # What a master that has run leaves in its state directory besides the database: any of these
@@ -86,65 +89,6 @@ _WHAT_TO_DO = (
 class DatabaseUnusable(ConfigError):
     """The state database is missing, empty, corrupt or not mgpu's: what --reset-state moves
     aside (unlike a database newer than this code, or a directory we may not read)."""
-
-
-_JOB_COLUMNS = (
-    "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
-    "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
-    "array_job_id, array_task_id, array_throttle, output_bytes"
-)
-
-
-def _job_row(job: Job) -> tuple[Any, ...]:
-    return (
-        job.job_id,
-        job.user,
-        job.state.value,
-        job.reason,
-        job.node_id,
-        json.dumps(list(job.gpu_indices)),
-        job.submit_time,
-        job.start_time,
-        job.end_time,
-        job.exit_code,
-        job.signal,
-        int(job.cancel_requested),
-        job.pid,
-        json.dumps(job.spec.to_wire(), separators=(",", ":")),
-        job.restart_count,
-        job.hold.value,
-        job.priority_override,
-        job.array_job_id,
-        job.array_task_id,
-        job.array_throttle,
-        job.output_bytes,
-    )
-
-
-def _job_from_row(row: tuple[Any, ...]) -> Job:
-    return Job(
-        job_id=row[0],
-        user=row[1],
-        state=JobState(row[2]),
-        reason=row[3],
-        node_id=row[4],
-        gpu_indices=tuple(json.loads(row[5])),
-        submit_time=row[6],
-        start_time=row[7],
-        end_time=row[8],
-        exit_code=row[9],
-        signal=row[10],
-        cancel_requested=bool(row[11]),
-        pid=row[12],
-        spec=JobSpec.from_checked(json.loads(row[13])),  # checked when it was submitted
-        restart_count=row[14],
-        hold=Hold(row[15]),
-        priority_override=row[16],
-        array_job_id=row[17],
-        array_task_id=row[18],
-        array_throttle=row[19],
-        output_bytes=row[20],
-    )
 
 
 def earlier_state(state_dir: Path) -> list[str]:
@@ -211,6 +155,7 @@ class SqliteStore:
         self._dirty_jobs: dict[int, Job] = {}
         self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         self._dirty_settings: dict[str, Any] = {}
+        self._stored_arrays: set[int] = set()  # arrays whose spec is in array_specs
         # The jobs read (and so checked) at open, handed to the first load_jobs.
         self._loaded_jobs: list[Job] | None = None
         try:
@@ -311,8 +256,13 @@ class SqliteStore:
         return self._read_jobs() if jobs is None else jobs
 
     def _read_jobs(self) -> list[Job]:
-        rows = self._db.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY job_id").fetchall()
-        return [_job_from_row(r) for r in rows]
+        arrays = {
+            array_id: JobSpec.from_checked(json.loads(spec))
+            for array_id, spec in self._db.execute("SELECT array_job_id, spec FROM array_specs")
+        }
+        self._stored_arrays = set(arrays)
+        rows = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY job_id").fetchall()
+        return [job_from_row(r, arrays) for r in rows]
 
     def next_job_id(self) -> int:
         row = self._db.execute("SELECT max(job_id) FROM jobs").fetchone()
@@ -345,13 +295,20 @@ class SqliteStore:
         if not self._dirty_jobs and not self._dirty_nodes and not self._dirty_settings:
             return
         settings = [(k, json.dumps(v)) for k, v in self._dirty_settings.items()]
-        jobs = [_job_row(j) for j in self._dirty_jobs.values()]
+        jobs = [job_row(j) for j in self._dirty_jobs.values()]
+        # A new array's spec, once per array (its tasks' rows name it by their array id).
+        arrays: dict[int, str] = {}
+        for job in self._dirty_jobs.values():
+            array_id = job.array_job_id
+            new = array_id not in arrays and array_id not in self._stored_arrays
+            if job.spec_shared and array_id is not None and new:
+                arrays[array_id] = spec_text(job.spec)
         nodes = [(k, json.dumps(v)) for k, v in self._dirty_nodes.items() if v is not None]
         gone = [(k,) for k, v in self._dirty_nodes.items() if v is None]
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})",
                 jobs,
             )
             self._db.executemany(
@@ -360,6 +317,10 @@ class SqliteStore:
             self._db.executemany("DELETE FROM nodes WHERE node_id = ?", gone)
             self._db.executemany(
                 "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", settings
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO array_specs (array_job_id, spec) VALUES (?, ?)",
+                arrays.items(),
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -370,6 +331,7 @@ class SqliteStore:
         self._dirty_jobs.clear()
         self._dirty_nodes.clear()
         self._dirty_settings.clear()
+        self._stored_arrays.update(arrays)
         self._loaded_jobs = None  # no longer what is stored
 
     def close(self) -> None:

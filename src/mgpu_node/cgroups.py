@@ -1,0 +1,310 @@
+"""Job isolation beyond ``CUDA_VISIBLE_DEVICES``: each job in a cgroup of its own, with the
+GPUs, CPUs and memory it was given.
+
+``CUDA_VISIBLE_DEVICES`` is a request: a program that unsets it, or opens /dev/nvidiaN itself,
+can use every GPU of the node, and a 0-GPU job sees them all. Where the host allows it, the
+kernel enforces the allocation instead:
+
+* devices (cgroup v1): the device nodes of the node's GPUs the job was not given are denied
+  (``c 195:N rwm`` in ``devices.deny``: opening one fails with EPERM); everything else stays
+  allowed, /dev/nvidiactl and /dev/nvidia-uvm included, as Slurm's ConstrainDevices does. A
+  MIG instance's job is given its GPU's node (instances of one GPU are not told apart here).
+  cgroup v2 has no devices files: it filters with an eBPF program (BPF_CGROUP_DEVICE), which
+  the agent does not load, so on v2 GPUs are not isolated, and the summary says so.
+* memory: the job's ``mem_bytes`` as its limit, swap included (v1 ``memory.limit_in_bytes``,
+  and ``memory.memsw.limit_in_bytes`` where swap is accounted; v2 ``memory.max`` and
+  ``memory.swap.max`` 0); a job that asks for none (0) is not limited.
+* cpu: the job's ``cpus`` as a CFS quota (``cpus`` x 100 ms per 100 ms) and as a weight.
+
+Where: v1 puts mgpu's groups in the agent's own group of each hierarchy (/proc/self/cgroup), so
+whatever an admin limits the agent's service to still covers its jobs. v2 puts them under the
+hierarchy's root: there a group that hands controllers down may hold no process itself, and
+the agent's own group holds the agent (the root is exempt). Below that, ``mgpu/<agent>/job<ID>``,
+``<agent>`` being the node's name and a hash of its state directory: two agents on one host
+(tests) never share a group, and a restarted agent finds its jobs' groups again.
+
+How a job gets in: a child starts in its parent's group, so the job's first process must be in
+its group before it forks anything. Moving it from the agent after ``Popen`` races with the
+wrapper's fork of the command; a ``preexec_fn`` runs after the switch to the job's user, who may
+not write to the group (nor, for the same reason, may the wrapper move itself), and is unsafe in
+a process with threads. So the process starts as a gate (:data:`GATE`): sh that stops itself
+(SIGSTOP) first thing. The agent writes its pid into the job's ``cgroup.procs`` files, waits for
+it to have stopped (``waitid(WSTOPPED)``: it is the agent's child), and sends SIGCONT; the gate
+then execs the wrapper (same pid), inside the groups. If the move fails the agent kills the gate
+instead: nothing of the job ran, and the launch fails with the reason. (A gate that waited on a
+pipe would need its descriptor's number in its script, and dash takes only 0 to 9 there.) It
+costs one exec of sh (~1 ms) per job.
+
+When the job ends the executor removes its group: whatever is still in it, a process that left
+the job's session with setsid included, is killed first, as Slurm does when a step ends.
+
+Root is needed. An agent that is not root, finds none of the controllers, or cannot make its
+groups isolates nothing and says why: ``none: <why>`` in its log, its hello and the nodes view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mgpu_core.limits import MAX_NAME_LEN, shorten
+from mgpu_core.models import Launch
+from mgpu_node import cgroupfs, procs
+from mgpu_node.cgroupfs import CONTROLLERS, Hierarchy, find_hierarchies
+from mgpu_node.gpus import DeviceNumber
+from mgpu_node.wrapper import SHELL
+
+log = logging.getLogger(__name__)
+
+TOP_GROUP = "mgpu"
+# How long an ended job's killed processes may take to leave its group before it is left for
+# the next prune (a process stuck in the kernel, a hung GPU driver, ignores SIGKILL).
+REMOVE_TIMEOUT_S = 2.0
+REMOVE_POLL_S = 0.02
+_JOB_GROUP = re.compile(r"job(\d+)")
+
+# The arguments are the wrapper's argv. The agent's SIGCONT comes once the gate is in its groups.
+GATE = 'kill -STOP $$; exec "$@"'
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """What a job's first process runs before the wrapper: nothing (:data:`UNGATED`), or the
+    gate that waits, stopped, to be put in its groups (:data:`GATED`)."""
+
+    held: bool = False
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return [SHELL, "-c", GATE, "mgpu-gate", *argv] if self.held else argv
+
+
+UNGATED = Gate()
+GATED = Gate(held=True)
+
+
+def agent_group(node_id: str, state_dir: Path) -> str:
+    """The name of the agent's group: its node's name and a hash of its state directory."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node_id)[:64]
+    digest = hashlib.sha256(os.fsencode(state_dir.absolute())).hexdigest()[:8]
+    return f"{safe}-{digest}"
+
+
+class JobCgroups:
+    """The agent's job groups: made and entered when a job starts, removed when it ends."""
+
+    def __init__(
+        self, hierarchies: list[Hierarchy], agent: str, gpu_numbers: list[DeviceNumber | None]
+    ) -> None:
+        self.hierarchies = hierarchies
+        self.agent = agent
+        self.gpu_numbers = gpu_numbers  # per GPU index: its device node's numbers
+        self._pruning: dict[int, asyncio.Task[None]] = {}
+
+    def summary(self) -> str:
+        """What the jobs are isolated with: "cgroup v1 (devices, memory, cpu)"."""
+        by_version: dict[int, list[str]] = {}
+        for h in self.hierarchies:
+            by_version.setdefault(h.version, []).extend(h.controllers)
+        text = "cgroup " + ", ".join(
+            f"v{v} ({', '.join(sorted(c, key=CONTROLLERS.index))})"
+            for v, c in sorted(by_version.items())
+        )
+        if not any("devices" in h.controllers for h in self.hierarchies):
+            why = "cgroup v2 needs eBPF" if 2 in by_version else "no devices controller"
+            text += f"; GPU devices not isolated: {why}"
+        return text
+
+    def agent_dir(self, hierarchy: Hierarchy) -> Path:
+        return hierarchy.base / TOP_GROUP / self.agent
+
+    def job_dirs(self, job_id: int) -> list[tuple[Hierarchy, Path]]:
+        return [(h, self.agent_dir(h) / f"job{job_id}") for h in self.hierarchies]
+
+    def open(self) -> None:
+        """Make the agent's groups; OSError if it cannot."""
+        for h in self.hierarchies:
+            path = self.agent_dir(h)
+            path.mkdir(parents=True, exist_ok=True)
+            if h.version == 2:  # each level hands the controllers down to the next
+                for level in (h.base, h.base / TOP_GROUP, path):
+                    for controller in h.controllers:
+                        cgroupfs.write(level / "cgroup.subtree_control", f"+{controller}")
+
+    def create(self, launch: Launch) -> list[Path]:
+        """Make the job's groups with its limits; OSError if one cannot be made or limited."""
+        if not all(self.agent_dir(h).is_dir() for h in self.hierarchies):
+            self.open()  # removed under us (by an admin, say): made again
+        pruning = self._pruning.pop(launch.job_id, None)
+        if pruning is not None:  # an earlier run's leftover group, being removed: reused
+            pruning.cancel()
+        known = {n for n in self.gpu_numbers if n is not None}
+        given = {self.gpu_numbers[i] for i in launch.gpu_indices if i < len(self.gpu_numbers)}
+        dirs = []
+        for h, path in self.job_dirs(launch.job_id):
+            path.mkdir(exist_ok=True)
+            dirs.append(path)
+            if "devices" in h.controllers:
+                for major, minor in sorted(known - given):
+                    cgroupfs.write(path / "devices.deny", f"c {major}:{minor} rwm")
+            if "memory" in h.controllers:
+                cgroupfs.limit_memory(h.version, path, launch.spec.mem_bytes)
+            if "cpu" in h.controllers:
+                cgroupfs.limit_cpu(h.version, path, launch.spec.cpus)
+        return dirs
+
+    def spawn(
+        self, launch: Launch, start: Callable[[Gate], subprocess.Popen[bytes]]
+    ) -> subprocess.Popen[bytes]:
+        """``start(gate)``, the process it starts put in the job's groups before it runs
+        anything. OSError if that cannot be done: then nothing of the job ran, and no group of
+        it is left."""
+        job_id = launch.job_id
+        try:
+            dirs = self.create(launch)
+        except OSError as exc:
+            self.remove_now(job_id)
+            raise _not_placed(exc) from None
+        try:
+            proc = start(GATED)
+            try:
+                for path in dirs:
+                    cgroupfs.write(path / "cgroup.procs", str(proc.pid))
+                _wait_stopped(proc.pid)  # a SIGCONT before its SIGSTOP would be lost
+            except OSError as exc:
+                proc.kill()  # stopped or not: nothing of the job ran
+                _reap(proc)
+                raise _not_placed(exc) from None
+            os.kill(proc.pid, signal.SIGCONT)
+        except BaseException:
+            self.remove_now(job_id)
+            raise
+        return proc
+
+    def remove_now(self, job_id: int) -> bool:
+        """Kill what is in the job's groups and remove those that are empty; True if none is
+        left."""
+        return all([cgroupfs.kill_and_remove(path) for _, path in self.job_dirs(job_id)])
+
+    async def remove(self, job_id: int) -> None:
+        """Kill what is in the job's groups and remove them, waiting (a little) for the killed
+        processes to go."""
+        try:
+            await asyncio.wait_for(
+                procs.wait_polling(lambda: not self.remove_now(job_id), REMOVE_POLL_S),
+                REMOVE_TIMEOUT_S,
+            )
+        except TimeoutError:
+            log.warning("job=%d cgroup not removed: processes still in it", job_id)
+
+    def prune(self, keep: set[int]) -> None:
+        """Remove the groups of jobs not in ``keep`` (ended while no agent ran); in the
+        background where their killed processes take a moment to go."""
+        loop = asyncio.get_running_loop()
+        for job_id in sorted(self.job_ids() - keep - set(self._pruning)):
+            if not self.remove_now(job_id):
+                task = loop.create_task(self.remove(job_id))
+                self._pruning[job_id] = task
+                task.add_done_callback(functools.partial(self._forget, job_id))
+
+    def _forget(self, job_id: int, task: asyncio.Task[None]) -> None:
+        if self._pruning.get(job_id) is task:
+            del self._pruning[job_id]
+
+    def job_ids(self) -> set[int]:
+        """The jobs that have a group here."""
+        ids: set[int] = set()
+        for h in self.hierarchies:
+            with contextlib.suppress(OSError), os.scandir(self.agent_dir(h)) as entries:
+                ids.update(int(m[1]) for e in entries if (m := _JOB_GROUP.fullmatch(e.name)))
+        return ids
+
+    def close(self) -> None:
+        """Remove the agent's groups if no job's group is left in them (jobs left running
+        keep theirs, for the next agent), and mgpu's if no other agent's is."""
+        for task in self._pruning.values():
+            task.cancel()
+        for h in self.hierarchies:
+            for path in (self.agent_dir(h), h.base / TOP_GROUP):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break
+
+
+@dataclass(frozen=True, slots=True)
+class Isolation:
+    """How the node isolates its jobs: its job groups, or None; and the summary that says so
+    (its hello's ``isolation``)."""
+
+    cgroups: JobCgroups | None
+    summary: str
+
+
+def setup_isolation(
+    *,
+    node_id: str,
+    state_dir: Path,
+    gpu_numbers: list[DeviceNumber | None],
+    euid: int | None = None,
+    proc_self: Path = Path("/proc/self"),
+) -> Isolation:
+    """Find the host's cgroups and make the agent's groups, or say why jobs are not isolated
+    (logged: the node says at start what isolates its jobs)."""
+    cgroups, why = None, ""
+    if (os.geteuid() if euid is None else euid) != 0:
+        why = "the agent is not root (cgroups need root)"
+    else:
+        try:
+            mountinfo = (proc_self / "mountinfo").read_text()
+            own = (proc_self / "cgroup").read_text()
+        except OSError as exc:
+            why = f"cannot read {exc.filename}: {exc.strerror}"
+        else:
+            hierarchies = find_hierarchies(mountinfo, own)
+            if not hierarchies:
+                why = f"no cgroup controller of {', '.join(CONTROLLERS)} is mounted"
+            else:
+                cgroups = JobCgroups(hierarchies, agent_group(node_id, state_dir), gpu_numbers)
+                try:
+                    cgroups.open()
+                except OSError as exc:
+                    cgroups, why = None, f"cannot make {exc.filename}: {exc.strerror}"
+    if cgroups is None:
+        summary = shorten(f"none: {why}", MAX_NAME_LEN)
+        log.warning("jobs are not isolated beyond CUDA_VISIBLE_DEVICES: %s", summary)
+        return Isolation(None, summary)
+    summary = shorten(cgroups.summary(), MAX_NAME_LEN)
+    log.info("jobs run in cgroups: %s", summary)
+    return Isolation(cgroups, summary)
+
+
+def _not_placed(exc: OSError) -> OSError:
+    """The launch failure's reason (a plain OSError: a spawn error, exit code 1)."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    return OSError(f"cannot put the job in its cgroup: {exc.strerror or exc}{where}")
+
+
+def _wait_stopped(pid: int) -> None:
+    """Wait until the gate ``pid`` (our child) has stopped itself, which is its first step;
+    OSError if it ended instead (the status is left for Popen to collect)."""
+    info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+    if info is None or info.si_code != os.CLD_STOPPED:
+        raise OSError("its first process ended before it could be put there")
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect a killed gate, and close its pipes."""
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

@@ -1,0 +1,83 @@
+"""A job's row in the SQLite store, and back: the columns of the ``jobs`` table in one order,
+the spec as compact JSON. An array task that shares its array's spec (``Job.spec_shared``) has
+an empty spec in its row: the spec is in ``array_specs`` once, and every task read back gets
+the same object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mgpu_core.models import JobSpec
+from mgpu_core.states import Hold, JobState
+from mgpu_server.records.jobs import Job
+
+JOB_COLUMNS = (
+    "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
+    "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
+    "array_job_id, array_task_id, array_throttle, output_bytes"
+)
+
+
+def job_row(job: Job) -> tuple[Any, ...]:
+    spec = "" if job.spec_shared else spec_text(job.spec)
+    return (
+        job.job_id,
+        job.user,
+        job.state.value,
+        job.reason,
+        job.node_id,
+        json.dumps(list(job.gpu_indices)),
+        job.submit_time,
+        job.start_time,
+        job.end_time,
+        job.exit_code,
+        job.signal,
+        int(job.cancel_requested),
+        job.pid,
+        spec,
+        job.restart_count,
+        job.hold.value,
+        job.priority_override,
+        job.array_job_id,
+        job.array_task_id,
+        job.array_throttle,
+        job.output_bytes,
+    )
+
+
+def spec_text(spec: JobSpec) -> str:
+    return json.dumps(spec.to_wire(), separators=(",", ":"))
+
+
+def job_from_row(row: tuple[Any, ...], arrays: dict[int, JobSpec]) -> Job:
+    """A job from its row; a task whose row has no spec shares its array's (``arrays``, the
+    same object for every task: in memory too, the spec is there once)."""
+    shared = row[13] == ""
+    return Job(
+        job_id=row[0],
+        user=row[1],
+        state=JobState(row[2]),
+        reason=row[3],
+        node_id=row[4],
+        gpu_indices=tuple(json.loads(row[5])),
+        submit_time=row[6],
+        start_time=row[7],
+        end_time=row[8],
+        exit_code=row[9],
+        signal=row[10],
+        cancel_requested=bool(row[11]),
+        pid=row[12],
+        # Checked when it was submitted. A shared spec's array must be there (KeyError: the
+        # database does not decode).
+        spec=arrays[row[17]] if shared else JobSpec.from_checked(json.loads(row[13])),
+        spec_shared=shared,
+        restart_count=row[14],
+        hold=Hold(row[15]),
+        priority_override=row[16],
+        array_job_id=row[17],
+        array_task_id=row[18],
+        array_throttle=row[19],
+        output_bytes=row[20],
+    )
