@@ -103,7 +103,9 @@ class SimNodes:
                     )
         finally:
             beats.cancel()
-            conn.close()
+            # At once, not a TLS close_notify exchange: the loop stops right after this, and
+            # an unfinished shutdown would leave the socket open.
+            conn.writer.transport.abort()
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
         samples = [GpuSample(index=i).to_wire() for i in range(self.gpus)]

@@ -15,6 +15,7 @@ from mgpu_core.protocol import (
 )
 
 _READ_BYTES = 256 * 1024
+TLS_CLOSE_GRACE_S = 0.5  # see AsyncConnection.close
 
 
 class ReadBudget:
@@ -125,5 +126,13 @@ class AsyncConnection:
 
     def close(self) -> None:
         self._charge(0)
-        if not self.writer.is_closing():
-            self.writer.close()
+        if self.writer.is_closing():
+            return
+        self.writer.close()
+        if self.writer.get_extra_info("ssl_object") is not None:
+            # A TLS close waits for the peer's close_notify (up to asyncio's 30 s shutdown
+            # timeout), and never sees it while reading is paused on bytes the peer sent ahead
+            # (a flood we stop answering): the socket would stay open that long. Cut it after
+            # a moment that lets the last reply out to a peer that does cooperate.
+            transport = self.writer.transport
+            asyncio.get_running_loop().call_later(TLS_CLOSE_GRACE_S, transport.abort)
