@@ -27,7 +27,7 @@ from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.effects import Effect, Outbox
 from mgpu_server.state.jobctl import JobControl
-from mgpu_server.state.lifecycle import Lifecycle, StartRule
+from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.quota import DEFAULT_LIMITS, SubmitQuota, UserLimits
 from mgpu_server.state.registry import NodeRegistry
@@ -36,6 +36,7 @@ from mgpu_server.state.schedpass import PassStats, SchedulingPass
 from mgpu_server.state.submission import Submission
 from mgpu_server.state.table import JobTable
 from mgpu_server.state.turnctl import TurnControl
+from mgpu_server.state.waitrules import StartRule
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)

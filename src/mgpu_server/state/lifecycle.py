@@ -14,15 +14,14 @@ each step.
 The verbs: :meth:`submit`, :meth:`start`, :meth:`finish`, :meth:`requeue` (and
 :meth:`node_lost`, :meth:`exited`, :meth:`cancel`, which pick one of those), the pending-side
 changes (:meth:`set_hold`, :meth:`replace`, :meth:`admit_due`), :meth:`forget` and the undo
-of a turn whose commit failed (:meth:`undo_turn`).
+of a turn whose commit failed (:meth:`undo_turn`). Why a pending job waits is
+:mod:`mgpu_server.state.waitrules`'s to say.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
 
-from mgpu_core.deps import DepStatus
 from mgpu_core.errors import InvalidJobState
 from mgpu_core.models import Launch
 from mgpu_core.reasons import Reason
@@ -37,26 +36,10 @@ from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.running import RunningJobs
 from mgpu_server.state.table import JobTable
+from mgpu_server.state.waitrules import PARKED, StartRule, WaitRules
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
-
-# Reasons a parked job shows; once it may run it shows Priority until a pass examines it.
-PARKED = frozenset(
-    {
-        Reason.HELD_USER,
-        Reason.HELD_ADMIN,
-        Reason.BEGIN_TIME,
-        Reason.DEPENDENCY,
-        Reason.DEPENDENCY_NEVER,
-        Reason.GPU_ACCESS_REVOKED,
-        Reason.QOS_NOT_ALLOWED,
-    }
-)
-
-# Why an admin's rule keeps a pending job from starting, whoever asks (given the policy and the
-# users whose GPU access is revoked), or None: api.permissions.start_refusal, handed in.
-StartRule = Callable[[Job, PolicyConfig, Collection[str]], Reason | None]
 
 
 class Lifecycle:
@@ -85,8 +68,10 @@ class Lifecycle:
         self.outbox = outbox
         self.policy = policy
         self.kill_grace_s = kill_grace_s
-        self.start_rule = start_rule
         self.deps = DependencyIndex()
+        self.waits = WaitRules(
+            table=table, deps=self.deps, turns=turns, policy=policy, start_rule=start_rule
+        )
         # Jobs submitted in the current loop turn: forgotten if the turn's commit fails.
         self.new_jobs: list[Job] = []
         self._to_wake: list[Job] = []  # jobs whose dependents are evaluated next
@@ -122,7 +107,7 @@ class Lifecycle:
         dependency index and this turn's journal."""
         self.table.add(job)
         self.deps.add(job)
-        reason = self._wait_reason(job, now)
+        reason = self.waits.reason(job, now)
         job.reason = reason or Reason.PRIORITY
         self.pending.add(job, parked=reason is not None)
         self.new_jobs.append(job)
@@ -197,7 +182,7 @@ class Lifecycle:
         job.cancel_requested = job.requeue_requested = job.timed_out = False
         job.launch_seq = 0
         self.deps.requeued(job)
-        wait = self._wait_reason(job, now)
+        wait = self.waits.reason(job, now)
         if wait is not None:
             job.reason = wait
         self.pending.add(job, parked=wait is not None)
@@ -325,7 +310,7 @@ class Lifecycle:
 
     def refusal(self, job: Job) -> Reason | None:
         """Why an admin's rule keeps the job from starting now, or None."""
-        return self.start_rule(job, self.policy, self.turns.revoked)
+        return self.waits.refusal(job)
 
     def admit_due(self, now: float) -> None:
         """Jobs whose --begin time has come may run (unless held or waiting otherwise)."""
@@ -384,27 +369,12 @@ class Lifecycle:
         self.store.put_job(job)
         self.outbox.changed = True
 
-    def _wait_reason(self, job: Job, now: float) -> Reason | None:
-        """Why a pending job may not be considered by a pass at all, or None. The one place
-        that decides it (holds, an admin's rule, --begin, dependencies)."""
-        if job.hold:
-            return Reason.HELD_ADMIN if job.hold is Hold.ADMIN else Reason.HELD_USER
-        refused = self.refusal(job)
-        if refused is not None:
-            return refused
-        if job.spec.begin_time > now:
-            return Reason.BEGIN_TIME  # due() brings it back at that time
-        status = self.deps.status(job, self.table.jobs)
-        if status is DepStatus.OK:
-            return None
-        return Reason.DEPENDENCY if status is DepStatus.WAIT else Reason.DEPENDENCY_NEVER
-
     def _place(self, job: Job, now: float) -> None:
         """Park or unpark a pending job after what it waits on changed; cancel it if its
         dependency can never be met and it asked for that (--kill-on-invalid-dep)."""
         if job.state is not JobState.PENDING:
             return
-        wait = self._wait_reason(job, now)
+        wait = self.waits.reason(job, now)
         if wait is None:
             self.pending.unpark(job)
             if job.reason in PARKED:

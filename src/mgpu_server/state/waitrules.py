@@ -1,0 +1,69 @@
+"""Why a pending job may not be considered by a scheduling pass at all: the one place that
+decides it (holds, an admin's rule, ``--begin``, dependencies). The lifecycle asks it whenever
+what a job waits on may have changed, and parks the job with the reason it gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+
+from mgpu_core.deps import DepStatus
+from mgpu_core.reasons import Reason
+from mgpu_core.states import Hold
+from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.policy import PolicyConfig
+from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.state.depwait import DependencyIndex
+from mgpu_server.state.table import JobTable
+
+# Reasons a parked job shows; once it may run it shows Priority until a pass examines it.
+PARKED = frozenset(
+    {
+        Reason.HELD_USER,
+        Reason.HELD_ADMIN,
+        Reason.BEGIN_TIME,
+        Reason.DEPENDENCY,
+        Reason.DEPENDENCY_NEVER,
+        Reason.GPU_ACCESS_REVOKED,
+        Reason.QOS_NOT_ALLOWED,
+    }
+)
+
+# Why an admin's rule keeps a pending job from starting, whoever asks (given the policy and the
+# users whose GPU access is revoked), or None: api.permissions.start_refusal, handed in.
+StartRule = Callable[[Job, PolicyConfig, Collection[str]], Reason | None]
+
+
+class WaitRules:
+    def __init__(
+        self,
+        *,
+        table: JobTable,
+        deps: DependencyIndex,
+        turns: TurnQueue,
+        policy: PolicyConfig,
+        start_rule: StartRule,
+    ) -> None:
+        self.table = table
+        self.deps = deps
+        self.turns = turns
+        self.policy = policy
+        self.start_rule = start_rule
+
+    def refusal(self, job: Job) -> Reason | None:
+        """Why an admin's rule keeps the job from starting now, or None."""
+        return self.start_rule(job, self.policy, self.turns.revoked)
+
+    def reason(self, job: Job, now: float) -> Reason | None:
+        """Why the pending ``job`` may not be considered by a pass, or None."""
+        if job.hold:
+            return Reason.HELD_ADMIN if job.hold is Hold.ADMIN else Reason.HELD_USER
+        refused = self.refusal(job)
+        if refused is not None:
+            return refused
+        if job.spec.begin_time > now:
+            return Reason.BEGIN_TIME  # due() brings it back at that time
+        status = self.deps.status(job, self.table.jobs)
+        if status is DepStatus.OK:
+            return None
+        return Reason.DEPENDENCY if status is DepStatus.WAIT else Reason.DEPENDENCY_NEVER
