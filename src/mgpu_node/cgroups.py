@@ -257,11 +257,14 @@ def setup_isolation(
     gpu_numbers: list[DeviceNumber | None],
     euid: int | None = None,
     proc_self: Path = Path("/proc/self"),
+    disabled: bool = False,
 ) -> Isolation:
     """Find the host's cgroups and make the agent's groups, or say why jobs are not isolated
     (logged: the node says at start what isolates its jobs)."""
     cgroups, why = None, ""
-    if (os.geteuid() if euid is None else euid) != 0:
+    if disabled:
+        why = "turned off (--no-cgroups)"
+    elif (os.geteuid() if euid is None else euid) != 0:
         why = "the agent is not root (cgroups need root)"
     else:
         try:

@@ -47,6 +47,12 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     "ca.pem in ~/.config/mgpu or /etc/mgpu].",
 )
 @click.option(
+    "--no-cgroups",
+    is_flag=True,
+    help="Do not run jobs in cgroups of their own (where something else isolates them, such "
+    "as a container runtime): CUDA_VISIBLE_DEVICES is then the only GPU isolation.",
+)
+@click.option(
     "--insecure-plaintext",
     is_flag=True,
     help="Plain TCP to a master run with --insecure-plaintext (no TLS: the link can be read "
@@ -148,6 +154,7 @@ def cli(
     master_port: int | None,
     tls_ca: Path | None,
     insecure_plaintext: bool,
+    no_cgroups: bool,
     node_id: str | None,
     gpu_count: int | None,
     fallback_gpu_count: int | None,
@@ -200,7 +207,10 @@ def cli(
     host_cpus, host_mem = host_resources()
     backend = _gpus(config, gpu_count=gpu_count, fallback_gpu_count=fallback_gpu_count)
     isolation = setup_isolation(
-        node_id=config.node_id, state_dir=config.state_dir, gpu_numbers=backend.device_numbers()
+        node_id=config.node_id,
+        state_dir=config.state_dir,
+        gpu_numbers=backend.device_numbers(),
+        disabled=no_cgroups,
     )
     agent = Agent(
         config,

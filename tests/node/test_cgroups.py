@@ -134,6 +134,10 @@ def test_without_root_or_controllers_or_a_writable_tree_nothing_is_isolated(
 ) -> None:
     tree = tmp_path / "cg"
     proc = fake_proc(tmp_path, host_like(tree), OWN_V1)
+    off = setup_isolation(
+        node_id="n1", state_dir=tmp_path / "s", gpu_numbers=GPUS, proc_self=proc, disabled=True
+    )
+    assert (off.cgroups, off.summary) == (None, "none: turned off (--no-cgroups)")
     assert setup(tmp_path, proc, euid=1000) == (
         None,
         "none: the agent is not root (cgroups need root)",
