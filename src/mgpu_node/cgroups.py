@@ -74,7 +74,8 @@ REMOVE_POLL_S = 0.02
 _JOB_GROUP = re.compile(r"job(\d+)")
 
 # The arguments are the wrapper's argv. The agent's SIGCONT comes once the gate is in its groups.
-GATE = 'kill -STOP $$; exec "$@"'
+STOP = "kill -STOP $$"
+GATE = STOP + '; exec "$@"'
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +86,13 @@ class Gate:
     held: bool = False
 
     def argv(self, argv: list[str]) -> list[str]:
-        return [SHELL, "-c", GATE, "mgpu-gate", *argv] if self.held else argv
+        if not self.held:
+            return argv
+        if argv[:2] == [SHELL, "-c"]:
+            # The wrapper is a shell script already: it stops itself first, one shell start
+            # fewer on every job's way in (~0.7 ms) than the gate in front of it.
+            return [SHELL, "-c", f"{STOP}\n{argv[2]}", *argv[3:]]
+        return [SHELL, "-c", GATE, "mgpu-gate", *argv]
 
 
 UNGATED = Gate()
@@ -170,13 +177,11 @@ class JobCgroups:
         it is left."""
         job_id = launch.job_id
         try:
-            dirs = self.create(launch)
-        except OSError as exc:
-            self.remove_now(job_id)
-            raise _not_placed(exc) from None
-        try:
+            # Started first: the groups are made while its shell starts up (it runs nothing
+            # of the job before our SIGCONT), which takes them off the job's way in.
             proc = start(GATED)
             try:
+                dirs = self.create(launch)
                 for path in dirs:
                     cgroupfs.write(path / "cgroup.procs", str(proc.pid))
                 _wait_stopped(proc.pid)  # a SIGCONT before its SIGSTOP would be lost
