@@ -1,5 +1,6 @@
-"""Optional TLS on the master's TCP port: `mgpu_master init` makes the CA and certificate, nodes
-and token clients verify the master against the CA, plaintext and foreign CAs are refused."""
+"""TLS on the master's TCP port, by default: the master makes its CA and certificate at first
+start (or `mgpu_master init` beforehand), nodes and token clients verify the master against
+the CA, plaintext and foreign CAs are refused, and plain TCP is an explicit, warned choice."""
 
 from __future__ import annotations
 
@@ -147,3 +148,52 @@ def test_a_node_that_does_not_trust_the_master_stays_out(tmp_path: Path) -> None
         )
         assert c.nodes_json() == []
         assert c.nodes["n1"].poll() is None  # it keeps retrying: the admin may fix the CA
+
+
+def test_tls_is_the_default_and_a_client_without_the_ca_sends_nothing(tmp_path: Path) -> None:
+    with running_cluster(tmp_path) as c:
+        ca = c.master_state / "tls" / "ca.pem"
+        assert ca.read_text().startswith("-----BEGIN CERTIFICATE")
+        assert "(TLS)" in c.log_text("master")
+        token_file = tmp_path / "alice.token"
+        token_file.write_text(str(c.token("alice")))
+        token_file.chmod(0o600)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path / "home"),  # no ~/.config/mgpu/ca.pem there
+            "MGPU_MASTER": c.address,
+            "MGPU_TOKEN_FILE": str(token_file),
+        }
+        audit_before = c.audit()
+        result = subprocess.run(
+            [sys.executable, "-m", "mgpu_client.queue"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+        )
+        assert result.returncode != 0
+        (line,) = result.stderr.splitlines()
+        assert "no cluster CA to verify the master" in line, line
+        assert c.audit() == audit_before  # not even a hello reached the master
+        # With the CA the same command works.
+        ok = subprocess.run(
+            [sys.executable, "-m", "mgpu_client.queue"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**env, "MGPU_TLS_CA": str(ca)},
+        )
+        assert ok.returncode == 0, ok.stderr
+
+
+def test_plain_tcp_is_an_explicit_choice_warned_at_every_start(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, "--insecure-plaintext") as c:
+        c.start_node("n1", 1)  # the agent needs --insecure-plaintext too (the helper adds it)
+        with c.client("alice") as alice:
+            assert alice.user == "alice"
+        c.kill_master()
+        c.start_master("--insecure-plaintext", port=c.port)
+        warnings = c.log_text("master").count("plain TCP on the port (--insecure-plaintext)")
+        assert warnings == 2
+        assert not (c.master_state / "tls").exists()
