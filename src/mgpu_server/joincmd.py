@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from mgpu_core import constants
-from mgpu_core.config import unix_address
+from mgpu_core.config import Address, unix_address
 from mgpu_core.conn import BlockingConnection
 from mgpu_core.daemons import default_master_state_dir
 from mgpu_core.errors import (
@@ -159,7 +159,7 @@ def _host(wanted: str | None, names: list[str]) -> str:
 
 
 def _print_command(made: dict[str, Any], host: str) -> None:
-    address = f"[{host}]:{made['port']}" if ":" in host else f"{host}:{made['port']}"
+    address = Address(host, made["port"])  # its str() brackets an IPv6 host
     click.echo(f"mgpu_node join {address} --token {made['token']} --ca-hash {made['ca_hash']}")
     uses = made["uses"]
     click.echo(
