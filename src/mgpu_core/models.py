@@ -119,6 +119,22 @@ class JobSpec(WireRecord):
     # The submitter's umask, which the node gives the job's process and its output files
     # (None: the node's own, as for a client older than the field).
     umask: int | None = field(default=None, metadata=wire(Optional(Int(0, 0o777))))
+    # Slurm's -n/--ntasks: tasks of the job (all on its one node). ``cpus`` is the job's
+    # total (ntasks x --cpus-per-task); srun steps inside the job start this many tasks.
+    ntasks: int = field(default=1, metadata=wire(Int(1, MAX_CPUS)))
+    # -p: the partitions the job may run in, in the user's order ("" = the default one).
+    partition: str = field(default="", metadata=wire(Str(MAX_PATH_LEN)))
+    account: str = field(default="", metadata=wire(NAME))  # -A (shown; no limits yet)
+    # --gres=gpu:TYPE:N / -G TYPE:N: a normalised GPU model (mgpu_core.gputypes), "" = any.
+    gpu_type: str = field(default="", metadata=wire(NAME))
+    # --exclusive: the whole node, nobody else's jobs beside it.
+    exclusive: bool = field(default=False, metadata=wire(Bool()))
+    # -x/--exclude: never on these nodes.
+    exclude: list[str] = field(default_factory=list, metadata=wire(ListOf(NAME, 4096)))
+    # --open-mode=append: append to existing output files (a requeued run always appends).
+    open_append: bool = field(default=False, metadata=wire(Bool()))
+    # The host the job was submitted from (SLURM_SUBMIT_HOST).
+    submit_host: str = field(default="", metadata=wire(NAME))
 
     def command_display(self) -> str:
         """A one-line rendering of what runs, for queue listings and logs (bytes that are not
@@ -143,6 +159,8 @@ class SubmitRequest(WireRecord):
 
     job: JobSpec = field(metadata=wire(JobSpec.SCHEMA))
     attach: bool = field(default=False, metadata=wire(Bool()))
+    # sbatch --test-only: check the job and say when and where it would start; submit nothing.
+    test_only: bool = field(default=False, metadata=wire(Bool()))
 
 
 @wire_record
@@ -154,6 +172,9 @@ class GpuDevice(WireRecord):
     index: int = field(metadata=wire(GPU_INDEX))
     uuid: str = field(default="", metadata=wire(NAME))  # "GPU-..." or "MIG-..."
     name: str = field(default="", metadata=wire(NAME))  # e.g. "NVIDIA H100 80GB HBM3"
+    # Its type as jobs ask for it (--gres=gpu:TYPE:N): mgpu_core.gputypes.normalise(name),
+    # e.g. "h100"; "" from agents older than the field (the master normalises the name).
+    model: str = field(default="", metadata=wire(NAME))
     memory_total_bytes: int = field(default=0, metadata=wire(Int(0, MAX_BYTES)))
     # The CUDA_VISIBLE_DEVICES entry: the NVML index (a whole GPU) or the MIG UUID.
     visible_id: str = field(metadata=wire(NAME))
@@ -250,6 +271,9 @@ class JobExited(WireRecord):
     # An interactive job's output, in bytes (where its output log ends): a client that
     # printed less knows it missed some. None for batch jobs and from older agents.
     output_bytes: int | None = field(default=None, metadata=wire(Optional(Int(0, 2**62))))
+    # The kernel's OOM killer ended the job (its cgroup's memory.events / oom_control counted
+    # a kill): the master ends it OUT_OF_MEMORY, as Slurm does.
+    oom_killed: bool = field(default=False, metadata=wire(Bool()))
 
 
 @wire_record

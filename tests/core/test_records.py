@@ -318,7 +318,11 @@ def test_nested_records_are_built_and_sent_as_dicts() -> None:
     wire_form = launch.to_wire()
     assert wire_form["spec"] == JobSpec(argv=["x"]).to_wire()
     assert wire_form["gpu_indices"] is not launch.gpu_indices  # the message owns its lists
-    assert SubmitRequest(job=JobSpec()).to_wire() == {"job": JobSpec().to_wire(), "attach": False}
+    assert SubmitRequest(job=JobSpec()).to_wire() == {
+        "job": JobSpec().to_wire(),
+        "attach": False,
+        "test_only": False,
+    }
 
 
 def test_records_are_frozen_but_the_job_spec() -> None:

@@ -160,7 +160,14 @@ def test_the_nodes_view_shows_each_gpu_s_last_sample(cluster: ClusterState) -> N
         nodes: list[dict[str, Any]] = request(service, ctx("a"), "nodes")["nodes"]
         return [dict(g) for g in nodes[0]["gpus"]]
 
-    device = {"uuid": "n1-1", "name": "g", "memory_total_bytes": 1, "visible_id": "1", "fake": True}
+    device = {
+        "uuid": "n1-1",
+        "name": "g",
+        "model": "",
+        "memory_total_bytes": 1,
+        "visible_id": "1",
+        "fake": True,
+    }
     unmeasured = {"healthy": True, "error": "", "utilization_pct": -1, "memory_used_bytes": -1}
     assert gpus()[1] == {"index": 1, **device, **unmeasured, "processes": [], "job_id": None}
     stranger = GpuProcess(pid=7, user="eve", used_memory_bytes=5, command="miner")
