@@ -1,8 +1,7 @@
 """What every click command shares: the --master option, and (from client.py and exits.py,
 which do not import click) connecting and the error-to-exit-code mapping (the codes are
-mgpu_core.exitcodes'). The job options of
-srun, sbatch, submit and run are in jobopts.py, so that mgpu_queue and mgpu_cancel do not
-import their parsers."""
+mgpu_core.exitcodes'). The job commands (srun, sbatch, salloc, scancel and their verbs)
+do not use click: their options are in mgpu_client.optable."""
 
 from __future__ import annotations
 

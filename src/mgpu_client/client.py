@@ -181,6 +181,16 @@ class Client:
         data = self._call({"t": "submit", **SubmitRequest(job=spec, attach=attach).to_wire()})
         return int(data["job_id"])
 
+    def submit_job(
+        self, job: dict[str, Any], *, attach: bool = False, test_only: bool = False
+    ) -> dict[str, Any]:
+        """Submit a job in its wire form (mgpu_client.jobspec builds it without the records'
+        classes, which would cost the command their import); the master checks every field."""
+        request = {"t": "submit", "job": job, "attach": attach}
+        if test_only:
+            request["test_only"] = True
+        return self._call(request)
+
     def submit_many(self, specs: list[JobSpec], *, window: int = 1000) -> list[int]:
         """Submit pipelined: up to ``window`` requests in flight, so one connection is not
         bound by round trips and the master commits each burst once (group commit). The ids

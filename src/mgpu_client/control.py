@@ -11,12 +11,22 @@ import click
 
 from mgpu_client._common import EXIT_ERROR, connect, handles_errors, master_option
 from mgpu_client.formatting import table
-from mgpu_client.jobopts import bounded_time_limit
 from mgpu_client.queue import parse_job_ids
 from mgpu_core.cliutil import parsed_by
 from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client"
+
+
+def _time_limit_s(text: str) -> int:
+    """--time for update: sbatch's forms and bound (its UsageError as click's ValueError)."""
+    from mgpu_client.jobspec import time_limit_s
+    from mgpu_core.errors import UsageError
+
+    try:
+        return time_limit_s(text)
+    except UsageError as exc:
+        raise ValueError(str(exc).removeprefix("invalid --time: ")) from None
 
 
 def _per_job(verb: str, master: str | None, job_ids: tuple[str, ...]) -> None:
@@ -53,7 +63,7 @@ requeue = _job_verb("requeue", "Stop running jobs and put them back in the queue
     "-t",
     "--time",
     "time_limit_s",
-    callback=parsed_by(bounded_time_limit),
+    callback=parsed_by(_time_limit_s),
     default=None,
     metavar="LIMIT",
     help="New time limit.",

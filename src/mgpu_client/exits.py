@@ -53,3 +53,25 @@ def handles_errors(prog: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def run_command(prog: str, fn: Callable[[], int | None], *, slurm: bool = False) -> None:
+    """Run a command's body and exit with its status; expected failures are one line on
+    stderr. A Slurm-named command exits 1 for every failure, as Slurm's do; an mgpu_* one uses
+    mgpu's table (mgpu_core.exitcodes: 64 for a usage error, 2 for an unreachable master)."""
+    try:
+        code = fn()
+    except MgpuError as err:
+        fail(prog, str(err), EXIT_ERROR if slurm else exit_code_of(err))
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(EXIT_ERROR)
+    sys.stdout.flush()
+    sys.exit(code or 0)
+
+
+def warn(prog: str, message: str) -> None:
+    """A warning line, as Slurm's commands print them (``sbatch: warning: ...``)."""
+    sys.stderr.write(f"{prog}: warning: {escape_controls(message)}\n")

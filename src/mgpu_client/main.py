@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import admin, cancel, control, follow, gpu, queue, sbatch, srun
+from mgpu_client import admin, control, follow, gpu, queue, sbatch, scancel, srun
 from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
@@ -19,9 +19,10 @@ from mgpu_client._common import (
     handles_errors,
     master_option,
 )
-from mgpu_client.jobopts import ARRAY_OPTION, DEFAULT_OUTPUT, REQUEUE_OPTION, job_options, wrap_spec
+from mgpu_client.exits import run_command
 from mgpu_core import __version__
 from mgpu_core.cliutil import run_click
+from mgpu_core.errors import UsageError
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_core.text import escape_controls
 
@@ -34,30 +35,64 @@ def cli() -> None:
     """mgpu: a Slurm-like scheduler for GPU machines."""
 
 
-@cli.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
-@job_options
-@click.option("-o", "--output", default=None, help=f"stdout file [default: {DEFAULT_OUTPUT}].")
-@click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
-@REQUEUE_OPTION
-@ARRAY_OPTION
-@master_option
-@click.argument("command", nargs=-1, required=True)
-@handles_errors(f"{PROG} submit")
-def submit(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
-    """Submit a shell command as a batch job: mgpu_client submit --gpus 1 "nvidia-smi".
-
-    The same job as ``mgpu_sbatch --wrap``, with several words joined as a shell would quote
-    them."""
-    line = command[0] if len(command) == 1 else shlex.join(command)
-    spec = wrap_spec(opts, line)
-    with connect(master) as client:
-        click.echo(f"Submitted batch job {client.submit(spec)}")
+# The job commands parse their own options (mgpu_client.cmdline, from the one table in
+# mgpu_client.optable): these verbs hand them their arguments untouched.
+_PASS = {
+    "ignore_unknown_options": True,
+    "allow_extra_args": True,
+    "allow_interspersed_args": False,
+    "help_option_names": [],
+}
 
 
-cli.add_command(srun.build_cli(), "run")
-cli.add_command(sbatch.cli, "sbatch")
+def _pass_through(name: str, summary: str, body: Any) -> None:
+    @cli.command(name, context_settings=_PASS, help=summary, add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def verb(args: tuple[str, ...]) -> None:
+        prog = f"{PROG} {name}"
+        run_command(prog, lambda: body(list(args), prog))
+
+
+def _submit(argv: list[str], prog: str) -> int:
+    """mgpu_client submit [OPTIONS] CMD...: the job ``mgpu_sbatch --wrap CMD`` submits, with
+    several words joined as a shell would quote them."""
+    from mgpu_client.cmdline import parse
+    from mgpu_client.optable import B, table_for
+
+    _, rest = parse(argv, table_for(B))
+    if not rest:
+        raise UsageError("give a command to run")
+    options = argv[: len(argv) - len(rest)]
+    line = rest[0] if len(rest) == 1 else shlex.join(rest)
+    return sbatch.submit([*options, "--wrap", line], prog, slurm=False)
+
+
+_pass_through("submit", "Submit a shell command as a batch job (sbatch --wrap).", _submit)
+_pass_through(
+    "sbatch", "Submit a batch script (mgpu_sbatch).", lambda a, p: sbatch.submit(a, p, slurm=False)
+)
+_pass_through(
+    "run",
+    "Run a command as a job and stream its output (mgpu_srun).",
+    lambda a, p: srun.run(a, p, slurm=False),
+)
+
+
+@cli.command("slurm-commands")
+@click.option("--force", is_flag=True, help="Replace files that are not mgpu's.")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@handles_errors(f"{PROG} slurm-commands")
+def slurm_commands(*, directory: Path, force: bool) -> None:
+    """Write Slurm's command names (sbatch, srun, salloc, squeue, scancel, sacct, sinfo,
+    scontrol) into DIRECTORY; put it first on PATH to use them. Nothing else is shadowed."""
+    from mgpu_client.slurmcmds import write_commands
+
+    for line in write_commands(directory, force=force):
+        click.echo(line)
+
+
 cli.add_command(queue.build_cli(), "queue")
-cli.add_command(cancel.cli, "cancel")
+_pass_through("cancel", "Cancel or signal jobs (scancel).", scancel.cancel)
 for _command in control.COMMANDS:
     cli.add_command(_command)
 cli.add_command(gpu.gpu)

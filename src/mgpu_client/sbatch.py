@@ -1,200 +1,128 @@
-"""``mgpu_sbatch``: submit a batch script. ``#SBATCH`` and ``#MGPU`` directive lines at the top of
-the script give options; the command line wins over them, as in Slurm."""
+"""``sbatch`` and ``mgpu_sbatch``: submit a batch script. ``#SBATCH`` (and ``#MGPU``) lines at
+the top of the script give options; the command line wins over them, as in Slurm. Every option
+of Slurm's sbatch is known (mgpu_client.optable says what happens to each); parsing needs no
+click, so a submit costs little more than Python's own start.
+"""
 
 from __future__ import annotations
 
-import re
 import sys
-from typing import Any
 
-import click
-
-from mgpu_client._common import (
-    CONTEXT,
-    connect,
-    handles_errors,
-    master_option,
-)
-from mgpu_client.jobopts import (
-    ARRAY_OPTION,
-    DEFAULT_OUTPUT,
-    REQUEUE_OPTION,
-    batch_spec,
-    job_options,
-    wrap_spec,
-)
-from mgpu_core.cliutil import run_click
+from mgpu_client import jobspec
+from mgpu_client.cmdline import parse, render_help
+from mgpu_client.directives import parse_directives, read_script
+from mgpu_client.exits import run_command, warn
+from mgpu_client.optable import JOB_OPTIONS, B, table_for
 from mgpu_core.errors import UsageError
-from mgpu_core.limits import MAX_ARG_LEN
-from mgpu_core.models import printable
 
-PROG = "mgpu_sbatch"
-DIRECTIVE_PREFIXES = ("#SBATCH", "#MGPU")
-# No option value is longer than an argument may be; and a script's options are a few dozen
-# words, which click parses at ~40 us each.
-MAX_DIRECTIVE_LEN = MAX_ARG_LEN
-MAX_DIRECTIVE_WORDS = 1024
+TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
+if TYPE_CHECKING:
+    from typing import Any
 
-# One piece of a directive line, in shlex.split(text, comments=True)'s POSIX rules: blanks end
-# a word; "#" ends the line; '...' is literal; "..." is literal but for \" and \\; \c is c.
-# shlex itself is quadratic in a word's length (it grows the word one += at a time: 23 s for
-# a 1 MiB line); a regex scan is linear (tests/client/test_sbatch_directives.py compares them).
-_PIECE = re.compile(
-    r"""(?P<blank>[ \t\r\n]+)
-    |(?P<comment>\#.*)
-    |'(?P<single>[^']*)'
-    |"(?P<double>(?:[^"\\]|\\.)*)"
-    |\\(?P<escaped>.)
-    |(?P<plain>[^ \t\r\n'"\\\#]+)
-    |(?P<unmatched>.)""",
-    re.VERBOSE | re.DOTALL,
+USAGE = "[OPTIONS] [SCRIPT [ARGS...]] | --wrap CMD"
+SUMMARY = (
+    "Submit a batch SCRIPT (or stdin, or --wrap CMD); its output goes to a file. #SBATCH lines "
+    "at the top of the script give options; the command line wins over them."
 )
-_IN_DOUBLE_QUOTES = re.compile(r'\\([\\"])')
+SLURM_VERSION = "slurm 23.11.0"
 
 
-def split_words(text: str) -> list[str]:
-    """``shlex.split(text, comments=True)`` for one line, in linear time; ValueError as
-    shlex raises it for an open quote or a trailing backslash."""
-    words: list[str] = []
-    word: list[str] | None = None  # None between words ('' is a word: "")
-    for piece in _PIECE.finditer(text):
-        kind = piece.lastgroup
-        if kind == "blank" or kind == "comment":
-            if word is not None:
-                words.append("".join(word))
-                word = None
-            if kind == "comment":
-                break
-            continue
-        if kind == "unmatched":
-            quote = piece.group() in "'\""
-            raise ValueError("No closing quotation" if quote else "No escaped character")
-        if word is None:
-            word = []
-        if kind == "double":
-            word.append(_IN_DOUBLE_QUOTES.sub(r"\1", piece.group(kind)))
-        else:
-            word.append(piece.group(kind or ""))
-    if word is not None:
-        words.append("".join(word))
-    return words
+def help_text(prog: str) -> str:
+    return render_help(prog, USAGE, SUMMARY, (o for o in JOB_OPTIONS if B in o.commands))
 
 
-def parse_directives(script: str) -> list[str]:
-    """Option tokens from the directive lines before the first command, in order.
+def submit(argv: list[str], prog: str, *, slurm: bool) -> int:
+    table = table_for(B)
+    if argv and argv[0] in ("-h", "--help", "--usage"):
+        sys.stdout.write(help_text(prog))
+        return 0
+    if argv and argv[0] in ("-V", "--version"):
+        from mgpu_core import __version__
 
-    As in Slurm, parsing stops at the first line that is neither blank nor a comment; the
-    ``#!`` line is skipped; anything after a ``#`` inside a directive is a comment. Linear in
-    the script's length: a line longer than :data:`MAX_DIRECTIVE_LEN` or more than
-    :data:`MAX_DIRECTIVE_WORDS` words in all are refused.
-    """
-    tokens: list[str] = []
-    for number, line in enumerate(script.splitlines(), 1):
-        text = line.strip()
-        if number == 1 and text.startswith("#!"):
-            continue
-        if not text:
-            continue
-        if not text.startswith("#"):
-            break
-        for prefix in DIRECTIVE_PREFIXES:
-            if text.startswith(prefix) and (
-                len(text) == len(prefix) or text[len(prefix)].isspace()
-            ):
-                tokens.extend(_directive_words(number, text, len(prefix)))
-        if len(tokens) > MAX_DIRECTIVE_WORDS:
-            raise UsageError(
-                f"script line {number}: more than {MAX_DIRECTIVE_WORDS} words of directives"
-            )
-    return tokens
-
-
-def _directive_words(number: int, text: str, start: int) -> list[str]:
-    if len(text) > MAX_DIRECTIVE_LEN:
-        raise UsageError(
-            f"script line {number}: a directive of {len(text)} characters "
-            f"(at most {MAX_DIRECTIVE_LEN}): {printable(text[:60])}..."
-        )
-    try:
-        return split_words(text[start:])
-    except ValueError as exc:
-        raise UsageError(f"script line {number}: {exc}: {printable(text)}") from None
-
-
-def _read_script(path: str | None) -> str:
-    """The script's text; bytes that are not UTF-8 are kept (surrogate-escaped, as an OsStr)
-    and reach the job as they are."""
-    try:
-        if path is None or path == "-":
-            return sys.stdin.buffer.read().decode("utf-8", "surrogateescape")
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"cannot read batch script {path}: {reason}") from None
-
-
-def merge_directives(ctx: click.Context, tokens: list[str]) -> dict[str, Any]:
-    """Options from the script's directives, overridden by whatever the command line set."""
-    if not tokens:
-        return dict(ctx.params)
-    assert ctx.command is not None
-    try:
-        sub = ctx.command.make_context(PROG, [*tokens, "--", "script"], parent=None)
-    except click.UsageError as exc:
-        raise UsageError(f"invalid directive in batch script: {exc.format_message()}") from None
-    merged = dict(sub.params)
-    for name, value in ctx.params.items():
-        if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT:
-            merged[name] = value
-    return merged
-
-
-@click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
-@job_options
-@click.option(
-    "-o",
-    "--output",
-    default=None,
-    help=f"stdout file; %j is the job id [default: {DEFAULT_OUTPUT}].",
-)
-@click.option("-e", "--error", default=None, help="stderr file [default: with stdout].")
-@REQUEUE_OPTION
-@ARRAY_OPTION
-@click.option(
-    "--wrap", default=None, metavar="CMD", help="Wrap this shell command line in a script."
-)
-@click.option("--parsable", is_flag=True, help="Print only the job id.")
-@master_option
-@click.argument("script", required=False)
-@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-@handles_errors(PROG)
-def cli(**_: Any) -> None:
-    """Submit a batch SCRIPT (or stdin, or --wrap CMD); its output goes to a file."""
-    ctx = click.get_current_context()
-    params = ctx.params
-    if params["wrap"] is not None:
-        if params["script"] is not None:
+        sys.stdout.write(f"{SLURM_VERSION} (mgpu {__version__})\n")
+        return 0
+    found, rest = parse(argv, table)
+    given = jobspec.used(found)
+    if given.get("wrap") is not None:
+        if rest:
             raise UsageError("give either a script or --wrap, not both")
-        # The command line is the whole job (nobody wrote directives into the wrapped line);
-        # the same builder serves mgpu_client submit.
-        spec = wrap_spec(params, params["wrap"])
+        name = jobspec.WRAP_JOB_NAME
+        script, script_args = f"#!/bin/sh\n{given['wrap']}\n", []
     else:
-        text = _read_script(params["script"])
-        if not text.startswith("#!"):
+        path = rest[0] if rest else None
+        script, script_args = read_script(path), rest[1:]
+        if not script.startswith("#!"):
             raise UsageError(
                 "this does not look like a batch script: the first line must start with #! "
                 "followed by the path to an interpreter, e.g. #!/bin/sh"
             )
-        opts = merge_directives(ctx, parse_directives(text))
-        spec = batch_spec(opts, script=text, argv=list(params["script_args"]))
-    with connect(params["master"]) as client:
-        job_id = client.submit(spec)
-    click.echo(str(job_id) if params["parsable"] else f"Submitted batch job {job_id}")
+        name = "sbatch" if path in (None, "-") else path.rsplit("/", 1)[-1]
+        tokens = parse_directives(script)
+        if tokens:
+            try:
+                in_script, stray = parse(tokens, table, interspersed=True)
+            except UsageError as exc:
+                raise UsageError(f"invalid directive in batch script: {exc}") from None
+            if stray:
+                raise UsageError(f"invalid directive in batch script: unexpected '{stray[0]}'")
+            found = in_script + found  # the command line comes last and wins
+    warnings = jobspec.check_options(found)
+    opts = jobspec.used(found)
+    if not opts.get("quiet"):
+        for line in warnings:
+            warn(prog, line)
+    opts.setdefault("job_name", name)
+    if not opts.get("output"):
+        default = jobspec.ARRAY_OUTPUT if opts.get("array") else jobspec.DEFAULT_OUTPUT
+        opts["output"] = default if slurm else default.replace("slurm-", "mgpu-", 1)
+    job = jobspec.build(opts, argv=script_args, script=script, interactive=False)
+    return _send(job, opts, prog)
 
 
-def main() -> None:
-    run_click(cli, PROG)
+def _send(job: dict[str, Any], opts: dict[str, Any], prog: str) -> int:
+    from mgpu_client.client import connect
+
+    with connect(opts.get("master")) as client:
+        if opts.get("test_only"):
+            return _test_only(client.submit_job(job, test_only=True), prog)
+        job_id = int(client.submit_job(job)["job_id"])
+        sys.stdout.write(
+            f"{job_id}\n" if opts.get("parsable") else f"Submitted batch job {job_id}\n"
+        )
+        sys.stdout.flush()
+        if not opts.get("wait"):
+            return 0
+        from mgpu_client.follow import Follower
+
+        follower = Follower(client, job_id, prog)
+        try:
+            return follower.follow()
+        finally:
+            follower.client.close()
+
+
+def _test_only(reply: dict[str, Any], prog: str) -> int:
+    """Slurm's ``sbatch --test-only`` line: where and when the job would start."""
+    import time
+
+    when = reply.get("would_start") or 0
+    start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(when)) if when else "Unknown"
+    node = reply.get("node") or "(unknown)"
+    partition = reply.get("partition") or ""
+    cpus = reply.get("cpus") or 1
+    sys.stderr.write(
+        f"{prog}: Job {reply.get('job_id') or 0} to start at {start} using {cpus} processors "
+        f"on nodes {node} in partition {partition}\n"
+    )
+    return 0
+
+
+def main(prog: str = "mgpu_sbatch", *, slurm: bool = False) -> None:
+    run_command(prog, lambda: submit(sys.argv[1:], prog, slurm=slurm), slurm=slurm)
+
+
+def slurm_main() -> None:
+    main("sbatch", slurm=True)
 
 
 if __name__ == "__main__":

@@ -1,55 +1,87 @@
-"""``mgpu_srun``: submit a command, wait for resources, stream its output, exit with its code.
+"""``srun`` and ``mgpu_srun``: run a command as a job and stream its output, or, inside a running
+job, as a step of it (:mod:`mgpu_client.steps`). Exit status: the job's (128+N for a signal).
 
-Start-up time is most of what a user waits for in ``mgpu_srun true``, and importing click alone
-costs ~30 ms: so ``main`` first tries :mod:`mgpu_client.quick`, which handles the common
-invocations (``[-G N] [-J NAME] [-c N] [--master ADDR] [--] COMMAND``) with the same result,
-and builds the click command only for everything else (other options, --help, mistakes).
+Start-up time is most of what a user waits for in ``srun true``: options are parsed from the
+one table (mgpu_client.optable) without click, and the submit goes out as a plain wire dict.
 """
 
 from __future__ import annotations
 
 import sys
 
-from mgpu_client import quick
-from mgpu_client.follow import install_signal_handlers, submit_and_follow
+from mgpu_client import jobspec
+from mgpu_client.cmdline import parse, render_help
+from mgpu_client.exits import run_command, warn
+from mgpu_client.optable import JOB_OPTIONS, SRUN_WAIT, R, table_for
+from mgpu_core.errors import UsageError
 
-TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
-if TYPE_CHECKING:
-    from typing import Any
-
-    import click
-
-PROG = "mgpu_srun"
-
-
-def build_cli() -> click.Command:
-    """The full mgpu_srun command (click), also ``mgpu_client run``."""
-    import click
-
-    from mgpu_client._common import CONTEXT, connect, handles_errors, master_option
-    from mgpu_client.jobopts import build_spec, job_options
-
-    @click.command(context_settings={**CONTEXT, "allow_interspersed_args": False})
-    @job_options
-    @master_option
-    @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-    @handles_errors(PROG)
-    def cli(*, command: tuple[str, ...], master: str | None, **opts: Any) -> None:
-        """Run COMMAND as a job and stream its output: mgpu_srun --gpus 1 -- python train.py"""
-        install_signal_handlers()
-        spec = build_spec(opts, argv=list(command), script=None, interactive=True)
-        sys.exit(submit_and_follow(connect(master), spec.to_wire(), PROG))
-
-    return cli
+USAGE = "[OPTIONS] COMMAND [ARGS...]"
+SUMMARY = (
+    "Run COMMAND as a job and stream its output: srun --gpus 1 python train.py. Inside a job "
+    "(its batch script, or salloc's shell), run it as a step: its tasks in the job's allocation."
+)
+# More tasks than one, outside a job: the node runs this loop, one task per SLURM_PROCID, and
+# the job's exit status is the highest of its tasks' (a task killed by signal N counts 128+N).
+FAN_OUT = (
+    'n=$1; shift; i=0; pids=""; '
+    'while [ "$i" -lt "$n" ]; do SLURM_PROCID=$i SLURM_LOCALID=$i "$@" & pids="$pids $!"; '
+    "i=$((i + 1)); done; rc=0; for p in $pids; do wait $p; s=$?; "
+    '[ "$s" -gt "$rc" ] && rc=$s; done; exit $rc'
+)
 
 
-def main() -> None:
-    code = quick.srun(sys.argv[1:], PROG)
-    if code is not None:
-        sys.exit(code)
-    from mgpu_core.cliutil import run_click
+def help_text(prog: str) -> str:
+    options = [o for o in JOB_OPTIONS if R in o.commands and o.dest != "wait"]
+    return render_help(prog, USAGE, SUMMARY, [*options, SRUN_WAIT])
 
-    run_click(build_cli(), PROG)
+
+def run(argv: list[str], prog: str, *, slurm: bool) -> int:
+    if argv and argv[0] in ("-h", "--help", "--usage"):
+        sys.stdout.write(help_text(prog))
+        return 0
+    found, command = parse(argv, table_for(R))
+    warnings = jobspec.check_options(found)
+    opts = jobspec.used(found)
+    if not opts.get("quiet"):
+        for line in warnings:
+            warn(prog, line)
+    if not command:
+        raise UsageError("give a command to run")
+    from mgpu_client.steps import allocation_job_id, run_step
+
+    in_job = allocation_job_id(opts)
+    if in_job is not None:
+        return run_step(in_job, command, opts, prog)
+    if opts.get("pty") is not None:
+        raise UsageError(
+            "--pty is supported inside a job only (srun --pty in salloc's shell): mgpu does "
+            "not forward a terminal to a new job yet"
+        )
+    job = jobspec.build(opts, argv=command, script=None, interactive=True)
+    if job["ntasks"] > 1:
+        job["argv"] = ["/bin/sh", "-c", FAN_OUT, "srun", str(job["ntasks"]), *command]
+        if opts.get("label"):
+            warn(prog, "--label is honoured for steps inside a job only")
+    from mgpu_client.client import connect
+
+    client = connect(opts.get("master"))
+    if opts.get("test_only"):
+        from mgpu_client.sbatch import _test_only
+
+        with client:
+            return _test_only(client.submit_job(job, test_only=True), prog)
+    from mgpu_client.follow import install_signal_handlers, submit_and_follow
+
+    install_signal_handlers()
+    return submit_and_follow(client, job, prog)
+
+
+def main(prog: str = "mgpu_srun", *, slurm: bool = False) -> None:
+    run_command(prog, lambda: run(sys.argv[1:], prog, slurm=slurm), slurm=slurm)
+
+
+def slurm_main() -> None:
+    main("srun", slurm=True)
 
 
 if __name__ == "__main__":

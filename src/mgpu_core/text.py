@@ -30,3 +30,18 @@ def _escape(char: str) -> str:
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with each byte that is not UTF-8 (a lone surrogate, as an :class:`OsStr` field
+    holds it) written ``\\xNN``: a str that can be sent, stored as text and printed."""
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
+        return text.encode("utf-8", "backslashreplace").decode()
+    return raw.decode("utf-8", "backslashreplace")

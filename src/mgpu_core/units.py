@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from fractions import Fraction
 
 __all__ = [
     "format_duration",
@@ -195,6 +194,8 @@ def parse_size(text: str, default_unit: str = "M") -> int:
     power = _unit_power(unit) if unit else default_power
     if power is None:
         raise ValueError(f"invalid size {text!r}: {_SIZE_FORMS}")
+    from fractions import Fraction  # ~1 ms of a client's start-up, only for --mem
+
     try:
         number = Fraction(match.group("number"))
     except ValueError:  # more digits than int() accepts

@@ -1,0 +1,237 @@
+"""``sacct``: finished and running jobs from mgpu's own records (no accounting daemon), in Slurm's
+formats: ``-o/--format`` with Slurm's field names and widths, ``-p``/``-P``, ``-n``, ``-X``,
+``-b``, ``-l``; one row per job, then its steps (``ID.batch``, ``ID.N``). Rendering is
+:mod:`mgpu_client.slurm.sacct_fmt`'s.
+
+Selection as Slurm's: without ``-j``, the caller's jobs (``-a``: everyone's, ``-u``: these users')
+that were around in the window ``-S``..``-E`` (by default since midnight); with ``-j``, those
+jobs whenever they ran.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.exits import run_command, warn
+from mgpu_client.optable import FLAG, QUIET, USE, VALUE, WARN, Opt
+from mgpu_core.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# fmt: off
+OPTIONS = (
+    Opt("-a --allusers", "allusers", FLAG, "", USE, "Every user's jobs."),
+    Opt("-A --accounts", "accounts", VALUE, "", USE, "Only these accounts.", metavar="LIST"),
+    Opt("-b --brief", "brief", FLAG, "", USE, "JobID, State and ExitCode only."),
+    Opt("-D --duplicates", "duplicates", FLAG, "", QUIET, "Accepted (one record per job)."),
+    Opt("-E --endtime", "endtime", VALUE, "", USE, "Window end [default: now].", metavar="TIME"),
+    Opt("-e --helpformat", "helpformat", FLAG, "", USE, "List the fields -o accepts."),
+    Opt("-j --jobs", "jobs", VALUE, "", USE, "Only these jobs (ID, ID_TASK, ID.STEP).",
+        metavar="LIST"),
+    Opt("-l --long", "long", FLAG, "", USE, "Many fields."),
+    Opt("-L --allclusters", "allclusters", FLAG, "", QUIET, "Accepted (one cluster)."),
+    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    Opt("-N --nodelist", "nodelist", VALUE, "", USE, "Only jobs on these nodes.", metavar="NODES"),
+    Opt("-n --noheader", "noheader", FLAG, "", USE, "No header."),
+    Opt("--name", "name", VALUE, "", USE, "Only jobs with these names.", metavar="LIST"),
+    Opt("-o --format", "format", VALUE, "", USE, "Fields, e.g. JobID,State,JobName%30.",
+        metavar="FIELDS"),
+    Opt("-p --parsable", "parsable", FLAG, "", USE, "'|'-separated, with a trailing '|'."),
+    Opt("-P --parsable2", "parsable2", FLAG, "", USE, "'|'-separated."),
+    Opt("--delimiter", "delimiter", VALUE, "", USE, "With -p/-P: this separator.", metavar="C"),
+    Opt("-q --qos", "qos", VALUE, "", USE, "Only these QoS.", metavar="LIST"),
+    Opt("-r --partition", "partition", VALUE, "", USE, "Only these partitions.", metavar="LIST"),
+    Opt("-s --state", "state", VALUE, "", USE, "Only these states (CD,F,CA,TO,NF,OOM,PD,R).",
+        metavar="LIST"),
+    Opt("-S --starttime", "starttime", VALUE, "", USE, "Window start [default: midnight].",
+        metavar="TIME"),
+    Opt("-u --user", "user", VALUE, "", USE, "Only these users' jobs.", metavar="LIST"),
+    Opt("-X --allocations", "allocations", FLAG, "", USE, "Jobs only, no steps."),
+    Opt("-T --truncate", "truncate", FLAG, "", QUIET, "Accepted."),
+    Opt("--units", "units", VALUE, "", QUIET, "Accepted."),
+    Opt("--noconvert", "noconvert", FLAG, "", QUIET, "Accepted."),
+    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
+    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
+    Opt("-h --help", "help", FLAG, "", USE, "Show this message and exit."),
+    Opt("--usage", "usage", FLAG, "", USE, "Show this message and exit."),
+    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
+        metavar="ADDR"),
+)
+# fmt: on
+TABLE = index(OPTIONS)
+_UNITS_S = {
+    "": 1,
+    "s": 1,
+    "second": 1,
+    "seconds": 1,
+    "minute": 60,
+    "minutes": 60,
+    "hour": 3600,
+    "hours": 3600,
+    "day": 86400,
+    "days": 86400,
+    "week": 604800,
+    "weeks": 604800,
+}
+_NAMED = {
+    "midnight": (0, 0),
+    "noon": (12, 0),
+    "elevenses": (11, 0),
+    "fika": (15, 0),
+    "teatime": (16, 0),
+}
+
+
+def parse_time(text: str, now: float) -> float:
+    """sacct's -S/-E forms: YYYY-MM-DD[THH:MM[:SS]], MM/DD[/YY], HH:MM[:SS], today, midnight,
+    noon, now[{+|-}N[unit]], a Unix time."""
+    raw = text.strip().lower()
+    day = time.localtime(now)
+    if raw in ("now", "") or raw.startswith(("now+", "now-")):
+        if raw in ("now", ""):
+            return now
+        sign = 1 if raw[3] == "+" else -1
+        body = raw[4:]
+        digits = "".join(c for c in body if c.isdigit())
+        unit = body[len(digits) :]
+        if not digits or unit not in _UNITS_S:
+            raise UsageError(f"invalid time '{text}'")
+        return now + sign * int(digits) * _UNITS_S[unit]
+    if raw == "today":
+        raw = "midnight"
+    if raw in _NAMED:
+        hour, minute = _NAMED[raw]
+        return time.mktime((day.tm_year, day.tm_mon, day.tm_mday, hour, minute, 0, 0, 0, -1))
+    if raw.isdigit() and len(raw) > 8:
+        return float(raw)
+    date_part, _, clock = raw.partition("t") if "-" in raw[:10] else ("", "", raw)
+    try:
+        if "/" in raw:
+            date_part, _, clock = raw.partition("-")
+            month, mday, *year = (int(x) for x in date_part.split("/"))
+            yr = (2000 + year[0] if year[0] < 100 else year[0]) if year else day.tm_year
+        elif date_part:
+            yr, month, mday = (int(x) for x in date_part.split("-"))
+        else:
+            yr, month, mday = day.tm_year, day.tm_mon, day.tm_mday
+        parts = [int(x) for x in clock.split(":")] if clock else [0, 0]
+        hour, minute, second = (parts + [0, 0, 0])[:3]
+        return time.mktime((yr, month, mday, hour, minute, second, 0, 0, -1))
+    except (ValueError, OverflowError):
+        raise UsageError(f"invalid time '{text}'") from None
+
+
+def _split(value: object) -> list[str]:
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def _refs(value: object) -> list[int | str]:
+    refs: list[int | str] = []
+    for item in _split(value):
+        text = item.split(".")[0]
+        job, _, task = text.partition("_")
+        if not job.isdigit() or (task and not task.isdigit()):
+            raise UsageError(f"invalid job id '{item}'")
+        refs.append(f"{job}_{task}" if task else int(job))
+    return refs
+
+
+def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
+    now = time.time()
+    refs = _refs(",".join(opts.get("jobs") or []))
+    from mgpu_client.squeue import STATES, parse_states
+
+    states = parse_states(str(opts["state"])) if opts.get("state") else []
+    users = [] if opts.get("allusers") else (_split(opts.get("user")) or ([] if refs else [me]))
+    start = end = None
+    if opts.get("starttime"):
+        start = parse_time(str(opts["starttime"]), now)
+    elif not refs:
+        start = now if states else parse_time("midnight", now)
+    if opts.get("endtime"):
+        end = parse_time(str(opts["endtime"]), now)
+    data = client.request(
+        "queue",
+        users=users,
+        states=[s for s in states if s in STATES.values() and s != "COMPLETING"],
+        job_ids=refs,
+        include_finished=True,
+        fields=[],
+        names=_split(opts.get("name")),
+        window_start_s=start,
+        window_end_s=end,
+        steps=not opts.get("allocations"),
+    )
+    wanted = {
+        k: set(_split(opts.get(o)))
+        for k, o in (("partition", "partition"), ("qos", "qos"), ("account", "accounts"))
+    }
+    nodes = None
+    if opts.get("nodelist"):
+        from mgpu_core.hostlist import expand_hostlist
+
+        nodes = set(expand_hostlist(str(opts["nodelist"])))
+    rows = []
+    for row in data["jobs"]:
+        if any(values and str(row.get(key, "")) not in values for key, values in wanted.items()):
+            continue
+        if nodes is not None and row.get("node") not in nodes:
+            continue
+        rows.append(row)
+    return rows
+
+
+def report(argv: list[str], prog: str) -> int:
+    found, rest = parse(argv, TABLE, interspersed=True)
+    opts = as_dict(found, collect=("jobs",))
+    from mgpu_client.slurm import sacct_fmt
+
+    if opts.get("help") or opts.get("usage"):
+        sys.stdout.write(render_help(prog, "[OPTIONS]", "Accounting data of jobs.", OPTIONS))
+        return 0
+    if opts.get("version"):
+        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
+        return 0
+    if opts.get("helpformat"):
+        sys.stdout.write(sacct_fmt.help_format())
+        return 0
+    if rest:
+        raise UsageError(f"unrecognized argument '{rest[0]}'")
+    for opt, _ in found:
+        if opt.how == WARN:
+            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
+    from mgpu_client.client import connect, current_user
+
+    with connect(opts.get("master")) as client:
+        rows = fetch(client, opts, current_user())
+    delimiter = str(opts["delimiter"]) if opts.get("delimiter") else "|"
+    sys.stdout.write(
+        sacct_fmt.render(
+            rows,
+            fields=opts.get("format"),
+            brief=bool(opts.get("brief")),
+            long=bool(opts.get("long")),
+            parsable=bool(opts.get("parsable")),
+            parsable2=bool(opts.get("parsable2")),
+            delimiter=delimiter,
+            header=not opts.get("noheader"),
+            allocations=bool(opts.get("allocations")),
+        )
+    )
+    return 0
+
+
+def main(prog: str = "sacct", *, slurm: bool = True) -> None:
+    run_command(prog, lambda: report(sys.argv[1:], prog), slurm=slurm)
+
+
+def slurm_main() -> None:
+    main("sacct", slurm=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""``sinfo``: partitions and nodes in Slurm's formats (default, ``-N``, ``-l``, ``-s``, ``-R``,
+``-o``/``-O``), GPU gres included. Rendering is :mod:`mgpu_client.slurm.sinfo_fmt`'s."""
+
+from __future__ import annotations
+
+import sys
+
+from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.exits import run_command, warn
+from mgpu_client.optable import FLAG, QUIET, USE, VALUE, WARN, Opt
+from mgpu_core.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# fmt: off
+OPTIONS = (
+    Opt("-a --all", "all", FLAG, "", QUIET, "All partitions (always)."),
+    Opt("-d --dead", "dead", FLAG, "", USE, "Only nodes that do not respond."),
+    Opt("-e --exact", "exact", FLAG, "", QUIET, "Accepted."),
+    Opt("-h --noheader", "noheader", FLAG, "", USE, "No header line."),
+    Opt("-i --iterate", "iterate", VALUE, "", USE, "Print again every SECONDS.",
+        metavar="SECONDS"),
+    Opt("-l --long", "long", FLAG, "", USE, "Long format."),
+    Opt("-N --Node", "node", FLAG, "", USE, "One line per node."),
+    Opt("-n --nodes", "nodes", VALUE, "", USE, "Only these nodes.", metavar="NODES"),
+    Opt("-o --format", "format", VALUE, "", USE, "Output format (%P %a %l %D %t %N ...).",
+        metavar="FORMAT"),
+    Opt("-O --Format", "Format", VALUE, "", USE, "Output fields.", metavar="FIELDS"),
+    Opt("-p --partition", "partition", VALUE, "", USE, "Only these partitions.", metavar="LIST"),
+    Opt("-r --responding", "responding", FLAG, "", USE, "Only responding nodes."),
+    Opt("-R --list-reasons", "reasons", FLAG, "", USE, "Why nodes are down or drained."),
+    Opt("-s --summarize", "summarize", FLAG, "", USE, "One line per partition."),
+    Opt("-S --sort", "sort", VALUE, "", USE, "Sort keys.", metavar="KEYS"),
+    Opt("-t --states", "states", VALUE, "", USE, "Only nodes in these states.", metavar="LIST"),
+    Opt("-T --reservation", "reservation", FLAG, "", USE, "Reservations (there are none)."),
+    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
+    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
+    Opt("--usage", "usage", FLAG, "", USE, "Show this message and exit."),
+    Opt("--help", "help", FLAG, "", USE, "Show this message and exit."),
+    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
+        metavar="ADDR"),
+)
+# fmt: on
+TABLE = index(OPTIONS)
+
+
+def _split(value: object) -> list[str]:
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def _select(
+    partitions: list[dict[str, Any]], nodes: list[dict[str, Any]], opts: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from mgpu_client.slurm import sinfo_fmt
+
+    names = set(_split(opts.get("partition")))
+    if names:
+        partitions = [p for p in partitions if p["name"] in names]
+    wanted = {s.lower() for s in _split(opts.get("states"))}
+    chosen = set()
+    if opts.get("nodes"):
+        from mgpu_core.hostlist import expand_hostlist
+
+        chosen = set(expand_hostlist(str(opts["nodes"])))
+    kept = []
+    for node in nodes:
+        state = sinfo_fmt.node_state(node).lower()
+        if chosen and node["node_id"] not in chosen:
+            continue
+        if wanted and state.rstrip("*~#$@+-") not in wanted and state not in wanted:
+            continue
+        down = state.startswith("down") or state.endswith("*")
+        if (opts.get("dead") and not down) or (opts.get("responding") and down):
+            continue
+        kept.append(node)
+    return partitions, kept
+
+
+def show(argv: list[str], prog: str) -> int:
+    found, rest = parse(argv, TABLE, interspersed=True)
+    opts = as_dict(found)
+    if opts.get("help") or opts.get("usage"):
+        summary = "View partitions and nodes."
+        sys.stdout.write(render_help(prog, "[OPTIONS]", summary, OPTIONS))
+        return 0
+    if opts.get("version"):
+        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
+        return 0
+    if rest:
+        raise UsageError(f"Unrecognized option: {rest[0]}")
+    for opt, _ in found:
+        if opt.how == WARN:
+            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
+    if opts.get("reservation"):
+        sys.stdout.write(
+            ""
+            if opts.get("noheader")
+            else "RESV_NAME     STATE           START_TIME             END_TIME     "
+            "DURATION  NODELIST\n"
+        )
+        return 0
+    from mgpu_client.client import connect
+    from mgpu_client.slurm import sinfo_fmt
+
+    with connect(opts.get("master")) as client:
+        partitions = list(client.request("partitions")["partitions"])
+        nodes = client.nodes()
+    partitions, nodes = _select(partitions, nodes, opts)
+    sys.stdout.write(
+        sinfo_fmt.render(
+            partitions,
+            nodes,
+            fmt=opts.get("format"),
+            fields=opts.get("Format"),
+            node_oriented=bool(opts.get("node")),
+            long=bool(opts.get("long")),
+            summarize=bool(opts.get("summarize")),
+            reasons=bool(opts.get("reasons")),
+            header=not opts.get("noheader"),
+        )
+    )
+    return 0
+
+
+def main(prog: str = "sinfo", *, slurm: bool = True) -> None:
+    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm)
+
+
+def slurm_main() -> None:
+    main("sinfo", slurm=True)
+
+
+if __name__ == "__main__":
+    main()

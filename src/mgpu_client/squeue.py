@@ -1,0 +1,200 @@
+"""``squeue``: the job queue in Slurm's formats (``-o``/``-O``, ``-l``, ``--start``, ``-h``), with
+Slurm's filters and exit codes. Rendering is :mod:`mgpu_client.slurm.squeue_fmt`'s.
+
+Finished jobs are shown as Slurm shows them: for MinJobAge (300 s) after their end, when asked
+for by id or by state.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.exits import run_command, warn
+from mgpu_client.optable import FLAG, OPTIONAL, QUIET, USE, VALUE, WARN, Opt
+from mgpu_core.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+# Slurm's state names and compact codes (squeue -t takes either).
+STATES = {
+    "PD": "PENDING",
+    "R": "RUNNING",
+    "CG": "COMPLETING",
+    "CD": "COMPLETED",
+    "F": "FAILED",
+    "CA": "CANCELLED",
+    "TO": "TIMEOUT",
+    "NF": "NODE_FAIL",
+    "OOM": "OUT_OF_MEMORY",
+    "RQ": "REQUEUED",
+}
+# Slurm keeps a finished job in squeue's view this long (MinJobAge's default).
+MIN_JOB_AGE_S = 300
+
+# fmt: off
+OPTIONS = (
+    Opt("-A --account", "account", VALUE, "", USE, "Only these accounts' jobs.", metavar="LIST"),
+    Opt("-a --all", "all", FLAG, "", QUIET, "All partitions (always)."),
+    Opt("-r --array", "array", FLAG, "", QUIET, "One line per array task (always)."),
+    Opt("-h --noheader", "noheader", FLAG, "", USE, "No header line."),
+    Opt("-i --iterate", "iterate", VALUE, "", USE, "Print again every SECONDS.",
+        metavar="SECONDS"),
+    Opt("-j --jobs", "jobs", VALUE, "", USE, "Only these jobs (comma list).", metavar="LIST"),
+    Opt("-l --long", "long", FLAG, "", USE, "Slurm's long format."),
+    Opt("-L --licenses", "licenses", VALUE, "", USE, "Only jobs using these licenses (none do)."),
+    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    Opt("--me", "me", FLAG, "", USE, "Only my jobs."),
+    Opt("-n --name", "name", VALUE, "", USE, "Only jobs with these names.", metavar="LIST"),
+    Opt("--noconvert", "noconvert", FLAG, "", QUIET, "Accepted."),
+    Opt("-o --format", "format", VALUE, "", USE, "Output format (%i %j %u %t ...).",
+        metavar="FORMAT"),
+    Opt("-O --Format", "Format", VALUE, "", USE, "Output fields (JobID,Name:20,...).",
+        metavar="FIELDS"),
+    Opt("-p --partition", "partition", VALUE, "", USE, "Only these partitions.", metavar="LIST"),
+    Opt("-P --priority", "priority", FLAG, "", QUIET, "Accepted (one row per job)."),
+    Opt("-q --qos", "qos", VALUE, "", USE, "Only these QoS.", metavar="LIST"),
+    Opt("-R --reservation", "reservation", VALUE, "", USE, "Only this reservation (none)."),
+    Opt("-s --steps", "steps", OPTIONAL, "", USE, "Show steps instead of jobs."),
+    Opt("-S --sort", "sort", VALUE, "", USE, "Sort keys, e.g. -t,i.", metavar="KEYS"),
+    Opt("--start", "start", FLAG, "", USE, "Pending jobs' expected start times."),
+    Opt("-t --states", "states", VALUE, "", USE, "Only these states (PD,R,... or all).",
+        metavar="LIST"),
+    Opt("-u --user", "user", VALUE, "", USE, "Only these users' jobs.", metavar="LIST"),
+    Opt("-w --nodelist", "nodelist", VALUE, "", USE, "Only jobs on these nodes.", metavar="NODES"),
+    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
+    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
+    Opt("--usage", "usage", FLAG, "", USE, "Print the usage."),
+    Opt("--help", "help", FLAG, "", USE, "Show this message and exit."),
+    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
+        metavar="ADDR"),
+)
+# fmt: on
+TABLE = index(OPTIONS)
+
+
+def _split(value: object) -> list[str]:
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]
+
+
+def parse_states(value: str) -> list[str]:
+    """``-t``: names or compact codes, comma-separated; ``all`` = every state."""
+    states = []
+    for item in _split(value):
+        upper = item.upper()
+        if upper == "ALL":
+            return [*STATES.values()]
+        name = STATES.get(upper, upper)
+        if name not in STATES.values():
+            raise UsageError(f"Invalid job state specified: {item}")
+        states.append(name)
+    return states
+
+
+def _job_ids(value: object) -> list[int | str]:
+    refs: list[int | str] = []
+    for item in _split(value):
+        job, _, task = item.partition("_")
+        if not job.isdigit() or (task and not task.isdigit()):
+            raise UsageError(f"Invalid job id: {item}")
+        refs.append(f"{job}_{task}" if task else int(job))
+    return refs
+
+
+def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
+    """The rows the options select, filtered as squeue filters them."""
+    users = _split(opts.get("user")) + ([me] if opts.get("me") else [])
+    states = parse_states(str(opts["states"])) if opts.get("states") else []
+    refs = _job_ids(opts.get("jobs"))
+    finished = bool(refs) or any(s not in ("PENDING", "RUNNING", "COMPLETING") for s in states)
+    data = client.request(
+        "queue",
+        users=users,
+        states=[s for s in states if s != "COMPLETING"],
+        job_ids=refs,
+        include_finished=finished,
+        fields=[],
+    )
+    now = float(data.get("now") or time.time())
+    if refs and not data["jobs"]:
+        raise UsageError("slurm_load_jobs error: Invalid job id specified")
+    rows = []
+    wanted = {k: set(_split(opts.get(k))) for k in ("name", "partition", "qos", "account")}
+    nodes = None
+    if opts.get("nodelist"):
+        from mgpu_core.hostlist import expand_hostlist
+
+        nodes = set(expand_hostlist(str(opts["nodelist"])))
+    for row in data["jobs"]:
+        end = row.get("end_time") or 0
+        if end and now - end > MIN_JOB_AGE_S:
+            continue
+        if states and row.get("state") not in states:
+            continue
+        if any(values and str(row.get(key, "")) not in values for key, values in wanted.items()):
+            continue
+        if nodes is not None and row.get("node") not in nodes:
+            continue
+        if opts.get("reservation") or opts.get("licenses"):
+            continue  # no job has a reservation or licenses
+        rows.append({**row, "now": now})
+    return rows
+
+
+def show(argv: list[str], prog: str) -> int:
+    found, rest = parse(argv, TABLE, interspersed=True)
+    opts = as_dict(found)
+    if opts.get("help") or opts.get("usage"):
+        sys.stdout.write(render_help(prog, "[OPTIONS]", "View the job queue.", OPTIONS))
+        return 0
+    if opts.get("version"):
+        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
+        return 0
+    if rest:
+        raise UsageError(f"Unrecognized option: {rest[0]}")
+    for opt, _ in found:
+        if opt.how == WARN:
+            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
+    from mgpu_client.client import connect, current_user
+    from mgpu_client.slurm import squeue_fmt
+
+    interval = None
+    if opts.get("iterate") is not None:
+        from mgpu_client.cmdline import number
+
+        interval = number("-i/--iterate", opts["iterate"], 1, 86_400)
+    with connect(opts.get("master")) as client:
+        while True:
+            rows = fetch(client, opts, current_user())
+            text = squeue_fmt.render(
+                rows,
+                fmt=opts.get("format"),
+                fields=opts.get("Format"),
+                long=bool(opts.get("long")),
+                start=bool(opts.get("start")),
+                steps=opts.get("steps") is not None,
+                sort=opts.get("sort"),
+                header=not opts.get("noheader"),
+            )
+            if interval is not None:
+                sys.stdout.write(time.strftime("%a %b %d %H:%M:%S %Y") + "\n")
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            if interval is None:
+                return 0
+            time.sleep(interval)  # the user asked to be shown the queue every N seconds
+
+
+def main(prog: str = "squeue", *, slurm: bool = True) -> None:
+    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm)
+
+
+def slurm_main() -> None:
+    main("squeue", slurm=True)
+
+
+if __name__ == "__main__":
+    main()
