@@ -33,7 +33,10 @@ pyinstaller_args=(
     --onedir --console --name mgpu
     --distpath dist --workpath build/pyinstaller --specpath build
     --paths "$PWD/src"
-    # Imported lazily inside mgpu_node/gpus.py (NvmlBackend); listed so NVML always works.
+    # packaging/hooks/rthooks.dat replaces PyInstaller's run-time hook for inspect, which
+    # imported inspect and zipfile at every start (~15 ms of each command; see the hook).
+    --additional-hooks-dir "$PWD/packaging/hooks"
+    # Imported lazily inside mgpu_node/nvml.py (NvmlBackend); listed so NVML always works.
     --hidden-import pynvml
     # Never used by mgpu. multiprocessing is only reachable through
     # concurrent.futures.ProcessPoolExecutor (asyncio's executor is a thread pool); excluding
@@ -43,6 +46,22 @@ pyinstaller_args=(
     --exclude-module unittest
     --exclude-module pydoc
     --exclude-module doctest
+    # Reached only through optional imports, never by mgpu (build/pyinstaller/mgpu/
+    # xref-mgpu.html shows each chain): rich (used only by `mgpu_client gpu monitor`: Console,
+    # Live, Text) -> rich.syntax/rich.traceback -> pygments -> pygments.formatters.img -> PIL
+    # -> PIL._typing -> numpy (with numpy.libs and pillow.libs, 55 of the bundle's 93 MB);
+    # rich.markdown -> markdown_it; rich.jupyter -> IPython. matplotlib is a test dependency
+    # in the same venv.
+    --exclude-module numpy
+    --exclude-module PIL
+    --exclude-module matplotlib
+    --exclude-module pygments
+    --exclude-module markdown_it
+    --exclude-module mdurl
+    --exclude-module IPython
+    --exclude-module rich.syntax
+    --exclude-module rich.traceback
+    --exclude-module rich.markdown
 )
 # Debug symbols are most of libpython's size; strip them when a strip tool exists.
 if command -v strip >/dev/null; then
@@ -58,7 +77,9 @@ if ! "$PYTHON" -m PyInstaller "${pyinstaller_args[@]}" "$PWD/packaging/launcher.
     echo "build.sh: PyInstaller failed (log: $PWD/$log)" >&2
     exit 1
 fi
-grep -v -E '^[0-9]+ INFO: ' "$log" >&2 || true
+# (Our replacement of the inspect run-time hook is announced as a warning: expected.)
+grep -v -E '^[0-9]+ INFO: |^[0-9]+ WARNING: Runtime hooks for inspect have already been defined' \
+    "$log" >&2 || true
 
 for tool in "${TOOLS[@]}"; do
     ln -sfn mgpu "dist/mgpu/$tool"

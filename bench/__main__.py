@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from bench import cluster_scale, commands, deps, idle, latency, report
+from bench import cluster_scale, commands, deps, idle, latency, report, startup
 
 _N = TypeVar("_N", int, float)
 
@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results"), help="output dir")
     parser.add_argument("--only", default="", help="comma-separated benchmark names")
     parser.add_argument("--idle-seconds", type=float, default=None)
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="a built PyInstaller bundle (dist/mgpu) whose commands `startup` also times",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
 
@@ -47,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "dispatch": lambda d: latency.dispatch_latency(d, samples=n(300, 5)),
         "end_to_end": lambda d: latency.end_to_end(d, jobs=n(4_000, 40)),
         "commands": lambda d: commands.command_times(d, runs=n(20, 2), queue_jobs=n(10_000, 100)),
+        "startup": lambda d: startup.startup_times(
+            d,
+            runs=n(30, 3),
+            pending_jobs=n(500, 50),
+            loop_jobs=n(200, 10),
+            bundle=args.bundle.resolve() if args.bundle else None,
+        ),
         "turn_switch": lambda d: latency.turn_switch(d, samples=n(40, 2)),
         "idle": lambda d: idle.idle_cost(d, seconds=args.idle_seconds or n(60.0, 1.0)),
         "deps": lambda d: deps.dependency_passes(quick=quick),
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     rows = report.rows(results)
     print(report.table(rows))
+    if "startup" in results:
+        print(startup.table(results["startup"]))
     for path in report.plots(results, args.out):
         print(f"plot: {path}")
     print(f"results: {args.out / 'results.json'}")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import startup
+
 
 @dataclass(frozen=True)
 class Row:
@@ -88,6 +90,21 @@ def rows(results: dict[str, Any]) -> list[Row]:
         q = c["queue_pending"]
         out.append(Row(f"mgpu_queue, {q['jobs']:,} pending", q["median"], "ms", 150, detail=_ms(q)))
         out.append(Row("mgpu_cancel", c["cancel"]["median"], "ms", detail=_ms(c["cancel"])))
+    if "startup" in results:
+        s = results["startup"]
+        for key, d in s["commands"].get("venv", {}).items():
+            out.append(
+                Row(f"start-up: {startup.label(s, key)}", d["median"], "ms", s["budget_ms"][key])
+            )
+        for name, loop in s["loop"].items():
+            out.append(
+                Row(
+                    f"start-up: sbatch in a shell loop ({name})",
+                    loop["jobs_per_s"],
+                    "jobs/s",
+                    detail=f"{loop['n']} commands; Slurm 222/s",
+                )
+            )
     if "turn_switch" in results:
         r = results["turn_switch"]
         out.append(Row("GPU turn switch, median", r["median"], "ms", 10, detail=_ms(r)))

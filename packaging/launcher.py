@@ -2,7 +2,9 @@
 
 The bundle is ``dist/mgpu/mgpu``; each tool is a symlink to it (``dist/mgpu/mgpu_srun -> mgpu``)
 and the tool to run is the basename of ``sys.argv[0]``, busybox-style. Started as ``mgpu`` itself,
-the tool name is the first argument instead: ``mgpu mgpu_queue -t all``.
+the tool name is the first argument instead: ``mgpu mgpu_queue -t all``. Slurm's names
+(``sbatch``, ``squeue``, ...) are tools too: ``mgpu_client slurm-commands DIR`` run from the
+bundle links them to it.
 
 Each tool's module is imported inside its own small function, so that only the chosen tool's
 code is loaded at start (``mgpu_queue`` never imports the server or asyncio), while PyInstaller's
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 
 from mgpu_core.exitcodes import EXIT_USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections.abc would cost every start its import (~1 ms)
+    from collections.abc import Callable
 
 BUNDLE_NAME = "mgpu"
 
@@ -63,9 +68,61 @@ def _queue() -> None:
 
 
 def _cancel() -> None:
-    from mgpu_client.cancel import main
+    from mgpu_client.scancel import main
 
     main()
+
+
+# Slurm's names, as `mgpu_client slurm-commands DIR` links them in the bundle (the same
+# functions as the scripts it writes outside one: mgpu_client.slurmcmds.COMMANDS).
+
+
+def _slurm_sbatch() -> None:
+    from mgpu_client.sbatch import slurm_main
+
+    slurm_main()
+
+
+def _slurm_srun() -> None:
+    from mgpu_client.srun import slurm_main
+
+    slurm_main()
+
+
+def _slurm_salloc() -> None:
+    from mgpu_client.salloc import slurm_main
+
+    slurm_main()
+
+
+def _slurm_squeue() -> None:
+    from mgpu_client.squeue import slurm_main
+
+    slurm_main()
+
+
+def _slurm_scancel() -> None:
+    from mgpu_client.scancel import slurm_main
+
+    slurm_main()
+
+
+def _slurm_sacct() -> None:
+    from mgpu_client.sacct import slurm_main
+
+    slurm_main()
+
+
+def _slurm_sinfo() -> None:
+    from mgpu_client.sinfo import slurm_main
+
+    slurm_main()
+
+
+def _slurm_scontrol() -> None:
+    from mgpu_client.scontrol import slurm_main
+
+    slurm_main()
 
 
 TOOLS: dict[str, Callable[[], None]] = {
@@ -77,6 +134,16 @@ TOOLS: dict[str, Callable[[], None]] = {
     "mgpu_sbatch": _sbatch,
     "mgpu_queue": _queue,
     "mgpu_cancel": _cancel,
+}
+SLURM_TOOLS: dict[str, Callable[[], None]] = {
+    "sbatch": _slurm_sbatch,
+    "srun": _slurm_srun,
+    "salloc": _slurm_salloc,
+    "squeue": _slurm_squeue,
+    "scancel": _slurm_scancel,
+    "sacct": _slurm_sacct,
+    "sinfo": _slurm_sinfo,
+    "scontrol": _slurm_scontrol,
 }
 
 
@@ -108,7 +175,10 @@ def _clean_environment() -> None:
 
 
 def _usage() -> str:
-    return f"usage: {BUNDLE_NAME} TOOL [ARGS...] where TOOL is one of: {', '.join(TOOLS)}"
+    return (
+        f"usage: {BUNDLE_NAME} TOOL [ARGS...] where TOOL is one of: {', '.join(TOOLS)}, "
+        f"or Slurm's {', '.join(SLURM_TOOLS)}"
+    )
 
 
 def main() -> None:
@@ -123,7 +193,7 @@ def main() -> None:
         # The tool sees itself as argv[0], as if started through its own link.
         name = os.path.basename(sys.argv[1])
         sys.argv = [sys.argv[1], *sys.argv[2:]]
-    tool = TOOLS.get(name)
+    tool = TOOLS.get(name) or SLURM_TOOLS.get(name)
     if tool is None:
         print(f"{BUNDLE_NAME}: error: unknown tool '{name}'; {_usage()}", file=sys.stderr)
         sys.exit(EXIT_USAGE)

@@ -112,8 +112,8 @@ def test_the_graph_sees_every_package_and_local_imports() -> None:
     # Guards the checks below against passing on an empty or half-read graph.
     assert {_package(m) for m in MODULES} == set(PACKAGES)
     assert "mgpu_core.errors" in GRAPH["mgpu_client.exits"]
-    # A function-local import (srun.build_cli imports jobopts inside the function).
-    assert "mgpu_client.jobopts" in GRAPH["mgpu_client.srun"]
+    # A function-local import (srun.run imports steps inside the function).
+    assert "mgpu_client.steps" in GRAPH["mgpu_client.srun"]
 
 
 def test_core_imports_nothing_above_it() -> None:

@@ -130,7 +130,8 @@ def number(opt_name: str, value: object, low: int = 0, high: int = 2**31 - 1) ->
     """An option's whole-number value, or a one-line UsageError naming the option."""
     text = str(value).strip()
     if not (text.isascii() and text.isdigit()) or len(text) > 10:
-        raise UsageError(f"invalid {opt_name} value '{value}': a whole number expected")
+        shown = text if len(text) <= 40 else text[:40] + "..."  # the line stays one screen line
+        raise UsageError(f"invalid {opt_name} value '{shown}': a whole number expected")
     result = int(text)
     if not low <= result <= high:
         raise UsageError(f"invalid {opt_name} value {result}: expected {low} to {high}")

@@ -16,6 +16,7 @@ import os
 from mgpu_client.cmdline import number
 from mgpu_client.optable import QUIET, REFUSE, USE, WARN
 from mgpu_core.errors import UsageError
+from mgpu_core.text import printable
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -34,6 +35,23 @@ MAX_TASKS = 65536
 DEFAULT_NICE = 100  # --nice without a value, as in Slurm
 # Time limits, as mgpu_core.limits.MAX_TIME_LIMIT_S (not imported: it pulls in the schema).
 MAX_TIME_LIMIT_S = 365 * 86_400
+MAX_BYTES = 2**60  # mgpu_core.limits.MAX_BYTES: the most memory a job may ask for
+# The fields shown in the queue, which must be text (UTF-8); a command's arguments, its
+# environment and a batch script go to the job byte for byte (mgpu_core.schema.OsStr). Checked
+# here so that a bad one is a usage error with nothing sent, not the master's refusal.
+_TEXT_FIELDS = {
+    "name": "the job name (-J)",
+    "cwd": "the working directory",
+    "stdout_path": "the --output path",
+    "stderr_path": "the --error path",
+    "partition": "--partition",
+    "account": "--account",
+    "qos": "--qos",
+    "dependency": "--dependency",
+    "array": "--array",
+    "nodelist": "--nodelist",
+    "exclude": "--exclude",
+}
 
 
 def check_options(found: list[tuple[Opt, Any]]) -> list[str]:
@@ -215,11 +233,16 @@ def _memory(opts: dict[str, Any], cpus: int, gpus: int) -> int:
     if not given:
         return 0
     key = given[0]
-    each = _size("--" + key.replace("_", "-"), opts[key])
+    option = "--" + key.replace("_", "-")
+    each = _size(option, opts[key])
     if key == "mem_per_cpu":
-        return each * cpus
-    if key == "mem_per_gpu":
-        return each * max(gpus, 1)
+        each *= cpus
+    elif key == "mem_per_gpu":
+        each *= max(gpus, 1)
+    if each > MAX_BYTES:
+        raise UsageError(
+            f"invalid {option}: {opts[key]} is more memory than a job may ask for (1 EiB)"
+        )
     return each
 
 
@@ -267,7 +290,24 @@ def build(
             job[key] = str(opts[key]).strip()
     _placement(opts, job)
     _timing(opts, job)
+    _check_text(job)
     return job
+
+
+def _check_text(job: dict[str, Any]) -> None:
+    """A UsageError, with nothing sent, for a field the queue shows that is not UTF-8 text."""
+    for key, what in _TEXT_FIELDS.items():
+        value = job.get(key)
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    raise UsageError(
+                        f"{what} {printable(text)} is not UTF-8 text, which mgpu needs to show "
+                        "it (only a command's arguments, its environment and a script may hold "
+                        "other bytes)"
+                    ) from None
 
 
 def _placement(opts: dict[str, Any], job: dict[str, Any]) -> None:

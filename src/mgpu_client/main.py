@@ -63,6 +63,8 @@ def _submit(argv: list[str], prog: str) -> int:
     if not rest:
         raise UsageError("give a command to run")
     options = argv[: len(argv) - len(rest)]
+    if options and options[-1] == "--":  # it ended the options: --wrap must come before it
+        options.pop()
     line = rest[0] if len(rest) == 1 else shlex.join(rest)
     return sbatch.submit([*options, "--wrap", line], prog, slurm=False)
 

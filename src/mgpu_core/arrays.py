@@ -4,10 +4,11 @@ most N tasks at once. Job references in queue, cancel and dependencies may name 
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
-from mgpu_core.models import expand_percent
+from mgpu_core.patterns import Num, expand_percent
 
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_ID = 1_000_000
@@ -67,7 +68,17 @@ def format_job_ref(job_id: int, array_job_id: int | None, array_task_id: int | N
 
 
 def expand_array_patterns(template: str, array_job_id: int, task_id: int) -> str:
-    """The master's pass over an array task's output paths at submit: ``%A`` (array id) and
-    ``%a`` (task id). ``%%`` and the other patterns are left for the node's pass
-    (models.expand_path_template), which expands ``%j``, ``%x``, ``%u``, ``%N`` and ``%%``."""
-    return expand_percent(template, {"A": str(array_job_id), "a": str(task_id), "%": "%%"})
+    """The master's pass over an array task's output paths at launch: ``%A`` (array id) and
+    ``%a`` (task id), zero-padded as written (``%4a``). ``%%`` and the other patterns are left
+    for the node's pass (patterns.expand_path_template)."""
+    return expand_percent(template, {"A": Num(array_job_id), "a": Num(task_id), "%": "%%"})
+
+
+def array_bounds(text: str) -> tuple[int, int, int]:
+    """(first task id, last task id, step) of an array (``--array`` as given): the step is the
+    distance between its tasks if they are evenly spaced (``0-99:2`` -> 2, ``1,3,5`` -> 2),
+    else 1; what a task sees as SLURM_ARRAY_TASK_MIN/MAX/STEP. ValueError if it is invalid."""
+    ids = parse_array(text).task_ids
+    gaps = {b - a for a, b in itertools.pairwise(ids)}
+    step = gaps.pop() if len(gaps) == 1 else 1
+    return ids[0], ids[-1], step

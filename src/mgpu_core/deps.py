@@ -6,8 +6,8 @@ be satisfied) or ``?`` (any one suffices); the two separators cannot be mixed.
 - ``after``: each named job has started (or ended, or was cancelled);
 - ``afterany``: each named job has ended, in any state;
 - ``afterok``: each has COMPLETED (exit 0); never satisfiable once one ended otherwise;
-- ``afternotok``: each ended in a failed state (FAILED, TIMEOUT, NODE_FAIL, CANCELLED);
-  never satisfiable once one COMPLETED;
+- ``afternotok``: each ended in a failed state (every terminal state but COMPLETED: FAILED,
+  TIMEOUT, NODE_FAIL, CANCELLED, OUT_OF_MEMORY); never satisfiable once one COMPLETED;
 - ``singleton``: no other job of the same user and name is pending or running ahead of it.
 
 Evaluation is pure: the caller passes a lookup from job id to its state name (``None`` for an
@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from mgpu_core.states import TERMINAL_STATES, JobState
+
 TYPES = ("after", "afterany", "afterok", "afternotok", "singleton")
-_ENDED_OK = frozenset({"COMPLETED"})
-_ENDED_NOT_OK = frozenset({"FAILED", "TIMEOUT", "NODE_FAIL", "CANCELLED"})
-_ENDED = _ENDED_OK | _ENDED_NOT_OK
-_STARTED = _ENDED | {"RUNNING"}
+# From the one transition table, so that a new terminal state counts here too.
+_ENDED = frozenset(s.value for s in TERMINAL_STATES)
+_ENDED_OK = frozenset({JobState.COMPLETED.value})
+_ENDED_NOT_OK = _ENDED - _ENDED_OK
+_STARTED = _ENDED | {JobState.RUNNING.value}
 MAX_CLAUSE_IDS = 1000
 
 

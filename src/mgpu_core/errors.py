@@ -71,6 +71,13 @@ class InvalidRequest(MgpuError):
     code = "invalid_request"
 
 
+class InvalidPartition(InvalidRequest):
+    """A job names a partition the master's config does not have (Slurm's words: "invalid
+    partition specified")."""
+
+    code = "invalid_partition"
+
+
 class JobNotFound(MgpuError):
     code = "job_not_found"
 
@@ -142,6 +149,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         ConnectionClosed,
         MasterUnreachable,
         InvalidRequest,
+        InvalidPartition,
         JobNotFound,
         InvalidJobState,
         NodeNotFound,

@@ -16,6 +16,7 @@ from mgpu_core.limits import (
     ID,
     JOB_ID,
     JOB_REF,
+    MAX_CPUS,
     MAX_GPUS_PER_NODE,
     MAX_IDS_PER_REQUEST,
     MAX_MESSAGE_LEN,
@@ -66,6 +67,8 @@ _JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
 _RUN = Int(0, 2**31)  # a job's restart_count
 MAX_JOIN_TOKEN_TTL_S = 365 * 24 * 3600
 MAX_JOIN_TOKEN_USES = 10_000
+MAX_SIGNAL = 64
+SIGNAL_SCOPES = ("all", "batch")
 
 
 def _request(schema: Record) -> Record:
@@ -99,7 +102,16 @@ HELLO = Record(
 
 CLIENT_REQUESTS: dict[str, Record] = {
     "submit": _request(SubmitRequest.SCHEMA),
-    "cancel": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
+    "cancel": Record(
+        {
+            "id": (ID, REQUIRED),
+            "job_ids": (_JOB_REFS, REQUIRED),
+            # scancel --signal: send this signal instead of cancelling (KILL still cancels);
+            # "all": the job's whole process group, "batch": its batch shell only.
+            "signal": (Optional(Int(1, MAX_SIGNAL)), None),
+            "scope": (OneOf(*SIGNAL_SCOPES), "all"),
+        }
+    ),
     "queue": Record(
         {
             "id": (ID, REQUIRED),
@@ -110,9 +122,32 @@ CLIENT_REQUESTS: dict[str, Record] = {
             # Only these fields of each row ([] = all): a listing of 10,000 jobs is mostly
             # encoding and decoding, so a command asks for the columns it shows.
             "fields": (ListOf(NAME, 64), list),
+            # Only jobs with these names (as rows show them).
+            "names": (ListOf(NAME, 1024), list),
+            # sacct -S/-E: only jobs submitted before window_end_s that had not ended by
+            # window_start_s (null: open on that side).
+            "window_start_s": (Optional(Float()), None),
+            "window_end_s": (Optional(Float()), None),
+            # Each row gets its job's steps (as "steps" in fields does).
+            "steps": (Bool(), False),
+        }
+    ),
+    # Job steps (srun inside a job): registered so that sacct shows them.
+    "step": Record(
+        {
+            "id": (ID, REQUIRED),
+            "action": (OneOf("start", "end"), REQUIRED),
+            "job_id": (JOB_ID, REQUIRED),
+            "name": (NAME, ""),  # start
+            "ntasks": (Int(1, MAX_CPUS), 1),  # start
+            "step_id": (Optional(Int(0, 2**31)), None),  # end: required
+            "exit_code": (Optional(Int(-(2**31), 2**31)), None),  # end
+            "signal": (Optional(Int(1, 128)), None),  # end
         }
     ),
     "nodes": Record({"id": (ID, REQUIRED)}),
+    # The partitions: their nodes, limits, access lists and GPUs (sinfo; read-only).
+    "partitions": Record({"id": (ID, REQUIRED)}),
     "hold": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     "release": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     "requeue": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
@@ -255,6 +290,15 @@ MASTER_TO_NODE: dict[str, Record] = {
     "challenge": CHALLENGE,
     "launch": Record({"launch": (LAUNCH_SPEC, REQUIRED)}),
     "kill": Record({"job_id": (JOB_ID, REQUIRED), "reason": (Str(MAX_REASON_LEN), "")}),
+    # scancel --signal: send this signal to the job ("all": its process group and strays,
+    # "batch": its batch shell only); the job goes on.
+    "signal": Record(
+        {
+            "job_id": (JOB_ID, REQUIRED),
+            "signal": (Int(1, MAX_SIGNAL), REQUIRED),
+            "scope": (OneOf(*SIGNAL_SCOPES), "all"),
+        }
+    ),
     # The master has stored this job's exit: the node may forget it.
     "exit_ack": Record({"job_id": (JOB_ID, REQUIRED)}),
     # The master processed a heartbeat: the node renews its fence lease (docs/architecture.md).

@@ -21,7 +21,6 @@ time limit, a canonical dependency, an array task's paths) and changes on ``upda
 from __future__ import annotations
 
 import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mgpu_core.constants import KILL_GRACE_S
@@ -53,26 +52,12 @@ from mgpu_core.limits import (
 )
 from mgpu_core.records import WireRecord, wire, wire_record
 from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, OsStr, Str
+from mgpu_core.text import printable as printable  # re-exported: its older home
 
 _PATH = Str(MAX_PATH_LEN)
 # Arguments, environment entries and scripts are passed to the job byte for byte, UTF-8 or
 # not (OsStr); names and paths are shown in the queue and must be text.
 _ARG = OsStr(MAX_ARG_LEN)
-
-
-def printable(text: str) -> str:
-    """``text`` with each byte that is not UTF-8 (a lone surrogate, as an :class:`OsStr` field
-    holds it) written ``\\xNN``: a str that can be sent, stored as text and printed."""
-    try:
-        text.encode()
-        return text
-    except UnicodeEncodeError:
-        pass
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that no undecodable byte made
-        return text.encode("utf-8", "backslashreplace").decode()
-    return raw.decode("utf-8", "backslashreplace")
 
 
 @wire_record
@@ -251,6 +236,11 @@ class Launch(WireRecord):
     # The master's count of launches sent to this node (per link), echoed in heartbeats so
     # that a heartbeat sent before a launch arrived does not make the job look vanished.
     launch_seq: int = field(default=0, metadata=wire(Int(0, 2**53)))
+    # The partition the master placed the job in (the job sees SLURM_JOB_PARTITION); "" from
+    # a master older than the field, or one without partitions.
+    partition: str = field(default="", metadata=wire(NAME))
+    # The master's cluster name (SLURM_CLUSTER_NAME); "": the node says "mgpu".
+    cluster_name: str = field(default="", metadata=wire(NAME))
 
 
 @wire_record
@@ -304,34 +294,3 @@ class JobResult(WireRecord):
     def error(self) -> MgpuError | None:
         """The typed exception the master refused with (``error_from_wire``), None if ok."""
         return None if self.ok else error_from_wire(self.code, self.message)
-
-
-def expand_percent(template: str, subs: Mapping[str, str]) -> str:
-    """The one scanner of Slurm's ``%`` filename patterns: ``%c`` becomes ``subs[c]``.
-
-    A ``%`` before a character not in ``subs`` (or at the end) is kept as written, so a path
-    with a literal percent survives, and a later pass can expand what this one left. Scanning
-    is left to right, two characters per pattern, so ``%%A`` is ``%%`` then ``A``, never ``%``
-    then ``%A``: a pass that does not resolve ``%%`` must map it to itself.
-    """
-    out: list[str] = []
-    i = 0
-    end = len(template)
-    while i < end:
-        at = template.find("%", i)
-        if at < 0 or at + 1 >= end:
-            out.append(template[i:])
-            break
-        out.append(template[i:at])
-        sub = subs.get(template[at + 1])
-        out.append(template[at : at + 2] if sub is None else sub)
-        i = at + 2
-    return "".join(out)
-
-
-def expand_path_template(template: str, *, job_id: int, name: str, user: str, node: str) -> str:
-    """The node's pass over an output path: %j job id, %x job name, %u user, %N node, %% a
-    percent. An array task's %A and %a were expanded at submit (arrays.expand_array_patterns).
-    """
-    subs = {"j": str(job_id), "x": name, "u": user, "N": node, "%": "%"}
-    return expand_percent(template, subs)

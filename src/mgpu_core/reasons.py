@@ -28,3 +28,10 @@ class Reason(StrEnum):
     QOS_NOT_ALLOWED = "InvalidQOS"
     REQUEUED = "Requeued"  # back in the queue after an admin's requeue
     NODE_FAIL = "NodeFail"  # back in the queue after its node failed
+    # None of the job's partitions (-p) may run it now: each is down or inactive (the
+    # master's config), its MaxTime is below the job's limit, or it does not admit the job's
+    # user or QoS (its config changed, or a group did, since the job was submitted).
+    PARTITION_DOWN = "PartitionDown"
+    PARTITION_INACTIVE = "PartitionInactive"
+    PARTITION_TIME_LIMIT = "PartitionTimeLimit"
+    PARTITION_CONFIG = "PartitionConfig"

@@ -19,6 +19,7 @@ class JobState(StrEnum):
     TIMEOUT = "TIMEOUT"
     NODE_FAIL = "NODE_FAIL"
     REQUEUED = "REQUEUED"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"  # the kernel's OOM killer ended it (Slurm's OOM)
 
     @property
     def terminal(self) -> bool:
@@ -37,6 +38,7 @@ TERMINAL_STATES = frozenset(
         JobState.CANCELLED,
         JobState.TIMEOUT,
         JobState.NODE_FAIL,
+        JobState.OUT_OF_MEMORY,
     }
 )
 
@@ -49,6 +51,7 @@ _SHORT = {
     JobState.TIMEOUT: "TO",
     JobState.NODE_FAIL: "NF",
     JobState.REQUEUED: "RQ",
+    JobState.OUT_OF_MEMORY: "OOM",
 }
 
 # old state -> the states it may move to. REQUEUED is transitional: a requeued job goes back
@@ -63,6 +66,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
             JobState.TIMEOUT,
             JobState.NODE_FAIL,
             JobState.REQUEUED,
+            JobState.OUT_OF_MEMORY,
         }
     ),
     JobState.REQUEUED: frozenset({JobState.PENDING, JobState.CANCELLED}),
@@ -71,6 +75,7 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.CANCELLED: frozenset(),
     JobState.TIMEOUT: frozenset(),
     JobState.NODE_FAIL: frozenset(),
+    JobState.OUT_OF_MEMORY: frozenset(),
 }
 
 
@@ -99,17 +104,26 @@ def check_transition(old: JobState, new: JobState) -> None:
 
 
 def final_state(
-    *, exit_code: int | None, signal: int | None, cancelled: bool, timed_out: bool
+    *,
+    exit_code: int | None,
+    signal: int | None,
+    cancelled: bool,
+    timed_out: bool,
+    oom_killed: bool = False,
 ) -> JobState:
     """The terminal state for a job whose process ended, Slurm's way.
 
     A cancel wins over whatever the process did while dying (a job killed by our SIGTERM is
-    CANCELLED, not FAILED); a time limit likewise gives TIMEOUT.
+    CANCELLED, not FAILED); a time limit likewise gives TIMEOUT. Then an OOM kill gives
+    OUT_OF_MEMORY whatever the exit status: as in Slurm, a job one of whose processes the
+    kernel killed for memory is OUT_OF_MEMORY even if its script went on and exited 0.
     """
     if cancelled:
         return JobState.CANCELLED
     if timed_out:
         return JobState.TIMEOUT
+    if oom_killed:
+        return JobState.OUT_OF_MEMORY
     if signal is None and exit_code == 0:
         return JobState.COMPLETED
     return JobState.FAILED

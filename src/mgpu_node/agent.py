@@ -319,6 +319,8 @@ class Agent:
             self.executor.launch(launch)
         elif kind == "kill":
             self.executor.kill(msg["job_id"], msg["reason"])
+        elif kind == "signal":
+            self.executor.send_signal(msg["job_id"], msg["signal"], msg["scope"])
         elif kind == "exit_ack":
             self.delivery.acked(msg["job_id"])
         elif kind == "replay":

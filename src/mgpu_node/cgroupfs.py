@@ -144,6 +144,21 @@ def limit_cpu(version: int, path: Path, cpus: int) -> None:
     write(path / "cpu.shares", str(cpus * V1_SHARES_PER_CPU))
 
 
+def oom_kills(version: int, path: Path) -> int:
+    """How many processes of the group at ``path`` the kernel's OOM killer killed (its limit
+    reached, or the host out of memory): ``oom_kill N`` in v2's ``memory.events`` or v1's
+    ``memory.oom_control`` (kernels since 4.13); 0 where neither says."""
+    try:
+        text = (path / ("memory.events" if version == 2 else "memory.oom_control")).read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
 def kill_and_remove(path: Path) -> bool:
     """SIGKILL every process in the group at ``path`` and remove it; True if it is gone (the
     killed take a moment to leave it: until then, False)."""

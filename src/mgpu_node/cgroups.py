@@ -61,7 +61,7 @@ from mgpu_core.limits import MAX_NAME_LEN, shorten
 from mgpu_core.models import Launch
 from mgpu_node import cgroupfs, procs
 from mgpu_node.cgroupfs import CONTROLLERS, Hierarchy, find_hierarchies
-from mgpu_node.gpus import DeviceNumber
+from mgpu_node.nvml import DeviceNumber
 from mgpu_node.wrapper import SHELL
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,15 @@ class JobCgroups:
             raise
         return proc
 
+    def oom_kills(self, job_id: int) -> int:
+        """The processes of the job the kernel's OOM killer killed, read before its groups are
+        removed (an earlier run's group that was reused still counts that run's)."""
+        return sum(
+            cgroupfs.oom_kills(h.version, path)
+            for h, path in self.job_dirs(job_id)
+            if "memory" in h.controllers
+        )
+
     def remove_now(self, job_id: int) -> bool:
         """Kill what is in the job's groups and remove those that are empty; True if none is
         left."""
@@ -294,6 +303,16 @@ def setup_isolation(
     summary = shorten(cgroups.summary(), MAX_NAME_LEN)
     log.info("jobs run in cgroups: %s", summary)
     return Isolation(cgroups, summary)
+
+
+def with_oom(reason: str, oom_kills: int) -> str:
+    """The exit's reason, saying first that the kernel's OOM killer killed some of the job
+    (its memory limit reached: the master ends it OUT_OF_MEMORY, as Slurm does)."""
+    if not oom_kills:
+        return reason
+    what = "a process" if oom_kills == 1 else f"{oom_kills} processes"
+    oom = f"out of memory: the kernel's OOM killer killed {what} of the job"
+    return f"{oom} ({reason})" if reason else oom
 
 
 def _not_placed(exc: OSError) -> OSError:

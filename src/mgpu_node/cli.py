@@ -27,7 +27,7 @@ from mgpu_core.units import parse_size
 from mgpu_node import join, nodeconf
 from mgpu_node.agent import Agent, host_resources
 from mgpu_node.cgroups import setup_isolation
-from mgpu_node.gpus import FakeGpuBackend, GpuBackend, detect_gpus
+from mgpu_node.gpus import FakeGpuBackend, GpuBackend, detect_gpus, parse_fake_gpus
 from mgpu_node.spool import lock_state_dir
 
 DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
@@ -64,6 +64,16 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     type=click.IntRange(0, 64),
     default=None,
     help="Use N fake GPUs instead of NVML (CPU-only hosts, tests).",
+)
+@click.option(
+    "--fake-gpus",
+    "fake_gpus",
+    callback=parsed_by(parse_fake_gpus),
+    default=None,
+    metavar="SPEC",
+    help="Use fake GPUs of these models instead of NVML: a comma list of MODEL*N or MODEL "
+    "(one), e.g. h100*2 or a100*1,h100*1 (jobs ask for them with --gres=gpu:h100:1). Not "
+    "with --gpu-count.",
 )
 @click.option(
     "--fallback-gpu-count",
@@ -157,6 +167,7 @@ def cli(
     no_cgroups: bool,
     node_id: str | None,
     gpu_count: int | None,
+    fake_gpus: list[str] | None,
     fallback_gpu_count: int | None,
     cpus: int | None,
     mem_bytes: int | None,
@@ -171,6 +182,8 @@ def cli(
     log_level: str,
 ) -> None:
     """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
+    if gpu_count is not None and fake_gpus is not None:
+        raise click.UsageError("--gpu-count and --fake-gpus cannot be used together")
     configure_logging(log_level)
     try:
         config_dir = config_dir or nodeconf.default_config_dir()
@@ -205,7 +218,9 @@ def cli(
     except OSError as exc:
         raise StartupFailure(str(exc)) from None
     host_cpus, host_mem = host_resources()
-    backend = _gpus(config, gpu_count=gpu_count, fallback_gpu_count=fallback_gpu_count)
+    backend = _gpus(
+        config, gpu_count=gpu_count, fake_gpus=fake_gpus, fallback_gpu_count=fallback_gpu_count
+    )
     isolation = setup_isolation(
         node_id=config.node_id,
         state_dir=config.state_dir,
@@ -232,13 +247,21 @@ def cli(
 
 
 def _gpus(
-    config: NodeConfig, *, gpu_count: int | None, fallback_gpu_count: int | None
+    config: NodeConfig,
+    *,
+    gpu_count: int | None,
+    fake_gpus: list[str] | None,
+    fallback_gpu_count: int | None,
 ) -> GpuBackend:
-    """NVML's GPUs, or ``gpu_count`` fakes; ``fallback_gpu_count`` fakes when NVML finds none."""
+    """NVML's GPUs, or ``gpu_count`` fakes, or fakes of the ``fake_gpus`` models;
+    ``fallback_gpu_count`` fakes when NVML finds none."""
     faults = config.state_dir / constants.FAKE_GPU_FAULT_FILE
     name = config.node_id
-    backend = detect_gpus(fake_count=gpu_count, node_name=name, fault_file=faults)
-    if fallback_gpu_count is not None and gpu_count is None and not backend.devices():
+    backend = detect_gpus(
+        fake_count=gpu_count, node_name=name, fault_file=faults, fake_models=fake_gpus
+    )
+    faked = gpu_count is not None or fake_gpus is not None
+    if fallback_gpu_count is not None and not faked and not backend.devices():
         backend = detect_gpus(fake_count=fallback_gpu_count, node_name=name, fault_file=faults)
     if isinstance(backend, FakeGpuBackend):  # device nodes for the devices cgroup to guard
         backend.make_device_nodes(config.state_dir / constants.FAKE_GPU_DEV_DIR)

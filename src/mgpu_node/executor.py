@@ -34,7 +34,7 @@ from mgpu_core.constants import JOBS_DIR, OUTPUT_DIR, SCRIPTS_DIR
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
-from mgpu_node.cgroups import JobCgroups
+from mgpu_node.cgroups import JobCgroups, with_oom
 from mgpu_node.held import HELD_CANCELLED, HeldLaunches
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.lease import boottime
@@ -220,7 +220,8 @@ class Executor:
         procs.kill_leftovers(record.pid, record.job_id)
         status = read_outcome(self.records.status_file(record.job_id))
         exit_code, sig, failure = status if status is not None else (None, None, LOST_WHILE_DOWN)
-        reason = record.exit_reason(sig, note=failure)
+        oom_kills = self._oom_kills(record.job_id)  # its groups are pruned after this
+        reason = with_oom(record.exit_reason(sig, note=failure), oom_kills)
         log.info(
             "job=%d node=%s ended while no agent ran: code=%s signal=%s",
             record.job_id,
@@ -237,7 +238,11 @@ class Executor:
             restart_count=record.restart_count,
             fenced=bool(record.fenced_s),
             output_bytes=self.outputs.end(record.job_id) if record.interactive else None,
+            oom_killed=oom_kills > 0,
         )
+
+    def _oom_kills(self, job_id: int) -> int:
+        return self.cgroups.oom_kills(job_id) if self.cgroups is not None else 0
 
     # ---- running -------------------------------------------------------------------------
 
@@ -249,6 +254,7 @@ class Executor:
     async def _wait(self, job: RunningJob) -> None:
         rc = await job.wait_end()
         procs.signal_group(job.pid, signal.SIGKILL)  # leftovers of the job's group
+        oom_kills = self._oom_kills(job.job_id)  # counted in its memory group: read it first
         if self.cgroups is not None:  # and of its cgroup: those that left the group too
             await self.cgroups.remove(job.job_id)
         if job.readers:
@@ -263,7 +269,7 @@ class Executor:
         log.info(
             "job=%d node=%s exited code=%s signal=%s", job.job_id, self.node_name, exit_code, sig
         )
-        reason = job.record.exit_reason(sig, note=note)
+        reason = with_oom(job.record.exit_reason(sig, note=note), oom_kills)
         self._report_exit(
             job.job_id,
             exit_code,
@@ -273,6 +279,7 @@ class Executor:
             restart_count=job.record.restart_count,
             fenced=bool(job.record.fenced_s),
             output_bytes=self.outputs.end(job.job_id) if job.record.interactive else None,
+            oom_killed=oom_kills > 0,
         )
 
     def _outcome(self, job: RunningJob, rc: int | None) -> tuple[int | None, int | None, str]:
@@ -299,6 +306,7 @@ class Executor:
         restart_count: int,
         fenced: bool = False,
         output_bytes: int | None = None,
+        oom_killed: bool = False,
     ) -> None:
         exited = JobExited(
             job_id=job_id,
@@ -313,6 +321,7 @@ class Executor:
             restart_count=restart_count,
             fenced=fenced,
             output_bytes=output_bytes,
+            oom_killed=oom_killed,
         )
         msg = {"t": "job_exited", **exited.to_wire()}
         self.exits.put(msg)  # on disk before it is sent, and until the master acks it
@@ -346,6 +355,19 @@ class Executor:
         job.record.cancelled = True
         log.info("job=%d cancel requested (%s)", job_id, reason)
         self._terminate(job)
+
+    def send_signal(self, job_id: int, sig: int, scope: str) -> None:
+        """scancel --signal: ``sig`` to the job's process group and strays ("all"), or to its
+        batch shell only ("batch": the wrapper's child); the job goes on. The wrapper traps
+        the usual ones (wrapper.py), so it outlives them to record the job's end."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return  # not running here (a held launch has nothing to signal yet)
+        log.info("job=%d signal %d to %s", job_id, sig, scope)
+        if scope == "batch":
+            procs.signal_children(job.pid, sig)
+        else:
+            procs.signal_tree(job.pid, sig)
 
     def _time_limit(self, job: RunningJob) -> None:
         job.record.timed_out = True

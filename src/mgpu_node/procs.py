@@ -37,6 +37,15 @@ def signal_tree(pid: int, sig: int) -> None:
                 child.send_signal(sig)
 
 
+def signal_children(pid: int, sig: int) -> None:
+    """Signal ``pid``'s direct children only: the job wrapper's command (a batch script's
+    shell), not what that started."""
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children():
+            with contextlib.suppress(psutil.Error, OSError):
+                child.send_signal(sig)
+
+
 def command_started(wrapper_pid: int) -> bool:
     """Whether the job wrapper ``wrapper_pid`` has started its command: a child of the wrapper
     runs another program than the wrapper (a fork of the wrapper that has not exec'd yet has

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from mgpu_core.models import GpuDevice, JobSpec, Launch, expand_path_template, printable
+from mgpu_core.models import GpuDevice, JobSpec, Launch, printable
+from mgpu_core.patterns import expand_path_template
 from mgpu_node.cgroups import UNGATED, Gate, JobCgroups
 from mgpu_node.jobuser import (
     Account,
@@ -28,6 +29,7 @@ from mgpu_node.jobuser import (
     supplementary_groups,
     write_script,
 )
+from mgpu_node.slurmenv import OWNED, array_task, slurm_environment
 from mgpu_node.wrapper import find_executable, wrap, wrap_as_user
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
@@ -62,27 +64,31 @@ class Launcher:
         if account is not None:
             if not os.path.isabs(spec.cwd):  # the wrapper resolves paths after entering it
                 raise ValueError(f"working directory {spec.cwd} is not an absolute path")
-            env = self._environment(launch)
+            env = self._environment(launch, account)
             env.update(account.environment())
-            return self._spawn_as(job_id, spec, env, status_file, account, launch.user, gate)
+            return self._spawn_as(launch, env, status_file, account, gate)
         if not Path(spec.cwd).is_dir():
             raise NotADirectoryError(
                 f"working directory {spec.cwd} does not exist on {self.node_name}"
             )
-        env = self._environment(launch)
+        env = self._environment(launch, None)
         argv = self._argv(job_id, spec)
         program = find_executable(argv[0], env, spec.cwd)
         status_file.unlink(missing_ok=True)  # a previous run's, if the job was requeued here
         wrapped = gate.argv(wrap(argv, status_file, program))
-        return self._spawn(job_id, spec, wrapped, env, launch.user)
+        return self._spawn(launch, wrapped, env)
 
-    def _environment(self, launch: Launch) -> dict[str, str]:
+    def _environment(self, launch: Launch, account: Account | None) -> dict[str, str]:
+        """The job's environment: the submitted one, then ours (slurmenv.py says why the
+        SLURM_* variables, and why inherited ones are dropped)."""
         spec, gpu_indices = launch.spec, launch.gpu_indices
         try:
             visible = [self.devices[i].visible_id for i in gpu_indices]
         except IndexError:
             raise ValueError(f"GPU index out of range: {gpu_indices}") from None
-        env = dict(spec.env)
+        env = {name: value for name, value in spec.env.items() if name not in OWNED}
+        uid, gid = (account.uid, account.gid) if account else (os.geteuid(), os.getegid())
+        env.update(slurm_environment(launch, node=self.node_name, uid=uid, gid=gid))
         env.update(
             {
                 "CUDA_VISIBLE_DEVICES": ",".join(visible),
@@ -109,28 +115,39 @@ class Launcher:
         path.chmod(0o700)
         return [str(path), *spec.argv]
 
-    def _output_path(self, job_id: int, spec: JobSpec, template: str, user: str) -> Path:
+    def _output_path(self, launch: Launch, template: str) -> Path:
+        spec = launch.spec
         path = expand_path_template(
-            template, job_id=job_id, name=spec.display_name(), user=user, node=self.node_name
+            template,
+            job_id=launch.job_id,
+            name=spec.display_name(),
+            user=launch.user,
+            node=self.node_name,
+            array=array_task(launch),
+            step=0 if spec.interactive else None,
         )
         return Path(spec.cwd) / path
 
-    def _open_output(self, job_id: int, spec: JobSpec, template: str, user: str) -> IO[bytes]:
-        path = self._output_path(job_id, spec, template, user)
+    def _open_output(self, launch: Launch, template: str) -> IO[bytes]:
+        spec = launch.spec
+        path = self._output_path(launch, template)
+        make_parents(path, spec.umask)
+        append = appends(launch)
         if spec.umask is None:
-            return open(path, "wb")
+            return open(path, "ab" if append else "wb")
         # A new file gets the mode the job's own shell would give it (0666 less the
         # submitter's umask), whatever the agent's umask; an existing one keeps its mode.
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             os.fchmod(fd, 0o666 & ~spec.umask)
         except FileExistsError:
-            fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        return open(fd, "wb")
+            fd = os.open(path, os.O_WRONLY | (os.O_APPEND if append else os.O_TRUNC))
+        return open(fd, "ab" if append else "wb")
 
     def _spawn(
-        self, job_id: int, spec: JobSpec, argv: list[str], env: dict[str, str], user: str
+        self, launch: Launch, argv: list[str], env: dict[str, str]
     ) -> subprocess.Popen[bytes]:
+        spec = launch.spec
         files: list[IO[bytes]] = []
         try:
             if spec.interactive:
@@ -138,10 +155,10 @@ class Launcher:
                 stderr: Any = subprocess.PIPE
             else:
                 out_template = spec.stdout_path or DEFAULT_OUTPUT
-                stdout = self._open_output(job_id, spec, out_template, user)
+                stdout = self._open_output(launch, out_template)
                 files.append(stdout)
                 if spec.stderr_path and spec.stderr_path != out_template:
-                    stderr = self._open_output(job_id, spec, spec.stderr_path, user)
+                    stderr = self._open_output(launch, spec.stderr_path)
                     files.append(stderr)
                 else:
                     stderr = subprocess.STDOUT
@@ -161,22 +178,22 @@ class Launcher:
 
     def _spawn_as(
         self,
-        job_id: int,
-        spec: JobSpec,
+        launch: Launch,
         env: dict[str, str],
         status_file: Path,
         account: Account,
-        user: str,
         gate: Gate,
     ) -> subprocess.Popen[bytes]:
         """Start the job switched to ``account``: nothing the user named (directory, program,
-        output files) is touched with the agent's privileges; the wrapper does it."""
+        output files and their directories) is touched with the agent's privileges; the
+        wrapper does it."""
+        job_id, spec = launch.job_id, launch.spec
         stdout = stderr = ""
         if not spec.interactive:
             out_template = spec.stdout_path or DEFAULT_OUTPUT
-            stdout = str(self._output_path(job_id, spec, out_template, user))
+            stdout = str(self._output_path(launch, out_template))
             if spec.stderr_path and spec.stderr_path != out_template:
-                stderr = str(self._output_path(job_id, spec, spec.stderr_path, user))
+                stderr = str(self._output_path(launch, spec.stderr_path))
         groups = supplementary_groups(account)
         fds: list[int] = []
         try:
@@ -191,6 +208,7 @@ class Launcher:
                 cwd=spec.cwd,
                 stdout=stdout,
                 stderr=stderr,
+                append=appends(launch),
                 user=account.name,
                 node=self.node_name,
             )
@@ -211,6 +229,36 @@ class Launcher:
         finally:
             for fd in fds:
                 os.close(fd)
+
+
+def appends(launch: Launch) -> bool:
+    """Whether the job's output files are appended to rather than truncated: with
+    --open-mode=append, and always for a requeued run, so that a requeued job never truncates
+    the log of its earlier runs (Slurm truncates by default, at every start)."""
+    return launch.spec.open_append or launch.restart_count > 0
+
+
+def make_parents(path: Path, umask: int | None) -> None:
+    """Create the missing directories above ``path`` as the job's own ``mkdir -p`` would: mode
+    0777 less the job's umask (the agent's when not known). One made meanwhile (by a tool that
+    creates the folder once sbatch has returned) is fine. OSError naming the directory if one
+    cannot be made."""
+    missing: list[Path] = []
+    parent = path.parent
+    while not parent.is_dir() and parent != parent.parent:
+        missing.append(parent)
+        parent = parent.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o777 if umask is None else 0o700)
+            if umask is not None:
+                os.chmod(directory, 0o777 & ~umask)  # whatever the agent's own umask took
+        except OSError as exc:
+            if isinstance(exc, FileExistsError) and directory.is_dir():
+                continue
+            raise OSError(
+                f"cannot create directory {directory} for output file {path}: {exc.strerror or exc}"
+            ) from None
 
 
 def _umask(spec: JobSpec) -> int:

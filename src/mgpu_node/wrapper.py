@@ -83,9 +83,13 @@ _TRAPS = (
 )
 
 # After a prelude that defines w, which records how the command ended: "exit N" or "signal N".
+# The command's subshell reads its own pid (read is a builtin: /proc/self is the subshell,
+# which then becomes the command) for SLURM_TASK_PID, which only it can know (slurmenv.py).
 _BODY = f"""\
 exec 3>&2 2>/dev/null
-( [ "$mgpu_sig" = 0 ] || exit $((128 + mgpu_sig)); exec "$@" 3>&- 4>&- ) 2>&3
+( [ "$mgpu_sig" = 0 ] || exit $((128 + mgpu_sig))
+  read -r SLURM_TASK_PID _ 2>/dev/null </proc/self/stat && export SLURM_TASK_PID
+  exec "$@" 3>&- 4>&- ) 2>&3
 r=$?
 n=0
 [ "$r" -gt 128 ] && [ "$r" -le {128 + _MAX_SIGNAL} ] && n=$((r - 128))
@@ -111,7 +115,11 @@ w() { printf '%s %s\\n' "$1" "$2" >"$s"; }
 # Another user's job (jobuser.py): the process has switched to that user, and everything that
 # needs permissions is done here, as that user. The status file is stdin, open for writing; the
 # command gets /dev/null. Arguments: working directory, stdout file and stderr file ("": keep
-# the pipe this process was given; stderr "": same as stdout), user and node (for messages).
+# the pipe this process was given; stderr "": same as stdout), "1" to append to them ("":
+# truncate), user and node (for messages). An output file whose directory is missing (the
+# shell's words for ENOENT: dash's, bash's) gets it made (g: mkdir -p, with the job's umask), as
+# the agent makes them for its own user's jobs; a directory the user cannot search is reported
+# as the file that cannot be opened, as before.
 # A step that fails records "error CODE REASON" (f), also told on stderr, and ends the job.
 # The program is looked up in $PATH as the exec will, so that a missing one is a clear reason
 # (as find_executable makes it for the agent's own jobs) without the agent looking for it.
@@ -119,19 +127,29 @@ AS_USER_SCRIPT = (
     _TRAPS
     + """\
 exec 4>&0 </dev/null
-d=$1 o=$2 e=$3 u=$4 N=$5; shift 5
+d=$1 o=$2 e=$3 a=$4 u=$5 N=$6; shift 6
 w() { printf '%s %s\\n' "$1" "$2" >&4; }
 f() { printf 'mgpu: %s\\n' "$2" >&2; w error "$1 $2"; exit "$1"; }
+g() {
+  m=$(true 2>&1 >>"$1") && return
+  case $m in *"Directory nonexistent"|*"No such file or directory")
+    case $1 in */*) q=${1%/*}/;; *) q=./;; esac
+    m=$(command -p mkdir -p -- "$q" 2>&1) ||
+      f 1 "cannot create directory ${q%/} for output file $1 as user $u: ${m##*: }"
+    m=$(true 2>&1 >>"$1") && return;;
+  esac
+  f 1 "cannot open output file $1 as user $u: ${m##*: }"
+}
 if ! CDPATH= cd -- "$d" 2>/dev/null; then
   [ -e "$d" ] && f 1 "working directory $d is not accessible to user $u on node $N"
   f 1 "working directory $d does not exist on node $N (as seen by user $u)"
 fi
 if [ -n "$o" ]; then
-  m=$(true 2>&1 >>"$o") || f 1 "cannot open output file $o as user $u: ${m##*: }"
-  exec >"$o"
+  g "$o"
+  if [ -n "$a" ]; then exec >>"$o"; else exec >"$o"; fi
   if [ -n "$e" ]; then
-    m=$(true 2>&1 >>"$e") || f 1 "cannot open output file $e as user $u: ${m##*: }"
-    exec 2>"$e"
+    g "$e"
+    if [ -n "$a" ]; then exec 2>>"$e"; else exec 2>"$e"; fi
   else
     exec 2>&1
   fi
@@ -167,15 +185,24 @@ def wrap(argv: list[str], status_file: Path, program: str) -> list[str]:
 
 
 def wrap_as_user(
-    argv: list[str], *, cwd: str, stdout: str, stderr: str, user: str, node: str
+    argv: list[str],
+    *,
+    cwd: str,
+    stdout: str,
+    stderr: str,
+    user: str,
+    node: str,
+    append: bool = False,
 ) -> list[str]:
     """The argv that runs ``argv`` for another user (see AS_USER_SCRIPT): to be started with
     the status file, open for writing, as stdin, and already switched to ``user``.
 
     ``stdout``/``stderr`` are the output files the wrapper opens, as that user ("" for stdout:
-    keep this process's; "" for stderr: the same file as stdout).
+    keep this process's; "" for stderr: the same file as stdout), appended to if ``append``,
+    else truncated.
     """
-    return [SHELL, "-c", AS_USER_SCRIPT, "mgpu-job", cwd, stdout, stderr, user, node, *argv]
+    flag = "1" if append else ""
+    return [SHELL, "-c", AS_USER_SCRIPT, "mgpu-job", cwd, stdout, stderr, flag, user, node, *argv]
 
 
 def read_outcome(status_file: Path) -> tuple[int | None, int | None, str] | None:

@@ -29,6 +29,17 @@ submit_burst = 2000               # ... and at once
 priority = 100
 allowed_users = ["alice"]         # who may use this QoS (either list set: only those named;
 allowed_groups = ["gpu-high"]     # groups resolved when a job is checked, not at start-up)
+cluster_name = "mgpu"             # what jobs see as SLURM_CLUSTER_NAME (a top-level key)
+[partition.gpu]                   # none: one partition "gpu" with every node, no limits
+nodes = "gpu[01-04]"              # hostlist expression(s), a list of them, or "ALL" (default)
+default = true                    # exactly one, or the first listed
+max_time = "2-0"                  # longer jobs are refused (0 or "UNLIMITED": no limit)
+default_time = "1:00:00"          # a job without --time gets this (else max_time)
+allowed_qos = ["normal", "long"]  # (absent: every QoS)
+allowed_users = ["alice"]         # as for a QoS: either list set, only those named
+allowed_groups = ["lab"]
+priority_tier = 1                 # higher tiers' jobs are considered first
+state = "UP"                      # UP, DOWN, DRAIN or INACTIVE
 ```
 Unknown keys are errors (a typo must not silently change policy).
 """
@@ -41,7 +52,10 @@ from pathlib import Path
 from typing import Any
 
 from mgpu_core.errors import ConfigError
+from mgpu_core.hostlist import expand_hostlist
+from mgpu_core.limits import MAX_NAME_LEN
 from mgpu_core.units import parse_time_limit
+from mgpu_server.scheduling.partitions import Partition, Partitions, PartitionState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
 
@@ -63,8 +77,21 @@ _QOS_KEYS = {
     "allowed_users": "allowed_users",
     "allowed_groups": "allowed_groups",
 }
-_DURATIONS = {"max_age_s", "half_life_s", "max_wall_s", "grace_s"}
-_NAME_LISTS = {"allowed_users", "allowed_groups"}
+_PARTITION_KEYS = {
+    "nodes": "nodes",
+    "default": "default",
+    "max_time": "max_time_s",
+    "default_time": "default_time_s",
+    "allowed_qos": "allowed_qos",
+    "allowed_users": "allowed_users",
+    "allowed_groups": "allowed_groups",
+    "priority_tier": "priority_tier",
+    "state": "state",
+}
+_DURATIONS = {"max_age_s", "half_life_s", "max_wall_s", "grace_s", "max_time_s", "default_time_s"}
+_NAME_LISTS = {"allowed_users", "allowed_groups", "allowed_qos"}
+# A partition's or the cluster's name: what -p lists (comma-separated) and jobs see.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
 def _value(where: str, key: str, value: Any) -> Any:
@@ -89,8 +116,89 @@ def _value(where: str, key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{where}: queue_depth must be a whole number of jobs, at least 1")
         return value
+    if key in _PARTITION_VALUES:
+        return _PARTITION_VALUES[key](where, value)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(f"{where}: '{key}' must be a non-negative number")
+    return value
+
+
+def _node_names(where: str, value: Any) -> frozenset[str] | None:
+    """``nodes``: "ALL", a hostlist expression, or a list of them."""
+    if value == "ALL":
+        return None
+    exprs = [value] if isinstance(value, str) else value
+    if not isinstance(exprs, list) or not exprs or not all(isinstance(e, str) for e in exprs):
+        raise ConfigError(f'{where}: must be "ALL", a hostlist like "gpu[01-04]", or a list')
+    try:
+        return frozenset(name for expr in exprs for name in expand_hostlist(expr))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _flag(where: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: must be true or false")
+    return value
+
+
+def _tier(where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65533:
+        raise ConfigError(f"{where}: must be a whole number, 0..65533")
+    return value
+
+
+def _state(where: str, value: Any) -> PartitionState:
+    if not isinstance(value, str) or value.upper() not in PartitionState.__members__:
+        raise ConfigError(f"{where}: must be one of {', '.join(PartitionState)}")
+    return PartitionState[value.upper()]
+
+
+_PARTITION_VALUES = {
+    "nodes": _node_names,
+    "default": _flag,
+    "priority_tier": _tier,
+    "state": _state,
+}
+
+
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and 0 < len(name) <= MAX_NAME_LEN and set(name) <= _NAME_CHARS
+
+
+def _partitions(path: Path, tables: object, qos: dict[str, Qos]) -> Partitions:
+    """[partition.NAME] tables, in the file's order; none: the implicit partition."""
+    if tables is None:
+        return Partitions.implicit()
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigError(f"config file {path}: [partition.NAME] tables expected")
+    found: dict[str, Partition] = {}
+    for name, table in tables.items():
+        where = f"{path}: [partition.{name}]"
+        if not _valid_name(name):
+            raise ConfigError(f"{where}: a partition's name is letters, digits, '.', '_', '-'")
+        part = Partition(name, **_section(where, table, _PARTITION_KEYS))
+        if part.default_time_s and part.max_time_s and part.default_time_s > part.max_time_s:
+            raise ConfigError(f"{where}.default_time: longer than its max_time")
+        unknown_qos = sorted((part.allowed_qos or frozenset()) - set(qos))
+        if unknown_qos:
+            raise ConfigError(f"{where}.allowed_qos: '{unknown_qos[0]}' is not a [qos.*] table")
+        found[name] = part
+    defaults = [p.name for p in found.values() if p.default]
+    if len(defaults) > 1:
+        raise ConfigError(
+            f"config file {path}: [partition.*] default: only one may be the default "
+            f"({', '.join(defaults)} say so)"
+        )
+    return Partitions(found, defaults[0] if defaults else next(iter(found)))
+
+
+def _cluster_name(path: Path, value: object) -> str:
+    if not _valid_name(value):
+        raise ConfigError(
+            f"config file {path}: cluster_name must be a name (letters, digits, '.', '_', '-')"
+        )
+    assert isinstance(value, str)
     return value
 
 
@@ -158,6 +266,7 @@ def load_master_settings(path: Path) -> MasterSettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     sections = {"admins", "private_commands", "scheduler", "qos", "tls", "limits"}
+    sections |= {"partition", "cluster_name"}
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
@@ -180,8 +289,10 @@ def load_master_settings(path: Path) -> MasterSettings:
     if not isinstance(private, bool):
         raise ConfigError(f"config file {path}: private_commands must be true or false")
     cert, key = _tls(path, data.get("tls"))
+    partitions = _partitions(path, data.get("partition"), qos)
+    cluster = _cluster_name(path, data.get("cluster_name", "mgpu"))
     return MasterSettings(
-        PolicyConfig(qos=qos, **sched),
+        PolicyConfig(qos=qos, partitions=partitions, cluster_name=cluster, **sched),
         frozenset(admins),
         private,
         cert,

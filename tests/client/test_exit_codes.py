@@ -1,5 +1,6 @@
 """One exit-code table for every command (mgpu_core.exitcodes): each class of failure has its
-own code, whichever command and whichever path (quick or click) meets it."""
+own code, whichever command and whichever parser (click's, or mgpu_client.cmdline's) meets it;
+Slurm's names (sbatch, srun, scancel, ...) exit 1 for every failure, as Slurm's commands do."""
 
 from __future__ import annotations
 
@@ -133,16 +134,22 @@ def run_module(module: str, args: list[str], cwd: Path) -> subprocess.CompletedP
 @pytest.mark.parametrize(
     ("module", "args", "expected"),
     [
-        # A usage error, on click's path and on the quick paths (no click imported).
+        # A usage error, from click's parser and from mgpu_client.cmdline's (no click).
         ("mgpu_client.queue", ["--bogus"], EXIT_USAGE),
         ("mgpu_client.queue", ["--master", "h:0"], EXIT_USAGE),
         ("mgpu_client.srun", ["--master", "h:0", "true"], EXIT_USAGE),
+        ("mgpu_client.srun", ["--bogus", "true"], EXIT_USAGE),
+        ("mgpu_client.sbatch", ["-N", "2", "--wrap", "true"], EXIT_USAGE),
+        ("mgpu_client.scancel", ["--master", "127.0.0.1:1"], EXIT_USAGE),
         ("mgpu_client", ["cancel", "--master", "127.0.0.1:1"], EXIT_USAGE),
+        ("mgpu_client", ["submit", "--bogus", "true"], EXIT_USAGE),
         # The master is unreachable, on both paths.
         ("mgpu_client.queue", ["--master", "127.0.0.1:1"], EXIT_UNREACHABLE),
         ("mgpu_client.srun", ["--master", "127.0.0.1:1", "true"], EXIT_UNREACHABLE),
         ("mgpu_client.srun", ["--master", "127.0.0.1:1", "-t", "5", "true"], EXIT_UNREACHABLE),
         ("mgpu_client", ["submit", "--master", "127.0.0.1:1", "true"], EXIT_UNREACHABLE),
+        ("mgpu_client.sbatch", ["--master", "127.0.0.1:1", "--wrap", "true"], EXIT_UNREACHABLE),
+        ("mgpu_client.scancel", ["--master", "127.0.0.1:1", "1"], EXIT_UNREACHABLE),
         # A daemon that cannot start.
         ("mgpu_node", ["--gpu-count", "1", "--key-file", "missing.key"], EXIT_STARTUP_FAILURE),
     ],
@@ -153,3 +160,32 @@ def test_each_class_of_failure_has_its_code(
     result = run_module(module, args, tmp_path)
     assert result.returncode == expected, result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "args"),
+    [
+        ("mgpu_client.sbatch", ["--bogus", "--wrap", "true"]),  # a usage error: 64 for mgpu_*
+        ("mgpu_client.sbatch", ["-N", "2", "--wrap", "true"]),
+        ("mgpu_client.srun", ["--master", "h:0", "true"]),
+        ("mgpu_client.scancel", []),
+        ("mgpu_client.sbatch", ["--master", "127.0.0.1:1", "--wrap", "true"]),  # unreachable: 2
+        ("mgpu_client.srun", ["--master", "127.0.0.1:1", "true"]),
+        ("mgpu_client.scancel", ["--master", "127.0.0.1:1", "1"]),
+    ],
+)
+def test_slurms_names_exit_1_for_every_failure(
+    module: str, args: list[str], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", f"from {module} import slurm_main; slurm_main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert result.returncode == EXIT_ERROR, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    prog = module.rsplit(".", 1)[1]  # the Slurm name: sbatch, not mgpu_sbatch
+    assert result.stderr.startswith(f"{prog}: error: "), result.stderr

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mgpu_client.sbatch import (
+from mgpu_client.directives import (
     MAX_DIRECTIVE_LEN,
     MAX_DIRECTIVE_WORDS,
     parse_directives,

@@ -17,9 +17,10 @@ from mgpu_core.deps import (
     evaluate,
     parse_dependency,
 )
+from mgpu_core.states import JobState
 
 OK, WAIT, NEVER = DepStatus.OK, DepStatus.WAIT, DepStatus.NEVER
-ENDED_NOT_OK = ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+ENDED_NOT_OK = ("FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
 
 # ---- parsing ------------------------------------------------------------------------------
 
@@ -194,6 +195,7 @@ STATES: list[str | None] = [
     "CANCELLED",
     "TIMEOUT",
     "NODE_FAIL",
+    "OUT_OF_MEMORY",
     "REQUEUED",
     None,
 ]
@@ -207,6 +209,7 @@ TRUTH: dict[str, dict[str | None, DepStatus]] = {
         "CANCELLED": OK,
         "TIMEOUT": OK,
         "NODE_FAIL": OK,
+        "OUT_OF_MEMORY": OK,
         "REQUEUED": WAIT,
         None: OK,
     },
@@ -218,6 +221,7 @@ TRUTH: dict[str, dict[str | None, DepStatus]] = {
         "CANCELLED": OK,
         "TIMEOUT": OK,
         "NODE_FAIL": OK,
+        "OUT_OF_MEMORY": OK,
         "REQUEUED": WAIT,
         None: OK,
     },
@@ -229,6 +233,7 @@ TRUTH: dict[str, dict[str | None, DepStatus]] = {
         "CANCELLED": NEVER,
         "TIMEOUT": NEVER,
         "NODE_FAIL": NEVER,
+        "OUT_OF_MEMORY": NEVER,
         "REQUEUED": WAIT,
         None: NEVER,  # forgotten: its outcome cannot be known
     },
@@ -240,10 +245,17 @@ TRUTH: dict[str, dict[str | None, DepStatus]] = {
         "CANCELLED": OK,
         "TIMEOUT": OK,
         "NODE_FAIL": OK,
+        "OUT_OF_MEMORY": OK,
         "REQUEUED": WAIT,
         None: NEVER,
     },
 }
+
+
+def test_the_truth_table_covers_every_job_state() -> None:
+    """A state added to mgpu_core.states must get a verdict here (and in deps.py)."""
+    assert set(STATES) == {s.value for s in JobState} | {None}
+    assert all(set(row) == set(STATES) for row in TRUTH.values())
 
 
 @pytest.mark.parametrize(
@@ -272,6 +284,8 @@ def test_truth_table(kind: str, state: str | None) -> None:
         ("afterok:1:2", {1: "FAILED", 2: "RUNNING"}, NEVER),  # NEVER beats WAIT in a clause
         ("afterok:1:2", {1: "PENDING", 2: None}, NEVER),
         ("afternotok:1:2", {1: "TIMEOUT", 2: "NODE_FAIL"}, OK),
+        ("afternotok:1:2", {1: "OUT_OF_MEMORY", 2: "FAILED"}, OK),
+        ("afterok:1:2", {1: "COMPLETED", 2: "OUT_OF_MEMORY"}, NEVER),
         ("afternotok:1:2", {1: "FAILED", 2: "COMPLETED"}, NEVER),
         ("afterany:1:2", {1: "COMPLETED", 2: "RUNNING"}, WAIT),
         ("afterany:1:2", {1: "FAILED", 2: None}, OK),

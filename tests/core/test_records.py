@@ -423,25 +423,48 @@ def test_a_checked_message_builds_its_record_without_a_second_check() -> None:
 
 _PROBE = """
 import sys
-import {module}
+{code}
 print(" ".join(sorted(m for m in {names!r} if m in sys.modules)))
 """
+# What a job command does before it sends anything: parse its options from the one table and
+# build the job's wire dict (the records are the master's to check). Rare options may cost
+# more (-w/-x and --dependency import dataclasses): mgpu_client.jobspec's docstring.
+_BUILD_JOBS = """
+from mgpu_client import jobspec
+from mgpu_client.cmdline import parse
+from mgpu_client.directives import parse_directives
+from mgpu_client.optable import B, R, table_for
+for argv, table, gpus in (
+    (["-G", "a100:1", "-n", "2", "-c", "3", "-t", "1:00", "--mem-per-cpu=1G", "-J", "x"], R, 1),
+    (["--export=NONE", "--open-mode=append", "--nice", "-o", "out/%j.log", *parse_directives(
+        "#!/bin/sh\\n#SBATCH --gres=gpu:2 -p a,b --signal=B:USR1@90\\n")], B, 2),
+):
+    found, _ = parse(argv, table_for(table))
+    jobspec.check_options(found)
+    job = jobspec.build(jobspec.used(found), argv=["true"], script=None, interactive=False)
+    assert job["gpus"] == gpus, job
+"""
+_NO_RECORDS = ("dataclasses", "typing", "mgpu_core.models", "mgpu_core.messages", "click")
 
 
 @pytest.mark.parametrize(
-    ("module", "absent"),
+    ("code", "absent"),
     [
-        # mgpu_srun's and mgpu_queue's quick paths: no dataclasses, no typing, no records.
+        # The job commands (parsed by mgpu_client.cmdline, not click) and mgpu_queue's quick
+        # path: no click, no dataclasses, no typing, no records.
         (
-            "mgpu_client.quick, mgpu_client.queue",
-            ("dataclasses", "typing", "mgpu_core.models", "mgpu_core.messages"),
+            "import mgpu_client.sbatch, mgpu_client.srun, mgpu_client.salloc, "
+            "mgpu_client.scancel, mgpu_client.squeue, mgpu_client.sacct, mgpu_client.sinfo, "
+            "mgpu_client.scontrol, mgpu_client.steps, mgpu_client.queue",
+            _NO_RECORDS,
         ),
+        (_BUILD_JOBS, _NO_RECORDS),
         # A TCP client's handshake: no typing, no records.
-        ("mgpu_core.handshake", ("typing", "mgpu_core.models", "mgpu_core.messages")),
+        ("import mgpu_core.handshake", ("typing", "mgpu_core.models", "mgpu_core.messages")),
     ],
 )
-def test_clients_start_without_the_records(module: str, absent: tuple[str, ...]) -> None:
-    probe = _PROBE.format(module=module, names=absent)
+def test_clients_start_without_the_records(code: str, absent: tuple[str, ...]) -> None:
+    probe = _PROBE.format(code=code, names=absent)
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
     )

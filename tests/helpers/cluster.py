@@ -40,7 +40,7 @@ CLIENT_MODULES = {
     "mgpu_srun": "mgpu_client.srun",
     "mgpu_sbatch": "mgpu_client.sbatch",
     "mgpu_queue": "mgpu_client.queue",
-    "mgpu_cancel": "mgpu_client.cancel",
+    "mgpu_cancel": "mgpu_client.scancel",
     "mgpu_client": "mgpu_client",
 }
 

@@ -12,8 +12,11 @@ def node_info(
     *,
     cpus: int = 8,
     mem_bytes: int = 1 << 30,
+    gpu_name: str | list[str] = "g",
 ) -> NodeHello:
-    """A node's registration, as its validated hello carries it."""
+    """A node's registration, as its validated hello carries it. ``gpu_name``: NVML's name of
+    every GPU, or of each ("NVIDIA H100 80GB HBM3": type h100; "g": no type)."""
+    names = [gpu_name] * gpus if isinstance(gpu_name, str) else gpu_name
     return NodeHello(
         node_id=node_id,
         hostname=node_id,
@@ -26,7 +29,7 @@ def node_info(
             GpuDevice(
                 index=i,
                 uuid=f"{node_id}-{i}",
-                name="g",
+                name=names[i],
                 memory_total_bytes=1,
                 visible_id=str(i),
                 fake=True,

@@ -3,13 +3,16 @@ strategies), for the tests that compare or check plans."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hypothesis import strategies as st
 
 from mgpu_server.scheduling.planner import (
     INF,
+    Choice,
     NodeView,
     PendingJob,
     Plan,
@@ -57,8 +60,13 @@ LIMITS = st.one_of(
 )
 
 
+MODELS = ("a100", "h100")
+
+
 @st.composite
-def node_views(draw: st.DrawFn, index: int) -> NodeView:
+def node_views(draw: st.DrawFn, index: int, *, typed: bool = False) -> NodeView:
+    """A node; ``typed``: its GPUs of random types, and now and then held by an --exclusive
+    job."""
     total = draw(st.integers(0, 8))
     free = sorted(draw(st.sets(st.integers(0, max(total - 1, 0)), max_size=total)))
     busy = total - len(free)
@@ -75,7 +83,7 @@ def node_views(draw: st.DrawFn, index: int) -> NodeView:
         end = draw(st.one_of(st.sampled_from(GRID_ENDS), st.just(INF), ENDS))
         releases.append(Release(float(end), gpus, cpus, mem))
     up = draw(st.integers(0, 9)) > 0
-    return NodeView(
+    view = NodeView(
         f"n{index}",
         up,
         free,
@@ -86,6 +94,12 @@ def node_views(draw: st.DrawFn, index: int) -> NodeView:
         total_mem,
         releases,
     )
+    if typed:
+        view.gpu_models = tuple(draw(st.sampled_from(MODELS)) for _ in range(total))
+        view.healthy_models = dict(Counter(view.gpu_models))
+        if releases and draw(st.integers(0, 4)) == 0:
+            view.exclusive_end = max(r.end_s for r in releases)
+    return view
 
 
 SMALL = st.one_of(st.integers(0, 2), st.integers(0, 8))  # mostly small requests
@@ -93,9 +107,32 @@ QOS_LIMITS = [(0, 0)] * 6 + [(2, 0), (4, 0), (0, 1), (0, 2), (6, 2), (1, 1)]
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> Case:
+def constraints(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
+    """A job's GPU type, --exclusive, excluded nodes and partitions (-p), each now and then."""
+    partitions: list[Choice] = [
+        ("p0", frozenset(names[:2])),
+        ("p1", None),
+        ("p2", frozenset(names[1:])),
+        ("p3", frozenset(names[-1:])),  # a node that never exists
+    ]
+    return {
+        "gpu_type": draw(st.sampled_from(["", "", *MODELS, "v100"])),
+        "exclusive": draw(st.integers(0, 5)) == 0,
+        "exclude": draw(st.frozensets(st.sampled_from(names), max_size=2))
+        if draw(st.integers(0, 3)) == 0
+        else frozenset(),
+        "partitions": tuple(
+            draw(st.lists(st.sampled_from(partitions), max_size=3, unique_by=lambda p: p[0]))
+        ),
+    }
+
+
+@st.composite
+def cases(draw: st.DrawFn, *, constrained: bool = False) -> Case:
+    """A cluster and a queue; ``constrained``: typed GPUs, exclusive jobs and nodes, excluded
+    nodes and partitions too."""
     count = draw(st.integers(1, 6))
-    nodes = [draw(node_views(i)) for i in range(count)]
+    nodes = [draw(node_views(i, typed=constrained)) for i in range(count)]
     names = [f"n{i}" for i in range(count + 1)]  # n{count} never exists
     pending = []
     for job_id in range(1, draw(st.integers(0, 25)) + 1):
@@ -114,6 +151,7 @@ def cases(draw: st.DrawFn) -> Case:
                 time_limit_s=draw(LIMITS),
                 max_user_gpus=max_gpus,
                 max_user_jobs=max_jobs,
+                **(draw(constraints(names)) if constrained else {}),
             )
         )
     loads = {

@@ -190,10 +190,10 @@ class Flood:
         return frame({"t": "exit_ack", "job_id": self.unknown_id()})
 
     def admissible(self, msg: dict[str, Any]) -> bool:
-        """Valid, and harmless: no launch, no kill or ack of a probe."""
+        """Valid, and harmless: no launch, no kill, signal or ack of a probe."""
         if not valid(msg) or msg["t"] == "launch":
             return False
-        return msg["t"] not in ("kill", "exit_ack") or msg["job_id"] >= HOSTILE_ID_BASE
+        return msg["t"] not in ("kill", "signal", "exit_ack") or msg["job_id"] >= HOSTILE_ID_BASE
 
     def keep_invalid(self, data: bytes) -> None:
         if len(self.invalid) < 500:

@@ -164,7 +164,7 @@ def test_bytes_that_are_not_utf8_reach_the_job_unchanged(cluster: Cluster) -> No
     gets the very bytes (bytes in, the same bytes out), and the queue still lists it."""
     cluster.start_node("n1", gpus=1)
     raw = b"\xff\xfe caf\xc3\xa9 \x80'"
-    out = {name: cluster.tmp / name for name in ("env", "quick", "click", "script")}
+    out = {name: cluster.tmp / name for name in ("env", "srun", "srun-t", "script")}
     env = {os.fsencode(k): os.fsencode(v) for k, v in cluster.env.items()} | {b"BAD": raw}
 
     def run(tool: str, *args: str | bytes, stdin: bytes | None = None) -> bytes:
@@ -181,16 +181,16 @@ def test_bytes_that_are_not_utf8_reach_the_job_unchanged(cluster: Cluster) -> No
 
     batch = [run("mgpu_client.sbatch", "--parsable", "--wrap", f'printf %s "$BAD" > {out["env"]}')]
     write_arg: list[str | bytes] = ["sh", "-c", 'printf %s "$1" > "$2"; printf %s "$1"', "sh", raw]
-    assert run("mgpu_client.srun", "--", *write_arg, str(out["quick"])) == raw
-    assert run("mgpu_client.srun", "-t", "5", "--", *write_arg, str(out["click"])) == raw
+    assert run("mgpu_client.srun", "--", *write_arg, str(out["srun"])) == raw
+    assert run("mgpu_client.srun", "-t", "5", "--", *write_arg, str(out["srun-t"])) == raw
     script = b"#!/bin/sh\n#SBATCH -J bytes\nprintf %s '" + raw.replace(b"'", b"") + b"' > "
     batch.append(run("mgpu_client.sbatch", "--parsable", stdin=script + os.fsencode(out["script"])))
     for job_id in batch:
         cluster.wait_state(int(job_id), "COMPLETED")
     assert {name: path.read_bytes() for name, path in out.items()} == {
         "env": raw,
-        "quick": raw,
-        "click": raw,
+        "srun": raw,
+        "srun-t": raw,
         "script": raw.replace(b"'", b""),
     }
     jobs = cluster.jobs()  # listed, with the bytes escaped
@@ -335,8 +335,17 @@ def test_node_disconnect_then_timeout_fails_its_jobs(tmp_path: Path) -> None:
 
 
 def test_unreachable_master_is_one_line_exit_2(tmp_path: Path) -> None:
-    for tool in ("mgpu_client.queue", "mgpu_client.srun", "mgpu_client.cancel"):
-        args = {"mgpu_client.srun": ["--", "true"], "mgpu_client.cancel": ["1"]}.get(tool, [])
+    for tool in (
+        "mgpu_client.queue",
+        "mgpu_client.srun",
+        "mgpu_client.sbatch",
+        "mgpu_client.scancel",
+    ):
+        args = {
+            "mgpu_client.srun": ["--", "true"],
+            "mgpu_client.sbatch": ["--wrap", "true"],
+            "mgpu_client.scancel": ["1"],
+        }.get(tool, [])
         result = subprocess.run(
             [sys.executable, "-m", tool, "--master", "127.0.0.1:1", *args],
             capture_output=True,

@@ -268,3 +268,22 @@ def test_a_users_job_and_its_output_get_the_submitters_umask(
     assert stat.S_IMODE((workdir / "p.out").stat().st_mode) == 0o600
     assert (workdir / "s.out").read_text() == "0002\n"
     assert stat.S_IMODE((workdir / "s.out").stat().st_mode) == 0o664
+
+
+def test_output_directories_are_made_as_the_submitter(
+    cluster: Cluster, user: pwd.struct_passwd, workdir: Path
+) -> None:
+    """A missing -o directory is made by the job's user, with its umask; the job sees its own
+    uid as SLURM_JOB_UID."""
+    cluster.start_node("n1", 1, jobs_as_agent=False)
+    probe = "echo $SLURM_JOB_UID $SLURM_JOB_USER"
+    with client_as(cluster, user.pw_name) as client:
+        job_id = client.submit(
+            spec(workdir, ["sh", "-c", probe], stdout_path="logs/%j/out", umask=0o027)
+        )
+    assert ended(cluster, job_id)["state"] == "COMPLETED"
+    out = workdir / "logs" / str(job_id) / "out"
+    assert out.read_text() == f"{user.pw_uid} {user.pw_name}\n"
+    for directory in (out.parent, out.parent.parent):
+        info = directory.stat()
+        assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (user.pw_uid, 0o750), directory

@@ -18,7 +18,7 @@ import pytest
 from mgpu_core.models import JobSpec, Launch
 from mgpu_node.cgroupfs import Hierarchy, find_hierarchies
 from mgpu_node.cgroups import GATED, UNGATED, Gate, JobCgroups, agent_group, setup_isolation
-from mgpu_node.gpus import DeviceNumber
+from mgpu_node.nvml import DeviceNumber
 from tests.helpers.cluster import pid_alive, wait_for, wait_for_text
 
 GPUS: list[DeviceNumber | None] = [(195, 0), (195, 1), (195, 2)]
@@ -241,6 +241,23 @@ def test_a_v2_job_group_limits_memory_swap_and_cpu(tmp_path: Path) -> None:
     assert lines(group[1] / "memory.swap.max") == ["0"]
     assert lines(group[1] / "cpu.max") == ["20000000 100000"]
     assert lines(group[1] / "cpu.weight") == ["10000"]  # the most cpu.weight takes
+
+
+def test_oom_kills_are_read_from_the_jobs_memory_group(tmp_path: Path) -> None:
+    v1 = v1_groups(tmp_path / "v1")
+    v1.create(launch(job_id=4))
+    memory = v1.job_dirs(4)[1][1]
+    assert v1.oom_kills(4) == 0  # no file (an old kernel's or a fake tree): none known
+    (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    assert v1.oom_kills(4) == 2
+    root = tmp_path / "v2"
+    root.mkdir()
+    v2 = JobCgroups([Hierarchy(2, ("memory", "cpu"), root)], "a", GPUS)
+    v2.open()
+    v2.create(launch(job_id=5))
+    events = v2.job_dirs(5)[0][1] / "memory.events"
+    events.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
+    assert v2.oom_kills(5) == 1
 
 
 # ---- the gate -----------------------------------------------------------------------------

@@ -106,6 +106,18 @@ def test_argv_is_passed_verbatim(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
+def test_slurm_task_pid_is_the_commands_own_pid(tmp_path: Path) -> None:
+    """Only the command's subshell knows the pid it will have (slurmenv.py); a stale value in
+    the environment is replaced."""
+    code = "import os; print(os.environ['SLURM_TASK_PID'], os.getpid(), os.getppid())"
+    env = {**os.environ, "SLURM_TASK_PID": "1"}
+    result, _ = run_wrapped(tmp_path, [PY, "-c", code], env=env)
+    assert result.returncode == 0, result.stderr
+    task_pid, pid, parent = result.stdout.split()
+    assert task_pid == pid and parent != pid
+    assert result.stderr == b""
+
+
 def test_command_sees_clean_descriptors_and_default_signals(tmp_path: Path) -> None:
     probe = (
         "import os\n"

@@ -19,8 +19,6 @@ from mgpu_node.wrapper import read_outcome, read_status, wrap_as_user
 pytestmark = pytest.mark.timeout(60)
 
 PY = sys.executable
-# dash and bash word a missing directory differently.
-NO_DIRECTORY = ("Directory nonexistent", "No such file or directory")
 
 
 def run_as_user(
@@ -31,6 +29,8 @@ def run_as_user(
     stdout: str = "",
     stderr: str = "",
     env: dict[str, str] | None = None,
+    append: bool = False,
+    umask: int = -1,
 ) -> tuple[subprocess.CompletedProcess[bytes], Path]:
     status = tmp_path / "job.status"
     status.unlink(missing_ok=True)
@@ -44,6 +44,7 @@ def run_as_user(
                 stderr=stderr,
                 user="alice",
                 node="n1",
+                append=append,
             ),
             stdin=fd,
             capture_output=True,
@@ -51,6 +52,7 @@ def run_as_user(
             cwd="/",
             env=env if env is not None else dict(os.environ),
             start_new_session=True,
+            umask=umask,
         )
     finally:
         os.close(fd)
@@ -134,13 +136,40 @@ def test_unwritable_output_and_inaccessible_directory(tmp_path: Path) -> None:
     )
 
 
-def test_output_in_a_missing_directory_fails_with_a_reason(tmp_path: Path) -> None:
-    out = tmp_path / "no-dir" / "x.out"
+def test_output_directories_are_made_as_the_user_with_its_umask(tmp_path: Path) -> None:
+    out, err = tmp_path / "logs" / "deep" / "x.out", tmp_path / "errs" / "x.err"
+    script = "echo ran; echo oops >&2"
+    result, _ = run_as_user(
+        tmp_path, ["sh", "-c", script], stdout=str(out), stderr=str(err), umask=0o027
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out.read_text(), err.read_text()) == ("ran\n", "oops\n")
+    for directory in (out.parent, out.parent.parent, err.parent):
+        assert directory.stat().st_mode & 0o777 == 0o750, directory
+
+
+def test_an_output_directory_that_cannot_be_made_fails_with_a_reason(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("in the way")
+    out = tmp_path / "file" / "sub" / "x.out"
     _, status = run_as_user(tmp_path, ["sh", "-c", "echo ran"], stdout=str(out))
     outcome = read_outcome(status)
     assert outcome is not None and outcome[:2] == (1, None)
-    prefix = f"cannot open output file {out} as user alice: "
-    assert outcome[2].startswith(prefix) and outcome[2][len(prefix) :] in NO_DIRECTORY
+    prefix = f"cannot create directory {out.parent} for output file {out} as user alice: "
+    assert outcome[2].startswith(prefix), outcome
+    assert outcome[2][len(prefix) :] in ("Not a directory", "File exists")
+
+
+@pytest.mark.parametrize(("append", "expected"), [(False, "new\n"), (True, "old\nnew\n")])
+def test_output_is_truncated_or_appended_to(tmp_path: Path, append: bool, expected: str) -> None:
+    out, err = tmp_path / "x.out", tmp_path / "x.err"
+    out.write_text("old\n")
+    err.write_text("old\n")
+    script = "echo new; echo new >&2"
+    result, _ = run_as_user(
+        tmp_path, ["sh", "-c", script], stdout=str(out), stderr=str(err), append=append
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out.read_text(), err.read_text()) == (expected, expected)
 
 
 def test_program_lookup_mirrors_execvp(tmp_path: Path) -> None:

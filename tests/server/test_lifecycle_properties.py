@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mgpu_core.deps import DepStatus
 from mgpu_core.errors import MgpuError, StorageError
-from mgpu_core.models import JobSpec
+from mgpu_core.models import JobExited, JobSpec
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
@@ -104,6 +104,17 @@ def check_indexes(state: ClusterState, now: float) -> None:
     assert waiting <= pending
     live = {i for ids in deps.live.values() for i in ids}
     assert live == pending | running
+    # Job steps: only a running job has running steps (every end of a run ends them), and the
+    # index of running steps is exactly the steps in that state.
+    steps = state.steps
+    stepping = {
+        (s.job_id, s.step_id)
+        for ss in steps.by_job.values()
+        for s in ss
+        if s.state is JobState.RUNNING
+    }
+    assert stepping == {(j, i) for j, by_id in steps.running.items() for i in by_id}
+    assert set(steps.running) <= running
 
 
 OPS = st.sampled_from(
@@ -122,6 +133,9 @@ OPS = st.sampled_from(
         "cancel",
         "cancel",
         "requeue",
+        "step",
+        "step",
+        "oom",
         "hold",
         "release",
         "lose_node",
@@ -170,7 +184,7 @@ SUBMITS = ("submit", "held", "begin", "afterok", "afterany", "singleton", "array
 def _apply(state: ClusterState, store: FlakyStore, op: str, k: int, user: str, now: float) -> None:
     if op in SUBMITS:
         state.submit(user, _spec(state, op, k, now), now)
-    elif op in ("end", "fail", "cancel", "requeue", "hold", "release", "update"):
+    elif op in ("end", "fail", "oom", "step", "cancel", "requeue", "hold", "release", "update"):
         _job_op(state, op, k, now)
     elif op in ("revoke", "assign"):  # the user's GPU access: their queued GPU jobs follow
         state.turns.request(op, {"user": user}, now)
@@ -199,7 +213,7 @@ def _spec(state: ClusterState, op: str, k: int, now: float) -> JobSpec:
 
 def _job_op(state: ClusterState, op: str, k: int, now: float) -> None:
     jobs = state.table.jobs
-    if op in ("end", "fail", "requeue"):
+    if op in ("end", "fail", "oom", "step", "requeue"):
         chosen = _pick(list(state.running), k)
     elif op in ("hold", "release", "update"):
         chosen = _pick([i for i, j in jobs.items() if j.state is JobState.PENDING], k)
@@ -211,6 +225,14 @@ def _job_op(state: ClusterState, op: str, k: int, now: float) -> None:
     if op in ("end", "fail"):
         event = exited(job.job_id, 0 if op == "end" else 1, run=job.restart_count)
         state.job_exited(job.node_id, event, now)
+    elif op == "oom":
+        event = JobExited(
+            job_id=job.job_id, signal=9, oom_killed=True, restart_count=job.restart_count
+        )
+        state.job_exited(job.node_id, event, now)
+        assert job.state in (JobState.OUT_OF_MEMORY, JobState.CANCELLED, JobState.PENDING)
+    elif op == "step":
+        state.steps.start(job, name="s", ntasks=1, now=now)
     elif op == "requeue":
         state.control.requeue(job)
         state.job_exited(job.node_id, exited(job.job_id, 143, run=job.restart_count), now)

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mgpu_core.reasons import Reason
+from mgpu_server.scheduling import planner as planner_module
 from mgpu_server.scheduling.planner import (
     MAX_RESERVATIONS,
     NodeView,
@@ -22,12 +23,12 @@ from mgpu_server.scheduling.planner import (
     Reservation,
     Start,
     UserLoad,
-    _compatible,
     _over_limit,
     earliest_start,
     fits_ever,
     fits_now,
 )
+from mgpu_server.scheduling.views import compatible, usable_gpus
 from tests.helpers.planning import NOW, Case, cases, node_views, plan
 
 
@@ -39,7 +40,9 @@ def reference_plan(
     loads: dict[str, UserLoad],
     reserve: bool = True,
 ) -> Plan:
-    """The pass as it was written before the Planner: O(jobs x nodes), obviously right."""
+    """The pass as it was written before the Planner: O(jobs x nodes), obviously right. A job
+    in partitions starts in the first (in its order) where it fits now, else reserves where
+    it starts soonest (the first partition, then the lowest name, among equals)."""
     result = Plan()
     free = {n.node_id: copy.deepcopy(n) for n in nodes if n.up}
     for n in free.values():
@@ -51,37 +54,61 @@ def reference_plan(
         if limited:
             result.reasons[job.job_id] = limited
             continue
-        candidates = [n for n in free.values() if not job.nodelist or n.node_id in job.nodelist]
-        if not candidates:
+        res = result.reservations
+        places: list[tuple[str, list[NodeView]]] = []
+        fits = started = False
+        for name, part in job.partitions or (("", None),):
+            candidates = [
+                n
+                for n in free.values()
+                if (part is None or n.node_id in part)
+                and (not job.nodelist or n.node_id in job.nodelist)
+                and n.node_id not in job.exclude
+            ]
+            if not candidates:
+                continue
+            places.append((name, candidates))
+            now_ok = [n for n in candidates if fits_ever(job, n) and fits_now(job, n)]
+            open_now = [n for n in now_ok if compatible(job, n, res.get(n.node_id), now)]
+            if open_now:
+                node = min(open_now, key=lambda n: (len(n.free_gpus), n.free_cpus, n.node_id))
+                gpus = tuple(usable_gpus(job, node)[: job.gpus])
+                node.free_gpus = [g for g in node.free_gpus if g not in gpus]
+                node.free_cpus -= job.cpus
+                node.free_mem_bytes -= job.mem_bytes
+                end = now + job.time_limit_s if job.time_limit_s else float("inf")
+                node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
+                if job.exclusive:
+                    node.exclusive_end = end
+                result.starts.append(Start(job.job_id, node.node_id, gpus, name))
+                load.gpus += job.gpus
+                load.jobs += 1
+                started = True
+                break
+            fits = fits or bool(now_ok)
+        if started:
+            continue
+        if not places:
             result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
             continue
-        eligible = [n for n in candidates if fits_ever(job, n)]
-        now_ok = [n for n in eligible if fits_now(job, n)]
-        res = result.reservations
-        open_now = [n for n in now_ok if _compatible(job, n, res.get(n.node_id), now)]
-        if open_now:
-            node = min(open_now, key=lambda n: (len(n.free_gpus), n.free_cpus, n.node_id))
-            gpus = tuple(node.free_gpus[: job.gpus])
-            del node.free_gpus[: job.gpus]
-            node.free_cpus -= job.cpus
-            node.free_mem_bytes -= job.mem_bytes
-            end = now + job.time_limit_s if job.time_limit_s else float("inf")
-            node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
-            result.starts.append(Start(job.job_id, node.node_id, gpus))
-            load.gpus += job.gpus
-            load.jobs += 1
-            continue
-        result.reasons[job.job_id] = Reason.PRIORITY if now_ok else Reason.RESOURCES
-        open_nodes = [n for n in eligible if n.node_id not in res]
-        if reserve and len(res) < MAX_RESERVATIONS and open_nodes:
-            node = min(open_nodes, key=lambda n: (earliest_start(job, n, now), n.node_id))
-            res[node.node_id] = Reservation(
+        result.reasons[job.job_id] = Reason.PRIORITY if fits else Reason.RESOURCES
+        options = [
+            (earliest_start(job, n, now), rank, n.node_id, name)
+            for rank, (name, candidates) in enumerate(places)
+            for n in candidates
+            if fits_ever(job, n) and n.node_id not in res
+        ]
+        if reserve and len(res) < MAX_RESERVATIONS and options:
+            start, _, node_id, name = min(options)
+            res[node_id] = Reservation(
                 job.job_id,
-                node.node_id,
-                earliest_start(job, node, now),
+                node_id,
+                start,
                 job.gpus,
                 job.cpus,
                 job.mem_bytes,
+                name,
+                job.exclusive,
             )
     return result
 
@@ -104,6 +131,26 @@ def big_cases(draw: st.DrawFn) -> Case:
 def test_planner_decides_as_the_reference(case: Case, reserve: bool) -> None:
     before = copy.deepcopy(case.nodes)
     got = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    assert case.nodes == before
+    want = reference_plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    assert got == want
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=cases(constrained=True), reserve=st.booleans(), few=st.sampled_from([0, 2, 32]))
+def test_planner_decides_as_the_reference_with_partitions_types_and_exclusive(
+    case: Case, reserve: bool, few: int
+) -> None:
+    """GPU types (mixed nodes too), --exclusive jobs and nodes an exclusive job holds,
+    excluded nodes and partitions (-p a,b): the same plan as the reference, whether a
+    partition's nodes are tried one by one or through the best-fit order (``few``)."""
+    before = copy.deepcopy(case.nodes)
+    saved = planner_module.FEW_NODES
+    planner_module.FEW_NODES = few
+    try:
+        got = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    finally:
+        planner_module.FEW_NODES = saved
     assert case.nodes == before
     want = reference_plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
     assert got == want

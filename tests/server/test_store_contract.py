@@ -16,6 +16,7 @@ import pytest
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
+from mgpu_server.records.steps import Step
 from mgpu_server.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from mgpu_server.storage.store import MemoryStore, Store
 from tests.helpers.nodes import node_info
@@ -49,6 +50,7 @@ def full_job(job_id: int) -> Job:
     job.array_job_id, job.array_task_id, job.array_throttle = job_id, 0, 2
     job.cancel_requested = True
     job.output_bytes = 12345
+    job.cancelled_by = "carol"
     return job
 
 
@@ -103,6 +105,29 @@ class StoreContract:
         assert [j.job_id for j in store.load_jobs()] == [1]
         assert store.next_job_id() == 2
 
+    def test_steps_come_back_as_put_in_job_and_step_order(self, store: Store) -> None:
+        ended = Step(2, 0, "prep", 4, start_time=1.5)
+        for step in (Step(2, 1, "train", 1, start_time=2.0), ended, Step(1, 0, "x", 1, 3.0)):
+            store.put_step(step)
+        assert store.load_steps() == []
+        store.commit()
+        ended.state, ended.end_time, ended.exit_code, ended.signal = JobState.FAILED, 9.0, 1, 6
+        store.put_step(ended)
+        store.commit()
+        steps = store.load_steps()
+        assert [(s.job_id, s.step_id) for s in steps] == [(1, 0), (2, 0), (2, 1)]
+        assert steps[1].to_wire() == {
+            "step_id": 0,
+            "name": "prep",
+            "ntasks": 4,
+            "state": "FAILED",
+            "start_time": 1.5,
+            "end_time": 9.0,
+            "exit_code": 1,
+            "signal": 6,
+        }
+        assert steps[2].state is JobState.RUNNING and steps[2].exit_code is None
+
     def test_nodes_are_replaced_and_deleted(self, store: Store) -> None:
         store.put_node(node_info("n1", 2).to_wire())
         store.put_node(node_info("n2", 1).to_wire())
@@ -138,10 +163,13 @@ class TestSqliteStore(StoreContract):
         store.put_job(full_job(7))
         store.put_node(node_info("n1", 2).to_wire())
         store.put_setting("k", 1)
+        store.put_step(Step(7, 0, "prep", 2, start_time=1.0))
         store.commit()
         store.put_job(full_job(8))  # not committed: lost with the process
+        store.put_step(Step(7, 1, "lost", 1, start_time=2.0))
         again = self.reopen(store)
         assert [stored(j) for j in again.load_jobs()] == [stored(full_job(7))]
+        assert [s.name for s in again.load_steps()] == ["prep"]
         assert again.load_nodes()[0]["node_id"] == "n1" and again.get_setting("k") == 1
         again.close()
 
@@ -194,7 +222,11 @@ def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: 
         [job] = store.load_jobs()
         assert (job.job_id, job.user, job.state, job.exit_code) == (4, "bob", JobState.COMPLETED, 0)
         assert job.output_bytes is None and job.restart_count == 0 and job.hold is Hold.NONE
+        assert job.cancelled_by == "" and store.load_steps() == []
         store.put_job(job)
-        store.commit()  # the migrated table takes every current column
+        store.put_step(Step(4, 0, "s", 1, start_time=2.5))
+        store.commit()  # the migrated tables take every current column
         store.close()
-        assert SqliteStore(state_dir).load_jobs()[0].job_id == 4
+        again = SqliteStore(state_dir)
+        assert again.load_jobs()[0].job_id == 4 and again.load_steps()[0].start_time == 2.5
+        again.close()

@@ -43,10 +43,13 @@ class Sessions(Protocol):
 
 Handler = Callable[[RequestContext, object, dict[str, Any]], dict[str, Any]]
 
+# Queue row fields the handler adds (not Job's): who follows the job, and its steps.
+HANDLER_FIELDS = frozenset({"attached", "steps"})
+
 # Requests that go to the audit log, with the fields worth recording.
 AUDITED: dict[str, tuple[str, ...]] = {
     "submit": (),
-    "cancel": ("job_ids",),
+    "cancel": ("job_ids", "signal", "scope"),
     "hold": ("job_ids",),
     "release": ("job_ids",),
     "requeue": ("job_ids",),
@@ -76,8 +79,10 @@ class ClientService:
         self.handlers: dict[str, Handler] = {
             "submit": self.submit,
             "cancel": self.cancel,
+            "step": self.step,
             "queue": self.queue,
             "nodes": self.nodes,
+            "partitions": self.partitions,
             "info": self.info,
             "attach": self.attach,
             "hold": self.hold,
@@ -120,6 +125,9 @@ class ClientService:
     def submit(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         req = SubmitRequest.from_checked(msg)  # validated against its schema already
         perm.check_submit(ctx, req.job, self._site_rules())
+        if req.test_only:  # sbatch --test-only: checked as a submit, nothing queued or stored
+            when, node, partition = self.state.trial(ctx.user, req.job, time.time())
+            return {"job_id": None, "would_start": when, "node": node, "partition": partition}
         limited = perm.bound_by_user_limits(ctx)
         job = self.state.submit(ctx.user, req.job, time.time(), limited=limited)
         if req.attach:
@@ -142,13 +150,34 @@ class ClientService:
         return {"results": [r.to_wire() for r in results]}
 
     def cancel(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        """Cancel, or with a ``signal`` send that signal instead (scancel --signal)."""
         now = time.time()
+        sig, scope = msg["signal"], msg["scope"]
 
         def act(job: Job) -> None:
-            perm.check_owner(ctx, job, "cancel")
-            self.state.control.cancel(job, now)
+            if sig is None:
+                perm.check_owner(ctx, job, "cancel")
+                self.state.control.cancel(job, now, by=ctx.user)
+            else:
+                perm.check_owner(ctx, job, "signal")
+                self.state.control.signal(job, sig, scope, now, by=ctx.user)
 
         return self._per_job(msg["job_ids"], act)
+
+    def step(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        """A job step (srun inside a running job) starts or ends: recorded for sacct."""
+        job = self.state.get(msg["job_id"])
+        perm.check_owner(ctx, job, "register a step of")
+        now = time.time()
+        if msg["action"] == "start":
+            step = self.state.steps.start(job, name=msg["name"], ntasks=msg["ntasks"], now=now)
+            return {"step_id": step.step_id}
+        if msg["step_id"] is None:
+            raise InvalidRequest("step end: step_id is required")
+        self.state.steps.end(
+            job, msg["step_id"], exit_code=msg["exit_code"], signal=msg["signal"], now=now
+        )
+        return {}
 
     def hold(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         now = time.time()
@@ -228,11 +257,11 @@ class ClientService:
         refs = msg["job_ids"]
         fields = msg["fields"] or None
         if fields is not None:
-            unknown = sorted(set(fields) - set(ROW_FIELDS) - {"attached"})
+            unknown = sorted(set(fields) - set(ROW_FIELDS) - HANDLER_FIELDS)
             if unknown:
                 raise InvalidRequest(f"unknown queue field {unknown[0]!r}")
         # Owner and id are needed below even when not asked for; dropped again after.
-        wanted = [f for f in fields or () if f != "attached"]
+        wanted = [f for f in fields or () if f not in HANDLER_FIELDS]
         extra = [k for k in ("job_id", "user") if fields is not None and k not in wanted]
         rows = self.state.list_jobs(
             users=msg["users"],
@@ -241,11 +270,15 @@ class ClientService:
             include_finished=msg["include_finished"],
             now=now,
             fields=None if fields is None else [*wanted, *extra],
+            names=msg["names"],
+            window=(msg["window_start_s"], msg["window_end_s"]),
         )
-        hidden = {"command": "", "cwd": "", "stdout_path": None}
+        hidden = {"command": "", "cwd": "", "stdout_path": None, "stderr_path": None}
         if fields is not None:
             hidden = {k: v for k, v in hidden.items() if k in fields}
         attached = fields is None or "attached" in fields
+        # A job's steps only when asked for: a default listing stays as cheap as it was.
+        steps = msg["steps"] or (fields is not None and "steps" in fields)
         for row in rows:
             if hidden and not perm.sees_command(
                 ctx, row["user"], private_commands=self.private_commands
@@ -254,6 +287,8 @@ class ClientService:
             if attached:
                 # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
                 row["attached"] = self.sessions.watcher_count(row["job_id"])
+            if steps:
+                row["steps"] = self.state.steps.rows(row["job_id"])
             for key in extra:
                 del row[key]
         return {"jobs": rows, "now": now}
@@ -262,7 +297,14 @@ class ClientService:
 
     def nodes(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         nodes = sorted(self.state.nodes.values(), key=lambda n: n.node_id)
-        return {"nodes": [n.to_wire() for n in nodes], "now": time.time()}
+        of_node = self.state.policy.partitions.of_node
+        rows = [{**n.to_wire(), "partitions": of_node(n.node_id)} for n in nodes]
+        return {"nodes": rows, "now": time.time()}
+
+    def partitions(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        """sinfo's partitions: each with its nodes, limits and GPUs (read-only, anyone)."""
+        gpus = {n.node_id: len(n.gpus) for n in self.state.nodes.values()}
+        return {"partitions": self.state.policy.partitions.rows(gpus), "now": time.time()}
 
     def info(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         """The cluster in numbers: O(1), from totals the state keeps as it changes."""

@@ -5,9 +5,9 @@ the Unix socket, a proven token over TCP), whether that user administers the clu
 transport as a typed value. Handlers ask the functions below before they call the state; the
 state itself decides nothing about who may do what. DESIGN.md's rule "a user cannot bend a
 rule an admin sets" is kept here: an admin's hold, priorities, lower nice values, the GPU turn
-queue, nodes and tokens are the admins'; a QoS's access list and a user's revoked GPU access
-bind every job of that user, at submit, update and release and in every scheduling pass (the
-state is handed :func:`start_refusal` and parks a job it refuses).
+queue, nodes and tokens are the admins'; a QoS's or a partition's access list and a user's
+revoked GPU access bind every job of that user, at submit, update and release and in every
+scheduling pass (the state is handed :func:`start_refusal` and parks a job it refuses).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,6 +25,7 @@ from mgpu_core.models import JobSpec
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.partitions import Partition
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 
 # Turn-queue verbs anyone may use; the rest change the rotation.
@@ -101,6 +102,7 @@ def check_submit(ctx: RequestContext, spec: JobSpec, rules: SiteRules) -> None:
     for problem in (
         _qos_problem(ctx.user, qos),
         _gpu_problem(ctx.user, spec.gpus, rules.gpu_revoked),
+        _partitions_problem(ctx.user, rules.policy.partitions.known(spec.partition)),
     ):
         if problem:
             raise PermissionDenied(problem)
@@ -118,6 +120,7 @@ def check_release(ctx: RequestContext, job: Job, rules: SiteRules) -> None:
     for problem in (
         _qos_problem(job.user, qos),
         _gpu_problem(job.user, spec.gpus, rules.gpu_revoked),
+        _partitions_problem(job.user, rules.policy.partitions.known(spec.partition)),
     ):
         if problem:
             raise PermissionDenied(f"cannot release job {job.job_id}: {problem}")
@@ -141,14 +144,25 @@ def check_update(ctx: RequestContext, job: Job, changes: dict[str, Any], rules: 
             raise PermissionDenied(problem)
 
 
-def start_refusal(job: Job, policy: PolicyConfig, gpu_revoked: Collection[str]) -> Reason | None:
+def start_refusal(
+    job: Job,
+    policy: PolicyConfig,
+    gpu_revoked: Collection[str],
+    partition: Partition | None = None,
+) -> Reason | None:
     """Why a pending job may not start, whoever asks, or None: its owner's GPU access was
-    revoked (a GPU job), or its QoS is not open to its owner (the lists or a group changed
-    since it was submitted). The state asks it when it places a job and in every pass."""
+    revoked (a GPU job), its QoS is not open to its owner, or none of its partitions is (the
+    lists or a group changed since it was submitted). The state asks it when it places a job
+    and in every pass. With ``partition``: only whether that partition admits the job's owner
+    (a pass offers a job in several partitions only those that do)."""
+    if partition is not None:
+        return Reason.PARTITION_CONFIG if _partition_problem(job.user, partition) else None
     if _gpu_problem(job.user, job.spec.gpus, gpu_revoked):
         return Reason.GPU_ACCESS_REVOKED
     if _qos_problem(job.user, policy.qos_of(job.spec.qos)):
         return Reason.QOS_NOT_ALLOWED
+    if _partitions_problem(job.user, policy.partitions.known(job.spec.partition)):
+        return Reason.PARTITION_CONFIG
     return None
 
 
@@ -178,6 +192,29 @@ def in_group(user: str, group: str) -> bool:
         return False
     # The primary group and every supplementary one, as the system lists them for the user.
     return entry.gr_gid in os.getgrouplist(user, account.pw_gid)
+
+
+def may_use_partition(user: str, partition: Partition) -> bool:
+    """Whether a partition's access lists admit the user, as a QoS's do."""
+    if not partition.restricted or user in (partition.allowed_users or ()):
+        return True
+    return any(in_group(user, group) for group in partition.allowed_groups or ())
+
+
+def _partition_problem(user: str, partition: Partition) -> str:
+    if may_use_partition(user, partition):
+        return ""
+    return (
+        f"partition {partition.name} is not open to user {user} "
+        "(not in its allowed_users or allowed_groups)"
+    )
+
+
+def _partitions_problem(user: str, partitions: Sequence[Partition]) -> str:
+    """The first partition's problem when none of a job's partitions admits the user ("" if
+    one does, or none is known: an unknown name is refused by the submission's checks)."""
+    problems = [_partition_problem(user, p) for p in partitions]
+    return problems[0] if problems and all(problems) else ""
 
 
 def _qos_problem(user: str, qos: Qos | None) -> str:

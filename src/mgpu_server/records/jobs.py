@@ -46,6 +46,13 @@ class Job:
     # An interactive job's output in bytes, from its node's exit report (None: not known):
     # a client that re-attaches after the end and printed less says what it missed.
     output_bytes: int | None = None
+    # Who asked for the cancel that ended (or is ending) the job; "" if nobody did (sacct's
+    # "CANCELLED by ...": the master cancelled it, a dependency that can never be met).
+    cancelled_by: str = ""
+    # The partition it runs or ran in (the scheduler's choice among spec.partition's).
+    partition: str = ""
+    # A pending job's reserved start, as of the last pass that reached it (0: none). Not stored.
+    expected_start: float = 0.0
     # An array task whose spec is its array's, the one object every task shares (and the store
     # keeps once): what differs per task is made when it is launched (launch_spec).
     spec_shared: bool = False
@@ -159,6 +166,20 @@ ROW_FIELDS: dict[str, Getter] = {
     "cwd": lambda j, now: j.spec.cwd,
     "stdout_path": lambda j, now: j.output_path(j.spec.stdout_path),
     "output_bytes": lambda j, now: j.output_bytes,
+    "eligible_time": lambda j, now: max(j.submit_time, j.spec.begin_time),
+    "cancelled_by": lambda j, now: j.cancelled_by,
+    # squeue's PARTITION: where it runs or ran; else the partitions it asked for ("a,b").
+    "partition": lambda j, now: (
+        j.partition if j.partition and j.state is not JobState.PENDING else j.spec.partition
+    ),
+    "account": lambda j, now: j.spec.account,
+    "ntasks": lambda j, now: j.spec.ntasks,
+    "gpu_type": lambda j, now: j.spec.gpu_type,
+    "exclusive": lambda j, now: j.spec.exclusive,
+    "submit_host": lambda j, now: j.spec.submit_host,
+    "stderr_path": lambda j, now: j.output_path(j.spec.stderr_path),
+    # squeue --start: a pending job's reserved start (0: none known).
+    "expected_start": lambda j, now: j.expected_start if j.state is JobState.PENDING else 0.0,
 }
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from mgpu_core.gputypes import normalise
 from mgpu_core.models import GpuDevice, GpuSample, NodeHello
 from mgpu_server.scheduling.planner import NodeView
 
@@ -85,6 +87,13 @@ class NodeRecord:
     mem_alloc_bytes: int = 0
     jobs: set[int] = field(default_factory=set)
     launch_seq: int = 0  # launches sent on the current link (a new record per registration)
+    # Each GPU's type (--gres=gpu:TYPE), by index, and how many of each: fixed per record.
+    models: tuple[str, ...] = field(init=False)
+    model_counts: dict[str, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.models = tuple(g.device.model for g in self.gpus)
+        self.model_counts = dict(Counter(self.models))
 
     @classmethod
     def from_hello(cls, hello: NodeHello, now: float, *, drain_reason: str = "") -> NodeRecord:
@@ -95,7 +104,7 @@ class NodeRecord:
             address=hello.address,
             cpus=hello.cpus,
             mem_bytes=hello.mem_bytes,
-            gpus=[GpuRecord(d) for d in sorted(hello.gpus, key=lambda d: d.index)],
+            gpus=[GpuRecord(_typed(d)) for d in sorted(hello.gpus, key=lambda d: d.index)],
             gpu_backend=hello.gpu_backend,
             isolation=hello.isolation,
             agent_version=hello.agent_version,
@@ -162,6 +171,12 @@ class NodeRecord:
             total_cpus=self.cpus,
             free_mem_bytes=self.mem_bytes - self.mem_alloc_bytes,
             total_mem_bytes=self.mem_bytes,
+            gpu_models=self.models,
+            healthy_models=(
+                self.model_counts
+                if len(healthy) == len(self.gpus)
+                else dict(Counter(g.device.model for g in healthy))
+            ),
         )
 
     def display_state(self) -> NodeState:
@@ -207,3 +222,9 @@ class NodeRecord:
             "gpus": [g.to_wire() for g in self.gpus],
             "jobs": sorted(self.jobs),
         }
+
+
+def _typed(device: GpuDevice) -> GpuDevice:
+    """The device with its type: an agent older than the field sends none, and the master
+    derives it from the name as current agents do."""
+    return device if device.model else replace(device, model=normalise(device.name))

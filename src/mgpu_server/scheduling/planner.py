@@ -14,147 +14,63 @@ Policy: priority order with backfill (Slurm's main + backfill scheduler, in one 
   (infinite); that node is then strictly first-come for the blocked job.
 - QoS limits per user (GPUs, running jobs) hold a job back without reserving anything.
 - A job no up node could ever hold reserves nothing.
+- A job in several partitions (``-p a,b``) starts in the first, in the user's order, where it
+  fits now; else it reserves in the one where it could start soonest (the first among equals).
+  Its GPU type, ``--exclusive`` and excluded nodes narrow the nodes it may use
+  (:mod:`mgpu_server.scheduling.views` has the arithmetic of one job on one node).
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, insort
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 from mgpu_core.reasons import Reason
+from mgpu_server.scheduling.views import (
+    INF,
+    Choice,
+    NodeView,
+    PendingJob,
+    Plan,
+    Release,
+    Reservation,
+    Start,
+    UserLoad,
+    compatible,
+    earliest_at,
+    earliest_start,
+    end_of,
+    fit_key,
+    fits_ever,
+    fits_now,
+    usable_gpus,
+)
 
-INF = math.inf
+__all__ = [
+    "INF",
+    "MAX_RESERVATIONS",
+    "Choice",
+    "NodeView",
+    "PendingJob",
+    "Plan",
+    "Planner",
+    "Release",
+    "Reservation",
+    "Start",
+    "UserLoad",
+    "earliest_start",
+    "fits_ever",
+    "fits_now",
+]
+
 # Blocked jobs that get a reservation in one pass (Slurm's bf_max_job_test, in spirit).
 MAX_RESERVATIONS = 64
-
-
-@dataclass(slots=True, frozen=True)
-class Release:
-    """Resources a running job frees at ``end_s`` (INF when it has no time limit)."""
-
-    end_s: float
-    gpus: int
-    cpus: int
-    mem_bytes: int
-
-
-@dataclass(slots=True)
-class NodeView:
-    node_id: str
-    up: bool
-    free_gpus: list[int]
-    healthy_gpus: int
-    free_cpus: int
-    total_cpus: int
-    free_mem_bytes: int
-    total_mem_bytes: int
-    releases: list[Release] = field(default_factory=list)
-
-
-@dataclass(slots=True, frozen=True)
-class PendingJob:
-    job_id: int
-    gpus: int
-    cpus: int
-    mem_bytes: int
-    nodelist: frozenset[str] = frozenset()
-    user: str = ""
-    time_limit_s: int = 0  # 0 = none (never ends, for planning)
-    max_user_gpus: int = 0  # QoS limits; 0 = none
-    max_user_jobs: int = 0
-
-
-@dataclass(slots=True, frozen=True)
-class Start:
-    job_id: int
-    node_id: str
-    gpu_indices: tuple[int, ...]
-
-
-@dataclass(slots=True, frozen=True)
-class Reservation:
-    job_id: int
-    node_id: str
-    start_s: float
-    gpus: int
-    cpus: int
-    mem_bytes: int
-
-
-@dataclass(slots=True)
-class UserLoad:
-    gpus: int = 0
-    jobs: int = 0
-
-
-@dataclass(slots=True)
-class Plan:
-    starts: list[Start] = field(default_factory=list)
-    reasons: dict[int, Reason] = field(default_factory=dict)
-    reservations: dict[str, Reservation] = field(default_factory=dict)
-
-
-def fits_now(job: PendingJob, node: NodeView) -> bool:
-    return (
-        len(node.free_gpus) >= job.gpus
-        and node.free_cpus >= job.cpus
-        and node.free_mem_bytes >= job.mem_bytes
-    )
-
-
-def fits_ever(job: PendingJob, node: NodeView) -> bool:
-    return (
-        node.healthy_gpus >= job.gpus
-        and node.total_cpus >= job.cpus
-        and node.total_mem_bytes >= job.mem_bytes
-    )
-
-
-def _released_by(node: NodeView, t: float) -> tuple[int, int, int]:
-    gpus = cpus = mem = 0
-    for r in node.releases:
-        if r.end_s <= t:
-            gpus, cpus, mem = gpus + r.gpus, cpus + r.cpus, mem + r.mem_bytes
-    return gpus, cpus, mem
-
-
-def earliest_start(job: PendingJob, node: NodeView, now: float) -> float:
-    """When ``job`` could start on ``node`` as running jobs end (INF if never known)."""
-    return _earliest(job, node, sorted(node.releases, key=_end), now)
-
-
-def _end(release: Release) -> float:
-    return release.end_s
-
-
-def _earliest(job: PendingJob, node: NodeView, by_end: list[Release], now: float) -> float:
-    """:func:`earliest_start` with the node's releases already in end order."""
-    gpus, cpus, mem = len(node.free_gpus), node.free_cpus, node.free_mem_bytes
-    if gpus >= job.gpus and cpus >= job.cpus and mem >= job.mem_bytes:
-        return now
-    for r in by_end:
-        gpus, cpus, mem = gpus + r.gpus, cpus + r.cpus, mem + r.mem_bytes
-        if gpus >= job.gpus and cpus >= job.cpus and mem >= job.mem_bytes:
-            return r.end_s
-    return INF
-
-
-def _compatible(job: PendingJob, node: NodeView, res: Reservation | None, now: float) -> bool:
-    """Starting ``job`` now on ``node`` does not delay the node's reservation."""
-    if res is None:
-        return True
-    end = now + job.time_limit_s if job.time_limit_s else INF
-    if end <= res.start_s < INF:
-        return True  # gone before the reserved start: classic backfill
-    # Unknown start: protect what is free now; else count what will have ended by then.
-    rel = (0, 0, 0) if res.start_s == INF else _released_by(node, res.start_s)
-    return (
-        len(node.free_gpus) - job.gpus + rel[0] >= res.gpus
-        and node.free_cpus - job.cpus + rel[1] >= res.cpus
-        and node.free_mem_bytes - job.mem_bytes + rel[2] >= res.mem_bytes
-    )
+# A job may use no more nodes than this (a node list, a small partition): its nodes are tried
+# one by one rather than through the best-fit order of every node.
+FEW_NODES = 32
+# No partition: every node.
+ANYWHERE: tuple[Choice, ...] = (("", None),)
 
 
 def _over_limit(job: PendingJob, load: UserLoad) -> Reason | None:
@@ -169,6 +85,13 @@ def _copy(n: NodeView) -> NodeView:
     return replace(n, free_gpus=sorted(n.free_gpus), releases=list(n.releases))
 
 
+def _allowed(job: PendingJob, nodes: frozenset[str] | None) -> frozenset[str] | None:
+    """The nodes a job may use in a partition with ``nodes`` (None: every node)."""
+    if not job.nodelist:
+        return nodes
+    return job.nodelist if nodes is None else job.nodelist & nodes
+
+
 class Planner:
     """One scheduling pass, one job at a time (in priority order, eligible jobs only), so
     that the caller can stop walking its queue as soon as nothing more can start
@@ -179,12 +102,14 @@ class Planner:
     with jobs times nodes:
 
     - Unreserved up nodes are kept in best-fit order (free GPUs, free CPUs, name): a job's best
-      unreserved node is the first with enough GPUs that fits, found by bisection.
+      unreserved node is the first with enough GPUs that fits, found by bisection (and, for a
+      job limited to a partition's nodes, the first of those).
     - Reserved nodes (at most MAX_RESERVATIONS) are compared apart; what they offer a job of a
       given shape is remembered until a reservation or a start on one of them changes it.
     - A reservation scans nodes in order of the time they will have enough free GPUs (a lower
       bound of a job's earliest start there) and stops once no node further on can beat the
       best found.
+    - A node held by an --exclusive job is in neither: nothing starts there.
     """
 
     def __init__(
@@ -202,13 +127,15 @@ class Planner:
         self._free = {n.node_id: n for n in nodes if n.up}
         self._copied: set[str] = set()
         self._users = {u: UserLoad(v.gpus, v.jobs) for u, v in (loads or {}).items()}
-        self._order = sorted(_fit_key(n) for n in self._free.values())  # unreserved nodes
+        # Unreserved nodes, but those an exclusive job holds.
+        self._order = sorted(fit_key(n) for n in self._free.values() if n.exclusive_end is None)
         self._open: dict[tuple[int, int, int], bool] = {}  # could_start, until the next start
         self._by_end: dict[str, list[Release]] = {}  # each node's releases in end order
-        self._gpu_times: dict[int, list[tuple[float, str]]] = {}  # until the next start
+        self._gpu_times: dict[tuple[int, str], list[tuple[float, str]]] = {}  # until a start
         # Per job shape: what the reserved nodes offer (best node, any fits), and when.
-        self._offers: dict[tuple[int, int, int, float], tuple[int, NodeView | None, bool]] = {}
+        self._offers: dict[tuple[object, ...], tuple[int, NodeView | None, bool]] = {}
         self._reserved_changes = 0
+        self._up_in: dict[frozenset[str], bool] = {}  # whether a node set has an up node
 
     def could_start(self, gpus: int, cpus: int, mem_bytes: int) -> bool:
         """Whether some up node has this much free now (reservations aside): if not, no job
@@ -233,132 +160,216 @@ class Planner:
         if limited:
             result.reasons[job.job_id] = limited
             return
-        candidates: list[NodeView] | None = None
-        if job.nodelist:
-            candidates = [self._free[n] for n in job.nodelist if n in self._free]
-            if not candidates:
-                result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
+        fits = False
+        places: list[Choice] = []  # the partitions with an up node it may use
+        for name, nodes in job.partitions or ANYWHERE:
+            allowed = _allowed(job, nodes)
+            if not self._any_up(job, allowed):
+                continue
+            places.append((name, allowed))
+            node, fits_here = self._open_node(job, allowed)
+            if node is not None:
+                self._take(job, node, name)
+                load.gpus += job.gpus
+                load.jobs += 1
                 return
-            node, fits = _best_open(job, candidates, self.result.reservations, self.now)
-        else:
-            if not self._free:
-                result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
-                return
-            node, fits = self._best_anywhere(job)
-        if node is not None:
-            self._take(job, node)
-            load.gpus += job.gpus
-            load.jobs += 1
+            fits = fits or fits_here
+        if not places:
+            result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
             return
         result.reasons[job.job_id] = Reason.PRIORITY if fits else Reason.RESOURCES
         if self.reserve and len(result.reservations) < MAX_RESERVATIONS:
-            best = self._earliest_of(job, candidates)
-            if best is not None:
-                start, node_id = best
-                result.reservations[node_id] = Reservation(
-                    job.job_id, node_id, start, job.gpus, job.cpus, job.mem_bytes
-                )
-                del self._order[bisect_left(self._order, _fit_key(self._free[node_id]))]
-                self._reserved_changes += 1
+            self._reserve(job, places)
 
-    def _best_anywhere(self, job: PendingJob) -> tuple[NodeView | None, bool]:
-        """:func:`_best_open` over every up node."""
+    def _few(self, job: PendingJob, allowed: frozenset[str] | None) -> bool:
+        """Whether the job's nodes are few enough to try one by one."""
+        return allowed is not None and (bool(job.nodelist) or len(allowed) <= FEW_NODES)
+
+    def _any_up(self, job: PendingJob, allowed: frozenset[str] | None) -> bool:
+        """Whether an up node is among those the job may use."""
+        free, exclude = self._free, job.exclude
+        if allowed is None:
+            return len(free) > len(exclude) or any(n not in exclude for n in free)
+        if not self._few(job, allowed):
+            known = self._up_in.get(allowed)
+            if known is None:
+                known = self._up_in[allowed] = any(n in free for n in allowed)
+            if not known or not exclude:
+                return known
+        return any(n in free and n not in exclude for n in allowed)
+
+    def _open_node(
+        self, job: PendingJob, allowed: frozenset[str] | None
+    ) -> tuple[NodeView | None, bool]:
+        """(the best node among ``allowed`` to start the job on now, whether it fits any)."""
+        if self._few(job, allowed):
+            assert allowed is not None
+            exclude = job.exclude
+            candidates = [self._free[n] for n in allowed if n in self._free and n not in exclude]
+            return _best_open(job, candidates, self.result.reservations, self.now)
+        return self._best_anywhere(job, allowed)
+
+    def _best_anywhere(
+        self, job: PendingJob, allowed: frozenset[str] | None
+    ) -> tuple[NodeView | None, bool]:
+        """:func:`_best_open` over every up node (of ``allowed``, if not None)."""
         unreserved = None
         order = self._order
+        exclude = job.exclude
         for i in range(bisect_left(order, (job.gpus,)), len(order)):
             _, free_cpus, node_id = order[i]
-            node = self._free[node_id]
             if (
-                free_cpus >= job.cpus
-                and node.free_mem_bytes >= job.mem_bytes
-                and fits_ever(job, node)
+                free_cpus < job.cpus
+                or node_id in exclude
+                or (allowed is not None and node_id not in allowed)
             ):
+                continue
+            node = self._free[node_id]
+            if fits_now(job, node) and fits_ever(job, node):
                 unreserved = node
                 break
-        reserved, fits = self._reserved_offer(job)
-        if reserved is not None and (
-            unreserved is None or _fit_key(reserved) < _fit_key(unreserved)
-        ):
+        reserved, fits = self._reserved_offer(job, allowed)
+        if reserved is not None and (unreserved is None or fit_key(reserved) < fit_key(unreserved)):
             return reserved, True
         return unreserved, unreserved is not None or fits
 
-    def _reserved_offer(self, job: PendingJob) -> tuple[NodeView | None, bool]:
+    def _reserved_offer(
+        self, job: PendingJob, allowed: frozenset[str] | None
+    ) -> tuple[NodeView | None, bool]:
         """The best reserved node the job may start on now, and whether it fits any."""
         reservations = self.result.reservations
         if not reservations:
             return None, False
         end = self.now + job.time_limit_s if job.time_limit_s else INF
-        shape = (job.gpus, job.cpus, job.mem_bytes, end)
-        known = self._offers.get(shape)
+        shape = (job.gpus, job.cpus, job.mem_bytes, end, job.gpu_type, job.exclusive)
+        key = (*shape, allowed, job.exclude)
+        known = self._offers.get(key)
         if known is not None and known[0] == self._reserved_changes:
             return known[1], known[2]
-        nodes = [self._free[node_id] for node_id in reservations]
+        nodes = [
+            self._free[n]
+            for n in reservations
+            if n not in job.exclude and (allowed is None or n in allowed)
+        ]
         best, fits = _best_open(job, nodes, reservations, self.now)
-        self._offers[shape] = (self._reserved_changes, best, fits)
+        self._offers[key] = (self._reserved_changes, best, fits)
         return best, fits
 
-    def _take(self, job: PendingJob, node: NodeView) -> None:
+    def _take(self, job: PendingJob, node: NodeView, partition: str) -> None:
         node_id = node.node_id
         reserved = node_id in self.result.reservations
         if not reserved:
-            del self._order[bisect_left(self._order, _fit_key(node))]
+            self._unorder(node)
         if node_id not in self._copied:
             node = self._free[node_id] = _copy(node)
             self._copied.add(node_id)
-        gpus = tuple(node.free_gpus[: job.gpus])
-        del node.free_gpus[: job.gpus]
+        if job.gpu_type and job.gpus:
+            gpus = tuple(usable_gpus(job, node)[: job.gpus])
+            node.free_gpus = [g for g in node.free_gpus if g not in gpus]
+        else:
+            gpus = tuple(node.free_gpus[: job.gpus])
+            del node.free_gpus[: job.gpus]
         node.free_cpus -= job.cpus
         node.free_mem_bytes -= job.mem_bytes
         end = self.now + job.time_limit_s if job.time_limit_s else INF
         node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
-        self.result.starts.append(Start(job.job_id, node_id, gpus))
+        if job.exclusive:
+            node.exclusive_end = end
+        self.result.starts.append(Start(job.job_id, node_id, gpus, partition))
         if reserved:
             self._reserved_changes += 1
-        else:
-            insort(self._order, _fit_key(node))
+        elif not job.exclusive:
+            insort(self._order, fit_key(node))
         self._open.clear()
         self._by_end.pop(node_id, None)
         self._gpu_times.clear()
 
+    def _unorder(self, node: NodeView) -> None:
+        """Take a node out of the best-fit order (if it is there: not if an exclusive job
+        holds it)."""
+        key = fit_key(node)
+        i = bisect_left(self._order, key)
+        if i < len(self._order) and self._order[i] == key:
+            del self._order[i]
+
+    def _reserve(self, job: PendingJob, places: list[Choice]) -> None:
+        """Reserve for a blocked job where it could start soonest: the node of the earliest
+        start over its partitions (the first partition, then the lowest name, among equals)."""
+        best: tuple[float, int, str, str] | None = None
+        for rank, (name, allowed) in enumerate(places):
+            found = self._earliest_of(job, allowed)
+            if found is not None:
+                key = (found[0], rank, found[1], name)
+                best = key if best is None or key < best else best
+        if best is None:
+            return
+        start, _, node_id, partition = best
+        self.result.reservations[node_id] = Reservation(
+            job.job_id,
+            node_id,
+            start,
+            job.gpus,
+            job.cpus,
+            job.mem_bytes,
+            partition,
+            job.exclusive,
+        )
+        self._unorder(self._free[node_id])
+        self._reserved_changes += 1
+
     def _releases_by_end(self, node: NodeView) -> list[Release]:
         by_end = self._by_end.get(node.node_id)
         if by_end is None:
-            by_end = self._by_end[node.node_id] = sorted(node.releases, key=_end)
+            by_end = self._by_end[node.node_id] = sorted(node.releases, key=end_of)
         return by_end
 
     def _earliest_of(
-        self, job: PendingJob, candidates: list[NodeView] | None
+        self, job: PendingJob, allowed: frozenset[str] | None
     ) -> tuple[float, str] | None:
-        """(earliest start, node) over the unreserved candidates that could ever hold the
-        job (every up node if None), the lowest name among equals; None if there is none."""
+        """(earliest start, node) over the unreserved up nodes the job may use that could
+        ever hold it, the lowest name among equals; None if there is none."""
         reservations = self.result.reservations
+        exclude = job.exclude
         best: tuple[float, str] | None = None
-        if candidates is not None:  # a node list: a few nodes, try each
-            for node in candidates:
-                if node.node_id not in reservations and fits_ever(job, node):
+        if self._few(job, allowed):  # a few nodes: try each
+            assert allowed is not None
+            for node_id in allowed:
+                node = self._free.get(node_id)
+                if node is None or node_id in exclude or node_id in reservations:
+                    continue
+                if fits_ever(job, node):
                     by_end = self._releases_by_end(node)
-                    key = (_earliest(job, node, by_end, self.now), node.node_id)
+                    key = (earliest_at(job, node, by_end, self.now), node_id)
                     best = key if best is None or key < best else best
             return best
         # Every node: in order of when each has enough free GPUs, a bound on the job's start
         # there; no node past the best found can start the job earlier.
-        for gpu_time in self._by_gpu_time(job.gpus):
+        for gpu_time in self._by_gpu_time(job):
             if best is not None and gpu_time >= best:
                 break
-            node = self._free[gpu_time[1]]
-            if node.node_id in reservations or not fits_ever(job, node):
+            node_id = gpu_time[1]
+            if (
+                node_id in reservations
+                or node_id in exclude
+                or (allowed is not None and node_id not in allowed)
+            ):
                 continue
-            key = (_earliest(job, node, self._releases_by_end(node), self.now), node.node_id)
+            node = self._free[node_id]
+            if not fits_ever(job, node):
+                continue
+            key = (earliest_at(job, node, self._releases_by_end(node), self.now), node_id)
             best = key if best is None or key < best else best
         return best
 
-    def _by_gpu_time(self, gpus: int) -> list[tuple[float, str]]:
-        """(when the node will have ``gpus`` free, node) for every up node, in that order."""
-        known = self._gpu_times.get(gpus)
+    def _by_gpu_time(self, job: PendingJob) -> list[tuple[float, str]]:
+        """(when the node will have the job's GPUs free, node) for every up node, in that
+        order."""
+        shape = (job.gpus, job.gpu_type if job.gpus else "")
+        known = self._gpu_times.get(shape)
         if known is None:
-            probe = PendingJob(0, gpus, 0, 0)
-            known = self._gpu_times[gpus] = sorted(
-                (_earliest(probe, n, self._releases_by_end(n), self.now), n.node_id)
+            probe = PendingJob(0, shape[0], 0, 0, gpu_type=shape[1])
+            known = self._gpu_times[shape] = sorted(
+                (earliest_at(probe, n, self._releases_by_end(n), self.now), n.node_id)
                 for n in self._free.values()
             )
         return known
@@ -369,10 +380,5 @@ def _best_open(
 ) -> tuple[NodeView | None, bool]:
     """(the best of ``nodes`` to start on now, whether the job fits any of them now)."""
     fit = [n for n in nodes if fits_ever(job, n) and fits_now(job, n)]
-    open_now = [n for n in fit if _compatible(job, n, reservations.get(n.node_id), now)]
-    return min(open_now, key=_fit_key, default=None), bool(fit)
-
-
-def _fit_key(node: NodeView) -> tuple[int, int, str]:
-    """Best fit: the node with the fewest free GPUs, then CPUs, that can hold the job."""
-    return (len(node.free_gpus), node.free_cpus, node.node_id)
+    open_now = [n for n in fit if compatible(job, n, reservations.get(n.node_id), now)]
+    return min(open_now, key=fit_key, default=None), bool(fit)

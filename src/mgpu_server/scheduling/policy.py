@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mgpu_core.models import JobSpec
+from mgpu_server.scheduling.partitions import Partitions
 
 DAY_S = 86_400.0
 
@@ -54,6 +55,10 @@ class PolicyConfig:
     # Eligible jobs one scheduling pass examines at most (Slurm's default_queue_depth): the
     # ones further down keep their last reason until a pass reaches them.
     queue_depth: int = 1000
+    # [partition.NAME] tables (none: one partition, "gpu", with every node and no limits).
+    partitions: Partitions = field(default_factory=Partitions.implicit)
+    # What jobs see as SLURM_CLUSTER_NAME (the config's top-level cluster_name).
+    cluster_name: str = "mgpu"
 
     def qos_of(self, name: str) -> Qos:
         return self.qos.get(name or self.default_qos) or self.qos[self.default_qos]

@@ -28,6 +28,7 @@ from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.effects import Effect, Outbox
 from mgpu_server.state.jobctl import JobControl
 from mgpu_server.state.lifecycle import Lifecycle
+from mgpu_server.state.listing import Selection
 from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.quota import DEFAULT_LIMITS, SubmitQuota, UserLimits
 from mgpu_server.state.registry import NodeRegistry
@@ -83,6 +84,7 @@ class ClusterState:
             kill_grace_s=kill_grace_s,
             start_rule=start_rule,
         )
+        self.steps = self.lifecycle.steps
         self.submission = Submission(
             table=self.table,
             nodes=self.nodes,
@@ -99,6 +101,7 @@ class ClusterState:
         for job in store.load_jobs():
             self.lifecycle.restore(job, now)
         self.lifecycle.settle(now)
+        self.steps.load(store.load_steps())
 
     def _compose_verbs(self, turns: TurnQueue) -> None:
         self.control = JobControl(
@@ -107,6 +110,8 @@ class ClusterState:
             lifecycle=self.lifecycle,
             submission=self.submission,
             priorities_at=self.priorities_at,
+            nodes=self.nodes,
+            outbox=self.outbox,
         )
         self.turns = TurnControl(
             turns,
@@ -167,6 +172,16 @@ class ClusterState:
         ``limited``: the per-user limits apply (LimitExceeded)."""
         return self.submission.submit(user, spec, now, limited=limited)
 
+    def trial(self, user: str, spec: JobSpec, now: float) -> tuple[float, str, str]:
+        """sbatch --test-only: check a job as :meth:`submit` does, queue and store nothing,
+        and say when, where and in which partition it would start (the time 0 if unknown:
+        it would wait for a hold, a dependency or a --begin time, or its start is not known;
+        :meth:`SchedulingPass.estimate`)."""
+        job = self.submission.trial(user, spec, now)
+        if self.lifecycle.waits.reason(job, now) is not None:
+            return 0.0, "", job.spec.partition.split(",")[0]
+        return self.scheduler.estimate(job, now)
+
     def get(self, job_id: int) -> Job:
         return self.table.get(job_id)
 
@@ -185,23 +200,26 @@ class ClusterState:
         include_finished: bool,
         now: float,
         fields: list[str] | None = None,
+        names: list[str] | None = None,
+        window: tuple[float | None, float | None] = (None, None),
     ) -> list[dict[str, Any]]:
-        """Queue rows. ``job_ids`` None = every job; a list (even empty) = only those."""
+        """Queue rows. ``job_ids`` None = every job; a list (even empty) = only those (finished
+        ones too). The filters are :class:`~mgpu_server.state.listing.Selection`'s."""
         jobs = self.table.jobs
         pool = jobs.values() if job_ids is None else [jobs[i] for i in job_ids]
         rows = []
-        want_states = set(states)
-        want_users = set(users)
+        selection = Selection.of(
+            users=users,
+            states=states,
+            names=names or (),
+            finished=include_finished or job_ids is not None,
+            window=window,
+        )
         # A pending job's priority is current at a pass only if the pass reached it.
         fresh_priority = fields is None or "priority" in fields
         fairshare: Callable[[str], float] | None = None
         for job in pool:
-            if want_states:
-                if job.display_state() not in want_states:
-                    continue
-            elif job.state.terminal and not include_finished and job_ids is None:
-                continue
-            if want_users and job.user not in want_users:
+            if not selection.admits(job):
                 continue
             if fresh_priority and job.job_id in self.pending:
                 fairshare = fairshare or self.priorities_at(now).fairshare
@@ -324,9 +342,7 @@ class ClusterState:
         if job is None or (run is not None and run != job.restart_count):
             return
         reason = shorten(f"the node's exit report was refused: {message}", MAX_REASON_LEN)
-        self.lifecycle.exited(
-            job, exit_code=None, signal=None, timed_out=False, reason=reason, now=now
-        )
+        self.lifecycle.exited(job, JobExited(job_id=job_id, reason=reason), now)
 
     def job_exited(self, node_id: str, event: JobExited, now: float) -> None:
         # Acked in any case (sent after this turn's commit): the node may forget the exit.
@@ -342,12 +358,4 @@ class ClusterState:
             # unless it asked not to be; a cancel or time limit waiting for it ends as asked).
             self.lifecycle.node_lost(job, now, reason=event.reason)
             return
-        self.lifecycle.exited(
-            job,
-            exit_code=event.exit_code,
-            signal=event.signal,
-            timed_out=event.timed_out,
-            reason=event.reason,
-            now=now,
-            output_bytes=event.output_bytes,
-        )
+        self.lifecycle.exited(job, event, now)

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mgpu_core.models import Launch
+from mgpu_server.records.jobs import Job
+
 
 @dataclass(slots=True, frozen=True)
 class ToNode:
@@ -45,6 +48,22 @@ class Outbox:
     def drop_jobs(self, job_ids: set[int]) -> None:
         """Forget what was to be sent about these jobs (their submission was undone)."""
         self.effects = [e for e in self.effects if _job_id(e) not in job_ids]
+
+
+def launch_order(job: Job, *, kill_grace_s: float, cluster_name: str) -> dict[str, Any]:
+    """The ``launch`` that starts a job just placed (node, GPUs, partition set) on its node."""
+    launch = Launch(
+        job_id=job.job_id,
+        user=job.user,
+        spec=job.launch_spec(),
+        gpu_indices=list(job.gpu_indices),
+        kill_grace_s=kill_grace_s,
+        restart_count=job.restart_count,
+        launch_seq=job.launch_seq,
+        partition=job.partition,
+        cluster_name=cluster_name,
+    )
+    return {"t": "launch", "launch": launch.to_wire()}
 
 
 def _job_id(effect: Effect) -> int | None:

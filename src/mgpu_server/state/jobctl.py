@@ -1,11 +1,12 @@
-"""Job control verbs on one job at a time: cancel, hold, release, requeue, update; and sprio's
-view of the pending jobs' priority factors. Who may do what (an admin's hold, priorities,
+"""Job control verbs on one job at a time: cancel, signal, hold, release, requeue, update; and
+sprio's view of the pending jobs' priority factors. Who may do what (an admin's hold, priorities,
 lowering nice) is decided before these are called, in :mod:`mgpu_server.api.permissions`.
 """
 
 from __future__ import annotations
 
 import logging
+import signal as signals
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +14,10 @@ from mgpu_core.errors import InvalidJobState, InvalidRequest, MgpuError
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.policy import Breakdown, Priorities
+from mgpu_server.state.effects import Outbox
 from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.pending import PendingQueue
+from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.submission import Submission
 from mgpu_server.state.table import JobTable
 
@@ -32,15 +35,39 @@ class JobControl:
         lifecycle: Lifecycle,
         submission: Submission,
         priorities_at: Callable[[float], Priorities],
+        nodes: NodeRegistry,
+        outbox: Outbox,
     ) -> None:
         self.table = table
         self.pending = pending
         self.lifecycle = lifecycle
         self.submission = submission
         self.priorities_at = priorities_at
+        self.nodes = nodes
+        self.outbox = outbox
 
-    def cancel(self, job: Job, now: float) -> None:
-        self.lifecycle.cancel(job, now)
+    def cancel(self, job: Job, now: float, *, by: str = "") -> None:
+        self.lifecycle.cancel(job, now, by=by)
+
+    def signal(self, job: Job, sig: int, scope: str, now: float, *, by: str = "") -> None:
+        """scancel --signal: send ``sig`` to a running job without cancelling it ("all": its
+        process group, "batch": its batch shell). As in Slurm, SIGKILL to the whole job is a
+        cancel, and a pending job takes no other signal (it has no process to get one)."""
+        if sig == signals.SIGKILL and (scope == "all" or job.state is JobState.PENDING):
+            self.lifecycle.cancel(job, now, by=by)
+            return
+        if job.state is JobState.PENDING:
+            raise InvalidJobState(f"job {job.job_id}: Job is pending execution")
+        if job.state is not JobState.RUNNING:
+            raise InvalidJobState(f"job {job.job_id} already finished ({job.state.value})")
+        node = self.nodes.get(job.node_id)
+        if node is None or not node.connected:
+            raise InvalidJobState(
+                f"job {job.job_id}: its node {job.node_id} is unreachable; signal not sent"
+            )
+        msg = {"t": "signal", "job_id": job.job_id, "signal": sig, "scope": scope}
+        self.outbox.to_node(job.node_id, msg)
+        log.info("job=%d node=%s signal=%d scope=%s by=%s", job.job_id, job.node_id, sig, scope, by)
 
     def hold(self, job: Job, hold: Hold, now: float) -> None:
         _pending_only(job, "hold")

@@ -5,8 +5,8 @@ A job's state lives in the job table; around it the master keeps indexes that mu
 with it at every moment: the pending queue (PENDING jobs, in priority order or parked), the
 running totals (RUNNING jobs: per-user loads, what each node frees and when), the nodes'
 allocations (which GPUs each RUNNING job holds), the dependency index, fair-share usage, the
-turn queue's grants, the store (what the next commit writes) and the outbox (what leaves after
-it). Each verb below moves one job and updates all of them together, so no caller writes an
+turn queue's grants, the running job steps, the store (what the next commit writes) and the
+outbox (what leaves after it). Each verb below moves one job and updates all of them together, so no caller writes an
 index by hand and none can forget one: a property test (tests/server/test_lifecycle_properties)
 drives random sequences of verbs, failed commits included, and recounts every index after
 each step.
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 
 from mgpu_core.errors import InvalidJobState
-from mgpu_core.models import Launch
+from mgpu_core.models import JobExited
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold, JobState, final_state
 from mgpu_server.records.jobs import Job, ended_event, state_event
@@ -31,10 +31,11 @@ from mgpu_server.records.nodes import NodeRecord
 from mgpu_server.scheduling.policy import PolicyConfig, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.depwait import DependencyIndex
-from mgpu_server.state.effects import Outbox
+from mgpu_server.state.effects import Outbox, launch_order
 from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.running import RunningJobs
+from mgpu_server.state.steps import StepTable
 from mgpu_server.state.table import JobTable
 from mgpu_server.state.waitrules import PARKED, StartRule, WaitRules
 from mgpu_server.storage.store import Store
@@ -69,6 +70,7 @@ class Lifecycle:
         self.policy = policy
         self.kill_grace_s = kill_grace_s
         self.deps = DependencyIndex()
+        self.steps = StepTable(store)
         self.waits = WaitRules(
             table=table, deps=self.deps, turns=turns, policy=policy, start_rule=start_rule
         )
@@ -118,16 +120,18 @@ class Lifecycle:
 
     # ---- running and ending --------------------------------------------------------------
 
-    def start(self, job: Job, node_id: str, gpu_indices: tuple[int, ...], now: float) -> None:
-        """PENDING -> RUNNING on ``node_id`` with exactly these GPUs; the node is told."""
+    def start(
+        self, job: Job, node_id: str, gpu_indices: tuple[int, ...], now: float, partition: str = ""
+    ) -> None:
+        """PENDING -> RUNNING on ``node_id`` (in ``partition``) with exactly these GPUs; the
+        node is told."""
         node = self.nodes[node_id]
         node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes)
         self.nodes.recount(node)
         node.launch_seq += 1
         job.launch_seq = node.launch_seq
         self.pending.remove(job.job_id)
-        job.node_id = node_id
-        job.gpu_indices = gpu_indices
+        job.node_id, job.gpu_indices, job.partition = node_id, gpu_indices, partition
         job.transition(JobState.RUNNING, now)
         self.running.add(job)
         self.deps.started(job)
@@ -135,16 +139,8 @@ class Lifecycle:
         # for the dependents it satisfies (woken below, which sets it for them).
         self.store.put_job(job)
         log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
-        launch = Launch(
-            job_id=job.job_id,
-            user=job.user,
-            spec=job.launch_spec(),
-            gpu_indices=list(gpu_indices),
-            kill_grace_s=self.kill_grace_of(job),
-            restart_count=job.restart_count,
-            launch_seq=job.launch_seq,
-        )
-        self.outbox.to_node(node_id, {"t": "launch", "launch": launch.to_wire()})
+        grace_s, cluster = self.kill_grace_of(job), self.policy.cluster_name
+        self.outbox.to_node(node_id, launch_order(job, kill_grace_s=grace_s, cluster_name=cluster))
         if job.spec.interactive:
             self.outbox.to_watchers(job.job_id, state_event(job))
         self._wake(job, now)
@@ -189,29 +185,22 @@ class Lifecycle:
         self._changed(job)
         self._wake(job, now)
 
-    def exited(
-        self,
-        job: Job,
-        *,
-        exit_code: int | None,
-        signal: int | None,
-        timed_out: bool,
-        reason: str,
-        now: float,
-        output_bytes: int | None = None,
-    ) -> None:
+    def exited(self, job: Job, event: JobExited, now: float) -> None:
         """The node reports the job's process ended: requeued if an admin asked for that,
         else its final state, Slurm's way (a cancel wins over how the process died)."""
         if job.requeue_requested and not job.cancel_requested:
             self.requeue(job, now, why="requeued by request", reason=Reason.REQUEUED)
             return
-        job.exit_code = exit_code
-        job.signal = signal
-        job.output_bytes = output_bytes
+        job.exit_code, job.signal = event.exit_code, event.signal
+        job.output_bytes = event.output_bytes
         state = final_state(
-            exit_code=exit_code, signal=signal, cancelled=job.cancel_requested, timed_out=timed_out
+            exit_code=event.exit_code,
+            signal=event.signal,
+            cancelled=job.cancel_requested,
+            timed_out=event.timed_out,
+            oom_killed=event.oom_killed,
         )
-        self.finish(job, state, now, reason=reason)
+        self.finish(job, state, now, reason=event.reason)
 
     def node_lost(self, job: Job, now: float, *, reason: str) -> None:
         """A job known dead with its node (fenced by time, or gone from the node's list): a
@@ -226,17 +215,18 @@ class Lifecycle:
         else:
             self.finish(job, JobState.NODE_FAIL, now, reason=reason)
 
-    def cancel(self, job: Job, now: float) -> None:
+    def cancel(self, job: Job, now: float, *, by: str = "") -> None:
         """A pending job ends CANCELLED now; a running one is killed by its node and ends
-        CANCELLED when the node reports its exit."""
+        CANCELLED when the node reports its exit. ``by``: who asked (the first one)."""
         if job.state is JobState.PENDING:
+            job.cancelled_by = by
             self.finish(job, JobState.CANCELLED, now, reason="cancelled while pending")
             return
         if job.state is not JobState.RUNNING:
             raise InvalidJobState(f"job {job.job_id} already finished ({job.state.value})")
         if job.cancel_requested:
             return
-        job.cancel_requested = True
+        job.cancel_requested, job.cancelled_by = True, by
         self.store.put_job(job)
         node = self.nodes.get(job.node_id)
         if node is not None and node.connected:
@@ -356,8 +346,9 @@ class Lifecycle:
 
     def _release(self, job: Job, now: float, *, how: str = "end", usage: bool = True) -> None:
         """Free what a job held: its node's GPUs, CPUs and memory, its place in the running
-        totals (charged to fair-share usage), its turn."""
+        totals (charged to fair-share usage), its turn; its steps still running end."""
         self.turns.ended(job.job_id, now, how)
+        self.steps.run_ended(job, now)
         if self.running.remove(job.job_id) is not None and usage:
             self.usage.add(job.user, job.usage_gpu_s(), now, now)
         node = self.nodes.get(job.node_id)

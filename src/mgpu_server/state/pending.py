@@ -14,6 +14,9 @@ far as it needs: O(lists + examined jobs * log lists), whatever the length of th
 priorities exact as of the pass, fair-share included (so there is no periodic recomputation,
 Slurm's PriorityCalcPeriod, and no staleness).
 
+A job's partitions' priority tier (the highest of them; Slurm's PriorityTier) comes before its
+priority: it is part of the class, and the merge compares tiers first.
+
 Within a class the fixed part falls with the submit time, so the jobs at the age cap (pending
 ``max_age_s`` or more) are a prefix of its list: found by bisection, they move in one slice to
 the class's capped list, where all have the priority ``w_fs * fairshare + class + w_age`` and
@@ -37,7 +40,8 @@ from mgpu_server.scheduling.policy import PolicyConfig
 # (-fixed part, job id). A class's aging list is sorted by it: the highest first, then the
 # lowest id; its capped list by id alone.
 Entry = tuple[float, int]
-ClassKey = tuple[str, float | None]  # (user, class), or (user, None): an admin's priority
+# (user, class, priority tier), or (user, None, tier): an admin's priority.
+ClassKey = tuple[str, float | None, int]
 _BY_ID = itemgetter(1)
 
 
@@ -222,26 +226,29 @@ class PendingQueue:
 
     def priority(self, job: Job, now: float, fairshare: Callable[[str], float]) -> float:
         """A pending job's priority at ``now`` (the multifactor value, in this form)."""
-        (user, base), neg_fixed = self._place.get(job.job_id) or self._class_of(job)
+        key, neg_fixed = self._place.get(job.job_id) or self._class_of(job)
+        user, base, _ = key
         if base is None:
             return -neg_fixed
-        cls = self._classes.get((user, base))
+        cls = self._classes.get(key)
         capped_to = cls.capped_to if cls is not None else -math.inf
         if neg_fixed <= max(capped_to, self._cap_line(base, now)):
             return self._capped_priority(user, base, fairshare)
         return self._aging_offset(user, now, fairshare) - neg_fixed
 
     def ordered(self, now: float, fairshare: Callable[[str], float]) -> Iterator[Job]:
-        """The pending jobs in priority order at ``now`` (highest first, then the lowest id),
-        each with ``priority`` set as it is reached. Read lazily: a pass stops when it has
-        seen enough. Jobs removed during the walk are skipped; none may be added."""
+        """The pending jobs in priority order at ``now`` (the highest partition tier first, then
+        the highest priority, then the lowest id), each with ``priority`` set as it is reached.
+        Read lazily: a pass stops when it has seen enough. Jobs removed during the walk are
+        skipped; none may be added."""
         self._prune()
         # One cursor per non-empty list: its class, the list, and the offset of its entries'
         # priority (None for a capped list: all its entries have the same priority). The heap
-        # holds (-priority, job id, cursor, position): a tie between a dead and a live entry of
-        # one job goes to the cursor number, so nothing else is ever compared.
+        # holds (-tier, -priority, job id, cursor, position): a higher partition tier first
+        # (Slurm's PriorityTier), and a tie between a dead and a live entry of one job goes to
+        # the cursor number, so nothing else is ever compared.
         cursors: list[tuple[ClassKey, list[Entry], float | None]] = []
-        heap: list[tuple[float, int, int, int]] = []
+        heap: list[tuple[int, float, int, int, int]] = []
         aging_offset: dict[str, float] = {}
         for key in list(self._classes):
             cls = self._classes[key]
@@ -249,7 +256,7 @@ class PendingQueue:
                 self._compact(key)
                 if key not in self._classes:
                     continue
-            user, base = key
+            user, base, tier = key
             offset = 0.0  # an admin's priority is the whole value
             if base is not None:
                 self._cap(cls, base, now)
@@ -258,14 +265,14 @@ class PendingQueue:
                 offset = aging_offset[user]
                 if cls.capped:
                     neg_priority = -self._capped_priority(user, base, fairshare)
-                    heap.append((neg_priority, cls.capped[0][1], len(cursors), 0))
+                    heap.append((-tier, neg_priority, cls.capped[0][1], len(cursors), 0))
                     cursors.append((key, cls.capped, None))
             if cls.aging:
-                heap.append((cls.aging[0][0] - offset, cls.aging[0][1], len(cursors), 0))
+                heap.append((-tier, cls.aging[0][0] - offset, cls.aging[0][1], len(cursors), 0))
                 cursors.append((key, cls.aging, offset))
         heapq.heapify(heap)
         while heap:
-            neg_priority, job_id, cursor, pos = heap[0]
+            neg_tier, neg_priority, job_id, cursor, pos = heap[0]
             key, entries, list_offset = cursors[cursor]
             job = self._jobs.get(job_id)
             if job is not None and self._place.get(job_id) == (key, entries[pos][0]):
@@ -277,7 +284,7 @@ class PendingQueue:
             neg_fixed, next_id = entries[pos + 1]
             if list_offset is not None:
                 neg_priority = neg_fixed - list_offset
-            heapq.heapreplace(heap, (neg_priority, next_id, cursor, pos + 1))
+            heapq.heapreplace(heap, (neg_tier, neg_priority, next_id, cursor, pos + 1))
 
     # ---- internals ----------------------------------------------------------------------
 
@@ -303,13 +310,14 @@ class PendingQueue:
     def _class_of(self, job: Job) -> tuple[ClassKey, float]:
         """The job's class and the -fixed part of its priority (its place in the class)."""
         cfg = self.policy
+        tier = cfg.partitions.tier_of(job.spec.partition)
         if job.priority_override is not None:
-            return (job.user, None), -float(job.priority_override)
+            return (job.user, None, tier), -float(job.priority_override)
         base = cfg.weight_qos * cfg.qos_factor(job.spec.qos, self._top_qos) - job.spec.nice
         # A clock that steps back below a job's submit time gives it a slightly negative
         # age here, where the formula says 0: it only reorders jobs within such a step.
         age_s = job.submit_time if cfg.max_age_s > 0 else 0.0
-        return (job.user, base), -(base - cfg.weight_age * age_s / (cfg.max_age_s or 1.0))
+        return (job.user, base, tier), -(base - cfg.weight_age * age_s / (cfg.max_age_s or 1.0))
 
     def _insert(self, job: Job) -> None:
         cfg = self.policy

@@ -62,6 +62,19 @@ class NodeRegistry:
         self.node_timeout_s = node_timeout_s
         self._nodes: dict[str, NodeRecord] = {}
         self.totals = NodeTotals()
+        self._gpu_types: Counter[str] = Counter()  # GPUs of each type over every node
+
+    def gpu_types(self) -> list[str]:
+        """The GPU types of the registered nodes (down ones too), sorted ("" left out)."""
+        return sorted(t for t, n in self._gpu_types.items() if n > 0 and t)
+
+    def _put(self, node: NodeRecord) -> None:
+        """Add or replace a node's record (and its GPUs' types)."""
+        old = self._nodes.get(node.node_id)
+        if old is not None:
+            self._gpu_types.subtract(old.model_counts)
+        self._gpu_types.update(node.model_counts)
+        self._nodes[node.node_id] = node
 
     def recount(self, node: NodeRecord) -> None:
         """A node changed (link, health, drain, allocations): its share of the totals again.
@@ -74,7 +87,7 @@ class NodeRegistry:
         for info in self.store.load_nodes():
             node = NodeRecord.from_info(info, now)
             node.connected = False
-            self._nodes[node.node_id] = node
+            self._put(node)
             self.recount(node)
 
     # ---- the mapping ---------------------------------------------------------------------
@@ -112,7 +125,7 @@ class NodeRegistry:
             raise InvalidRequest("GPU indices must be 0..N-1 without gaps")
         if old is not None:
             node.drain_reason = old.drain_reason  # an admin's drain outlives reconnects
-        self._nodes[node_id] = node
+        self._put(node)
         self.recount(node)
         self.outbox.changed = True
         self.store.put_node(node.to_info())
@@ -192,6 +205,7 @@ class NodeRegistry:
             )
         else:
             del self._nodes[node_id]
+            self._gpu_types.subtract(node.model_counts)
             self.totals.set(node_id, None)
             self.store.delete_node(node_id)
             log.info("node=%s removed", node_id)

@@ -1,7 +1,8 @@
 """The running jobs, with what a scheduling pass needs of them kept up to date as jobs start
 and end, instead of recomputed from every running job at every pass: per user the GPUs and
 jobs they hold (QoS limits) and the GPU-seconds used so far (fair-share); per node what each
-job frees and when (backfill); per throttled array its running tasks (``%N``).
+job frees and when (backfill) and whether an --exclusive job holds it; per throttled array its
+running tasks (``%N``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class RunningJobs:
         self._users: dict[str, _UserTotals] = {}
         self._releases: dict[str, dict[int, Release]] = {}
         self._arrays: dict[int, int] = {}
+        self._exclusive: dict[str, float] = {}  # node -> when its --exclusive job ends
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -65,6 +67,8 @@ class RunningJobs:
         end = job.start_time + (spec.time_limit_s + grace_s) if spec.time_limit_s else INF
         release = Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
         self._releases.setdefault(job.node_id, {})[job.job_id] = release
+        if spec.exclusive:
+            self._exclusive[job.node_id] = end
         if job.array_throttle and job.array_job_id is not None:
             self._arrays[job.array_job_id] = self._arrays.get(job.array_job_id, 0) + 1
 
@@ -84,6 +88,8 @@ class RunningJobs:
         del on_node[job_id]
         if not on_node:
             del self._releases[job.node_id]
+        if spec.exclusive:
+            self._exclusive.pop(job.node_id, None)
         if job.array_throttle and job.array_job_id is not None:
             self._arrays[job.array_job_id] -= 1
             if not self._arrays[job.array_job_id]:
@@ -110,6 +116,10 @@ class RunningJobs:
         """What the jobs running on a node free, and when (INF: no time limit)."""
         on_node = self._releases.get(node_id)
         return list(on_node.values()) if on_node else []
+
+    def exclusive_end(self, node_id: str) -> float | None:
+        """When the --exclusive job running on a node ends (INF: no limit); None if none."""
+        return self._exclusive.get(node_id)
 
     def array_tasks(self) -> dict[int, int]:
         """Running tasks of each throttled (``%N``) array."""

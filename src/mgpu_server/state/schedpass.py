@@ -72,14 +72,49 @@ class SchedulingPass:
         plan = planner.result
         for start in plan.starts:
             job = self.pending[start.job_id]
-            self.lifecycle.start(job, start.node_id, start.gpu_indices, now)
+            self.lifecycle.start(job, start.node_id, start.gpu_indices, now, start.partition)
             if start.job_id in turn_entries:
                 self.turns.granted(job, turn_entries[start.job_id], now)
+        reserved = {r.job_id: r.start_s for r in plan.reservations.values()}
         for job_id, reason in plan.reasons.items():
             waiting = self.pending.get(job_id)
             if waiting is not None:
                 self.lifecycle.set_reason(waiting, reason)
+                # squeue --start's time (a finite reserved start; 0: not known).
+                waiting.expected_start = _known(reserved.get(job_id, 0.0))
         return len(plan.starts), deeper and bool(plan.starts)
+
+    def estimate(self, job: Job, now: float) -> tuple[float, str, str]:
+        """sbatch --test-only: when and where ``job`` (checked, not submitted) would start if
+        it were submitted now: (now, its node and partition) if a pass now would start it;
+        else the start the pass would reserve for it (0 if it reserves none, or its start is
+        not known), the node and partition of that reservation. The pass is simulated over
+        the jobs ahead of it in priority order (at most ``queue_depth``); nothing changes."""
+        planner = scheduler.Planner(
+            self._node_views(), now=now, loads=self.running.loads(), reserve=not self.turns.enabled
+        )
+        priorities = self.priorities_at(now)
+        mine = priorities.of(job)
+        ahead = 0
+        for other in self.pending.ordered(now, priorities.fairshare):
+            if other.priority < mine or ahead >= self.policy.queue_depth:
+                break
+            view = self._pending_view(other)
+            if view is not None and self.lifecycle.refusal(other) is None:
+                planner.consider(view)
+                ahead += 1
+        view = self._pending_view(job)
+        if view is None:
+            return 0.0, "", ""
+        planner.consider(view)
+        plan = planner.result
+        for start in plan.starts:
+            if start.job_id == job.job_id:
+                return now, start.node_id, start.partition
+        for res in plan.reservations.values():
+            if res.job_id == job.job_id:
+                return _known(res.start_s), res.node_id, res.partition
+        return 0.0, "", view.partitions[0][0] if view.partitions else ""
 
     def _offer(self, planner: scheduler.Planner, eligible: Iterable[Job]) -> bool:
         """Offer jobs until ``queue_depth`` were examined (then True: there may be more), or
@@ -88,7 +123,11 @@ class SchedulingPass:
         smallest = self.pending.min_request()
         waiting = planner.result.reasons
         for examined, job in enumerate(eligible, 1):
-            planner.consider(self._pending_view(job))
+            view = self._pending_view(job)
+            if view is None:  # none of its partitions admits its user now (a group changed)
+                self.lifecycle.set_reason(job, Reason.PARTITION_CONFIG)
+            else:
+                planner.consider(view)
             if examined >= self.policy.queue_depth:
                 return True
             if waiting and not planner.could_start(*smallest):
@@ -119,9 +158,13 @@ class SchedulingPass:
                 array_slots[job.array_job_id] = used + 1
             yield job
 
-    def _pending_view(self, job: Job) -> scheduler.PendingJob:
+    def _pending_view(self, job: Job) -> scheduler.PendingJob | None:
+        """What the planner sees of a job; None if no partition may run it now."""
         spec = job.spec
         qos = self.policy.qos_of(spec.qos)
+        partitions, _ = self.lifecycle.waits.partitions(job)
+        if not partitions:
+            return None
         return scheduler.PendingJob(
             job.job_id,
             spec.gpus,
@@ -133,6 +176,10 @@ class SchedulingPass:
             time_limit_s=spec.time_limit_s + qos.grace_s if spec.time_limit_s else 0,
             max_user_gpus=qos.max_gpus_per_user,
             max_user_jobs=qos.max_jobs_per_user,
+            gpu_type=spec.gpu_type,
+            exclusive=spec.exclusive,
+            exclude=frozenset(spec.exclude),
+            partitions=tuple((p.name, p.nodes) for p in partitions),
         )
 
     def _node_views(self) -> list[scheduler.NodeView]:
@@ -140,8 +187,14 @@ class SchedulingPass:
         for node in self.nodes.values():
             view = node.view()
             view.releases = self.running.releases(node.node_id)
+            view.exclusive_end = self.running.exclusive_end(node.node_id)
             views.append(view)
         return views
+
+
+def _known(start_s: float) -> float:
+    """A start time to show: 0 when it is not known (no time limits to plan with)."""
+    return start_s if start_s < scheduler.INF else 0.0
 
 
 @dataclass(slots=True)

@@ -1,5 +1,5 @@
-"""Submission: checking a job against the cluster and its QoS and its user against the
-per-user limits (quota.py), expanding a job array into one job per task (all sharing the
+"""Submission: checking a job against the cluster, its partitions and its QoS and its user
+against the per-user limits (quota.py), expanding a job array into one job per task (all sharing the
 array's spec), and rewriting dependency references to job ids (parsed once, here). The new
 jobs enter the state through the lifecycle.
 """
@@ -7,14 +7,19 @@ jobs enter the state through the lifecycle.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from mgpu_core.arrays import ArraySpec, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
 from mgpu_core.errors import InvalidRequest, JobNotFound
+from mgpu_core.gputypes import valid_type
 from mgpu_core.limits import MAX_DEPENDENCY_LEN
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold
+from mgpu_core.units import format_duration
 from mgpu_server.records.jobs import Job
+from mgpu_server.records.nodes import NodeRecord
+from mgpu_server.scheduling.partitions import Partition
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.quota import SubmitQuota
@@ -44,7 +49,7 @@ class Submission:
         """Accept a job (or a job array: one job per task); returns the (first) job. Who may
         ask for what (nice, QoS access, GPU access) and whether the per-user limits bind
         (``limited``) was decided by api.permissions."""
-        self.check(spec)
+        self.check(spec, new=True)
         dependency = self._canonical_dependency(spec) if spec.dependency else None
         array = _parse_array(spec.array) if spec.array else None
         if limited:
@@ -86,50 +91,129 @@ class Submission:
         self.lifecycle.submit(job, now)
         return job
 
-    def check(self, spec: JobSpec) -> None:
-        """Refuse what the cluster or the QoS can never run; give an unlimited job its QoS's
-        wall time. Used at submit and by an update of a pending job."""
+    def trial(self, user: str, spec: JobSpec, now: float) -> Job:
+        """sbatch --test-only: check a job exactly as :meth:`submit` does (the per-user limits
+        aside: it takes no place in the queue) and return it, id 0, neither queued nor
+        stored."""
+        self.check(spec, new=True)
+        job = Job(job_id=0, user=user, spec=spec, submit_time=now)
+        job.dependency = self._canonical_dependency(spec) if spec.dependency else None
+        if spec.array:
+            _parse_array(spec.array)
+        return job
+
+    def check(self, spec: JobSpec, *, new: bool = False) -> None:
+        """Refuse what the cluster, its partitions or the QoS can never run; name the job's
+        partitions (the default one if it names none) and give a job without a time limit
+        its partitions' default (or QoS's wall time). Used at submit (``new``: a drained or
+        inactive partition takes no new job) and by an update of a pending job."""
         self._check_spec(spec)
-        self._apply_qos(spec)
+        partitions = self.policy.partitions.resolve(spec.partition)
+        spec.partition = ",".join(p.name for p in partitions)
+        if new and not any(p.state.accepts_jobs for p in partitions):
+            raise InvalidRequest(
+                f"required partition not available (inactive or drain): {spec.partition}"
+            )
+        self._apply_qos(spec, partitions)
+        self._check_nodes(spec, partitions)
 
     def _check_spec(self, spec: JobSpec) -> None:
         if not spec.argv and spec.script is None:
             raise InvalidRequest("a job needs a command or a batch script")
-        unknown = [n for n in spec.nodelist if n not in self.nodes]
+        unknown = [n for n in (*spec.nodelist, *spec.exclude) if n not in self.nodes]
         if unknown:
             raise InvalidRequest(f"invalid node name specified: {', '.join(unknown[:5])}")
-        candidates = [self.nodes[n] for n in spec.nodelist] or list(self.nodes.values())
+        both = sorted(set(spec.nodelist) & set(spec.exclude))
+        if both:
+            raise InvalidRequest(f"node {both[0]} is both required (-w) and excluded (-x)")
+        if spec.gpu_type:
+            if not valid_type(spec.gpu_type):
+                raise InvalidRequest(f"invalid GPU type {spec.gpu_type!r}")
+            types = self.nodes.gpu_types()
+            if len(self.nodes) and spec.gpu_type not in types:
+                raise InvalidRequest(
+                    f"unknown GPU type '{spec.gpu_type}' "
+                    f"(this cluster has: {', '.join(types) or 'no typed GPUs'})"
+                )
+
+    def _check_nodes(self, spec: JobSpec, partitions: Sequence[Partition]) -> None:
+        """Some registered node the job may use could hold it, idle (none registered in its
+        partitions yet: it waits for one)."""
+        in_partitions = [n for n in self._partition_nodes(partitions) if n.node_id in self.nodes]
+        if spec.nodelist:
+            chosen = set(spec.nodelist)
+            in_partitions = [n for n in in_partitions if n.node_id in chosen]
+            if not in_partitions:
+                raise InvalidRequest(
+                    f"requested node configuration is not available: "
+                    f"{', '.join(spec.nodelist[:5])} not in partition {spec.partition}"
+                )
+        if not in_partitions:
+            return  # no node of its partitions has registered yet: the job waits for one
+        excluded = set(spec.exclude)
+        candidates = [n for n in in_partitions if n.node_id not in excluded]
         if not candidates:
-            return  # no node has registered yet: the job waits for one
+            raise InvalidRequest(
+                f"requested node configuration is not available: every node of partition "
+                f"{spec.partition} it may use is excluded"
+            )
         # Against the nodes' configured sizes: a GPU that is down for now does not make a
         # request impossible, only pending.
+        typed = spec.gpu_type if spec.gpus else ""
+
+        def gpus_of(node: NodeRecord) -> int:
+            return node.model_counts.get(typed, 0) if typed else len(node.gpus)
+
         if not any(
-            spec.gpus <= len(n.gpus) and spec.cpus <= n.cpus and spec.mem_bytes <= n.mem_bytes
+            spec.gpus <= gpus_of(n) and spec.cpus <= n.cpus and spec.mem_bytes <= n.mem_bytes
             for n in candidates
         ):
-            most = max(len(n.gpus) for n in candidates)
+            most = max(gpus_of(n) for n in candidates)
             cpus = max(n.cpus for n in candidates)
+            kind = f"{typed} GPUs" if typed else "GPUs"
             raise InvalidRequest(
-                f"requested node configuration is not available: {spec.gpus} GPUs, "
-                f"{spec.cpus} CPUs asked; largest node has {most} GPUs, {cpus} CPUs"
+                f"requested node configuration is not available: {spec.gpus} {kind}, "
+                f"{spec.cpus} CPUs asked; largest node has {most} {kind}, {cpus} CPUs"
             )
 
-    def _apply_qos(self, spec: JobSpec) -> None:
-        """Reject what the QoS can never allow; give an unlimited job the QoS's wall time."""
+    def _partition_nodes(self, partitions: Sequence[Partition]) -> list[NodeRecord]:
+        """The registered nodes of these partitions, each once."""
+        if any(p.nodes is None for p in partitions):
+            return list(self.nodes.values())
+        names = {n for p in partitions for n in p.nodes or ()}
+        return [self.nodes[n] for n in sorted(names) if n in self.nodes]
+
+    def _apply_qos(self, spec: JobSpec, partitions: Sequence[Partition]) -> None:
+        """Reject what the QoS or every partition can never allow; give an unlimited job its
+        partitions' default time (the shortest: it may run in any of them) or the QoS's wall
+        time, whichever is shorter."""
         name = spec.qos or self.policy.default_qos
         qos = self.policy.qos.get(name)
         if qos is None:
             known = ", ".join(sorted(self.policy.qos))
             raise InvalidRequest(f"invalid qos specification '{name}': use one of {known}")
         spec.qos = name
-        if qos.max_wall_s:
-            if not spec.time_limit_s:
-                spec.time_limit_s = qos.max_wall_s
-            elif spec.time_limit_s > qos.max_wall_s:
-                raise InvalidRequest(
-                    f"job violates QOS {name} MaxWall: {spec.time_limit_s} s asked, "
-                    f"{qos.max_wall_s} s allowed"
-                )
+        if not spec.time_limit_s:
+            limits = [p.time_default_s() for p in partitions] + [qos.max_wall_s]
+            spec.time_limit_s = min((t for t in limits if t), default=0)
+        elif qos.max_wall_s and spec.time_limit_s > qos.max_wall_s:
+            raise InvalidRequest(
+                f"job violates QOS {name} MaxWall: {spec.time_limit_s} s asked, "
+                f"{qos.max_wall_s} s allowed"
+            )
+        first = partitions[0]
+        if not any(p.max_time_s == 0 or spec.time_limit_s <= p.max_time_s for p in partitions):
+            raise InvalidRequest(
+                f"requested time limit is invalid (over partition {first.name}'s MaxTime): "
+                f"{format_duration(spec.time_limit_s)} asked, "
+                f"{format_duration(first.max_time_s)} allowed"
+            )
+        if not any(p.allowed_qos is None or name in p.allowed_qos for p in partitions):
+            allowed = ", ".join(sorted(first.allowed_qos or ())) or "none"
+            raise InvalidRequest(
+                f"job's QOS not permitted to use this partition "
+                f"({first.name} allows {allowed} not {name})"
+            )
         if qos.max_gpus_per_user and spec.gpus > qos.max_gpus_per_user:
             raise InvalidRequest(
                 f"job violates QOS {name} MaxGpuPerUser: {spec.gpus} GPUs asked, "

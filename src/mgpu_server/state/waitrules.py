@@ -1,16 +1,19 @@
 """Why a pending job may not be considered by a scheduling pass at all: the one place that
-decides it (holds, an admin's rule, ``--begin``, dependencies). The lifecycle asks it whenever
-what a job waits on may have changed, and parks the job with the reason it gives.
+decides it (holds, an admin's rule, its partitions, ``--begin``, dependencies). The lifecycle
+asks it whenever what a job waits on may have changed, and parks the job with the reason it
+gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
+from typing import Protocol
 
 from mgpu_core.deps import DepStatus
 from mgpu_core.reasons import Reason
 from mgpu_core.states import Hold
 from mgpu_server.records.jobs import Job
+from mgpu_server.scheduling.partitions import Partition
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.depwait import DependencyIndex
@@ -26,12 +29,26 @@ PARKED = frozenset(
         Reason.DEPENDENCY_NEVER,
         Reason.GPU_ACCESS_REVOKED,
         Reason.QOS_NOT_ALLOWED,
+        Reason.PARTITION_DOWN,
+        Reason.PARTITION_INACTIVE,
+        Reason.PARTITION_TIME_LIMIT,
+        Reason.PARTITION_CONFIG,
     }
 )
 
-# Why an admin's rule keeps a pending job from starting, whoever asks (given the policy and the
-# users whose GPU access is revoked), or None: api.permissions.start_refusal, handed in.
-StartRule = Callable[[Job, PolicyConfig, Collection[str]], Reason | None]
+
+class StartRule(Protocol):
+    """Why an admin's rule keeps a pending job from starting, whoever asks (given the policy
+    and the users whose GPU access is revoked), or None; with ``partition``, whether that
+    partition admits the job's user: api.permissions.start_refusal, handed in."""
+
+    def __call__(
+        self,
+        job: Job,
+        policy: PolicyConfig,
+        gpu_revoked: Collection[str],
+        partition: Partition | None = None,
+    ) -> Reason | None: ...
 
 
 class WaitRules:
@@ -54,6 +71,20 @@ class WaitRules:
         """Why an admin's rule keeps the job from starting now, or None."""
         return self.start_rule(job, self.policy, self.turns.revoked)
 
+    def partitions(self, job: Job) -> tuple[list[Partition], Reason]:
+        """The partitions that may run ``job`` now, in its order, and why none may if so: the
+        config's rules (state, MaxTime, QoS: they change only with a restart, which places
+        every job again), then the access lists."""
+        spec = job.spec
+        usable, why = self.policy.partitions.usable(
+            spec.partition, spec.time_limit_s, spec.qos or self.policy.default_qos
+        )
+        rule, revoked = self.start_rule, self.turns.revoked
+        admitted = [
+            p for p in usable if not p.restricted or rule(job, self.policy, revoked, p) is None
+        ]
+        return admitted, why if not usable else Reason.PARTITION_CONFIG
+
     def reason(self, job: Job, now: float) -> Reason | None:
         """Why the pending ``job`` may not be considered by a pass, or None."""
         if job.hold:
@@ -61,6 +92,9 @@ class WaitRules:
         refused = self.refusal(job)
         if refused is not None:
             return refused
+        usable, why = self.partitions(job)
+        if not usable:
+            return why
         if job.spec.begin_time > now:
             return Reason.BEGIN_TIME  # due() brings it back at that time
         status = self.deps.status(job, self.table.jobs)

@@ -1,7 +1,7 @@
 """A job's row in the SQLite store, and back: the columns of the ``jobs`` table in one order,
 the spec as compact JSON. An array task that shares its array's spec (``Job.spec_shared``) has
 an empty spec in its row: the spec is in ``array_specs`` once, and every task read back gets
-the same object.
+the same object. A job step's row in ``steps`` likewise.
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ from typing import Any
 from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
+from mgpu_server.records.steps import Step
 
 JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
     "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
-    "array_job_id, array_task_id, array_throttle, output_bytes"
+    "array_job_id, array_task_id, array_throttle, output_bytes, cancelled_by, partition"
 )
+JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(",")))
+STEP_COLUMNS = "job_id, step_id, name, ntasks, state, start_time, end_time, exit_code, signal"
+STEP_PLACEHOLDERS = ", ".join("?" * len(STEP_COLUMNS.split(",")))
 
 
 def job_row(job: Job) -> tuple[Any, ...]:
@@ -44,6 +48,8 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.array_task_id,
         job.array_throttle,
         job.output_bytes,
+        job.cancelled_by,
+        job.partition,
     )
 
 
@@ -80,4 +86,34 @@ def job_from_row(row: tuple[Any, ...], arrays: dict[int, JobSpec]) -> Job:
         array_task_id=row[18],
         array_throttle=row[19],
         output_bytes=row[20],
+        cancelled_by=row[21],
+        partition=row[22],
+    )
+
+
+def step_row(step: Step) -> tuple[Any, ...]:
+    return (
+        step.job_id,
+        step.step_id,
+        step.name,
+        step.ntasks,
+        step.state.value,
+        step.start_time,
+        step.end_time,
+        step.exit_code,
+        step.signal,
+    )
+
+
+def step_from_row(row: tuple[Any, ...]) -> Step:
+    return Step(
+        job_id=row[0],
+        step_id=row[1],
+        name=row[2],
+        ntasks=row[3],
+        state=JobState(row[4]),
+        start_time=row[5],
+        end_time=row[6],
+        exit_code=row[7],
+        signal=row[8],
     )

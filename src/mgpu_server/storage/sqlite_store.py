@@ -30,11 +30,22 @@ from mgpu_core.constants import AUDIT_FILE, DB_FILE, KEY_FILE, SOCKET_FILE, TLS_
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
 from mgpu_server.records.jobs import Job
-from mgpu_server.storage.rows import JOB_COLUMNS, job_from_row, job_row, spec_text
+from mgpu_server.records.steps import Step
+from mgpu_server.storage.rows import (
+    JOB_COLUMNS,
+    JOB_PLACEHOLDERS,
+    STEP_COLUMNS,
+    STEP_PLACEHOLDERS,
+    job_from_row,
+    job_row,
+    spec_text,
+    step_from_row,
+    step_row,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 9
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -74,6 +85,24 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # The spec of a job array, once: its tasks' rows have spec '' (Job.spec_shared). A task
     # that got a spec of its own (an update) has it in its row, as any job.
     6: ("CREATE TABLE array_specs (array_job_id INTEGER PRIMARY KEY, spec TEXT NOT NULL)",),
+    # Who cancelled a job (sacct's "CANCELLED by"), and job steps (srun inside a job).
+    7: (
+        "ALTER TABLE jobs ADD COLUMN cancelled_by TEXT NOT NULL DEFAULT ''",
+        """CREATE TABLE steps (
+            job_id INTEGER NOT NULL,
+            step_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            ntasks INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            start_time REAL NOT NULL,
+            end_time REAL NOT NULL,
+            exit_code INTEGER,
+            signal INTEGER,
+            PRIMARY KEY (job_id, step_id)
+        )""",
+    ),
+    # The partition a job runs or ran in (issue 13: partitions).
+    8: ("ALTER TABLE jobs ADD COLUMN partition TEXT NOT NULL DEFAULT ''",),
 }
 
 # What a master that has run leaves in its state directory besides the database: any of these
@@ -155,6 +184,7 @@ class SqliteStore:
         self._dirty_jobs: dict[int, Job] = {}
         self._dirty_nodes: dict[str, dict[str, Any] | None] = {}
         self._dirty_settings: dict[str, Any] = {}
+        self._dirty_steps: dict[tuple[int, int], Step] = {}
         self._stored_arrays: set[int] = set()  # arrays whose spec is in array_specs
         # The jobs read (and so checked) at open, handed to the first load_jobs.
         self._loaded_jobs: list[Job] | None = None
@@ -207,6 +237,7 @@ class SqliteStore:
             # Nodes and settings are decoded where they are used; decode them once here, so
             # that a damaged row stops the start with a message and no traceback.
             self.load_nodes()
+            self.load_steps()
             for (value,) in self._db.execute("SELECT value FROM settings"):
                 json.loads(value)
         except DatabaseUnusable:
@@ -274,6 +305,13 @@ class SqliteStore:
     def discard_job(self, job_id: int) -> None:
         self._dirty_jobs.pop(job_id, None)
 
+    def load_steps(self) -> list[Step]:
+        query = f"SELECT {STEP_COLUMNS} FROM steps ORDER BY job_id, step_id"
+        return [step_from_row(row) for row in self._db.execute(query)]
+
+    def put_step(self, step: Step) -> None:
+        self._dirty_steps[step.job_id, step.step_id] = step
+
     def load_nodes(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT info FROM nodes ORDER BY node_id").fetchall()
         return [json.loads(r[0]) for r in rows]
@@ -292,8 +330,9 @@ class SqliteStore:
         self._dirty_settings[key] = value
 
     def commit(self) -> None:
-        if not self._dirty_jobs and not self._dirty_nodes and not self._dirty_settings:
+        if not any((self._dirty_jobs, self._dirty_nodes, self._dirty_settings, self._dirty_steps)):
             return
+        steps = [step_row(s) for s in self._dirty_steps.values()]
         settings = [(k, json.dumps(v)) for k, v in self._dirty_settings.items()]
         jobs = [job_row(j) for j in self._dirty_jobs.values()]
         # A new array's spec, once per array (its tasks' rows name it by their array id).
@@ -308,8 +347,12 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({', '.join('?' * 21)})",
+                f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_PLACEHOLDERS})",
                 jobs,
+            )
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO steps ({STEP_COLUMNS}) VALUES ({STEP_PLACEHOLDERS})",
+                steps,
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO nodes (node_id, info) VALUES (?, ?)", nodes
@@ -331,10 +374,12 @@ class SqliteStore:
         self._dirty_jobs.clear()
         self._dirty_nodes.clear()
         self._dirty_settings.clear()
+        self._dirty_steps.clear()
         self._stored_arrays.update(arrays)
         self._loaded_jobs = None  # no longer what is stored
 
     def close(self) -> None:
         self._dirty_jobs.clear()
         self._dirty_nodes.clear()
+        self._dirty_steps.clear()
         self._db.close()

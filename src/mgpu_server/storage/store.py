@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from mgpu_server.records.jobs import Job
+from mgpu_server.records.steps import Step
 
 
 class Store(Protocol):
@@ -30,6 +31,14 @@ class Store(Protocol):
 
     def discard_job(self, job_id: int) -> None:
         """Drop a not-yet-committed job (its submission is being refused)."""
+        ...
+
+    def load_steps(self) -> list[Step]:
+        """Every stored job step, in (job id, step id) order."""
+        ...
+
+    def put_step(self, step: Step) -> None:
+        """Record a step's current state; written with the next :meth:`commit`."""
         ...
 
     def load_nodes(self) -> list[dict[str, Any]]:
@@ -75,6 +84,8 @@ class MemoryStore:
         self.commits = 0
         self._settings: dict[str, Any] = {}
         self._dirty_settings: dict[str, Any] = {}
+        self._steps: dict[tuple[int, int], Step] = {}
+        self._dirty_steps: dict[tuple[int, int], Step] = {}
 
     def load_jobs(self) -> list[Job]:
         return [self._jobs[k] for k in sorted(self._jobs)]
@@ -87,6 +98,12 @@ class MemoryStore:
 
     def discard_job(self, job_id: int) -> None:
         self._dirty.pop(job_id, None)
+
+    def load_steps(self) -> list[Step]:
+        return [self._steps[k] for k in sorted(self._steps)]
+
+    def put_step(self, step: Step) -> None:
+        self._dirty_steps[step.job_id, step.step_id] = step
 
     def load_nodes(self) -> list[dict[str, Any]]:
         return [self._nodes[k] for k in sorted(self._nodes)]
@@ -106,6 +123,8 @@ class MemoryStore:
     def commit(self) -> None:
         self._settings.update(self._dirty_settings)
         self._dirty_settings.clear()
+        self._steps.update(self._dirty_steps)
+        self._dirty_steps.clear()
         if self._dirty or self._dirty_nodes:
             self._jobs.update(self._dirty)
             for node_id, info in self._dirty_nodes.items():
@@ -120,3 +139,4 @@ class MemoryStore:
     def close(self) -> None:
         self._dirty.clear()
         self._dirty_nodes.clear()
+        self._dirty_steps.clear()

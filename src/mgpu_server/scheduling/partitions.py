@@ -1,0 +1,176 @@
+"""Partitions: named sets of nodes with their own limits (Slurm's partitions), as the master's
+config declares them (``[partition.NAME]``, parsed by :mod:`mgpu_server.settings`). Pure data
+and pure questions about it; who may use a partition (its user and group lists) is
+:mod:`mgpu_server.api.permissions`'s to say, like every access rule.
+
+A job names the partitions it may run in (``-p a,b``, in the user's order; none: the default
+one). The submission checks the names and the time limit against them; the scheduling pass
+offers the job every listed partition that may run it now (:meth:`Partitions.usable`), the
+planner starts it in the first where it can start now, or reserves for it in the one where
+it can start soonest. A node can be in several partitions. A cluster with no partition in its
+config has one, :data:`IMPLICIT_NAME`, holding every node, with no limits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from mgpu_core.errors import InvalidPartition
+from mgpu_core.reasons import Reason
+
+IMPLICIT_NAME = "gpu"
+
+
+class PartitionState(StrEnum):
+    """Slurm's partition states: UP runs jobs; DOWN accepts jobs but starts none (they wait,
+    PartitionDown); DRAIN starts the jobs it has but accepts no new ones; INACTIVE does
+    neither (its queued jobs wait, PartitionInactive)."""
+
+    UP = "UP"
+    DOWN = "DOWN"
+    DRAIN = "DRAIN"
+    INACTIVE = "INACTIVE"
+
+    @property
+    def runs_jobs(self) -> bool:
+        return self in (PartitionState.UP, PartitionState.DRAIN)
+
+    @property
+    def accepts_jobs(self) -> bool:
+        return self in (PartitionState.UP, PartitionState.DOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    name: str
+    # Its nodes, by name (registered or not yet); None: every node ("ALL").
+    nodes: frozenset[str] | None = None
+    default: bool = False
+    max_time_s: int = 0  # 0: no limit
+    default_time_s: int = 0  # a job without --time gets this (else max_time_s)
+    # Neither list set: open to everyone; either set: only the users named or in a group
+    # named (an empty list names nobody). None: every QoS may be used in it.
+    allowed_qos: frozenset[str] | None = None
+    allowed_users: frozenset[str] | None = None
+    allowed_groups: frozenset[str] | None = None
+    priority_tier: int = 0  # higher tiers' jobs are considered first (Slurm's PriorityTier)
+    state: PartitionState = PartitionState.UP
+
+    def has(self, node_id: str) -> bool:
+        return self.nodes is None or node_id in self.nodes
+
+    @property
+    def restricted(self) -> bool:
+        return self.allowed_users is not None or self.allowed_groups is not None
+
+    def refusal(self, time_limit_s: int, qos: str) -> Reason | None:
+        """Why this partition may not run a job with this limit and QoS now (its user aside:
+        permissions), or None."""
+        if self.state is PartitionState.DOWN:
+            return Reason.PARTITION_DOWN
+        if self.state is PartitionState.INACTIVE:
+            return Reason.PARTITION_INACTIVE
+        if self.max_time_s and not 0 < time_limit_s <= self.max_time_s:
+            return Reason.PARTITION_TIME_LIMIT
+        if self.allowed_qos is not None and qos not in self.allowed_qos:
+            return Reason.PARTITION_CONFIG
+        return None
+
+    def time_default_s(self) -> int:
+        """The time limit a job without --time gets here (0: none)."""
+        return self.default_time_s or self.max_time_s
+
+
+@dataclass(frozen=True, slots=True)
+class Partitions:
+    """Every partition, in the config's order, and which is the default."""
+
+    by_name: dict[str, Partition]
+    default: str
+    # "a,b" -> its partitions, parsed once per distinct text (a pass asks for every job).
+    _parsed: dict[str, tuple[Partition, ...]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def implicit(cls) -> Partitions:
+        """A cluster without partitions in its config: one holding every node, no limits."""
+        return cls({IMPLICIT_NAME: Partition(IMPLICIT_NAME, default=True)}, IMPLICIT_NAME)
+
+    def __iter__(self) -> Iterator[Partition]:
+        return iter(self.by_name.values())
+
+    def names(self, text: str) -> list[str]:
+        """The names a job's ``partition`` lists, in its order, each once ("": the default)."""
+        names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        return names or [self.default]
+
+    def resolve(self, text: str) -> tuple[Partition, ...]:
+        """The partitions ``text`` names, in its order; InvalidPartition for a name the
+        config does not have (Slurm's message)."""
+        found = self._parsed.get(text)
+        if found is None:
+            names = self.names(text)
+            unknown = [n for n in names if n not in self.by_name]
+            if unknown:
+                raise InvalidPartition(f"invalid partition specified: {unknown[0]}")
+            found = tuple(self.by_name[n] for n in names)
+            if len(self._parsed) < 4096:  # a bound: the texts come from users
+                self._parsed[text] = found
+        return found
+
+    def known(self, text: str) -> tuple[Partition, ...]:
+        """The partitions ``text`` names that the config has (a stored job may name one an
+        edited config dropped)."""
+        try:
+            return self.resolve(text)
+        except InvalidPartition:
+            return tuple(self.by_name[n] for n in self.names(text) if n in self.by_name)
+
+    def usable(self, text: str, time_limit_s: int, qos: str) -> tuple[list[Partition], Reason]:
+        """The partitions ``text`` names that may run such a job now, and, when there are
+        none, why (the first listed partition's reason)."""
+        found = self.known(text)
+        usable = [p for p in found if p.refusal(time_limit_s, qos) is None]
+        if usable or not found:
+            return usable, Reason.PARTITION_CONFIG
+        reason = found[0].refusal(time_limit_s, qos)
+        assert reason is not None
+        return usable, reason
+
+    def tier_of(self, text: str) -> int:
+        """A job's priority tier: the highest of its partitions' (a job in several is
+        considered as early as its best partition would consider it)."""
+        return max((p.priority_tier for p in self.known(text)), default=0)
+
+    def of_node(self, node_id: str) -> list[str]:
+        """The partitions a node is in, in the config's order."""
+        return [p.name for p in self.by_name.values() if p.has(node_id)]
+
+    def rows(self, node_gpus: Mapping[str, int]) -> list[dict[str, Any]]:
+        """The ``partitions`` verb's rows; ``node_gpus``: each registered node's GPUs."""
+        rows = []
+        for p in self.by_name.values():
+            members = sorted(node_gpus) if p.nodes is None else sorted(p.nodes)
+            rows.append(
+                {
+                    "name": p.name,
+                    "default": p.name == self.default,
+                    "state": p.state.value,
+                    "nodes": members,
+                    "max_time_s": p.max_time_s,
+                    "default_time_s": p.time_default_s(),
+                    "allowed_qos": _listed(p.allowed_qos),
+                    "allowed_users": _listed(p.allowed_users),
+                    "allowed_groups": _listed(p.allowed_groups),
+                    "priority_tier": p.priority_tier,
+                    "total_gpus": sum(node_gpus.get(n, 0) for n in members),
+                }
+            )
+        return rows
+
+
+def _listed(names: frozenset[str] | None) -> list[str] | None:
+    """An access list for the wire: null when not set (everyone), else sorted."""
+    return None if names is None else sorted(names)

@@ -1,0 +1,198 @@
+"""Slurm's command names, for real: ``mgpu_client slurm-commands DIR`` writes sbatch, srun,
+scancel, scontrol, ...; with DIR first on PATH, a shell runs them as a Slurm user would,
+against a real master and node agent, and gets Slurm's output, files and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers.cluster import Cluster, wait_for, wait_for_text
+
+pytestmark = pytest.mark.timeout(90)
+
+COMMANDS = ("sbatch", "srun", "salloc", "squeue", "scancel", "sacct", "sinfo", "scontrol")
+
+
+@dataclass
+class Slurm:
+    """A shell whose PATH finds the Slurm names first, talking to ``cluster``'s master."""
+
+    cluster: Cluster
+    bin_dir: Path
+    env: dict[str, str]
+
+    def sh(self, line: str, *, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a shell command line in the cluster's directory."""
+        return subprocess.run(
+            ["/bin/sh", "-c", line],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.cluster.tmp,
+            timeout=timeout_s,
+        )
+
+    def ok(self, line: str) -> subprocess.CompletedProcess[str]:
+        result = self.sh(line)
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+        return result
+
+    def submit(self, line: str) -> int:
+        """``sbatch --parsable ...``'s job id."""
+        return int(self.ok(f"sbatch --parsable {line}").stdout)
+
+    def job_ids(self) -> set[int]:
+        return set(self.cluster.jobs())
+
+
+@pytest.fixture
+def slurm(cluster: Cluster) -> Slurm:
+    cluster.start_node("n1", gpus=2)
+    bin_dir = cluster.tmp / "slurm-bin"
+    written = cluster.cli("mgpu_client", "slurm-commands", str(bin_dir), check=True).stdout
+    assert all(f"wrote {bin_dir / name}" in written for name in COMMANDS), written
+    # Outside any job: none of a job's variables leak in from whoever runs the tests.
+    env = {
+        k: v
+        for k, v in cluster.env.items()
+        if not k.startswith(("SLURM_", "MGPU_JOB", "MGPU_ALLOCATION", "MGPU_STEP"))
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    return Slurm(cluster, bin_dir, env)
+
+
+def variables(text: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def test_the_names_are_found_on_path_first(slurm: Slurm) -> None:
+    found = slurm.ok("for c in " + " ".join(COMMANDS) + "; do command -v $c; done").stdout
+    assert found.split() == [str(slurm.bin_dir / name) for name in COMMANDS]
+
+
+def test_sbatch_output_in_a_directory_not_made_yet_with_the_jobs_variables(slurm: Slurm) -> None:
+    assert not (slurm.cluster.tmp / "out").exists()
+    job_id = slurm.submit("-n 2 -o out/%j.log --wrap 'env'")
+    assert slurm.cluster.wait_state(job_id, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+    env = variables((slurm.cluster.tmp / "out" / f"{job_id}.log").read_text())
+    assert env["SLURM_JOB_ID"] == str(job_id)
+    assert env["SLURM_NTASKS"] == "2"
+
+
+def test_a_parsable_directive_prints_only_the_id(slurm: Slurm) -> None:
+    script = slurm.cluster.tmp / "job.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --parsable\n#SBATCH -J quiet\ntrue\n")
+    result = slurm.ok(f"sbatch {script}")
+    assert result.stdout.strip().isdigit() and result.stdout == f"{int(result.stdout)}\n"
+    assert result.stderr == ""
+    assert slurm.cluster.job(int(result.stdout))["name"] == "quiet"
+
+
+def test_an_ignored_directive_warns_and_the_job_is_submitted(slurm: Slurm) -> None:
+    script = slurm.cluster.tmp / "mail.sh"
+    script.write_text("#!/bin/sh\n#SBATCH --mail-type=END\n#SBATCH --mail-user=me@x\ntrue\n")
+    result = slurm.ok(f"sbatch {script}")
+    assert result.stderr.splitlines() == [
+        "sbatch: warning: --mail-type is ignored: mgpu sends no mail (notifications are not "
+        "built yet)",
+        "sbatch: warning: --mail-user is ignored: mgpu sends no mail (notifications are not "
+        "built yet)",
+    ]
+    assert result.stdout.startswith("Submitted batch job ")
+    job_id = int(result.stdout.split()[-1])
+    assert slurm.cluster.wait_state(job_id, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("sbatch -N 2 --wrap true", "multi-node jobs are not supported"),
+        ("sbatch --bogus", "sbatch: error: unrecognized option '--bogus'"),
+        ("sbatch --reservation=r --wrap true", "--reservation is not supported"),
+        ("srun -N 2-4 true", "multi-node jobs are not supported"),
+    ],
+)
+def test_a_refusal_is_one_line_and_exit_1_and_submits_nothing(
+    slurm: Slurm, line: str, message: str
+) -> None:
+    before = slurm.job_ids()
+    result = slurm.sh(line)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert result.stdout == ""
+    assert slurm.job_ids() == before
+
+
+def test_srun_in_a_batch_script_runs_labelled_tasks_as_a_step(slurm: Slurm) -> None:
+    script = slurm.cluster.tmp / "steps.sh"
+    script.write_text("#!/bin/sh\n#SBATCH -n 2\nsrun -n 2 -l sh -c 'echo $SLURM_PROCID'\n")
+    job_id = slurm.submit(str(script))
+    assert slurm.cluster.wait_state(job_id, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+    lines = (slurm.cluster.tmp / f"slurm-{job_id}.out").read_text().splitlines()
+    assert sorted(lines) == ["0: 0", "1: 1"], lines
+
+
+def test_srun_outside_a_job_runs_each_task(slurm: Slurm) -> None:
+    result = slurm.sh("srun --label -n 2 sh -c 'echo task $SLURM_PROCID of $SLURM_NTASKS'")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["task 0 of 2", "task 1 of 2"]
+
+
+def test_sbatch_wait_exits_with_the_jobs_code(slurm: Slurm) -> None:
+    result = slurm.sh("sbatch --wait --wrap 'exit 3'")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout.startswith("Submitted batch job ")
+
+
+def test_sbatch_test_only_says_when_and_submits_nothing(slurm: Slurm) -> None:
+    before = slurm.job_ids()
+    result = slurm.sh("sbatch --test-only -G 1 --wrap true")
+    assert result.returncode == 0, result.stderr
+    assert "to start at" in result.stderr and result.stdout == ""
+    assert slurm.job_ids() == before
+
+
+def test_scancel_signal_reaches_a_job_that_traps_it(slurm: Slurm) -> None:
+    tmp = slurm.cluster.tmp
+    ready, got = tmp / "ready", tmp / "got"
+    body = (
+        f"trap 'echo USR1 > {got}' USR1; echo up > {ready}; "
+        f"while [ ! -s {got} ]; do sleep 0.05; done"
+    )
+    job_id = slurm.submit(f'--wrap "{body}"')
+    wait_for_text(ready, 30)  # the trap is set
+    slurm.ok(f"scancel --signal=USR1 {job_id}")
+    assert wait_for_text(got, 30) == "USR1"
+    assert slurm.cluster.wait_state(job_id, "COMPLETED", "FAILED")["state"] == "COMPLETED"
+
+
+def test_scancel_by_name_cancels_only_that_names_jobs(slurm: Slurm) -> None:
+    victims = [slurm.submit("-H -J victim --wrap true") for _ in range(2)]
+    keeper = slurm.submit("-H -J keeper --wrap true")
+    slurm.ok("scancel -n victim")
+    for job_id in victims:
+        assert slurm.cluster.wait_state(job_id, "CANCELLED")["state"] == "CANCELLED"
+    assert slurm.cluster.job(keeper)["state"] == "PENDING"
+    slurm.ok(f"scancel {keeper}")
+    assert slurm.cluster.wait_state(keeper, "CANCELLED")["state"] == "CANCELLED"
+
+
+def test_scontrol_expands_a_hostlist(slurm: Slurm) -> None:
+    assert slurm.ok("scontrol show hostnames 'n[1-3]'").stdout.splitlines() == ["n1", "n2", "n3"]
+
+
+def test_squeue_lists_a_held_job_with_slurms_columns(slurm: Slurm) -> None:
+    job_id = slurm.submit("-H -J held --wrap true")
+
+    def listed() -> list[str] | None:
+        rows = slurm.ok("squeue -h -o '%i %j %T'").stdout.splitlines()
+        return rows or None
+
+    rows: Any = wait_for(listed, 15, "squeue to list the job")
+    assert f"{job_id} held PENDING" in rows, rows
