@@ -9,7 +9,12 @@
 #
 # PyInstaller's bootloader keeps argv[0] as the link's name, resolves the link to find
 # _internal/, and sets sys.executable to the real dist/mgpu/mgpu (checked by
-# tests/integration/test_build.py).
+# tests/integration/test_build.py). Slurm's names (sbatch, squeue, ...) are tools of the bundle
+# too, but get no link here: `dist/mgpu/mgpu_client slurm-commands DIR` links them into DIR,
+# opt-in, so that no real Slurm is shadowed.
+#
+# The bundle must stay small (<= 40 MB, checked by the test) and start fast (within 1.3x of the
+# venv's commands: `python -m bench --only startup --bundle dist/mgpu`, docs/performance.md).
 #
 # Usage: ./build.sh   (from any directory; PYTHON=/path/to/python to use another interpreter,
 # which needs mgpu's dependencies and pyinstaller: pip install -e '.[build]')
@@ -22,6 +27,7 @@ fi
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 PYTHON="${PYTHON:-.venv/bin/python}"
 TOOLS=(mgpu_master mgpu_node mgpu_client mgpu_srun mgpu_sbatch mgpu_queue mgpu_cancel)
+SLURM_TOOLS=(sbatch srun salloc squeue scancel sacct sinfo scontrol)
 
 if ! "$PYTHON" -c 'import PyInstaller' 2>/dev/null; then
     echo "build.sh: PyInstaller is not importable by $PYTHON; install it: pip install -e '.[build]'" >&2
@@ -86,10 +92,17 @@ for tool in "${TOOLS[@]}"; do
     ln -sfn "mgpu/$tool" "dist/$tool"
 done
 
-# Smoke check: every link starts the right tool.
+# Smoke check: every link starts the right tool, and the bundle knows Slurm's names.
 for tool in "${TOOLS[@]}"; do
     if ! usage="$("dist/$tool" --help 2>&1)" || [[ "$usage" != *"Usage: $tool "* ]]; then
         echo "build.sh: dist/$tool --help failed:" >&2
+        echo "$usage" >&2
+        exit 1
+    fi
+done
+for tool in "${SLURM_TOOLS[@]}"; do
+    if ! usage="$(dist/mgpu/mgpu "$tool" --help 2>&1)" || [[ "${usage,,}" != *"usage: $tool "* ]]; then
+        echo "build.sh: dist/mgpu/mgpu $tool --help failed:" >&2
         echo "$usage" >&2
         exit 1
     fi

@@ -119,7 +119,7 @@ def parse_time(text: str, now: float) -> float:
         else:
             yr, month, mday = day.tm_year, day.tm_mon, day.tm_mday
         parts = [int(x) for x in clock.split(":")] if clock else [0, 0]
-        hour, minute, second = (parts + [0, 0, 0])[:3]
+        hour, minute, second = [*parts, 0, 0, 0][:3]
         return time.mktime((yr, month, mday, hour, minute, second, 0, 0, -1))
     except (ValueError, OverflowError):
         raise UsageError(f"invalid time '{text}'") from None
@@ -197,7 +197,9 @@ def report(argv: list[str], prog: str) -> int:
         sys.stdout.write("slurm 23.11.0 (mgpu)\n")
         return 0
     if opts.get("helpformat"):
-        sys.stdout.write(sacct_fmt.help_format())
+        names = [name for name, _ in sacct_fmt.parse_fields("ALL")]
+        rows_of = [names[i : i + 4] for i in range(0, len(names), 4)]
+        sys.stdout.write("".join(" ".join(f"{n:<20}" for n in r).rstrip() + "\n" for r in rows_of))
         return 0
     if rest:
         raise UsageError(f"unrecognized argument '{rest[0]}'")
@@ -209,19 +211,27 @@ def report(argv: list[str], prog: str) -> int:
     with connect(opts.get("master")) as client:
         rows = fetch(client, opts, current_user())
     delimiter = str(opts["delimiter"]) if opts.get("delimiter") else "|"
-    sys.stdout.write(
-        sacct_fmt.render(
-            rows,
-            fields=opts.get("format"),
-            brief=bool(opts.get("brief")),
-            long=bool(opts.get("long")),
-            parsable=bool(opts.get("parsable")),
-            parsable2=bool(opts.get("parsable2")),
-            delimiter=delimiter,
-            header=not opts.get("noheader"),
-            allocations=bool(opts.get("allocations")),
-        )
+    if opts.get("format"):
+        spec = ",".join(opts["format"]) if isinstance(opts["format"], list) else opts["format"]
+    elif opts.get("brief"):
+        spec = sacct_fmt.BRIEF_FIELDS
+    else:
+        spec = sacct_fmt.LONG_FIELDS if opts.get("long") else sacct_fmt.DEFAULT_FIELDS
+    try:
+        fields = sacct_fmt.parse_fields(str(spec))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    parsable = 2 if opts.get("parsable2") else 1 if opts.get("parsable") else 0
+    lines = sacct_fmt.format_jobs(
+        rows,
+        fields,
+        now=time.time(),
+        header=not opts.get("noheader"),
+        steps=not opts.get("allocations"),
+        parsable=parsable,
+        delimiter=delimiter,
     )
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 

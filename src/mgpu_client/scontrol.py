@@ -6,6 +6,7 @@ one line. Rendering is :mod:`mgpu_client.slurm.scontrol_fmt`'s."""
 from __future__ import annotations
 
 import sys
+import time
 
 from mgpu_client.exits import run_command
 from mgpu_core.errors import UsageError
@@ -162,23 +163,33 @@ def _show(client: Any, words: list[str], one_line: bool) -> int:
         )["jobs"]
         if refs and not rows:
             raise UsageError("Invalid job id specified")
-        text = scontrol_fmt.show_jobs(rows, one_line=one_line)
+        now = time.time()
+        text = "\n".join(scontrol_fmt.show_job(r, now=now, one_liner=one_line) for r in rows)
     elif what in ("node", "nodes"):
         nodes = client.nodes()
         if name:
             nodes = [n for n in nodes if n["node_id"] == name]
             if not nodes:
                 raise UsageError(f"Node {name} not found")
-        text = scontrol_fmt.show_nodes(nodes, one_line=one_line)
+        text = "\n".join(scontrol_fmt.show_node(n, one_liner=one_line) for n in nodes)
     elif what in ("partition", "partitions"):
         parts = client.request("partitions")["partitions"]
         if name:
             parts = [p for p in parts if p["name"] == name]
             if not parts:
                 raise UsageError(f"Partition {name} not found")
-        text = scontrol_fmt.show_partitions(parts, one_line=one_line)
+        nodes = client.nodes()
+        text = "\n".join(scontrol_fmt.show_partition(p, nodes, one_liner=one_line) for p in parts)
     elif what == "config":
-        text = scontrol_fmt.show_config(client.info(), str(client.address))
+        info = client.info()
+        pairs = [
+            ("ClusterName", str(info.get("cluster_name") or "mgpu")),
+            ("SlurmctldHost[0]", str(client.address)),
+            ("SLURM_VERSION", "23.11.0 (mgpu " + str(info.get("server", "")) + ")"),
+            ("SchedulerType", "mgpu (event-driven, multifactor priority, backfill)"),
+            ("SelectType", "mgpu (whole GPUs, CPUs and memory per node)"),
+        ]
+        text = scontrol_fmt.show_config(pairs, updated=time.time())
     else:
         raise UsageError(f"invalid entity: {words[0]} (job, node, partition, config)")
     sys.stdout.write(text)

@@ -54,12 +54,16 @@ def _split(value: object) -> list[str]:
 def _select(
     partitions: list[dict[str, Any]], nodes: list[dict[str, Any]], opts: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from mgpu_client.slurm import sinfo_fmt
+    from mgpu_client.slurm import nodestate
 
     names = set(_split(opts.get("partition")))
     if names:
         partitions = [p for p in partitions if p["name"] in names]
-    wanted = {s.lower() for s in _split(opts.get("states"))}
+    if opts.get("states"):
+        try:
+            nodes = [dict(n) for n in nodestate.filter_nodes(nodes, str(opts["states"]))]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     chosen = set()
     if opts.get("nodes"):
         from mgpu_core.hostlist import expand_hostlist
@@ -67,12 +71,11 @@ def _select(
         chosen = set(expand_hostlist(str(opts["nodes"])))
     kept = []
     for node in nodes:
-        state = sinfo_fmt.node_state(node).lower()
         if chosen and node["node_id"] not in chosen:
             continue
-        if wanted and state.rstrip("*~#$@+-") not in wanted and state not in wanted:
-            continue
-        down = state.startswith("down") or state.endswith("*")
+        down = nodestate.is_drained_or_down(nodestate.state_code(node)) and not node.get(
+            "drain_reason"
+        )
         if (opts.get("dead") and not down) or (opts.get("responding") and down):
             continue
         kept.append(node)
@@ -109,19 +112,32 @@ def show(argv: list[str], prog: str) -> int:
         partitions = list(client.request("partitions")["partitions"])
         nodes = client.nodes()
     partitions, nodes = _select(partitions, nodes, opts)
-    sys.stdout.write(
-        sinfo_fmt.render(
+    try:
+        specs = None
+        if opts.get("Format"):
+            specs = sinfo_fmt.parse_format_long(str(opts["Format"]))
+        elif opts.get("format"):
+            specs = sinfo_fmt.parse_format(str(opts["format"]))
+        lines = sinfo_fmt.format_sinfo(
             partitions,
             nodes,
-            fmt=opts.get("format"),
-            fields=opts.get("Format"),
-            node_oriented=bool(opts.get("node")),
+            specs,
             long=bool(opts.get("long")),
+            node_oriented=bool(opts.get("node")),
             summarize=bool(opts.get("summarize")),
-            reasons=bool(opts.get("reasons")),
+            list_reasons=bool(opts.get("reasons")),
             header=not opts.get("noheader"),
+            sort=str(opts["sort"]) if opts.get("sort") else None,
         )
-    )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if opts.get("long"):
+        import time
+
+        from mgpu_client.slurm import timefmt
+
+        lines.insert(0, timefmt.date_line(time.time()))
+    sys.stdout.write("".join(line + "\n" for line in lines))
     return 0
 
 

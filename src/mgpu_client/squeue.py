@@ -159,7 +159,6 @@ def show(argv: list[str], prog: str) -> int:
         if opt.how == WARN:
             warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
     from mgpu_client.client import connect, current_user
-    from mgpu_client.slurm import squeue_fmt
 
     interval = None
     if opts.get("iterate") is not None:
@@ -169,23 +168,42 @@ def show(argv: list[str], prog: str) -> int:
     with connect(opts.get("master")) as client:
         while True:
             rows = fetch(client, opts, current_user())
-            text = squeue_fmt.render(
-                rows,
-                fmt=opts.get("format"),
-                fields=opts.get("Format"),
-                long=bool(opts.get("long")),
-                start=bool(opts.get("start")),
-                steps=opts.get("steps") is not None,
-                sort=opts.get("sort"),
-                header=not opts.get("noheader"),
-            )
-            if interval is not None:
+            text = render(rows, opts)
+            if interval is not None and not opts.get("long"):
                 sys.stdout.write(time.strftime("%a %b %d %H:%M:%S %Y") + "\n")
             sys.stdout.write(text)
             sys.stdout.flush()
             if interval is None:
                 return 0
             time.sleep(interval)  # the user asked to be shown the queue every N seconds
+
+
+def render(rows: list[dict[str, Any]], opts: dict[str, Any]) -> str:
+    """The listing: -O fields, else -o format, else --start's, -l's or the default format."""
+    from mgpu_client.slurm import squeue_fmt, timefmt
+
+    now = rows[0]["now"] if rows else time.time()
+    start = bool(opts.get("start"))
+    if start:
+        rows = [r for r in rows if r.get("state") == "PENDING"]
+    try:
+        if opts.get("Format"):
+            specs = squeue_fmt.parse_format_long(str(opts["Format"]))
+        else:
+            default = (
+                squeue_fmt.START_FORMAT
+                if start
+                else (squeue_fmt.LONG_FORMAT if opts.get("long") else squeue_fmt.DEFAULT_FORMAT)
+            )
+            specs = squeue_fmt.parse_format(str(opts.get("format") or default))
+        sort = opts.get("sort") or (squeue_fmt.START_SORT if start else None)
+        ordered = squeue_fmt.sort_jobs(rows, str(sort) if sort else None, now=now)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    lines = squeue_fmt.format_jobs(ordered, specs, now=now, header=not opts.get("noheader"))
+    if opts.get("long"):
+        lines.insert(0, timefmt.date_line(now))
+    return "".join(line + "\n" for line in lines)
 
 
 def main(prog: str = "squeue", *, slurm: bool = True) -> None:

@@ -27,13 +27,18 @@ def test_quick_run_reports_every_benchmark(
         "turn_switch",
         "idle",
         "scale",
+        "startup",
     ):
         assert name in results, name
     assert results["dispatch"]["n"] == 5 and results["end_to_end"]["n"] == 40
     assert results["submit"]["jobs_per_s"] > 0
     assert all(s["running"] == s["nodes"] * 8 for s in results["scale"])
+    venv = results["startup"]["commands"]["venv"]
+    assert venv["python_isolated"]["n"] == 3 and venv["mgpu_sbatch"]["n"] == 3
+    assert results["startup"]["loop"]["venv"]["jobs_per_s"] > 0
     out = capsys.readouterr().out
     assert "dispatch latency, median" in out and ("PASS" in out or "FAIL" in out)
+    assert "command start-up (ms; median over 3 runs)" in out
     assert (tmp_path / "dispatch_latency.png").stat().st_size > 1000
     assert (tmp_path / "pass_time.png").stat().st_size > 1000
 

@@ -1,6 +1,6 @@
 """build.sh: the PyInstaller bundle, and a real cluster run with nothing but the built binaries.
 
-The bundle is built once for the module (about 10 s), in the repository's own build/ and dist/.
+The bundle is built once for the module (about 15 s), in the repository's own build/ and dist/.
 """
 
 from __future__ import annotations
@@ -37,6 +37,10 @@ TOOLS = (
     "mgpu_queue",
     "mgpu_cancel",
 )
+# Slurm's names: `mgpu_client slurm-commands DIR` links them to the bundle (mgpu_client.slurmcmds).
+SLURM_TOOLS = ("sbatch", "srun", "salloc", "squeue", "scancel", "sacct", "sinfo", "scontrol")
+# Issue 13: the bundle was 93 MB when rich's optional imports pulled in pygments, PIL and numpy.
+MAX_BUNDLE_BYTES = 40 * 2**20
 BUILD_TIMEOUT_S = 540
 CMD_TIMEOUT_S = 60
 START_TIMEOUT_S = 30.0
@@ -139,6 +143,39 @@ def test_dist_layout(bundle: Path) -> None:
         assert os.access(outer, os.X_OK) and os.access(inner, os.X_OK)
 
 
+def _disk_usage(root: Path) -> int:
+    """What ``du`` counts: allocated blocks of every file and directory, links not followed."""
+    total = root.lstat().st_blocks * 512
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            total += (Path(dirpath) / name).lstat().st_blocks * 512
+    return total
+
+
+def test_bundle_size(bundle: Path) -> None:
+    """Only what mgpu uses: no numpy, PIL, matplotlib or pygments (build.sh's exclusions)."""
+    internal = bundle / "mgpu" / "_internal"
+    unwanted = {"numpy", "numpy.libs", "PIL", "pillow.libs", "matplotlib", "pygments"}
+    assert not unwanted & {p.name for p in internal.iterdir()}
+    size = _disk_usage(bundle / "mgpu")
+    assert size <= MAX_BUNDLE_BYTES, f"dist/mgpu is {size / 2**20:.1f} MiB"
+
+
+def test_slurm_commands_link_to_the_bundle(bundle: Path, tmp_path: Path) -> None:
+    """`mgpu_client slurm-commands DIR` from the bundle links Slurm's names to it, and the
+    launcher runs each name's command."""
+    result = run(tool("mgpu_client"), "slurm-commands", str(tmp_path / "bin"))
+    assert result.returncode == 0, result.stderr
+    exe = (bundle / "mgpu" / "mgpu").resolve()
+    for name in SLURM_TOOLS:
+        link = tmp_path / "bin" / name
+        assert link.is_symlink() and link.resolve() == exe, link
+    for name in ("sbatch", "squeue", "scancel", "srun"):
+        result = run(str(tmp_path / "bin" / name), "--help", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"Usage: {name} "), result.stdout
+
+
 def test_launcher_dispatch(bundle: Path, tmp_path: Path) -> None:
     exe = str(bundle / "mgpu" / "mgpu")
     # The tool is argv[0]'s basename, through either link, from any directory.
@@ -189,6 +226,8 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stder
         ("mgpu_client", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "ssl"}),
         ("mgpu_master", {"mgpu_server"}, {"mgpu_client", "mgpu_node", "psutil", "cryptography"}),
         ("mgpu_node", {"mgpu_node"}, {"mgpu_client", "mgpu_server"}),
+        ("sbatch", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil", "click"}),
+        ("scancel", {"mgpu_client"}, {"mgpu_server", "mgpu_node", "asyncio", "psutil", "click"}),
     ],
 )
 def test_launcher_imports_only_the_chosen_tool(
@@ -261,6 +300,20 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
 
     wait_for(completed, 30, f"job {job_id} to complete")
     assert (work / f"mgpu-{job_id}.out").read_text() == "batch-ok\n"
+
+    # Slurm's sbatch, through a link that `mgpu_client slurm-commands` made, as a Slurm user
+    # runs it (the master from the environment).
+    result = run(tool("mgpu_client"), "slurm-commands", str(tmp_path / "slurm"))
+    assert result.returncode == 0, result.stderr
+    result = run(
+        str(tmp_path / "slurm" / "sbatch"),
+        "--wrap",
+        "true",
+        cwd=work,
+        env_extra={"MGPU_MASTER": cluster.socket_address},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Submitted batch job "), result.stdout
 
     # Over TLS with a token (ssl, hashlib and hmac bundled although the client imports them
     # lazily).

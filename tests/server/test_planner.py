@@ -109,6 +109,7 @@ def reference_plan(
                 job.mem_bytes,
                 name,
                 job.exclusive,
+                job.gpu_type if job.gpus else "",
             )
     return result
 

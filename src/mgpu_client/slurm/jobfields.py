@@ -69,11 +69,15 @@ def time_used(job: Row, now: float) -> int:
 
 
 def start_time(job: Row) -> float:
-    """The start, or for a pending job the expected start (0: unknown), as Slurm keeps its
-    ``start_time``."""
+    """The start as Slurm keeps its ``start_time``: for a pending job the expected start
+    (0: unknown); for a job that ended without starting (cancelled while pending), its end,
+    as slurmctld's job_signal sets both to the cancel time."""
     if job_state(job) == "PENDING":
         return number(job, "expected_start")
-    return number(job, "start_time")
+    start = number(job, "start_time")
+    if not start and job_state(job) not in ACTIVE_STATES:
+        return number(job, "end_time")
+    return start
 
 
 def end_time(job: Row) -> float | None:

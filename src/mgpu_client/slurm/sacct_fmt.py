@@ -9,6 +9,7 @@ its width, negative for a left-justified column (JobID's default ``-12``).
 
 from __future__ import annotations
 
+from mgpu_client.slurm import jobfields as jf
 from mgpu_client.slurm import timefmt as tf
 from mgpu_client.slurm.common import (
     gid_of,
@@ -157,6 +158,12 @@ def _elapsed(job: Row, step: Row | None, now: float) -> int:
     return max(0, int(end) - int(start))
 
 
+def _start(job: Row) -> float:
+    """A job's Start: unknown while pending (the database has no estimate); the cancel time
+    for a job cancelled while pending, as slurmctld records it."""
+    return 0.0 if job_state(job) == "PENDING" else jf.start_time(job)
+
+
 def _cpus(job: Row, step: Row | None) -> int:
     """AllocCPUS: a job's CPUs once allocated (0 while pending, as in sacct)."""
     return integer(job, "cpus") if step is not None or has_started(job) else 0
@@ -200,6 +207,10 @@ def _text_field(key: str) -> Getter:
     return _job_only(lambda job, now: text(job, key) or None)
 
 
+def _number_or_none(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def _step_tres(job: Row) -> list[str]:
     return job_tres(job, billing=False)
 
@@ -225,8 +236,7 @@ GETTERS: dict[str, Getter] = {
     "ExitCode": lambda j, s, now: tf.exit_code(
         (j if s is None else s).get("exit_code"), (j if s is None else s).get("signal"), sacct=True
     ),
-    "GID": _job_only(lambda j, now: None if gid_of(text(j, "user")) is None
-                     else str(gid_of(text(j, "user")))),
+    "GID": _job_only(lambda j, now: _number_or_none(gid_of(text(j, "user")))),
     "Group": _job_only(lambda j, now: group_name(gid_of(text(j, "user"))) or None),
     "JobID": lambda j, s, now: _job_id(j, s, raw=False),
     "JobIDRaw": lambda j, s, now: _job_id(j, s, raw=True),
@@ -243,7 +253,7 @@ GETTERS: dict[str, Getter] = {
     "ReqMem": _job_only(lambda j, now: tf.memory(integer(j, "mem_bytes"))),
     "ReqNodes": lambda j, s, now: "1",
     "ReqTRES": _job_only(lambda j, now: sorted_tres(job_tres(j))),
-    "Start": lambda j, s, now: tf.timestamp(number(j if s is None else s, "start_time")),
+    "Start": lambda j, s, now: tf.timestamp(_start(j) if s is None else number(s, "start_time")),
     "StdErr": _text_field("stderr_path"),
     "StdOut": _text_field("stdout_path"),
     "Submit": lambda j, s, now: tf.timestamp(
@@ -254,12 +264,11 @@ GETTERS: dict[str, Getter] = {
     "Timelimit": _job_only(lambda j, now: tf.limit(number(j, "time_limit_s"))),
     "TimelimitRaw": _job_only(lambda j, now: tf.limit_minutes(number(j, "time_limit_s"))),
     "TotalCPU": lambda j, s, now: "00:00:00",
-    "UID": _job_only(lambda j, now: None if uid_of(text(j, "user")) is None
-                     else str(uid_of(text(j, "user")))),
+    "UID": _job_only(lambda j, now: _number_or_none(uid_of(text(j, "user")))),
     "User": _text_field("user"),
     "UserCPU": lambda j, s, now: "00:00:00",
     "WorkDir": _text_field("cwd"),
-}  # fmt: skip
+}
 
 
 # ---------------------------------------------------------------- lines

@@ -77,8 +77,20 @@ def _nodes_aiot(rec: Record) -> tuple[int, int, int, int]:
     return alloc, idle, other, alloc + idle + other
 
 
-def _time(seconds: float, unset: str) -> str:
-    return unset if not seconds else tf.clock(seconds, check=False)
+def _max_time(part: Row) -> str:
+    """print.c _print_time: ``infinite`` for no limit (mgpu's 0)."""
+    seconds = integer(part, "max_time_s")
+    return tf.clock(seconds, check=False) if seconds else "infinite"
+
+
+def _default_time(part: Row) -> str:
+    """print.c _print_default_time: ``n/a`` when the partition sets none."""
+    seconds = integer(part, "default_time_s")
+    return tf.clock(seconds, check=False) if seconds else "n/a"
+
+
+def _groups(part: Row) -> str:
+    return ",".join(part.get("allowed_groups") or ()) or "all"
 
 
 def _same(value: str) -> Callable[[Record], str]:
@@ -99,17 +111,14 @@ FIELDS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "E": ("REASON", lambda r: ns.reason(_first(r)) or "none"),
     "f": ("AVAIL_FEATURES", _same(NULL)),
     "F": ("NODES(A/I/O/T)", lambda r: "{}/{}/{}/{}".format(*_nodes_aiot(r))),
-    "g": ("GROUPS", lambda r: _part_text(r, lambda p: ",".join(p.get("allowed_groups") or ())
-                                         or "all")),
+    "g": ("GROUPS", lambda r: _part_text(r, _groups)),
     "G": ("GRES", lambda r: ns.node_gres(_first(r))),
     "h": ("OVERSUBSCRIBE", lambda r: _part_text(r, lambda p: "NO")),
     "H": ("TIMESTAMP", _same("Unknown")),
     "i": ("RESERVATION", _same("")),
     "I": ("PRIO_JOB_FACTOR", _same("1")),
-    "l": ("TIMELIMIT", lambda r: _part_text(r, lambda p: _time(
-        integer(p, "max_time_s"), "infinite"))),
-    "L": ("DEFAULTTIME", lambda r: _part_text(r, lambda p: _time(
-        integer(p, "default_time_s"), "n/a"))),
+    "l": ("TIMELIMIT", lambda r: _part_text(r, _max_time)),
+    "L": ("DEFAULTTIME", lambda r: _part_text(r, _default_time)),
     "m": ("MEMORY", lambda r: _min_max(r, lambda n: megabytes(integer(n, "mem_bytes")))),
     "M": ("PREEMPT_MODE", _same("OFF")),
     "n": ("HOSTNAMES", lambda r: compress_hostlist(text(n, "hostname") for n in r.nodes)),
@@ -138,7 +147,7 @@ FIELDS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "extra": ("EXTRA", _same(NULL)),
     "gresused": ("GRES_USED", lambda r: ns.node_gres_used(_first(r))),
     "statecomplete": ("STATECOMPLETE", lambda r: _state(r, ns.state_complete)),
-}  # fmt: skip
+}
 
 # opts.c fmt_data: -O names -> keys.
 NAMES: dict[str, str] = {

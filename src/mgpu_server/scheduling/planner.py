@@ -313,6 +313,7 @@ class Planner:
             job.mem_bytes,
             partition,
             job.exclusive,
+            job.gpu_type if job.gpus else "",
         )
         self._unorder(self._free[node_id])
         self._reserved_changes += 1

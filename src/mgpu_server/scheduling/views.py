@@ -87,6 +87,7 @@ class Reservation:
     mem_bytes: int
     partition: str = ""
     exclusive: bool = False  # the node is held whole from start_s
+    gpu_type: str = ""  # its GPUs are of this type ("": any)
 
 
 @dataclass(slots=True)
@@ -181,9 +182,20 @@ def compatible(job: PendingJob, node: NodeView, res: Reservation | None, now: fl
     # Unknown start: protect what is free now; else count what will have ended by then.
     rel = (0, 0, 0) if res.start_s == INF else released_by(node, res.start_s)
     return (
-        len(node.free_gpus) - job.gpus + rel[0] >= res.gpus
+        _gpus_left(job, node, res.gpu_type) + rel[0] >= res.gpus
         and node.free_cpus - job.cpus + rel[1] >= res.cpus
         and node.free_mem_bytes - job.mem_bytes + rel[2] >= res.mem_bytes
+    )
+
+
+def _gpus_left(job: PendingJob, node: NodeView, gpu_type: str) -> int:
+    """The node's free GPUs (of ``gpu_type``, if not "") once ``job`` took its own."""
+    if not gpu_type:
+        return len(node.free_gpus) - job.gpus
+    models = node.gpu_models
+    taken = set(usable_gpus(job, node)[: job.gpus])
+    return sum(
+        1 for i in node.free_gpus if i not in taken and i < len(models) and models[i] == gpu_type
     )
 
 

@@ -6,10 +6,10 @@ with it at every moment: the pending queue (PENDING jobs, in priority order or p
 running totals (RUNNING jobs: per-user loads, what each node frees and when), the nodes'
 allocations (which GPUs each RUNNING job holds), the dependency index, fair-share usage, the
 turn queue's grants, the running job steps, the store (what the next commit writes) and the
-outbox (what leaves after it). Each verb below moves one job and updates all of them together, so no caller writes an
-index by hand and none can forget one: a property test (tests/server/test_lifecycle_properties)
-drives random sequences of verbs, failed commits included, and recounts every index after
-each step.
+outbox (what leaves after it). Each verb below moves one job and updates all of them
+together, so no caller writes an index by hand and none can forget one: a property test
+(tests/server/test_lifecycle_properties) drives random sequences of verbs, failed commits
+included, and recounts every index after each step.
 
 The verbs: :meth:`submit`, :meth:`start`, :meth:`finish`, :meth:`requeue` (and
 :meth:`node_lost`, :meth:`exited`, :meth:`cancel`, which pick one of those), the pending-side

@@ -98,6 +98,7 @@ class Submission:
         self.check(spec, new=True)
         job = Job(job_id=0, user=user, spec=spec, submit_time=now)
         job.dependency = self._canonical_dependency(spec) if spec.dependency else None
+        job.hold = Hold.USER if spec.hold else Hold.NONE
         if spec.array:
             _parse_array(spec.array)
         return job

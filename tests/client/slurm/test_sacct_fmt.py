@@ -86,6 +86,16 @@ def test_steps_of_an_interactive_job_and_pending_jobs() -> None:
     ]
 
 
+def test_job_cancelled_while_pending() -> None:
+    # slurmctld's job_signal sets a pending job's start and end to the cancel time; it got
+    # no CPUs and no node, and has no batch step.
+    cancelled = job(state="CANCELLED", cancelled_by="root", start_time=0, end_time=T0 + 5)
+    spec = "jobid,state,alloccpus,start,end,elapsed,nodelist"
+    assert lines([cancelled], spec, parsable=2, header=False) == [
+        "12345|CANCELLED by 0|0|2023-11-14T22:13:25|2023-11-14T22:13:25|00:00:00|None assigned"
+    ]
+
+
 def test_array_task_ids() -> None:
     task = job(job_id=121, array_job_id=120, array_task_id=3)
     assert lines([task], "jobid,jobidraw", header=False) == [

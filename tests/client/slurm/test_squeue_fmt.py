@@ -213,3 +213,21 @@ def test_missing_keys_from_an_older_master() -> None:
     assert sq.format_jobs([old], sq.parse_format(sq.DEFAULT_FORMAT), now=NOW)[1] == (
         "                 7    (null)        x        u PD       0:00      1 (Priority)"
     )
+
+
+def test_user_and_group_ids() -> None:
+    assert lines([job(user="root")], "%u|%U|%G|%g", header=False) == ["root|0|0|root"]
+    stranger = job(user="no-such-user-mgpu-test")
+    assert lines([stranger], "%U|%G|%g", header=False) == ["(null)|(null)|(null)"]
+
+
+def test_name_only_fields() -> None:
+    started = job(submit_time=T0 - 60, restart_count=2, stdout_path="", cwd="/w", ntasks=2,
+                  cpus=8, exit_code=3)  # fmt: skip
+    specs = sq.parse_format_long(
+        "PendingTime:0|,RestartCnt:0|,StdOut:0|,StdIn:0|,NumTasks:0|,cpus-per-task:0|,"
+        "BatchFlag:0|,exit_code:0|,tres-alloc:0"
+    )
+    assert sq.format_jobs([started], specs, now=NOW, header=False) == [
+        "60|2|/w/slurm-%j.out|/dev/null|2|4|1|3:0|cpu=8,node=1,billing=8"
+    ]
