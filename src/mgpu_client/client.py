@@ -7,7 +7,6 @@ pays for its imports at every start.
 from __future__ import annotations
 
 import os
-from collections import deque
 
 from mgpu_core.config import Address, client_addresses, parse_address
 from mgpu_core.conn import BlockingConnection
@@ -74,7 +73,7 @@ class Client:
         self.timeout_s = timeout_s
         self._conn = BlockingConnection.connect(address, timeout_s=timeout_s)
         self._next_id = 1
-        self._events: deque[Message] = deque()
+        self._events: list[Message] = []  # no deque: collections' import costs start-up
         try:
             hello = self._hello(user or current_user(), token)
         except BaseException:
@@ -162,7 +161,7 @@ class Client:
     def next_event(self, timeout_s: float | None = None) -> Message:
         """The next pushed job event (``TimeoutError`` if none arrives in time)."""
         if self._events:
-            return self._events.popleft()
+            return self._events.pop(0)
         while True:
             msg = self._conn.recv(timeout_s)
             if msg["t"] in EVENT_TYPES:
@@ -195,6 +194,8 @@ class Client:
         """Submit pipelined: up to ``window`` requests in flight, so one connection is not
         bound by round trips and the master commits each burst once (group commit). The ids
         come back in order; the first refused submission raises (later ones may be stored)."""
+        from collections import deque
+
         from mgpu_core.models import SubmitRequest
 
         ids: list[int] = []

@@ -3,8 +3,8 @@ reconnects, Ctrl-C), shared by ``mgpu_srun`` (both of its paths) and ``mgpu_clie
 
 from __future__ import annotations
 
-import contextlib
-import signal
+# _signal, not signal: the signal module's enums cost every srun ~1 ms of start-up.
+import _signal as signal  # type: ignore[import-not-found]
 import sys
 import time
 
@@ -202,10 +202,13 @@ class Follower:
         except KeyboardInterrupt:
             say(f"{self.prog}: interrupted: cancelling job {self.job_id}")
         except Detach:
-            return EXIT_SIGNAL_BASE + signal.SIGHUP
+            return EXIT_SIGNAL_BASE + int(signal.SIGHUP)
         self.client.cancel([self.job_id])
-        with contextlib.suppress(KeyboardInterrupt, TimeoutError, ConnectionClosed, Behind):
+        # Not contextlib.suppress: contextlib's import costs every srun start-up time.
+        try:  # noqa: SIM105
             self._stream(CANCEL_WAIT_S)
+        except (KeyboardInterrupt, TimeoutError, ConnectionClosed, Behind):
+            pass  # the cancel was sent; its confirmation is not worth waiting longer for
         return EXIT_INTERRUPTED
 
 

@@ -85,7 +85,9 @@ def _send(job: dict[str, Any], opts: dict[str, Any], prog: str) -> int:
     with connect(opts.get("master")) as client:
         if opts.get("test_only"):
             return _test_only(client.submit_job(job, test_only=True), prog)
-        job_id = int(client.submit_job(job)["job_id"])
+        # --wait follows the job's events, which only a connection watching it gets: the
+        # submit itself starts the watch, so that not even a job ending at once is missed.
+        job_id = int(client.submit_job(job, attach=bool(opts.get("wait")))["job_id"])
         sys.stdout.write(
             f"{job_id}\n" if opts.get("parsable") else f"Submitted batch job {job_id}\n"
         )

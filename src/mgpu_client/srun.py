@@ -35,6 +35,13 @@ def help_text(prog: str) -> str:
     return render_help(prog, USAGE, SUMMARY, [*options, SRUN_WAIT])
 
 
+def _in_a_job() -> bool:
+    """Whether this srun runs inside a job or an allocation (its tasks are then a step)."""
+    import os
+
+    return bool(os.environ.get("MGPU_JOB_ID") or os.environ.get("MGPU_ALLOCATION"))
+
+
 def run(argv: list[str], prog: str, *, slurm: bool) -> int:
     if argv and argv[0] in ("-h", "--help", "--usage"):
         sys.stdout.write(help_text(prog))
@@ -47,11 +54,12 @@ def run(argv: list[str], prog: str, *, slurm: bool) -> int:
             warn(prog, line)
     if not command:
         raise UsageError("give a command to run")
-    from mgpu_client.steps import allocation_job_id, run_step
+    if opts.get("jobid") is not None or _in_a_job():
+        from mgpu_client.steps import allocation_job_id, run_step
 
-    in_job = allocation_job_id(opts)
-    if in_job is not None:
-        return run_step(in_job, command, opts, prog)
+        in_job = allocation_job_id(opts)
+        if in_job is not None:
+            return run_step(in_job, command, opts, prog)
     if opts.get("pty") is not None:
         raise UsageError(
             "--pty is supported inside a job only (srun --pty in salloc's shell): mgpu does "

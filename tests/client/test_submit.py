@@ -25,15 +25,21 @@ class FakeClient:
         self.seen = seen
         self.reply = reply
 
-    def submit_job(self, job: dict[str, Any], *, test_only: bool = False) -> dict[str, Any]:
-        self.seen.append({**job, "test_only": test_only})
+    def submit_job(
+        self, job: dict[str, Any], *, attach: bool = False, test_only: bool = False
+    ) -> dict[str, Any]:
+        self.seen.append({**job, "test_only": test_only, "attach": attach})
         return self.reply
+
+    def close(self) -> None:
+        pass
 
 
 def fake_master(
     monkeypatch: pytest.MonkeyPatch, reply: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """What the job commands submit from now on (each job with a ``test_only`` key added)."""
+    """What the job commands submit from now on (each job with the request's ``test_only``
+    and ``attach`` added)."""
     seen: list[dict[str, Any]] = []
 
     @contextmanager
@@ -52,7 +58,7 @@ def via_main(argv: list[str]) -> None:
 
 
 def spec(job: dict[str, Any]) -> JobSpec:
-    job = {k: v for k, v in job.items() if k != "test_only"}
+    job = {k: v for k, v in job.items() if k not in ("test_only", "attach")}
     return JobSpec.from_wire(JobSpec.SCHEMA.check(job, "job"))
 
 
@@ -83,7 +89,7 @@ def test_submit_is_sbatch_wrap(
     job = spec(wrapped)
     assert job.script == f"#!/bin/sh\n{line}\n" and job.argv == []
     assert job.name == ("train" if "-J" in options else WRAP_JOB_NAME)
-    assert not wrapped["test_only"] and not job.interactive
+    assert not wrapped["test_only"] and not wrapped["attach"] and not job.interactive
     out = capsys.readouterr().out
     assert out == ("7\n7\n" if "--parsable" in options else "Submitted batch job 7\n" * 2)
 
@@ -134,6 +140,28 @@ def test_the_command_line_wins_over_the_scripts_directives(
         "sbatch: warning: --mail-type is ignored: mgpu sends no mail (notifications are not "
         "built yet)"
     ]
+
+
+def test_wait_watches_the_job_from_its_submit_and_exits_with_its_code(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seen = fake_master(monkeypatch)
+    followed: list[int] = []
+
+    class Follower:
+        def __init__(self, client: FakeClient, job_id: int, prog: str) -> None:
+            self.client = client
+            followed.append(job_id)
+
+        def follow(self) -> int:
+            # Only a connection that watches the job gets its end: the submit must start the
+            # watch (a job may end before any later request could).
+            assert seen[-1]["attach"]
+            return 3
+
+    monkeypatch.setattr("mgpu_client.follow.Follower", Follower)
+    assert sbatch.submit(["--wait", "--wrap", "exit 3"], "sbatch", slurm=True) == 3
+    assert followed == [7] and capsys.readouterr().out == "Submitted batch job 7\n"
 
 
 def test_test_only_submits_nothing_and_says_when(

@@ -118,7 +118,7 @@ class Cluster(launch.ProcessCluster):
     def start_node(
         self,
         node_id: str,
-        gpus: int = 2,
+        gpus: int | None = 2,
         *extra: str,
         wait: bool = True,
         stop_jobs_on_exit: bool = True,
@@ -127,7 +127,8 @@ class Cluster(launch.ProcessCluster):
     ) -> None:
         """Start an agent; by default it kills its jobs when stopped, so tests leak nothing,
         and runs every job as the test's own user, root included (``jobs_as_agent=False``:
-        the agent's defaults, jobs run as their submitters)."""
+        the agent's defaults, jobs run as their submitters). ``gpus`` None: no --gpu-count
+        (the GPUs come from ``extra``, e.g. ``--fake-gpus h100*2``)."""
         options = [
             *(["--stop-jobs-on-exit"] if stop_jobs_on_exit else []),
             *("--heartbeat-interval", "0.5"),

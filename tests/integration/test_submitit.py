@@ -10,6 +10,7 @@ running job, and 2 tasks of one job through an ``srun`` step.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,7 +94,8 @@ def test_a_raising_job_fails_with_its_exception(slurm_cluster: Path) -> None:
     job = _executor(slurm_cluster).submit(_fail)
     with pytest.raises(submitit.core.utils.FailedJobError, match="deliberate failure"):
         job.result()
-    assert job.state in ("FAILED", "COMPLETED")  # submitit's own process exits 1 or 0
+    # The result file is written before the job's process ends; sacct then says FAILED.
+    wait_for(lambda: job.state == "FAILED", timeout_s=60, what="sacct's FAILED")
 
 
 def test_cancelling_a_running_job(slurm_cluster: Path, cluster: Cluster) -> None:
@@ -107,6 +109,7 @@ def test_cancelling_a_running_job(slurm_cluster: Path, cluster: Cluster) -> None
 def test_two_tasks_through_an_srun_step(slurm_cluster: Path, cluster: Cluster) -> None:
     job = _executor(slurm_cluster, ntasks_per_node=2).submit(_rank)
     assert job.results() == [0, 1]
-    steps = cluster.cli("sacct", "-j", job.job_id, "-P", "-n", "-o", "JobID,State", check=True)
+    sacct = ["sacct", "-j", job.job_id, "-P", "-n", "-o", "JobID,State"]
+    steps = subprocess.run(sacct, capture_output=True, text=True, timeout=60, check=True)
     ids = [line.split("|")[0] for line in steps.stdout.splitlines()]
     assert f"{job.job_id}.batch" in ids and f"{job.job_id}.0" in ids

@@ -94,7 +94,7 @@ nodes = "ALL"
     assert batch.nodes == frozenset({"gpu01", "gpu02", "gpu03", "gpu04", "big1"})
     assert (batch.max_time_s, batch.default_time_s, batch.priority_tier) == (2 * DAY_S, 3600, 3)
     assert batch.allowed_qos == frozenset({"long"})
-    assert batch.allowed_users == {"alice"} and batch.allowed_groups == {"lab"}
+    assert (batch.allowed_users, batch.allowed_groups) == (frozenset({"alice"}), frozenset({"lab"}))
     assert every.nodes is None and every.has("anything")
 
 

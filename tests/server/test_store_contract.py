@@ -51,6 +51,7 @@ def full_job(job_id: int) -> Job:
     job.cancel_requested = True
     job.output_bytes = 12345
     job.cancelled_by = "carol"
+    job.partition = "long"
     return job
 
 
@@ -223,6 +224,7 @@ def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: 
         assert (job.job_id, job.user, job.state, job.exit_code) == (4, "bob", JobState.COMPLETED, 0)
         assert job.output_bytes is None and job.restart_count == 0 and job.hold is Hold.NONE
         assert job.cancelled_by == "" and store.load_steps() == []
+        assert job.partition == ""
         store.put_job(job)
         store.put_step(Step(4, 0, "s", 1, start_time=2.5))
         store.commit()  # the migrated tables take every current column
