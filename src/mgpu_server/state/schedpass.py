@@ -94,10 +94,13 @@ class SchedulingPass:
             self._node_views(), now=now, loads=self.running.loads(), reserve=not self.turns.enabled
         )
         priorities = self.priorities_at(now)
-        mine = priorities.of(job)
+        tier_of = self.policy.partitions.tier_of
+        mine = (tier_of(job.spec.partition), priorities.of(job))
         ahead = 0
         for other in self.pending.ordered(now, priorities.fairshare):
-            if other.priority < mine or ahead >= self.policy.queue_depth:
+            if (tier_of(other.spec.partition), other.priority) < mine:
+                break
+            if ahead >= self.policy.queue_depth:
                 break
             view = self._pending_view(other)
             if view is not None and self.lifecycle.refusal(other) is None:
