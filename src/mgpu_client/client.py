@@ -248,7 +248,7 @@ class Client:
 
 def connect(master: str | None) -> Client:
     """A session with the first reachable of the addresses the client may use (``--master``).
-    A malformed ``--master`` is a usage error, on the quick paths as on click's."""
+    A malformed ``--master`` is a usage error."""
     if master is not None:
         try:
             parse_address(master)

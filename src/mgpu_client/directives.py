@@ -12,7 +12,7 @@ from mgpu_core.text import printable
 
 DIRECTIVE_PREFIXES = ("#SBATCH", "#MGPU")
 # No option value is longer than an argument may be; and a script's options are a few dozen
-# words, which click parses at ~40 us each.
+# words, not thousands.
 MAX_DIRECTIVE_LEN = MAX_ARG_LEN
 MAX_DIRECTIVE_WORDS = 1024
 

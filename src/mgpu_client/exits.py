@@ -1,5 +1,5 @@
-"""The one-line error rule and its exit codes (mgpu_core.exitcodes), without click: the quick
-srun and queue paths use it too."""
+"""The one-line error rule and its exit codes (mgpu_core.exitcodes), without click: the job
+and Slurm commands, which do not import click, use it as the click verbs do."""
 
 from __future__ import annotations
 

@@ -214,11 +214,11 @@ class Follower:
 
 def submit_and_follow(client: Client, job: dict[str, Any], prog: str) -> int:
     """Submit ``job`` (a wire job spec) attached and follow it to its end: srun's exit status.
-    Both of mgpu_srun's paths (quick.py and srun.py's click command) end here."""
+    srun (outside a job) and mgpu_client run end here."""
     try:
         # SubmitRequest's wire form, spelled out: loading the records (mgpu_core.models, with
-        # dataclasses) would cost the quick path ~10 ms of its ~35. tests/client/test_quick.py
-        # checks the two paths' jobs against JobSpec's schema.
+        # dataclasses) would cost srun ~5 ms of start-up. tests/client/test_quick.py checks the
+        # jobs it builds against JobSpec's schema.
         job_id = int(client.request("submit", job=job, attach=True)["job_id"])
         follower = Follower(client, job_id, prog)
         code = follower.run()

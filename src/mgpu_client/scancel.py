@@ -49,6 +49,7 @@ OPTIONS = (
 # fmt: on
 TABLE = index(OPTIONS)
 ACTIVE = ["PENDING", "RUNNING"]
+MAX_ID = 2**53  # mgpu_core.limits.JOB_ID's bound
 
 
 def _signal_number(text: str) -> int:
@@ -69,17 +70,16 @@ def _signal_number(text: str) -> int:
 def _refs(args: list[str]) -> list[int | str]:
     """Job ids as the wire takes them: 12, "12_3"; "12_[1-3]" is its tasks; "12.0" (a step)
     is its job (steps end with their job)."""
-    from mgpu_core.arrays import parse_array, parse_job_ref
-
     refs: list[int | str] = []
     for arg in args:
         for item in arg.split(","):
             text = item.strip().split(".")[0]
             job, _, task = text.partition("_")
-            try:  # digits, and within the wire's bounds (2**53; int() refuses 4,300 digits)
-                parse_job_ref(job if task.startswith("[") else text)
-            except ValueError:
-                raise UsageError(f"Invalid job id {item}") from None
+            # ASCII digits within the wire's bounds: int() raises on 4,300 digits, and on "²".
+            if not (job.isascii() and job.isdigit() and len(job) <= 16 and 0 < int(job) <= MAX_ID):
+                raise UsageError(f"Invalid job id {item}")
+            if task and not task.startswith("[") and not (task.isascii() and len(task) <= 7):
+                raise UsageError(f"Invalid job id {item}")
             if not task:
                 refs.append(int(job))
             elif task.startswith("[") and task.endswith("]"):

@@ -3,7 +3,7 @@
 A job name, a node id, a reason or a command line comes from a user or a peer; printed raw, an
 escape sequence in it can rewrite what the terminal shows (hide a line, fake a state, retitle
 the window), and a newline can fake a table row. The client commands print such text through
-:func:`escape_controls`. Cheap to import: the quick mgpu_queue and srun paths load it.
+:func:`escape_controls`. Cheap to import: every client command loads it.
 """
 
 from __future__ import annotations

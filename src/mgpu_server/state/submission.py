@@ -7,7 +7,7 @@ jobs enter the state through the lifecycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from mgpu_core.arrays import ArraySpec, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
@@ -139,50 +139,50 @@ class Submission:
 
     def _check_nodes(self, spec: JobSpec, partitions: Sequence[Partition]) -> None:
         """Some registered node the job may use could hold it, idle (none registered in its
-        partitions yet: it waits for one)."""
-        in_partitions = [n for n in self._partition_nodes(partitions) if n.node_id in self.nodes]
-        if spec.nodelist:
-            chosen = set(spec.nodelist)
-            in_partitions = [n for n in in_partitions if n.node_id in chosen]
-            if not in_partitions:
+        partitions yet: it waits for one). Against the nodes' configured sizes: a GPU that is
+        down for now does not make a request impossible, only pending. The walk stops at the
+        first node that could: a submit costs O(nodes) only when it is refused."""
+        typed = spec.gpu_type if spec.gpus else ""
+        excluded = set(spec.exclude)
+        registered = False
+        for node in self._nodes_of(spec, partitions):
+            registered = True
+            if node.node_id not in excluded and _holds(node, spec, typed):
+                return
+        if not registered:
+            if spec.nodelist:
                 raise InvalidRequest(
                     f"requested node configuration is not available: "
                     f"{', '.join(spec.nodelist[:5])} not in partition {spec.partition}"
                 )
-        if not in_partitions:
             return  # no node of its partitions has registered yet: the job waits for one
-        excluded = set(spec.exclude)
-        candidates = [n for n in in_partitions if n.node_id not in excluded]
+        candidates = [n for n in self._nodes_of(spec, partitions) if n.node_id not in excluded]
         if not candidates:
             raise InvalidRequest(
                 f"requested node configuration is not available: every node of partition "
                 f"{spec.partition} it may use is excluded"
             )
-        # Against the nodes' configured sizes: a GPU that is down for now does not make a
-        # request impossible, only pending.
-        typed = spec.gpu_type if spec.gpus else ""
+        most = max(_gpus_of(n, typed) for n in candidates)
+        cpus = max(n.cpus for n in candidates)
+        kind = f"{typed} GPUs" if typed else "GPUs"
+        raise InvalidRequest(
+            f"requested node configuration is not available: {spec.gpus} {kind}, "
+            f"{spec.cpus} CPUs asked; largest node has {most} {kind}, {cpus} CPUs"
+        )
 
-        def gpus_of(node: NodeRecord) -> int:
-            return node.model_counts.get(typed, 0) if typed else len(node.gpus)
-
-        if not any(
-            spec.gpus <= gpus_of(n) and spec.cpus <= n.cpus and spec.mem_bytes <= n.mem_bytes
-            for n in candidates
-        ):
-            most = max(gpus_of(n) for n in candidates)
-            cpus = max(n.cpus for n in candidates)
-            kind = f"{typed} GPUs" if typed else "GPUs"
-            raise InvalidRequest(
-                f"requested node configuration is not available: {spec.gpus} {kind}, "
-                f"{spec.cpus} CPUs asked; largest node has {most} {kind}, {cpus} CPUs"
-            )
-
-    def _partition_nodes(self, partitions: Sequence[Partition]) -> list[NodeRecord]:
-        """The registered nodes of these partitions, each once."""
-        if any(p.nodes is None for p in partitions):
-            return list(self.nodes.values())
-        names = {n for p in partitions for n in p.nodes or ()}
-        return [self.nodes[n] for n in sorted(names) if n in self.nodes]
+    def _nodes_of(self, spec: JobSpec, partitions: Sequence[Partition]) -> Iterator[NodeRecord]:
+        """The registered nodes of the job's partitions (of its node list, if it has one),
+        each once."""
+        nodes = self.nodes
+        if spec.nodelist:
+            for name in dict.fromkeys(spec.nodelist):
+                if name in nodes and any(p.has(name) for p in partitions):
+                    yield nodes[name]
+        elif any(p.nodes is None for p in partitions):
+            yield from nodes.values()
+        else:
+            names = {n for p in partitions for n in p.nodes or ()}
+            yield from (nodes[n] for n in sorted(names) if n in nodes)
 
     def _apply_qos(self, spec: JobSpec, partitions: Sequence[Partition]) -> None:
         """Reject what the QoS or every partition can never allow; give an unlimited job its
@@ -251,6 +251,20 @@ class Submission:
             )
         spec.dependency = canonical
         return dependency
+
+
+def _gpus_of(node: NodeRecord, typed: str) -> int:
+    """The node's GPUs (of type ``typed``, if not "")."""
+    return node.model_counts.get(typed, 0) if typed else len(node.gpus)
+
+
+def _holds(node: NodeRecord, spec: JobSpec, typed: str) -> bool:
+    """Whether the node, idle, could hold the job."""
+    return (
+        spec.gpus <= _gpus_of(node, typed)
+        and spec.cpus <= node.cpus
+        and spec.mem_bytes <= node.mem_bytes
+    )
 
 
 def _parse_array(text: str) -> ArraySpec:
