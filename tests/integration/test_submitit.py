@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,7 +40,7 @@ def slurm_cluster(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator
     yield folder
 
 
-def _executor(folder: Path, **params: object) -> submitit.SlurmExecutor:
+def _executor(folder: Path, **params: object) -> Any:
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     executor.update_parameters(time=5, cpus_per_task=1, **params)
     return executor
