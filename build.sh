@@ -71,9 +71,10 @@ pyinstaller_args=(
     # Never imported at run time here, and making room for --debug noarchive below: the pure
     # Python fallbacks of what the C modules provide (_pydecimal), archive formats only
     # reached through shutil's and zipfile's optional imports (bz2, lzma, tarfile),
-    # importlib.metadata with its email and csv (click asks it for a version only when
-    # version_option has none; ours all pass __version__), and typing_extensions (imported
-    # by click and rich only under TYPE_CHECKING or before Python 3.11).
+    # importlib.metadata with the email parser and csv it brings (click asks it for a version
+    # only when version_option has none; ours all pass __version__; cryptography.x509 needs
+    # only email.utils, which stays), and typing_extensions (imported by click and rich only
+    # under TYPE_CHECKING or before Python 3.11).
     --exclude-module _pydecimal
     --exclude-module bz2
     --exclude-module _bz2
@@ -81,7 +82,6 @@ pyinstaller_args=(
     --exclude-module _lzma
     --exclude-module tarfile
     --exclude-module importlib.metadata
-    --exclude-module email
     --exclude-module csv
     --exclude-module typing_extensions
     # The modules as loose .pyc files in _internal/ instead of a compressed archive inside the

@@ -75,6 +75,10 @@ def _parse_long(
             raise UsageError(f"option '{opt.names[-1]}' doesn't allow an argument")
         found.append((opt, True))
     elif opt.takes == OPTIONAL:
+        if not eq and i < len(argv) and argv[i].lstrip("-").isdigit():
+            # "--nice 5000": getopt would take 5000 for the script, which never exists; a
+            # whole number after an option whose value is optional is its value.
+            value, eq, i = argv[i], "=", i + 1
         found.append((opt, value if eq else True))
     else:
         if not eq:

@@ -137,8 +137,11 @@ def test_a_flag_given_a_value_is_refused() -> None:
         (["--nice", "x"], ([("nice", True)], ["x"])),
         (["--nice=5", "x"], ([("nice", "5")], ["x"])),
         (["--nice=-5", "x"], ([("nice", "-5")], ["x"])),
-        # An optional value only ever comes with "=": the next word is the command.
-        (["--nice", "5", "x"], ([("nice", True)], ["5", "x"])),
+        # A whole number after an optional-value option is its value (getopt would take it
+        # for the script: "--nice 5000 job.sh" then fails on a script named 5000).
+        (["--nice", "5", "x"], ([("nice", "5")], ["x"])),
+        (["--nice", "-5", "x"], ([("nice", "-5")], ["x"])),
+        (["--exclusive", "x5", "x"], ([("exclusive", True)], ["x5", "x"])),
         (["-K", "x"], ([("kill_on_bad_exit", True)], ["x"])),
         (["-K1", "x"], ([("kill_on_bad_exit", "1")], ["x"])),
     ],

@@ -5,7 +5,7 @@ and pure questions about it; who may use a partition (its user and group lists) 
 
 A job names the partitions it may run in (``-p a,b``, in the user's order; none: the default
 one). The submission checks the names and the time limit against them; the scheduling pass
-offers the job every listed partition that may run it now (:meth:`Partitions.usable`), the
+offers the job every listed partition that may run it now (:meth:`Partitions.offer`), the
 planner starts it in the first where it can start now, or reserves for it in the one where
 it can start soonest. A node can be in several partitions. A cluster with no partition in its
 config has one, :data:`IMPLICIT_NAME`, holding every node, with no limits.
@@ -20,6 +20,7 @@ from typing import Any
 
 from mgpu_core.errors import InvalidPartition
 from mgpu_core.reasons import Reason
+from mgpu_server.scheduling.views import Choice
 
 IMPLICIT_NAME = "gpu"
 
@@ -85,6 +86,16 @@ class Partition:
 
 
 @dataclass(frozen=True, slots=True)
+class Offer:
+    """The partitions that may run a job now, by the config's rules (:meth:`Partitions.offer`)."""
+
+    partitions: tuple[Partition, ...]
+    reason: Reason  # why none may, when there are none
+    choices: tuple[Choice, ...]  # the planner's view of them
+    restricted: bool  # one of them has an access list
+
+
+@dataclass(frozen=True, slots=True)
 class Partitions:
     """Every partition, in the config's order, and which is the default."""
 
@@ -92,6 +103,7 @@ class Partitions:
     default: str
     # "a,b" -> its partitions, parsed once per distinct text (a pass asks for every job).
     _parsed: dict[str, tuple[Partition, ...]] = field(default_factory=dict, compare=False)
+    _offers: dict[tuple[str, int, str], Offer] = field(default_factory=dict, compare=False)
 
     @classmethod
     def implicit(cls) -> Partitions:
@@ -128,16 +140,30 @@ class Partitions:
         except InvalidPartition:
             return tuple(self.by_name[n] for n in self.names(text) if n in self.by_name)
 
-    def usable(self, text: str, time_limit_s: int, qos: str) -> tuple[list[Partition], Reason]:
-        """The partitions ``text`` names that may run such a job now, and, when there are
-        none, why (the first listed partition's reason)."""
+    def offer(self, text: str, time_limit_s: int, qos: str) -> Offer:
+        """The partitions ``text`` names that may run a job with this limit and QoS now (the
+        config's rules; their access lists are permissions'), and, when there are none, why
+        (the first listed partition's reason). Remembered: a pass asks for every job."""
+        key = (text, time_limit_s, qos)
+        offer = self._offers.get(key)
+        if offer is None:
+            if len(self._offers) >= 4096:  # a bound: the texts come from users
+                self._offers.clear()
+            offer = self._offers[key] = self._offer(text, time_limit_s, qos)
+        return offer
+
+    def _offer(self, text: str, time_limit_s: int, qos: str) -> Offer:
         found = self.known(text)
-        usable = [p for p in found if p.refusal(time_limit_s, qos) is None]
-        if usable or not found:
-            return usable, Reason.PARTITION_CONFIG
-        reason = found[0].refusal(time_limit_s, qos)
-        assert reason is not None
-        return usable, reason
+        usable = tuple(p for p in found if p.refusal(time_limit_s, qos) is None)
+        reason = Reason.PARTITION_CONFIG
+        if found and not usable:
+            reason = found[0].refusal(time_limit_s, qos) or reason
+        return Offer(
+            usable,
+            reason,
+            tuple((p.name, p.nodes) for p in usable),
+            any(p.restricted for p in usable),
+        )
 
     def tier_of(self, text: str) -> int:
         """A job's priority tier: the highest of its partitions' (a job in several is

@@ -181,8 +181,8 @@ class SchedulingPass:
             max_user_jobs=qos.max_jobs_per_user,
             gpu_type=spec.gpu_type,
             exclusive=spec.exclusive,
-            exclude=frozenset(spec.exclude),
-            partitions=tuple((p.name, p.nodes) for p in partitions),
+            exclude=frozenset(spec.exclude) if spec.exclude else _NONE,
+            partitions=partitions,
         )
 
     def _node_views(self) -> list[scheduler.NodeView]:
@@ -193,6 +193,9 @@ class SchedulingPass:
             view.exclusive_end = self.running.exclusive_end(node.node_id)
             views.append(view)
         return views
+
+
+_NONE: frozenset[str] = frozenset()
 
 
 def _known(start_s: float) -> float:

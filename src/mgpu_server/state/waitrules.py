@@ -16,6 +16,7 @@ from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.partitions import Partition
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.scheduling.turns import TurnQueue
+from mgpu_server.scheduling.views import Choice
 from mgpu_server.state.depwait import DependencyIndex
 from mgpu_server.state.table import JobTable
 
@@ -71,19 +72,23 @@ class WaitRules:
         """Why an admin's rule keeps the job from starting now, or None."""
         return self.start_rule(job, self.policy, self.turns.revoked)
 
-    def partitions(self, job: Job) -> tuple[list[Partition], Reason]:
-        """The partitions that may run ``job`` now, in its order, and why none may if so: the
-        config's rules (state, MaxTime, QoS: they change only with a restart, which places
-        every job again), then the access lists."""
+    def partitions(self, job: Job) -> tuple[tuple[Choice, ...], Reason]:
+        """The partitions that may run ``job`` now, in its order, as the planner sees them,
+        and why none may if so: the config's rules (state, MaxTime, QoS: they change only
+        with a restart, which places every job again), then the access lists."""
         spec = job.spec
-        usable, why = self.policy.partitions.usable(
+        offer = self.policy.partitions.offer(
             spec.partition, spec.time_limit_s, spec.qos or self.policy.default_qos
         )
+        if not offer.restricted:
+            return offer.choices, offer.reason
         rule, revoked = self.start_rule, self.turns.revoked
-        admitted = [
-            p for p in usable if not p.restricted or rule(job, self.policy, revoked, p) is None
-        ]
-        return admitted, why if not usable else Reason.PARTITION_CONFIG
+        admitted = tuple(
+            (p.name, p.nodes)
+            for p in offer.partitions
+            if not p.restricted or rule(job, self.policy, revoked, p) is None
+        )
+        return admitted, offer.reason if not offer.partitions else Reason.PARTITION_CONFIG
 
     def reason(self, job: Job, now: float) -> Reason | None:
         """Why the pending ``job`` may not be considered by a pass, or None."""
