@@ -171,7 +171,7 @@ class Runner:
     def once(self, toolset: Toolset, case: Case) -> float | None:
         program = toolset.path(case.program)
         if program is None:  # the floor (python) has no bundle row
-            self.skipped[f"{toolset.name}/{case.key}"] = ""
+            self.skip(toolset, case, "")
             return None
         args = list(case.args)
         held = None

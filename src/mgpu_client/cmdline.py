@@ -8,13 +8,46 @@ the last of a repeated option wins unless the caller collects it. Options come f
 
 from __future__ import annotations
 
-from mgpu_client.optable import FLAG, OPTIONAL, VALUE, Opt
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Any
+
+# What mgpu does with an option (mgpu_client.optable says why for each of Slurm's).
+USE, QUIET, WARN, REFUSE = "use", "quiet", "warn", "refuse"
+
+# Takes: 0 = a flag, 1 = a value, 2 = an optional value (only as --opt=value).
+FLAG, VALUE, OPTIONAL = 0, 1, 2
+
+
+class Opt:
+    """One option: its names ("-n", "--ntasks"), the key it sets, whether it takes a value,
+    the commands that know it, what mgpu does with it (and why, for WARN/REFUSE) and help."""
+
+    __slots__ = ("commands", "dest", "help", "how", "metavar", "names", "takes", "why")
+
+    def __init__(
+        self,
+        names: str,
+        dest: str,
+        takes: int,
+        commands: str,
+        how: str,
+        help: str,
+        *,
+        why: str = "",
+        metavar: str = "",
+    ) -> None:
+        self.names = tuple(names.split())
+        self.dest = dest
+        self.takes = takes
+        self.commands = commands
+        self.how = how
+        self.help = help
+        self.why = why
+        self.metavar = metavar or ("" if takes == FLAG else dest.upper())
 
 
 def index(options: Iterable[Opt]) -> dict[str, Opt]:

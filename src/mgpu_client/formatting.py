@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from mgpu_core.text import escape_controls
 from mgpu_core.units import format_duration, format_size
 
 TYPE_CHECKING = False  # not typing's: importing typing costs mgpu_queue ~3 ms
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import Any
 
 

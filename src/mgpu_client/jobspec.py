@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import os
 
-from mgpu_client.cmdline import number
-from mgpu_client.optable import QUIET, REFUSE, USE, WARN
+from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number
 from mgpu_core.errors import UsageError
 from mgpu_core.text import printable
 
@@ -22,7 +21,7 @@ TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~
 if TYPE_CHECKING:
     from typing import Any
 
-    from mgpu_client.optable import Opt
+    from mgpu_client.cmdline import Opt
 
 # A batch job's stdout when no --output is given (Slurm's slurm-%j.out, slurm-%A_%a.out).
 DEFAULT_OUTPUT = "slurm-%j.out"

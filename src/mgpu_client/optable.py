@@ -14,47 +14,32 @@ What mgpu does with each option of Slurm's man pages (Slurm 23/24) is one of:
   there are none; ``--licenses``: not tracked).
 
 Options a command does not know at all are refused as Slurm refuses them ("unrecognized option").
-Only built-in types here: every client imports this module at start-up.
+Only built-in types here: every job command imports this module at start-up.
 """
 
 from __future__ import annotations
 
-USE, QUIET, WARN, REFUSE = "use", "quiet", "warn", "refuse"
+# The option record and its constants live in cmdline (which every command imports); this
+# module is the job commands' table, which squeue or scancel need not build.
+from mgpu_client.cmdline import (
+    FLAG,
+    OPTIONAL,
+    QUIET,
+    REFUSE,
+    USE,
+    VALUE,
+    WARN,
+    Opt,
+)
+
+__all__ = [  # the table, and its vocabulary re-exported from cmdline
+    "BRA", "FLAG", "JOB_OPTIONS", "OPTIONAL", "QUIET", "REFUSE", "SRUN_WAIT", "USE", "VALUE",
+    "WARN", "A", "B", "Opt", "R", "table_for",
+]  # fmt: skip
+
 # Which commands take an option: b = sbatch, r = srun, a = salloc.
 B, R, A = "b", "r", "a"
 BRA, BA, BR, RA = "bra", "ba", "br", "ra"
-
-# Takes: 0 = a flag, 1 = a value, 2 = an optional value (only as --opt=value).
-FLAG, VALUE, OPTIONAL = 0, 1, 2
-
-
-class Opt:
-    """One option: its names ("-n", "--ntasks"), the key it sets, whether it takes a value,
-    the commands that know it, what mgpu does with it (and why, for WARN/REFUSE) and help."""
-
-    __slots__ = ("commands", "dest", "help", "how", "metavar", "names", "takes", "why")
-
-    def __init__(
-        self,
-        names: str,
-        dest: str,
-        takes: int,
-        commands: str,
-        how: str,
-        help: str,
-        *,
-        why: str = "",
-        metavar: str = "",
-    ) -> None:
-        self.names = tuple(names.split())
-        self.dest = dest
-        self.takes = takes
-        self.commands = commands
-        self.how = how
-        self.help = help
-        self.why = why
-        self.metavar = metavar or ("" if takes == FLAG else dest.upper())
-
 
 _NO_MAIL = "mgpu sends no mail (notifications are not built yet)"
 _NOT_TRACKED = "mgpu does not track it"

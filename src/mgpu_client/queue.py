@@ -12,8 +12,8 @@ import sys
 from mgpu_client.client import connect, current_user
 from mgpu_client.exits import handles_errors
 from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
+from mgpu_client.squeue import STATES
 from mgpu_core.errors import UsageError
-from mgpu_core.states import COMPLETING, COMPLETING_SHORT, JobState
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     import click
 
 PROG = "mgpu_queue"
-_BY_SHORT = {s.short: s.value for s in JobState} | {COMPLETING_SHORT: COMPLETING}
-_NAMES = [*JobState.__members__, COMPLETING]
+# Slurm's codes and names (squeue's table; mgpu_core.states' enum would cost start-up time).
+_BY_SHORT = STATES
+_NAMES = list(STATES.values())
 
 
 def _split(value: str | None) -> list[str]:

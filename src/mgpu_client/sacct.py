@@ -13,9 +13,19 @@ from __future__ import annotations
 import sys
 import time
 
-from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.cmdline import (
+    FLAG,
+    QUIET,
+    USE,
+    VALUE,
+    WARN,
+    Opt,
+    as_dict,
+    index,
+    parse,
+    render_help,
+)
 from mgpu_client.exits import run_command, warn
-from mgpu_client.optable import FLAG, QUIET, USE, VALUE, WARN, Opt
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False

@@ -10,7 +10,6 @@ import sys
 
 from mgpu_client import jobspec
 from mgpu_client.cmdline import parse, render_help
-from mgpu_client.directives import parse_directives, read_script
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, B, table_for
 from mgpu_core.errors import UsageError
@@ -49,6 +48,8 @@ def submit(argv: list[str], prog: str, *, slurm: bool) -> int:
         name = jobspec.WRAP_JOB_NAME
         script, script_args = f"#!/bin/sh\n{given['wrap']}\n", []
     else:
+        from mgpu_client.directives import parse_directives, read_script
+
         path = rest[0] if rest else None
         script, script_args = read_script(path), rest[1:]
         if not script.startswith("#!"):

@@ -10,9 +10,19 @@ from __future__ import annotations
 
 import sys
 
-from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.cmdline import (
+    FLAG,
+    QUIET,
+    USE,
+    VALUE,
+    WARN,
+    Opt,
+    as_dict,
+    index,
+    parse,
+    render_help,
+)
 from mgpu_client.exits import run_command
-from mgpu_client.optable import FLAG, QUIET, USE, VALUE, WARN, Opt
 from mgpu_core.errors import InvalidJobState, UsageError, error_from_wire
 from mgpu_core.text import escape_controls
 

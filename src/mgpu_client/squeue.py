@@ -10,9 +10,20 @@ from __future__ import annotations
 import sys
 import time
 
-from mgpu_client.cmdline import as_dict, index, parse, render_help
+from mgpu_client.cmdline import (
+    FLAG,
+    OPTIONAL,
+    QUIET,
+    USE,
+    VALUE,
+    WARN,
+    Opt,
+    as_dict,
+    index,
+    parse,
+    render_help,
+)
 from mgpu_client.exits import run_command, warn
-from mgpu_client.optable import FLAG, OPTIONAL, QUIET, USE, VALUE, WARN, Opt
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 
 __all__ = [
     "format_duration",
@@ -25,14 +24,15 @@ __all__ = [
 
 _TIME_FORMATS = "use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"
 _NO_LIMIT_WORDS = frozenset({"infinite", "unlimited"})
-_DIGITS_RE = re.compile(r"[0-9]+")
 
 _SIZE_FORMS = (
     "use a number (decimals allowed) with an optional K, M, G or T suffix, "
     "optionally followed by B or iB (binary units), e.g. 512M, 1.5G or 80GiB"
 )
-_SIZE_RE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>[A-Za-z]*)")
-_UNIT_RE = re.compile(r"(?:(?P<prefix>[KMGT])(?:I?B)?|B)?", re.IGNORECASE | re.ASCII)
+# Patterns, not compiled ones: re (with enum and functools) is imported by the parsers that use
+# them, not by every client that formats a duration (re caches what it compiles).
+_SIZE_PATTERN = r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<unit>[A-Za-z]*)"
+_UNIT_PATTERN = r"(?i:(?P<prefix>[KMGT])(?:I?B)?|B)?"
 _SIZE_SUFFIXES = ("B", "K", "M", "G", "T")
 
 _MINUTE = 60
@@ -49,7 +49,7 @@ def _time_error(text: str) -> ValueError:
 
 def _field(value: str, text: str, maximum: int | None = None) -> int:
     """Return ``value`` as an int; it must be ASCII digits and at most ``maximum``."""
-    if not _DIGITS_RE.fullmatch(value):
+    if not (value.isascii() and value.isdigit()):
         raise _time_error(text)
     try:
         number = int(value)
@@ -136,8 +136,8 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}:{secs:02d}"
 
 
-_DURATION_RE = re.compile(r"(?:[0-9]+[dhms])+|[0-9]+", re.ASCII)
-_DURATION_PART_RE = re.compile(r"([0-9]+)([dhms])", re.ASCII)
+_DURATION_PATTERN = r"(?a:(?:[0-9]+[dhms])+|[0-9]+)"
+_DURATION_PART_PATTERN = r"(?a:([0-9]+)([dhms]))"
 _DURATION_UNITS = {"d": _DAY, "h": _HOUR, "m": _MINUTE, "s": 1}
 
 
@@ -149,12 +149,14 @@ def parse_duration_s(text: str) -> int:
     Raises:
         ValueError: for anything else; the one-line message names the text and the forms.
     """
+    import re
+
     body = text.strip().lower()
-    if not _DURATION_RE.fullmatch(body):
+    if not re.fullmatch(_DURATION_PATTERN, body):
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 30m, 1h, 1h30m or 7d")
     if body.isdigit():
         return int(body)
-    return sum(int(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(body))
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in re.findall(_DURATION_PART_PATTERN, body))
 
 
 # --------------------------------------------------------------------------- sizes
@@ -162,7 +164,9 @@ def parse_duration_s(text: str) -> int:
 
 def _unit_power(unit: str) -> int | None:
     """Power of 1024 for a unit such as ``""``, ``"B"``, ``"g"``, ``"GB"``, ``"GiB"``."""
-    match = _UNIT_RE.fullmatch(unit)
+    import re
+
+    match = re.fullmatch(_UNIT_PATTERN, unit, re.ASCII)
     if match is None:
         return None
     prefix = match.group("prefix")
@@ -187,7 +191,9 @@ def parse_size(text: str, default_unit: str = "M") -> int:
     default_power = _unit_power(default_unit)
     if default_power is None:
         raise ValueError(f"invalid default unit {default_unit!r}: use B, K, M, G or T")
-    match = _SIZE_RE.fullmatch(text.strip())
+    import re
+
+    match = re.fullmatch(_SIZE_PATTERN, text.strip())
     if match is None:
         raise ValueError(f"invalid size {text!r}: {_SIZE_FORMS}")
     unit = match.group("unit")

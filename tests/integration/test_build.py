@@ -301,6 +301,13 @@ def test_cluster_with_built_binaries(cluster: BundleCluster, tmp_path: Path) -> 
     wait_for(completed, 30, f"job {job_id} to complete")
     assert (work / f"mgpu-{job_id}.out").read_text() == "batch-ok\n"
 
+    # rich, the one client view that uses it (build.sh excludes the rich modules it never uses).
+    result = run(
+        tool("mgpu_client"), "gpu", "monitor", "--count", "1", "--master", cluster.socket_address
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rotation" in result.stdout, result.stdout
+
     # Slurm's sbatch, through a link that `mgpu_client slurm-commands` made, as a Slurm user
     # runs it (the master from the environment).
     result = run(tool("mgpu_client"), "slurm-commands", str(tmp_path / "slurm"))
