@@ -190,3 +190,24 @@ def test_squeue_lists_a_held_job_with_slurms_columns(slurm: Slurm) -> None:
     job_id = slurm.submit("-H -J held --wrap true")
     rows = slurm.ok("squeue -h -o '%i %j %T'").stdout.splitlines()
     assert rows == [f"{job_id} held PENDING"], rows
+
+
+def test_salloc_gives_a_shell_in_the_allocation_and_releases_it(slurm: Slurm) -> None:
+    """salloc waits for the allocation, runs the command here with the job's variables; srun
+    in it is a step of the job (this host is the job's node); at the end the job is given
+    back (cancelled), as Slurm's salloc relinquishes it."""
+    step = 'srun -l sh -c "echo step \\$SLURM_STEP_ID"'
+    line = f"salloc -n 2 -J alloc sh -c 'echo JOB=$SLURM_JOB_ID; {step}'"
+    result = slurm.ok(line)
+    job_id = int(variables(result.stdout)["JOB"])
+    assert sorted(result.stdout.splitlines()[1:]) == ["0: step 0", "1: step 0"]
+    assert f"Granted job allocation {job_id}" in result.stderr
+    assert f"Relinquishing job allocation {job_id}" in result.stderr
+    row = slurm.cluster.wait_state(job_id, "CANCELLED")
+    assert row["name"] == "alloc"
+    steps = slurm.ok(f"sacct -j {job_id} -P -n -o JobID,JobName").stdout.split()
+    assert f"{job_id}.0|sh" in steps
+
+
+def test_salloc_exits_with_its_commands_status(slurm: Slurm) -> None:
+    assert slurm.sh("salloc -Q sh -c 'exit 7'").returncode == 7
