@@ -12,7 +12,13 @@ import _socket
 
 from mgpu_core.config import Address, check_transport
 from mgpu_core.errors import ConnectionClosed, MasterUnreachable
-from mgpu_core.protocol import MAX_FRAME_BYTES, FrameDecoder, Message, encode_frame
+from mgpu_core.protocol import (
+    MAX_FRAME_BYTES,
+    FrameDecoder,
+    Message,
+    encode_frame,
+    prefer_small_codec,
+)
 
 _RECV_BYTES = 256 * 1024
 
@@ -27,6 +33,7 @@ class BlockingConnection:
     def __init__(
         self, sock: socket.socket | _socket.socket, address: Address, max_frame_bytes: int
     ) -> None:
+        prefer_small_codec()  # a blocking connection is a client's: small frames, no msgpack
         self._sock = sock
         self.address = address
         self.binding = b""  # the TLS channel binding the handshake's proofs cover

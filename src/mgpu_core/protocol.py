@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import struct
 
-import msgpack
-
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError
 from mgpu_core.limits import MAX_IDS_PER_REQUEST, MAX_MESSAGE_LEN, MAX_PATH_LEN, shorten
 
@@ -28,11 +26,49 @@ HEADER_BYTES = _HEADER.size
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import Any
 
     Message = dict[str, Any]
 else:
     Message = dict
+
+
+# The codecs. msgpack's (C) serves the daemons and every large frame; a client command, which
+# exchanges a few small frames, reads and writes them with mgpu_core.smallpack instead and so
+# never imports msgpack (~5 ms of a ~12 ms command) unless a reply is large.
+SMALL_FRAME_BYTES = 64 * 1024
+_msgpack: ModuleType | None = None
+_small_frames = False
+
+
+def prefer_small_codec() -> None:
+    """This process is a client command: small frames go through the pure-Python codec while
+    msgpack is not loaded (the blocking client connection calls this)."""
+    global _small_frames
+    _small_frames = True
+
+
+def _codec() -> ModuleType:
+    global _msgpack
+    if _msgpack is None:
+        import msgpack
+
+        _msgpack = msgpack
+    return _msgpack
+
+
+def _small(nbytes: int = 0) -> bool:
+    return _small_frames and _msgpack is None and nbytes <= SMALL_FRAME_BYTES
+
+
+def _packb(value: Any) -> bytes:
+    if _small():
+        from mgpu_core import smallpack
+
+        return smallpack.pack(value)
+    packed: bytes = _codec().packb(value, use_bin_type=True)
+    return packed
 
 
 def encode_frame(msg: Message) -> bytes:
@@ -44,10 +80,10 @@ def encode_frame(msg: Message) -> bytes:
     same str back; anywhere else the bytes are refused as any wrong type is.
     """
     try:
-        body: bytes = msgpack.packb(msg, use_bin_type=True)
+        body = _packb(msg)
     except UnicodeEncodeError:
         # Rare: only then is the message walked (the common case costs nothing).
-        body = msgpack.packb(as_sent(msg), use_bin_type=True)
+        body = _packb(as_sent(msg))
     return _HEADER.pack(len(body)) + body
 
 
@@ -137,6 +173,28 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
     """
     if not body or body[0] not in _MAP_HEADERS:
         raise BadMessage("frame body must be a map")
+    small = limits is None and _small(len(body))
+    msg = _small_unpack(body) if small else _c_unpack(body, limits)
+    if not isinstance(msg.get("t"), str):
+        # Dropped before raising: a traceback keeps this frame's locals, and an error held
+        # back (FrameDecoder) would keep the whole decoded body alive with it.
+        del msg
+        raise BadMessage("message has no string field 't'")
+    return msg  # type: ignore[no-any-return]
+
+
+def _small_unpack(body: bytes) -> Any:
+    from mgpu_core import smallpack
+
+    try:
+        return smallpack.unpack(body)
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = str(exc)[:200] if isinstance(exc, smallpack.SmallPackError) else type(exc).__name__
+        raise BadMessage(f"undecodable frame body: {why}") from None
+
+
+def _c_unpack(body: bytes, limits: DecodeLimits | None) -> Any:
+    msgpack = _codec()
     options: dict[str, Any] = {}
     if limits is not None:
         count = _ContainerCount(limits.max_containers)
@@ -149,18 +207,12 @@ def decode_body(body: bytes, limits: DecodeLimits | None = None) -> Message:
             "object_hook": count,
         }
     try:
-        msg = msgpack.unpackb(body, raw=False, strict_map_key=True, **options)
+        return msgpack.unpackb(body, raw=False, strict_map_key=True, **options)
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # Only the words of a limit's ValueError (msgpack's own, or the count's); other errors
         # may quote what the peer sent.
         why = str(exc)[:200] if type(exc) is ValueError else type(exc).__name__
         raise BadMessage(f"undecodable frame body: {why}") from None
-    if not isinstance(msg.get("t"), str):
-        # Dropped before raising: a traceback keeps this frame's locals, and an error held
-        # back (FrameDecoder) would keep the whole decoded body alive with it.
-        del msg
-        raise BadMessage("message has no string field 't'")
-    return msg  # type: ignore[no-any-return]
 
 
 class FrameDecoder:
