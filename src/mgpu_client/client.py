@@ -74,18 +74,44 @@ class Client:
         self._conn = BlockingConnection.connect(address, timeout_s=timeout_s)
         self._next_id = 1
         self._events: list[Message] = []  # no deque: collections' import costs start-up
+        self._server_version = self._user = ""
+        # On the Unix socket the hello is not waited for: its answer comes before the first
+        # request's (the master reads a connection's frames in order), which saves a command
+        # one round trip; a refused hello is raised by that first request.
+        self._hello_id: int | None = None
         try:
             hello = self._hello(user or current_user(), token)
         except BaseException:
             self._conn.close()
             raise
-        self.server_version = str(hello.get("server", ""))
-        self.user = str(hello.get("user", ""))
+        if hello is not None:
+            self._settled(hello)
 
-    def _hello(self, user: str, token: Token | None) -> dict[str, Any]:
+    def _settled(self, hello: dict[str, Any]) -> None:
+        self._server_version = str(hello.get("server", ""))
+        self._user = str(hello.get("user", ""))
+
+    def _settle_hello(self) -> None:
+        if self._hello_id is not None:
+            req_id, self._hello_id = self._hello_id, None
+            self._settled(_data(self._reply(req_id)))
+
+    @property
+    def server_version(self) -> str:
+        self._settle_hello()
+        return self._server_version
+
+    @property
+    def user(self) -> str:
+        """The user the master knows this session as."""
+        self._settle_hello()
+        return self._user
+
+    def _hello(self, user: str, token: Token | None) -> dict[str, Any] | None:
         msg: Message = {"t": "hello", "version": PROTOCOL_VERSION, "role": "client", "user": user}
         if self.address.path:
-            return self._call(msg)
+            self._hello_id = self._send(msg)
+            return None
         # TCP: the token costs hashlib/hmac imports, paid only here.
         from mgpu_core import auth
         from mgpu_core.handshake import Initiator
@@ -133,6 +159,8 @@ class Client:
 
     def _reply(self, req_id: int, accept: tuple[str, ...] = ("ok",)) -> Message:
         """The master's answer to request ``req_id``, queueing job events that come first."""
+        if self._hello_id is not None and self._hello_id != req_id:
+            self._settle_hello()
         while True:
             try:
                 reply = self._conn.recv(self.timeout_s)
@@ -160,6 +188,7 @@ class Client:
 
     def next_event(self, timeout_s: float | None = None) -> Message:
         """The next pushed job event (``TimeoutError`` if none arrives in time)."""
+        self._settle_hello()
         if self._events:
             return self._events.pop(0)
         while True:
