@@ -59,10 +59,14 @@ def handles_errors(prog: str) -> Callable[[F], F]:
     return wrap
 
 
-def run_command(prog: str, fn: Callable[[], int | None], *, slurm: bool = False) -> None:
+def run_command(
+    prog: str, fn: Callable[[], int | None], *, slurm: bool = False, exit_now: bool = False
+) -> None:
     """Run a command's body and exit with its status; expected failures are one line on
     stderr. A Slurm-named command exits 1 for every failure, as Slurm's do; an mgpu_* one uses
-    mgpu's table (mgpu_core.exitcodes: 64 for a usage error, 2 for an unreachable master)."""
+    mgpu's table (mgpu_core.exitcodes: 64 for a usage error, 2 for an unreachable master).
+    ``exit_now``: the process is the command itself (its entry point), which may skip the
+    interpreter's teardown."""
     try:
         code = fn()
     except MgpuError as err:
@@ -72,8 +76,20 @@ def run_command(prog: str, fn: Callable[[], int | None], *, slurm: bool = False)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(EXIT_ERROR)
-    sys.stdout.flush()
-    sys.exit(code or 0)
+    if not exit_now:
+        sys.stdout.flush()
+        sys.exit(code or 0)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:
+        sys.exit(EXIT_ERROR)
+    # Done, everything written: leave without the interpreter's teardown (freeing every
+    # module, ~2 ms of a ~15 ms command). Nothing is left to run at exit: the connection is
+    # closed and a command registers no atexit handler.
+    import os
+
+    os._exit(code or 0)
 
 
 def warn(prog: str, message: str) -> None:

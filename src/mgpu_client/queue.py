@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from mgpu_client.client import connect, current_user
-from mgpu_client.exits import handles_errors
+from mgpu_client.exits import handles_errors, run_command
 from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
 from mgpu_client.squeue import STATES
 from mgpu_core.errors import UsageError
@@ -140,8 +140,7 @@ def quick_options(argv: list[str]) -> dict[str, Any] | None:
 def main() -> None:
     opts = quick_options(sys.argv[1:])
     if opts is not None:
-        handles_errors(PROG)(show)(**opts)
-        sys.exit(0)
+        run_command(PROG, lambda: show(**opts), exit_now=True)
     from mgpu_core.cliutil import run_click
 
     run_click(build_cli(), PROG)

@@ -246,7 +246,7 @@ def report(argv: list[str], prog: str) -> int:
 
 
 def main(prog: str = "sacct", *, slurm: bool = True) -> None:
-    run_command(prog, lambda: report(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: report(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

@@ -126,7 +126,7 @@ def allocate(argv: list[str], prog: str) -> int:
 
 
 def main(prog: str = "mgpu_salloc", *, slurm: bool = False) -> None:
-    run_command(prog, lambda: allocate(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: allocate(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

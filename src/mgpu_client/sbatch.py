@@ -121,7 +121,7 @@ def _test_only(reply: dict[str, Any], prog: str) -> int:
 
 
 def main(prog: str = "mgpu_sbatch", *, slurm: bool = False) -> None:
-    run_command(prog, lambda: submit(sys.argv[1:], prog, slurm=slurm), slurm=slurm)
+    run_command(prog, lambda: submit(sys.argv[1:], prog, slurm=slurm), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

@@ -199,7 +199,7 @@ def _select(client: Any, opts: dict[str, Any], refs: list[int | str], me: str) -
 
 
 def main(prog: str = "mgpu_cancel", *, slurm: bool = False) -> None:
-    run_command(prog, lambda: cancel(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: cancel(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

@@ -197,7 +197,7 @@ def _show(client: Any, words: list[str], one_line: bool) -> int:
 
 
 def main(prog: str = "scontrol", *, slurm: bool = True) -> None:
-    run_command(prog, lambda: control(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: control(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

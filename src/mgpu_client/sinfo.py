@@ -152,7 +152,7 @@ def show(argv: list[str], prog: str) -> int:
 
 
 def main(prog: str = "sinfo", *, slurm: bool = True) -> None:
-    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

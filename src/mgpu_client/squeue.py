@@ -218,7 +218,7 @@ def render(rows: list[dict[str, Any]], opts: dict[str, Any]) -> str:
 
 
 def main(prog: str = "squeue", *, slurm: bool = True) -> None:
-    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm)
+    run_command(prog, lambda: show(sys.argv[1:], prog), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

@@ -85,7 +85,7 @@ def run(argv: list[str], prog: str, *, slurm: bool) -> int:
 
 
 def main(prog: str = "mgpu_srun", *, slurm: bool = False) -> None:
-    run_command(prog, lambda: run(sys.argv[1:], prog, slurm=slurm), slurm=slurm)
+    run_command(prog, lambda: run(sys.argv[1:], prog, slurm=slurm), slurm=slurm, exit_now=True)
 
 
 def slurm_main() -> None:

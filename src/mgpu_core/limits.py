@@ -10,7 +10,9 @@ that each is written once. Cheap to import: the TCP client's handshake loads it.
 
 from __future__ import annotations
 
-from mgpu_core.schema import AnyOf, Int, Str
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from mgpu_core.schema import AnyOf, Int, Str
 
 MAX_NAME_LEN = 256
 MAX_PATH_LEN = 4096
@@ -32,13 +34,34 @@ MAX_MESSAGE_LEN = 4096  # an error's human message
 MAX_JOB_REF_LEN = 32  # "ARRAYID_TASK"
 MAX_DEPENDENCY_LEN = 64 * 1024  # --dependency, also after array ids are expanded to task ids
 
-ID = Int(0, 2**53)  # a request id
-JOB_ID = Int(1, 2**53)
-NAME = Str(MAX_NAME_LEN)
-GPU_INDEX = Int(0, MAX_GPUS_PER_NODE - 1)
-PID = Int(0, 2**32)
-# A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
-JOB_REF = AnyOf(JOB_ID, Str(MAX_JOB_REF_LEN, min_len=3))
+# The validators of the common fields (mgpu_core.schema), made when first imported (PEP 562):
+# the numbers above are all a client command needs, and the schema module costs its start-up.
+if TYPE_CHECKING:
+    ID: Int  # a request id
+    JOB_ID: Int
+    NAME: Str
+    GPU_INDEX: Int
+    PID: Int
+    # A job id, or "ARRAYID_TASK" for one task of a job array (a bare array id names all tasks).
+    JOB_REF: AnyOf
+
+
+def __getattr__(name: str) -> object:
+    from mgpu_core.schema import AnyOf, Int, Str
+
+    job_id = Int(1, 2**53)
+    validators = {
+        "ID": Int(0, 2**53),
+        "JOB_ID": job_id,
+        "NAME": Str(MAX_NAME_LEN),
+        "GPU_INDEX": Int(0, MAX_GPUS_PER_NODE - 1),
+        "PID": Int(0, 2**32),
+        "JOB_REF": AnyOf(job_id, Str(MAX_JOB_REF_LEN, min_len=3)),
+    }
+    if name not in validators:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals().update(validators)  # made once: later imports find them as plain names
+    return validators[name]
 
 
 def shorten(text: str, limit: int) -> str:

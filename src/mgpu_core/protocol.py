@@ -1,4 +1,4 @@
-"""The wire: framing and encoding. The only module that imports msgpack and struct.
+"""The wire: framing and encoding. The only module that imports msgpack (and mgpu_core.smallpack).
 
 A frame is a 4-byte big-endian unsigned length followed by that many bytes of one msgpack
 map. The map always has ``t`` (message type, str); requests also carry ``id`` (int, chosen by
@@ -12,8 +12,6 @@ buffering a body, so a peer announcing a 4 GiB frame costs us four bytes, not fo
 
 from __future__ import annotations
 
-import struct
-
 from mgpu_core.errors import BadMessage, FrameTooLarge, ProtocolError
 from mgpu_core.limits import MAX_IDS_PER_REQUEST, MAX_MESSAGE_LEN, MAX_PATH_LEN, shorten
 
@@ -21,8 +19,9 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 6860
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 
-_HEADER = struct.Struct("!I")
-HEADER_BYTES = _HEADER.size
+# The length prefix: 4 bytes, big-endian (int.to_bytes, not struct: its import costs a client
+# command start-up time).
+HEADER_BYTES = 4
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ def encode_frame(msg: Message) -> bytes:
     except UnicodeEncodeError:
         # Rare: only then is the message walked (the common case costs nothing).
         body = _packb(as_sent(msg))
-    return _HEADER.pack(len(body)) + body
+    return len(body).to_bytes(HEADER_BYTES, "big") + body
 
 
 def as_sent(value: Any) -> Any:
@@ -277,7 +276,7 @@ class FrameDecoder:
         if self._need < 0:
             if len(self._buf) < HEADER_BYTES:
                 return None
-            (length,) = _HEADER.unpack_from(self._buf)
+            length = int.from_bytes(self._buf[:HEADER_BYTES], "big")
             if length > self.max_frame_bytes:
                 raise FrameTooLarge(
                     f"frame of {length} bytes exceeds the limit of {self.max_frame_bytes}"

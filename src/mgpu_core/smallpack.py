@@ -13,22 +13,50 @@ with msgpack on random messages).
 
 from __future__ import annotations
 
-import struct
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-_B = struct.Struct(">B")
-_H = struct.Struct(">H")
-_I = struct.Struct(">I")
-_Q = struct.Struct(">Q")
-_b = struct.Struct(">b")
-_h = struct.Struct(">h")
-_i = struct.Struct(">i")
-_q = struct.Struct(">q")
-_d = struct.Struct(">d")
-_f = struct.Struct(">f")
+
+class _Fixed:
+    """A big-endian integer field of ``size`` bytes (int.to_bytes: struct's import would cost
+    a command start-up time; floats, rarer, import it)."""
+
+    __slots__ = ("signed", "size")
+
+    def __init__(self, size: int, signed: bool) -> None:
+        self.size = size
+        self.signed = signed
+
+    def pack(self, value: int) -> bytes:
+        return value.to_bytes(self.size, "big", signed=self.signed)
+
+    def unpack(self, data: bytes) -> tuple[int]:
+        return (int.from_bytes(data, "big", signed=self.signed),)
+
+
+class _Float:
+    __slots__ = ("fmt", "size")
+
+    def __init__(self, fmt: str, size: int) -> None:
+        self.fmt = fmt
+        self.size = size
+
+    def pack(self, value: float) -> bytes:
+        import struct
+
+        return struct.pack(self.fmt, value)
+
+    def unpack(self, data: bytes) -> tuple[float]:
+        import struct
+
+        value: float = struct.unpack(self.fmt, data)[0]
+        return (value,)
+
+
+_B, _H, _I, _Q = _Fixed(1, False), _Fixed(2, False), _Fixed(4, False), _Fixed(8, False)
+_b, _h, _i, _q = _Fixed(1, True), _Fixed(2, True), _Fixed(4, True), _Fixed(8, True)
+_d, _f = _Float(">d", 8), _Float(">f", 4)
 
 
 class SmallPackError(ValueError):
@@ -206,7 +234,7 @@ class _Reader:
         return result
 
 
-_FIXED = {
+_FIXED: dict[int, _Fixed | _Float] = {
     0xCA: _f, 0xCB: _d, 0xCC: _B, 0xCD: _H, 0xCE: _I, 0xCF: _Q,
     0xD0: _b, 0xD1: _h, 0xD2: _i, 0xD3: _q,
 }  # fmt: skip
