@@ -28,5 +28,8 @@ if [ ! -f "$stamp" ] || [ setup.cfg -nt "$stamp" ] || [ pyproject.toml -nt "$sta
     echo "setup: installing mgpu and its dependencies into .venv" >&2
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,build]"
+    # pip's console scripts start Python with site (~3 ms per command); the hot client
+    # commands get scripts that start it without (docs/performance.md, "Command start-up").
+    .venv/bin/python -m mgpu_client.slurmcmds --mgpu-commands .venv/bin >/dev/null
     touch "$stamp"
 fi
