@@ -59,7 +59,7 @@ from pathlib import Path
 
 from mgpu_core.limits import MAX_NAME_LEN, shorten
 from mgpu_core.models import Launch
-from mgpu_node import cgroupfs, procs
+from mgpu_node import cgroupfs
 from mgpu_node.cgroupfs import CONTROLLERS, Hierarchy, find_hierarchies
 from mgpu_node.nvml import DeviceNumber
 from mgpu_node.wrapper import SHELL
@@ -71,6 +71,7 @@ TOP_GROUP = "mgpu"
 # the next prune (a process stuck in the kernel, a hung GPU driver, ignores SIGKILL).
 REMOVE_TIMEOUT_S = 2.0
 REMOVE_POLL_S = 0.02
+REMOVE_FIRST_POLL_S = 0.0005
 _JOB_GROUP = re.compile(r"job(\d+)")
 
 # The arguments are the wrapper's argv. The agent's SIGCONT comes once the gate is in its groups.
@@ -211,14 +212,18 @@ class JobCgroups:
 
     async def remove(self, job_id: int) -> None:
         """Kill what is in the job's groups and remove them, waiting (a little) for the killed
-        processes to go."""
-        try:
-            await asyncio.wait_for(
-                procs.wait_polling(lambda: not self.remove_now(job_id), REMOVE_POLL_S),
-                REMOVE_TIMEOUT_S,
-            )
-        except TimeoutError:
-            log.warning("job=%d cgroup not removed: processes still in it", job_id)
+        processes to go. The job's exit is reported after this, so the first retries come
+        quickly: a process that has just exited usually leaves its group within a millisecond
+        (cgroup v1 gives no event for it), and a 20 ms step would delay every job's end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REMOVE_TIMEOUT_S
+        delay_s = REMOVE_FIRST_POLL_S
+        while not self.remove_now(job_id):
+            if loop.time() >= deadline:
+                log.warning("job=%d cgroup not removed: processes still in it", job_id)
+                return
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, REMOVE_POLL_S)
 
     def prune(self, keep: set[int]) -> None:
         """Remove the groups of jobs not in ``keep`` (ended while no agent ran); in the
