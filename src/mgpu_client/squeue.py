@@ -115,8 +115,54 @@ def _job_ids(value: object) -> list[int | str]:
     return refs
 
 
-def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
-    """The rows the options select, filtered as squeue filters them."""
+# The master's row fields but the long ones (tests/client/test_squeue.py keeps this list in
+# step with mgpu_server.records.jobs.ROW_FIELDS): a listing asks for these, and for the long
+# ones only when its format shows them (the command lines and paths of 500 jobs are most of
+# a full listing's bytes, and of its time).
+SHORT_FIELDS = (
+    "job_id", "job_ref", "array_job_id", "array_task_id", "name", "user", "state", "reason",
+    "node", "gpus", "gpu_indices", "cpus", "mem_bytes", "time_limit_s", "submit_time",
+    "start_time", "end_time", "elapsed_s", "exit_code", "signal", "restart_count", "priority",
+    "qos", "nice", "hold", "interactive", "output_bytes", "eligible_time", "cancelled_by",
+    "partition", "account", "ntasks", "gpu_type", "exclusive", "expected_start",
+)  # fmt: skip
+LONG_FIELDS = ("command", "cwd", "stdout_path", "stderr_path", "dependency", "submit_host")
+
+
+class _Recorder(dict):  # type: ignore[type-arg]
+    """A row that records which fields a format reads (each reads as missing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.read: set[str] = set()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.read.add(key)
+        return default
+
+    def __getitem__(self, key: Any) -> Any:
+        self.read.add(key)
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(str(key))
+        return False
+
+
+def needed_fields(specs: Any) -> list[str]:
+    """The row fields to ask for: the short ones, and the long ones the format shows."""
+    from mgpu_client.slurm import squeue_fmt
+
+    row = _Recorder()
+    squeue_fmt.format_jobs([row], specs, now=0.0, header=False)
+    return [*SHORT_FIELDS, *(f for f in LONG_FIELDS if f in row.read)]
+
+
+def fetch(
+    client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows the options select (``fields`` of each: None for all), filtered as squeue
+    filters them."""
     users = _split(opts.get("user")) + ([me] if opts.get("me") else [])
     states = parse_states(str(opts["states"])) if opts.get("states") else []
     refs = _job_ids(opts.get("jobs"))
@@ -127,7 +173,7 @@ def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
         states=[s for s in states if s != "COMPLETING"],
         job_ids=refs,
         include_finished=finished,
-        fields=[],
+        fields=fields or [],
     )
     now = float(data.get("now") or time.time())
     if refs and not data["jobs"]:
@@ -176,10 +222,12 @@ def show(argv: list[str], prog: str) -> int:
         from mgpu_client.cmdline import number
 
         interval = number("-i/--iterate", opts["iterate"], 1, 86_400)
+    specs, sort = layout(opts)
+    fields = needed_fields(specs)
     with connect(opts.get("master")) as client:
         while True:
-            rows = fetch(client, opts, current_user())
-            text = render(rows, opts)
+            rows = fetch(client, opts, current_user(), fields)
+            text = render(rows, opts, specs, sort)
             if interval is not None and not opts.get("long"):
                 sys.stdout.write(time.strftime("%a %b %d %H:%M:%S %Y") + "\n")
             sys.stdout.write(text)
@@ -189,14 +237,12 @@ def show(argv: list[str], prog: str) -> int:
             time.sleep(interval)  # the user asked to be shown the queue every N seconds
 
 
-def render(rows: list[dict[str, Any]], opts: dict[str, Any]) -> str:
-    """The listing: -O fields, else -o format, else --start's, -l's or the default format."""
-    from mgpu_client.slurm import squeue_fmt, timefmt
+def layout(opts: dict[str, Any]) -> tuple[Any, str | None]:
+    """(the parsed format, the sort keys): -O fields, else -o format, else --start's, -l's or
+    the default one."""
+    from mgpu_client.slurm import squeue_fmt
 
-    now = rows[0]["now"] if rows else time.time()
     start = bool(opts.get("start"))
-    if start:
-        rows = [r for r in rows if r.get("state") == "PENDING"]
     try:
         if opts.get("Format"):
             specs = squeue_fmt.parse_format_long(str(opts["Format"]))
@@ -207,8 +253,21 @@ def render(rows: list[dict[str, Any]], opts: dict[str, Any]) -> str:
                 else (squeue_fmt.LONG_FORMAT if opts.get("long") else squeue_fmt.DEFAULT_FORMAT)
             )
             specs = squeue_fmt.parse_format(str(opts.get("format") or default))
-        sort = opts.get("sort") or (squeue_fmt.START_SORT if start else None)
-        ordered = squeue_fmt.sort_jobs(rows, str(sort) if sort else None, now=now)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    sort = opts.get("sort") or (squeue_fmt.START_SORT if start else None)
+    return specs, (str(sort) if sort else None)
+
+
+def render(rows: list[dict[str, Any]], opts: dict[str, Any], specs: Any, sort: str | None) -> str:
+    """The listing of ``rows`` in the layout's format and order."""
+    from mgpu_client.slurm import squeue_fmt, timefmt
+
+    now = rows[0]["now"] if rows else time.time()
+    if opts.get("start"):
+        rows = [r for r in rows if r.get("state") == "PENDING"]
+    try:
+        ordered = squeue_fmt.sort_jobs(rows, sort, now=now)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     lines = squeue_fmt.format_jobs(ordered, specs, now=now, header=not opts.get("noheader"))
