@@ -211,3 +211,57 @@ def test_salloc_gives_a_shell_in_the_allocation_and_releases_it(slurm: Slurm) ->
 
 def test_salloc_exits_with_its_commands_status(slurm: Slurm) -> None:
     assert slurm.sh("salloc -Q sh -c 'exit 7'").returncode == 7
+
+
+def test_scontrol_hold_update_show_release(slurm: Slurm) -> None:
+    job_id = slurm.submit("-H -J held -t 10 --wrap true")
+    slurm.ok(f"scontrol update JobId={job_id} TimeLimit=20 Nice=5")
+    shown = slurm.ok(f"scontrol show job {job_id}").stdout
+    assert f"JobId={job_id} JobName=held" in shown
+    assert "JobState=PENDING Reason=JobHeldUser" in shown
+    assert "TimeLimit=00:20:00" in shown and "Nice=5" in shown
+    slurm.ok(f"scontrol release {job_id}")
+    slurm.cluster.wait_state(job_id, "COMPLETED")
+    refused = slurm.sh(f"scontrol suspend {job_id}")
+    assert refused.returncode == 1
+    assert (
+        refused.stderr
+        == "scontrol: error: suspend is not supported: suspending jobs is not supported\n"
+    )
+    unknown = slurm.sh("scontrol show job 999999")
+    assert (unknown.returncode, unknown.stderr) == (
+        1,
+        "scontrol: error: Invalid job id specified\n",
+    )
+
+
+def test_sacct_shows_states_exit_codes_and_steps(slurm: Slurm) -> None:
+    failed = slurm.submit("--wrap 'srun true; exit 3'")
+    slurm.cluster.wait_state(failed, "FAILED")
+    rows = slurm.ok(f"sacct -j {failed} -P -n -o JobID,State,ExitCode").stdout.splitlines()
+    assert rows == [
+        f"{failed}|FAILED|3:0",
+        f"{failed}.batch|FAILED|3:0",
+        f"{failed}.0|COMPLETED|0:0",
+    ]
+    only_jobs = slurm.ok(f"sacct -X -j {failed} -p -n -o JobID,State").stdout
+    assert only_jobs == f"{failed}|FAILED|\n"
+    table = slurm.ok(f"sacct -j {failed} -X").stdout.splitlines()
+    assert table[0].split() == [
+        "JobID",
+        "JobName",
+        "Partition",
+        "Account",
+        "AllocCPUS",
+        "State",
+        "ExitCode",
+    ]
+    assert set(table[1]) == {"-", " "}
+
+
+def test_sinfo_shows_the_default_partition_and_its_gpus(slurm: Slurm) -> None:
+    lines = slurm.ok("sinfo").stdout.splitlines()
+    assert lines[0].split() == ["PARTITION", "AVAIL", "TIMELIMIT", "NODES", "STATE", "NODELIST"]
+    assert lines[1].split() == ["gpu*", "up", "infinite", "1", "idle", "n1"]
+    gres = slurm.ok("sinfo -h -N -o '%N %G'").stdout.split()
+    assert gres[0] == "n1" and gres[1].startswith("gpu:") and gres[1].endswith(":2")
