@@ -152,11 +152,21 @@ def signal_option(text: str) -> tuple[int, int]:
     return signum, seconds
 
 
-def _hosts(option: str, text: str) -> list[str]:
+def hosts(option: str, text: object) -> list[str]:
+    """A hostlist option's names (``-w``, ``-x``, squeue's ``-w`` ...). A list without
+    brackets is read here; one with them by mgpu_core.hostlist, whose import (re,
+    dataclasses) would cost every ``-w n1`` ~10 ms of start-up."""
+    expr = str(text)
+    if "[" not in expr and "]" not in expr:
+        names = [item.strip() for item in expr.split(",")]
+        if not any(item.split() != [item] and item for item in names):
+            kept = list(dict.fromkeys(n for n in names if n))
+            if kept:
+                return kept
     from mgpu_core.hostlist import expand_hostlist
 
     try:
-        return expand_hostlist(str(text))
+        return expand_hostlist(expr)
     except ValueError as exc:
         raise UsageError(f"invalid {option}: {exc}") from None
 
@@ -311,9 +321,9 @@ def _check_text(job: dict[str, Any]) -> None:
 
 def _placement(opts: dict[str, Any], job: dict[str, Any]) -> None:
     if opts.get("nodelist"):
-        job["nodelist"] = _hosts("-w/--nodelist", opts["nodelist"])
+        job["nodelist"] = hosts("-w/--nodelist", opts["nodelist"])
     if opts.get("exclude"):
-        job["exclude"] = _hosts("-x/--exclude", opts["exclude"])
+        job["exclude"] = hosts("-x/--exclude", opts["exclude"])
     if opts.get("exclusive"):
         job["exclusive"] = True
     mode = opts.get("open_mode")

@@ -182,9 +182,9 @@ def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
     }
     nodes = None
     if opts.get("nodelist"):
-        from mgpu_core.hostlist import expand_hostlist
+        from mgpu_client.jobspec import hosts
 
-        nodes = set(expand_hostlist(str(opts["nodelist"])))
+        nodes = set(hosts("-N/--nodelist", opts["nodelist"]))
     rows = []
     for row in data["jobs"]:
         if any(values and str(row.get(key, "")) not in values for key, values in wanted.items()):

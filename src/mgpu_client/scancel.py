@@ -177,9 +177,9 @@ def _select(client: Any, opts: dict[str, Any], refs: list[int | str], me: str) -
     )["jobs"]
     nodes = None
     if opts.get("nodelist"):
-        from mgpu_core.hostlist import expand_hostlist
+        from mgpu_client.jobspec import hosts
 
-        nodes = set(expand_hostlist(str(opts["nodelist"])))
+        nodes = set(hosts("-w/--nodelist", opts["nodelist"]))
     chosen: list[int | str] = []
     for row in rows:
         if opts.get("name") and row.get("name") != opts["name"]:

@@ -76,9 +76,9 @@ def _select(
             raise UsageError(str(exc)) from None
     chosen = set()
     if opts.get("nodes"):
-        from mgpu_core.hostlist import expand_hostlist
+        from mgpu_client.jobspec import hosts
 
-        chosen = set(expand_hostlist(str(opts["nodes"])))
+        chosen = set(hosts("-n/--nodes", opts["nodes"]))
     kept = []
     for node in nodes:
         if chosen and node["node_id"] not in chosen:

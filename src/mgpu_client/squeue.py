@@ -182,9 +182,9 @@ def fetch(
     wanted = {k: set(_split(opts.get(k))) for k in ("name", "partition", "qos", "account")}
     nodes = None
     if opts.get("nodelist"):
-        from mgpu_core.hostlist import expand_hostlist
+        from mgpu_client.jobspec import hosts
 
-        nodes = set(expand_hostlist(str(opts["nodelist"])))
+        nodes = set(hosts("-w/--nodelist", opts["nodelist"]))
     for row in data["jobs"]:
         end = row.get("end_time") or 0
         if end and now - end > MIN_JOB_AGE_S:
