@@ -5,23 +5,51 @@ most N tasks at once. Job references in queue, cancel and dependencies may name 
 from __future__ import annotations
 
 import itertools
-import re
-from dataclasses import dataclass
-
-from mgpu_core.patterns import Num, expand_percent
 
 MAX_ARRAY_TASKS = 10_000
 MAX_TASK_ID = 1_000_000
 MAX_JOB_ID = 2**53  # limits.JOB_ID's bound
-# [0-9], not \d: \d also matches other scripts' digits, which int() would then accept.
-_RANGE = re.compile(r"^([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?$")
-_REF = re.compile(r"^([0-9]+)(?:_([0-9]+))?$")
 
 
-@dataclass(frozen=True, slots=True)
+def _digits(text: str) -> bool:
+    """ASCII digits only (str.isdigit also takes other scripts' digits, which int() accepts)."""
+    return bool(text) and text.isascii() and text.isdigit()
+
+
 class ArraySpec:
-    task_ids: tuple[int, ...]
-    max_running: int = 0  # the %N throttle; 0 = no limit
+    """The tasks of an array and its throttle. A plain class (not a dataclass: sbatch --array
+    parses it, and dataclasses' import costs a command ~10 ms of start-up)."""
+
+    __slots__ = ("max_running", "task_ids")
+
+    def __init__(self, task_ids: tuple[int, ...], max_running: int = 0) -> None:
+        self.task_ids = task_ids
+        self.max_running = max_running  # the %N throttle; 0 = no limit
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArraySpec) and (self.task_ids, self.max_running) == (
+            other.task_ids,
+            other.max_running,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.task_ids, self.max_running))
+
+    def __repr__(self) -> str:
+        return f"ArraySpec(task_ids={self.task_ids!r}, max_running={self.max_running!r})"
+
+
+def _range(part: str) -> tuple[int, int, int] | None:
+    """``N``, ``N-M`` or ``N-M:S`` (ASCII digits) -> (first, last, step); None otherwise."""
+    bounds, colon, step = part.partition(":")
+    first, dash, last = bounds.partition("-")
+    if (
+        not _digits(first)
+        or (dash and not _digits(last))
+        or (colon and not (dash and _digits(step)))
+    ):
+        return None
+    return int(first), int(last) if dash else int(first), int(step) if colon else 1
 
 
 def parse_array(text: str) -> ArraySpec:
@@ -31,12 +59,11 @@ def parse_array(text: str) -> ArraySpec:
         raise ValueError(f"invalid array throttle '%{throttle}' in '{text}': use %N with N >= 1")
     ids: list[int] = []
     for part in body.split(","):
-        match = _RANGE.match(part.strip())
-        if not match:
+        stripped = part.strip()
+        parsed = _range(stripped) if len(stripped) <= 64 else None
+        if parsed is None:
             raise ValueError(f"invalid array range '{part}' in '{text}': use 0-15, 1,3,5 or 0-99:2")
-        first = int(match.group(1))
-        last = int(match.group(2) or first)
-        step = int(match.group(3) or 1)
+        first, last, step = parsed
         if last < first or step < 1:
             raise ValueError(f"invalid array range '{part}' in '{text}'")
         if last > MAX_TASK_ID or (last - first) // step + len(ids) >= MAX_ARRAY_TASKS:
@@ -48,17 +75,17 @@ def parse_array(text: str) -> ArraySpec:
 
 def parse_job_ref(text: str) -> tuple[int, int | None]:
     """``12`` -> (12, None); ``12_3`` -> (12, 3). ``ValueError`` otherwise."""
-    match = _REF.match(text.strip())
+    job, underscore, task = text.strip().partition("_")
     # (the lengths first: int() refuses 4,300 digits; the wire takes ids up to 2**53)
     if (
-        not match
-        or len(match.group(1)) > 16
-        or not 0 < int(match.group(1)) <= MAX_JOB_ID
-        or len(match.group(2) or "") > 7
+        not _digits(job)
+        or (underscore and not _digits(task))
+        or len(job) > 16
+        or not 0 < int(job) <= MAX_JOB_ID
+        or len(task) > 7
     ):
         raise ValueError(f"invalid job id '{text}': use ID or ARRAYID_TASK")
-    task = match.group(2)
-    return int(match.group(1)), (int(task) if task is not None else None)
+    return int(job), (int(task) if underscore else None)
 
 
 def format_job_ref(job_id: int, array_job_id: int | None, array_task_id: int | None) -> str:
@@ -71,6 +98,8 @@ def expand_array_patterns(template: str, array_job_id: int, task_id: int) -> str
     """The master's pass over an array task's output paths at launch: ``%A`` (array id) and
     ``%a`` (task id), zero-padded as written (``%4a``). ``%%`` and the other patterns are left
     for the node's pass (patterns.expand_path_template)."""
+    from mgpu_core.patterns import Num, expand_percent
+
     return expand_percent(template, {"A": Num(array_job_id), "a": Num(task_id), "%": "%%"})
 
 
