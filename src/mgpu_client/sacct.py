@@ -153,7 +153,7 @@ def _refs(value: object) -> list[int | str]:
 def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
     now = time.time()
     refs = _refs(",".join(opts.get("jobs") or []))
-    from mgpu_client.squeue import STATES, parse_states
+    from mgpu_client.slurm.jobstates import STATES, parse_states
 
     states = parse_states(str(opts["state"])) if opts.get("state") else []
     users = [] if opts.get("allusers") else (_split(opts.get("user")) or ([] if refs else [me]))

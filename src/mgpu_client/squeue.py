@@ -24,25 +24,13 @@ from mgpu_client.cmdline import (
     render_help,
 )
 from mgpu_client.exits import run_command, warn
+from mgpu_client.slurm.jobstates import parse_states
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-# Slurm's state names and compact codes (squeue -t takes either).
-STATES = {
-    "PD": "PENDING",
-    "R": "RUNNING",
-    "CG": "COMPLETING",
-    "CD": "COMPLETED",
-    "F": "FAILED",
-    "CA": "CANCELLED",
-    "TO": "TIMEOUT",
-    "NF": "NODE_FAIL",
-    "OOM": "OUT_OF_MEMORY",
-    "RQ": "REQUEUED",
-}
 # Slurm keeps a finished job in squeue's view this long (MinJobAge's default).
 MIN_JOB_AGE_S = 300
 
@@ -89,20 +77,6 @@ TABLE = index(OPTIONS)
 
 def _split(value: object) -> list[str]:
     return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
-def parse_states(value: str) -> list[str]:
-    """``-t``: names or compact codes, comma-separated; ``all`` = every state."""
-    states = []
-    for item in _split(value):
-        upper = item.upper()
-        if upper == "ALL":
-            return [*STATES.values()]
-        name = STATES.get(upper, upper)
-        if name not in STATES.values():
-            raise UsageError(f"Invalid job state specified: {item}")
-        states.append(name)
-    return states
 
 
 def _job_ids(value: object) -> list[int | str]:
