@@ -150,6 +150,35 @@ def _parse_short(
     return i
 
 
+HELP = ("-h", "--help", "--usage")
+
+
+def wants_help(argv: list[str], table: dict[str, Opt] | None = None) -> bool:
+    """Whether the options part of ``argv`` (up to ``--`` or the first word that is not an
+    option or an option's value, as ``table`` reads them) asks for help:
+    ``sbatch --parsable -n 2 -h``."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg in HELP:
+            return True
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            return False
+        name = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+        opt = None
+        if table is not None:
+            try:
+                opt = _long(name, table) if arg.startswith("--") else table.get(name)
+            except UsageError:
+                opt = None
+        takes_next = opt is not None and opt.takes == VALUE
+        if takes_next and ("=" in arg if arg.startswith("--") else len(arg) > 2):
+            takes_next = False  # --name=value, -n2
+        i += takes_next
+    return False
+
+
 def as_dict(found: list[tuple[Opt, Any]], collect: Iterable[str] = ()) -> dict[str, Any]:
     """The options by ``dest``: the last one given wins, but those named in ``collect``
     accumulate into a list (``sacct -j 1 -j 2``)."""

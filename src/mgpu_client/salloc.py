@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from mgpu_client import jobspec
-from mgpu_client.cmdline import parse, render_help
+from mgpu_client.cmdline import parse, render_help, wants_help
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, A, table_for
 from mgpu_core.errors import MgpuError
@@ -73,7 +73,7 @@ def _local_env(row: dict[str, Any], nodes: list[dict[str, Any]]) -> dict[str, st
 
 
 def allocate(argv: list[str], prog: str) -> int:
-    if argv and argv[0] in ("-h", "--help", "--usage"):
+    if wants_help(argv, table_for(A)):
         summary = "Get an allocation, run a shell (or COMMAND) in it, release it at the end."
         sys.stdout.write(
             render_help(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from mgpu_client import jobspec
-from mgpu_client.cmdline import parse, render_help
+from mgpu_client.cmdline import parse, render_help, wants_help
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, B, table_for
 from mgpu_core.errors import UsageError
@@ -32,7 +32,7 @@ def help_text(prog: str) -> str:
 
 def submit(argv: list[str], prog: str, *, slurm: bool) -> int:
     table = table_for(B)
-    if argv and argv[0] in ("-h", "--help", "--usage"):
+    if wants_help(argv, table_for(B)):
         sys.stdout.write(help_text(prog))
         return 0
     if argv and argv[0] in ("-V", "--version"):

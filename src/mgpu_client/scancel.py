@@ -21,6 +21,7 @@ from mgpu_client.cmdline import (
     index,
     parse,
     render_help,
+    wants_help,
 )
 from mgpu_client.exits import run_command
 from mgpu_core.errors import InvalidJobState, UsageError, error_from_wire
@@ -107,7 +108,7 @@ def _refs(args: list[str]) -> list[int | str]:
 
 
 def cancel(argv: list[str], prog: str) -> int:
-    if argv and argv[0] in ("-h", "--help", "--usage"):
+    if wants_help(argv, TABLE):
         sys.stdout.write(
             render_help(
                 prog, "[OPTIONS] [JOB_ID[_TASK]...]", "Cancel jobs, or signal them.", OPTIONS

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from mgpu_client import jobspec
-from mgpu_client.cmdline import parse, render_help
+from mgpu_client.cmdline import parse, render_help, wants_help
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, SRUN_WAIT, R, table_for
 from mgpu_core.errors import UsageError
@@ -43,7 +43,7 @@ def _in_a_job() -> bool:
 
 
 def run(argv: list[str], prog: str, *, slurm: bool) -> int:
-    if argv and argv[0] in ("-h", "--help", "--usage"):
+    if wants_help(argv, table_for(R)):
         sys.stdout.write(help_text(prog))
         return 0
     found, command = parse(argv, table_for(R))

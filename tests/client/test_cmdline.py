@@ -199,3 +199,22 @@ def test_help_has_one_line_per_option_and_a_long_spelling_on_two() -> None:
     long_at = lines.index("  --a-very-long-option-name VALUE")
     assert lines[long_at + 1].strip() == "Long."
     assert lines[-1].split() == ["-h,", "--help", "Show", "this", "message", "and", "exit."]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-h"], True),
+        (["--parsable", "-n", "2", "--help"], True),
+        (["--ntasks=2", "--usage"], True),
+        (["-n2", "-h"], True),
+        (["-J", "-h", "cmd"], False),  # -h is the job's name
+        (["cmd", "-h"], False),  # the command's own option
+        (["--", "-h"], False),
+        ([], False),
+    ],
+)
+def test_wants_help_reads_past_options_and_their_values(argv: list[str], expected: bool) -> None:
+    from mgpu_client.cmdline import wants_help
+
+    assert wants_help(argv, SRUN) is expected
