@@ -27,13 +27,25 @@ How a job gets in: a child starts in its parent's group, so the job's first proc
 its group before it forks anything. Moving it from the agent after ``Popen`` races with the
 wrapper's fork of the command; a ``preexec_fn`` runs after the switch to the job's user, who may
 not write to the group (nor, for the same reason, may the wrapper move itself), and is unsafe in
-a process with threads. So the process starts as a gate (:data:`GATE`): sh that stops itself
-(SIGSTOP) first thing. The agent writes its pid into the job's ``cgroup.procs`` files, waits for
-it to have stopped (``waitid(WSTOPPED)``: it is the agent's child), and sends SIGCONT; the gate
-then execs the wrapper (same pid), inside the groups. If the move fails the agent kills the gate
-instead: nothing of the job ran, and the launch fails with the reason. (A gate that waited on a
-pipe would need its descriptor's number in its script, and dash takes only 0 to 9 there.) It
-costs one exec of sh (~1 ms) per job.
+a process with threads. So the process starts as a gate, a few lines of sh in front of the wrapper.
+
+On cgroup v1 (every hierarchy), the gate moves itself: it writes ``0`` (itself) into each of
+the job's ``tasks`` files, made beforehand with the job's limits, then execs the wrapper (same
+pid); if a write fails it exits :data:`ENTER_FAILED` and nothing of the job runs. The kernel
+moves a process into a group under a global lock taken for writing, which waits for an RCU grace
+period (12-20 ms on the first move after an idle spell) -- except when a thread moves itself.
+A job run as another user gets its ``tasks`` files given to that user for this (the kernel lets
+a user move only their own processes: they can shuffle their own jobs' processes among their
+own jobs' groups, no further).
+
+On cgroup v2 (whose ``cgroup.procs`` a user may not write into without owning the common
+ancestor too), the gate stops itself (SIGSTOP) first thing; the agent writes its pid into the
+job's ``cgroup.procs`` files, waits for it to have stopped (``waitid(WSTOPPED)``: it is the
+agent's child), and sends SIGCONT; the gate then execs the wrapper, inside the groups. If the
+move fails the agent kills the gate instead: nothing of the job ran, and the launch fails with
+the reason. (A gate that waited on a pipe would need its descriptor's number in its script,
+and dash takes only 0 to 9 there.) Either way it costs one exec of sh (~1 ms) per job, none
+where the wrapper is a shell script already.
 
 When the job ends the executor removes its group: whatever is still in it, a process that left
 the job's session with setsid included, is killed first, as Slurm does when a step ends.
@@ -51,6 +63,7 @@ import hashlib
 import logging
 import os
 import re
+import shlex
 import signal
 import subprocess
 from collections.abc import Callable
@@ -77,23 +90,37 @@ _JOB_GROUP = re.compile(r"job(\d+)")
 # The arguments are the wrapper's argv. The agent's SIGCONT comes once the gate is in its groups.
 STOP = "kill -STOP $$"
 GATE = STOP + '; exec "$@"'
+# A v1 gate that could not write itself into its groups exits with this, having run nothing.
+ENTER_FAILED = 125
+NOT_ENTERED = "cannot put the job in its cgroup"
+
+
+def enter_script(tasks_files: tuple[str, ...]) -> str:
+    """sh that writes the shell itself (``0``) into each ``tasks`` file, or exits
+    :data:`ENTER_FAILED` saying why."""
+    writes = " && ".join(f"echo 0 >{shlex.quote(path)}" for path in tasks_files)
+    failed = f"echo 'mgpu: {NOT_ENTERED}' >&2; exit {ENTER_FAILED}"
+    return f"{{ {writes}; }} 2>/dev/null || {{ {failed}; }}"
 
 
 @dataclass(frozen=True, slots=True)
 class Gate:
-    """What a job's first process runs before the wrapper: nothing (:data:`UNGATED`), or the
-    gate that waits, stopped, to be put in its groups (:data:`GATED`)."""
+    """What a job's first process runs before the wrapper: nothing (:data:`UNGATED`), the
+    gate that waits, stopped, to be put in its groups (:data:`GATED`), or the one that enters
+    them itself (``enter``: the v1 ``tasks`` files)."""
 
     held: bool = False
+    enter: tuple[str, ...] = ()
 
     def argv(self, argv: list[str]) -> list[str]:
-        if not self.held:
+        if not self.held and not self.enter:
             return argv
+        first = enter_script(self.enter) if self.enter else STOP
         if argv[:2] == [SHELL, "-c"]:
-            # The wrapper is a shell script already: it stops itself first, one shell start
-            # fewer on every job's way in (~0.7 ms) than the gate in front of it.
-            return [SHELL, "-c", f"{STOP}\n{argv[2]}", *argv[3:]]
-        return [SHELL, "-c", GATE, "mgpu-gate", *argv]
+            # The wrapper is a shell script already: its first lines are the gate's, one
+            # shell start fewer on every job's way in (~0.7 ms) than a gate in front of it.
+            return [SHELL, "-c", f"{first}\n{argv[2]}", *argv[3:]]
+        return [SHELL, "-c", f'{first}\nexec "$@"', "mgpu-gate", *argv]
 
 
 UNGATED = Gate()
@@ -171,11 +198,16 @@ class JobCgroups:
         return dirs
 
     def spawn(
-        self, launch: Launch, start: Callable[[Gate], subprocess.Popen[bytes]]
+        self,
+        launch: Launch,
+        start: Callable[[Gate], subprocess.Popen[bytes]],
+        uid: int | None = None,
     ) -> subprocess.Popen[bytes]:
         """``start(gate)``, the process it starts put in the job's groups before it runs
-        anything. OSError if that cannot be done: then nothing of the job ran, and no group of
-        it is left."""
+        anything (``uid``: the job's user, when it is not the agent's). OSError if that cannot
+        be done: then nothing of the job ran, and no group of it is left."""
+        if all(h.version == 1 for h in self.hierarchies):
+            return self._spawn_entering(launch, start, uid)
         job_id = launch.job_id
         try:
             # Started first: the groups are made while its shell starts up (it runs nothing
@@ -195,6 +227,24 @@ class JobCgroups:
             self.remove_now(job_id)
             raise
         return proc
+
+    def _spawn_entering(
+        self, launch: Launch, start: Callable[[Gate], subprocess.Popen[bytes]], uid: int | None
+    ) -> subprocess.Popen[bytes]:
+        """cgroup v1: the groups made with their limits, then the gate that enters them."""
+        job_id = launch.job_id
+        try:
+            try:
+                dirs = self.create(launch)
+                if uid is not None and uid != os.geteuid():
+                    for path in dirs:
+                        os.chown(path / "tasks", uid, -1)
+            except OSError as exc:
+                raise _not_placed(exc) from None
+            return start(Gate(enter=tuple(str(path / "tasks") for path in dirs)))
+        except BaseException:
+            self.remove_now(job_id)
+            raise
 
     def oom_kills(self, job_id: int) -> int:
         """The processes of the job the kernel's OOM killer killed, read before its groups are

@@ -34,7 +34,7 @@ from mgpu_core.constants import JOBS_DIR, OUTPUT_DIR, SCRIPTS_DIR
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
-from mgpu_node.cgroups import JobCgroups, with_oom
+from mgpu_node.cgroups import ENTER_FAILED, NOT_ENTERED, JobCgroups, with_oom
 from mgpu_node.held import HELD_CANCELLED, HeldLaunches
 from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
 from mgpu_node.lease import boottime
@@ -289,6 +289,8 @@ class Executor:
         status = read_outcome(self.records.status_file(job.job_id))
         if status is not None:
             return status
+        if rc == ENTER_FAILED and self.cgroups is not None:
+            return rc, None, NOT_ENTERED  # its gate said so in its output too
         if rc is not None:
             return (None, -rc, "") if rc < 0 else (rc, None, "")
         if job.kill_sent:

@@ -53,7 +53,11 @@ class Launcher:
         agent's own user), in its cgroup if the node has them; OSError/ValueError if it cannot."""
         if self.cgroups is None:
             return self._start(launch, status_file, account, UNGATED)
-        return self.cgroups.spawn(launch, lambda g: self._start(launch, status_file, account, g))
+        return self.cgroups.spawn(
+            launch,
+            lambda g: self._start(launch, status_file, account, g),
+            uid=account.uid if account is not None else None,
+        )
 
     def _start(
         self, launch: Launch, status_file: Path, account: Account | None, gate: Gate

@@ -17,7 +17,16 @@ import pytest
 
 from mgpu_core.models import JobSpec, Launch
 from mgpu_node.cgroupfs import Hierarchy, find_hierarchies
-from mgpu_node.cgroups import GATED, UNGATED, Gate, JobCgroups, agent_group, setup_isolation
+from mgpu_node.cgroups import (
+    ENTER_FAILED,
+    GATED,
+    UNGATED,
+    Gate,
+    JobCgroups,
+    agent_group,
+    enter_script,
+    setup_isolation,
+)
 from mgpu_node.nvml import DeviceNumber
 from tests.helpers.cluster import pid_alive, wait_for, wait_for_text
 
@@ -292,8 +301,59 @@ def start_marking(marker: Path) -> tuple[list[int], Callable[[Gate], subprocess.
     return started, start
 
 
-def test_the_job_runs_once_its_pid_is_in_every_group(tmp_path: Path) -> None:
+def test_a_v1_job_enters_every_group_itself_before_it_runs(tmp_path: Path) -> None:
+    """cgroup v1: the gate writes itself (0) into each tasks file, then runs the job; here
+    the files are plain, so the writes are what is seen."""
     cgroups = v1_groups(tmp_path)
+    marker = tmp_path / "ran"
+    _, start = start_marking(marker)
+    proc = cgroups.spawn(launch(), start)
+    assert proc.wait(10) == 0 and marker.exists()
+    for _, path in cgroups.job_dirs(7):
+        assert lines(path / "tasks") == ["0"]
+
+
+def test_a_v1_job_run_as_another_user_owns_its_tasks_files(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("chown needs root")
+    cgroups = v1_groups(tmp_path)
+    for path in cgroups.create(launch()):
+        (path / "tasks").touch()  # the kernel's file, here a plain one
+    _, start = start_marking(tmp_path / "ran")
+    proc = cgroups.spawn(launch(), start, uid=65534)
+    assert proc.wait(10) == 0
+    for _, path in cgroups.job_dirs(7):
+        assert (path / "tasks").stat().st_uid == 65534
+
+
+def test_a_v1_job_that_cannot_enter_its_group_never_runs(tmp_path: Path) -> None:
+    cgroups = v1_groups(tmp_path)
+    cgroups.create(launch())
+    (cgroups.job_dirs(7)[1][1] / "tasks").mkdir()  # refuses the write
+    marker = tmp_path / "ran"
+    started, start = start_marking(marker)
+    proc = cgroups.spawn(launch(), start)
+    assert proc.wait(10) == ENTER_FAILED
+    assert len(started) == 1 and not marker.exists()
+
+
+def test_the_v1_gate_is_the_first_lines_of_a_shell_wrapper() -> None:
+    gate = Gate(enter=("/cg/a/tasks", "/cg/b c/tasks"))
+    argv = gate.argv(["/bin/sh", "-c", "echo job", "w"])
+    assert argv[:2] == ["/bin/sh", "-c"] and argv[3:] == ["w"]
+    first, rest = argv[2].split("\n", 1)
+    assert first == enter_script(("/cg/a/tasks", "/cg/b c/tasks"))
+    assert "echo 0 >'/cg/b c/tasks'" in first and rest == "echo job"
+
+
+def v2_groups(tmp_path: Path) -> JobCgroups:
+    cgroups = JobCgroups([Hierarchy(2, ("memory",), tmp_path)], "a", GPUS)
+    cgroups.open()
+    return cgroups
+
+
+def test_a_v2_job_runs_once_its_pid_is_in_its_group(tmp_path: Path) -> None:
+    cgroups = v2_groups(tmp_path)
     marker = tmp_path / "ran"
     started, start = start_marking(marker)
     proc = cgroups.spawn(launch(), start)
@@ -302,9 +362,8 @@ def test_the_job_runs_once_its_pid_is_in_every_group(tmp_path: Path) -> None:
         assert lines(path / "cgroup.procs") == [str(started[0])]
 
 
-def test_a_job_that_cannot_be_put_in_its_group_never_runs(tmp_path: Path) -> None:
-    cgroups = JobCgroups([Hierarchy(1, ("memory",), tmp_path)], "a", GPUS)
-    cgroups.open()
+def test_a_v2_job_that_cannot_be_put_in_its_group_never_runs(tmp_path: Path) -> None:
+    cgroups = v2_groups(tmp_path)
     (cgroups.job_dirs(7)[0][1] / "cgroup.procs").mkdir(parents=True)  # refuses the pid
     marker = tmp_path / "ran"
     started, start = start_marking(marker)
