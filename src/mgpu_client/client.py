@@ -186,6 +186,15 @@ class Client:
     def request(self, kind: str, **fields: Any) -> dict[str, Any]:
         return self._call({"t": kind, **fields})
 
+    def send(self, kind: str, **fields: Any) -> int:
+        """Send a request without waiting: its id, for :meth:`answer`. A command overlaps its
+        own work (importing its formatter) with the master's this way."""
+        return self._send({"t": kind, **fields})
+
+    def answer(self, req_id: int) -> dict[str, Any]:
+        """The answer to a request :meth:`send` sent (requests are answered in order)."""
+        return _data(self._reply(req_id))
+
     def next_event(self, timeout_s: float | None = None) -> Message:
         """The next pushed job event (``TimeoutError`` if none arrives in time)."""
         self._settle_hello()

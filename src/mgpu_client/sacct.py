@@ -150,7 +150,10 @@ def _refs(value: object) -> list[int | str]:
     return refs
 
 
-def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
+def fetch(
+    client: Any, opts: dict[str, Any], me: str, meanwhile: Any = None
+) -> list[dict[str, Any]]:
+    """The jobs the options select; ``meanwhile()`` runs while the master answers."""
     now = time.time()
     refs = _refs(",".join(opts.get("jobs") or []))
     from mgpu_client.slurm.jobstates import STATES, parse_states
@@ -164,7 +167,7 @@ def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
         start = now if states else parse_time("midnight", now)
     if opts.get("endtime"):
         end = parse_time(str(opts["endtime"]), now)
-    data = client.request(
+    req_id = client.send(
         "queue",
         users=users,
         states=[s for s in states if s in STATES.values() and s != "COMPLETING"],
@@ -176,6 +179,9 @@ def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
         window_end_s=end,
         steps=not opts.get("allocations"),
     )
+    if meanwhile is not None:
+        meanwhile()
+    data = client.answer(req_id)
     wanted = {
         k: set(_split(opts.get(o)))
         for k, o in (("partition", "partition"), ("qos", "qos"), ("account", "accounts"))
@@ -195,11 +201,14 @@ def fetch(client: Any, opts: dict[str, Any], me: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _load_formatter() -> None:
+    """Import the formatter while the master answers (it is a good part of the start-up)."""
+    from mgpu_client.slurm import sacct_fmt  # noqa: F401
+
+
 def report(argv: list[str], prog: str) -> int:
     found, rest = parse(argv, TABLE, interspersed=True)
     opts = as_dict(found, collect=("jobs",))
-    from mgpu_client.slurm import sacct_fmt
-
     if opts.get("help") or opts.get("usage"):
         sys.stdout.write(render_help(prog, "[OPTIONS]", "Accounting data of jobs.", OPTIONS))
         return 0
@@ -207,6 +216,8 @@ def report(argv: list[str], prog: str) -> int:
         sys.stdout.write("slurm 23.11.0 (mgpu)\n")
         return 0
     if opts.get("helpformat"):
+        from mgpu_client.slurm import sacct_fmt
+
         names = [name for name, _ in sacct_fmt.parse_fields("ALL")]
         rows_of = [names[i : i + 4] for i in range(0, len(names), 4)]
         sys.stdout.write("".join(" ".join(f"{n:<20}" for n in r).rstrip() + "\n" for r in rows_of))
@@ -219,7 +230,9 @@ def report(argv: list[str], prog: str) -> int:
     from mgpu_client.client import connect, current_user
 
     with connect(opts.get("master")) as client:
-        rows = fetch(client, opts, current_user())
+        rows = fetch(client, opts, current_user(), meanwhile=_load_formatter)
+    from mgpu_client.slurm import sacct_fmt
+
     delimiter = str(opts["delimiter"]) if opts.get("delimiter") else "|"
     if opts.get("format"):
         spec = ",".join(opts["format"]) if isinstance(opts["format"], list) else opts["format"]

@@ -116,11 +116,14 @@ def show(argv: list[str], prog: str) -> int:
         )
         return 0
     from mgpu_client.client import connect
-    from mgpu_client.slurm import sinfo_fmt
 
     with connect(opts.get("master")) as client:
-        partitions = list(client.request("partitions")["partitions"])
-        nodes = client.nodes()
+        # Both requests out, the formatter imported while the master answers them.
+        asked = client.send("partitions"), client.send("nodes")
+        from mgpu_client.slurm import sinfo_fmt
+
+        partitions = list(client.answer(asked[0])["partitions"])
+        nodes = list(client.answer(asked[1])["nodes"])
     partitions, nodes = _select(partitions, nodes, opts)
     try:
         specs = None

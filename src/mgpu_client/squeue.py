@@ -154,16 +154,14 @@ def needed_fields(specs: Any, sort: str | None) -> list[str]:
     return sorted(read & set(_COMMON))
 
 
-def fetch(
-    client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None
-) -> list[dict[str, Any]]:
-    """The rows the options select (``fields`` of each: None for all), filtered as squeue
-    filters them."""
+def ask(client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None) -> Any:
+    """Send the listing request the options make (``fields`` of each row: None for all); what
+    :func:`collect` needs to read its answer."""
     users = _split(opts.get("user")) + ([me] if opts.get("me") else [])
     states = parse_states(str(opts["states"])) if opts.get("states") else []
     refs = _job_ids(opts.get("jobs"))
     finished = bool(refs) or any(s not in ("PENDING", "RUNNING", "COMPLETING") for s in states)
-    data = client.request(
+    req_id = client.send(
         "queue",
         users=users,
         states=[s for s in states if s != "COMPLETING"],
@@ -171,6 +169,21 @@ def fetch(
         include_finished=finished,
         fields=fields or [],
     )
+    return req_id, refs, states
+
+
+def fetch(
+    client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """The rows the options select (``fields`` of each: None for all), filtered as squeue
+    filters them."""
+    return collect(client, opts, ask(client, opts, me, fields))
+
+
+def collect(client: Any, opts: dict[str, Any], asked: Any) -> list[dict[str, Any]]:
+    """The answer to :func:`ask`'s request, filtered as squeue filters it."""
+    req_id, refs, states = asked
+    data = client.answer(req_id)
     now = float(data.get("now") or time.time())
     if refs and not data["jobs"]:
         raise UsageError("slurm_load_jobs error: Invalid job id specified")
@@ -218,11 +231,13 @@ def show(argv: list[str], prog: str) -> int:
         from mgpu_client.cmdline import number
 
         interval = number("-i/--iterate", opts["iterate"], 1, 86_400)
-    specs, sort = layout(opts)
-    fields = needed_fields(specs, sort)
+    builtin = _builtin_layout(opts)
+    fields = BUILTIN_FIELDS[builtin] if builtin else needed_fields(*layout(opts))
     with connect(opts.get("master")) as client:
         while True:
-            rows = fetch(client, opts, current_user(), fields)
+            asked = ask(client, opts, current_user(), fields)
+            specs, sort = layout(opts)  # the formatter's import, while the master answers
+            rows = collect(client, opts, asked)
             text = render(rows, opts, specs, sort)
             if interval is not None and not opts.get("long"):
                 sys.stdout.write(time.strftime("%a %b %d %H:%M:%S %Y") + "\n")
@@ -231,6 +246,26 @@ def show(argv: list[str], prog: str) -> int:
             if interval is None:
                 return 0
             time.sleep(interval)  # the user asked to be shown the queue every N seconds
+
+
+# The fields of squeue's built-in layouts (needed_fields of each; tests/client/
+# test_squeue_fields.py checks them): the request goes out before the formatter is imported.
+_BASE = [
+    "account", "array_job_id", "array_task_id", "end_time", "expected_start", "job_id", "name",
+    "node", "partition", "qos", "reason", "start_time", "state", "user",
+]  # fmt: skip
+BUILTIN_FIELDS = {
+    "default": sorted([*_BASE, "priority"]),
+    "long": sorted([*_BASE, "priority", "time_limit_s"]),
+    "start": _BASE,
+}
+
+
+def _builtin_layout(opts: dict[str, Any]) -> str:
+    """Which built-in layout the options ask for ("" for -o, -O or -S)."""
+    if opts.get("format") or opts.get("Format") or opts.get("sort"):
+        return ""
+    return "start" if opts.get("start") else "long" if opts.get("long") else "default"
 
 
 def layout(opts: dict[str, Any]) -> tuple[Any, str | None]:

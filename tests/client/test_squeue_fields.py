@@ -62,3 +62,18 @@ def test_the_default_listing_asks_for_few_fields() -> None:
     specs, sort = squeue.layout({})
     fields = squeue.needed_fields(specs, sort)
     assert len(fields) <= 16 and "command" not in fields and "cwd" not in fields
+
+
+@pytest.mark.parametrize(
+    ("key", "opts"), [("default", {}), ("long", {"long": True}), ("start", {"start": True})]
+)
+def test_the_built_in_layouts_fields_are_what_they_read(key: str, opts: dict[str, Any]) -> None:
+    """squeue sends its request before importing the formatter: with the built-in layouts'
+    field lists, which must be what needed_fields finds."""
+    assert squeue._builtin_layout(opts) == key
+    assert squeue.BUILTIN_FIELDS[key] == squeue.needed_fields(*squeue.layout(opts))
+
+
+def test_a_format_or_order_of_ones_own_is_not_built_in() -> None:
+    for opts in ({"format": "%i"}, {"Format": "JobID"}, {"sort": "i"}, {"long": True, "sort": "i"}):
+        assert squeue._builtin_layout(opts) == ""
