@@ -46,7 +46,12 @@ if TYPE_CHECKING:
     JOB_REF: AnyOf
 
 
+_VALIDATORS = frozenset({"ID", "JOB_ID", "NAME", "GPU_INDEX", "PID", "JOB_REF"})
+
+
 def __getattr__(name: str) -> object:
+    if name not in _VALIDATORS:  # e.g. the import system's look for __path__
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from mgpu_core.schema import AnyOf, Int, Str
 
     job_id = Int(1, 2**53)
@@ -58,8 +63,6 @@ def __getattr__(name: str) -> object:
         "PID": Int(0, 2**32),
         "JOB_REF": AnyOf(job_id, Str(MAX_JOB_REF_LEN, min_len=3)),
     }
-    if name not in validators:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals().update(validators)  # made once: later imports find them as plain names
     return validators[name]
 
