@@ -101,6 +101,8 @@ def _gres(text: str) -> tuple[str, int]:
             continue
         if parts[0] != "gpu" or len(parts) > 3:
             raise UsageError(f"unsupported gres '{item}': mgpu schedules GPUs (gpu[:TYPE]:N)")
+        if len(parts) == 3 and not parts[2].isdigit():
+            raise UsageError(f"invalid GPU count in --gres {item}: gpu:TYPE:N")
         count = parts[-1] if len(parts) > 1 and parts[-1].isdigit() else "1"
         named = parts[1] if len(parts) == 3 or (len(parts) == 2 and not parts[1].isdigit()) else ""
         kind = _gpu_type("--gres", named, text) or kind

@@ -150,7 +150,10 @@ def needed_fields(specs: Any, sort: str | None) -> list[str]:
     read: set[str] = set(FILTER_FIELDS)
     rows = [_Recorder(row, read) for row in PROTOTYPES]
     now = 1.0e9 + 10
-    squeue_fmt.format_jobs(squeue_fmt.sort_jobs(rows, sort, now=now), specs, now=now)
+    try:
+        squeue_fmt.format_jobs(squeue_fmt.sort_jobs(rows, sort, now=now), specs, now=now)
+    except ValueError as exc:  # -S with a letter squeue does not sort by
+        raise UsageError(str(exc)) from None
     return sorted(read & set(_COMMON))
 
 

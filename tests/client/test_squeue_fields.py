@@ -77,3 +77,14 @@ def test_the_built_in_layouts_fields_are_what_they_read(key: str, opts: dict[str
 def test_a_format_or_order_of_ones_own_is_not_built_in() -> None:
     for opts in ({"format": "%i"}, {"Format": "JobID"}, {"sort": "i"}, {"long": True, "sort": "i"}):
         assert squeue._builtin_layout(opts) == ""
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [{"format": "%.999999999i"}, {"format": "%99999999999999999999i"}, {"Format": "JobID:5000"}],
+)
+def test_a_column_wider_than_4096_is_refused_in_one_line(opts: dict[str, Any]) -> None:
+    from mgpu_core.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"width \d+ \(at most 4096\)"):
+        squeue.layout(opts)

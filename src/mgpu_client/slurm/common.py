@@ -113,9 +113,24 @@ def parse_percent_format(fmt: str, keys: Container[str], what: str) -> list[Spec
         letter = token[end : end + 1]
         if not letter or letter not in keys:
             raise ValueError(f"Invalid {what} format specification: {letter or token}")
-        width = int(token[start:end]) if end > start else 0
+        width = checked_width(token[start:end], what) if end > start else 0
         specs.append((letter, width, right, token[end + 1 :]))
     return specs
+
+
+# The widest column a format may ask for: Slurm reads any int, but a width of a billion is a
+# gigabyte of spaces per line (mgpu's one-line-error rule for bad input applies).
+MAX_WIDTH = 4096
+
+
+def checked_width(digits: str, what: str) -> int:
+    """A format's column width from its digits (sign allowed), at most :data:`MAX_WIDTH`."""
+    body = digits.lstrip("+-")
+    if len(body) > 6 or (body and int(body) > MAX_WIDTH):
+        raise ValueError(
+            f"Invalid {what} format specification: width {digits} (at most {MAX_WIDTH})"
+        )
+    return int(digits) if body else 0
 
 
 def parse_name_format(fmt: str, names: Mapping[str, str], what: str) -> list[Spec]:
@@ -141,7 +156,7 @@ def parse_name_format(fmt: str, names: Mapping[str, str], what: str) -> list[Spe
         while end < len(size) and size[end].isdigit():
             end += 1
         digits = size[:end]
-        width = int(digits) if digits.lstrip("+-") else 0  # strtol: no digits reads 0
+        width = checked_width(digits, what)  # strtol: no digits reads 0
         specs.append((key, width, right, size[end:]))
     return specs
 

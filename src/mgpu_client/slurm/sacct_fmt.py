@@ -12,6 +12,7 @@ from __future__ import annotations
 from mgpu_client.slurm import jobfields as jf
 from mgpu_client.slurm import timefmt as tf
 from mgpu_client.slurm.common import (
+    checked_width,
     gid_of,
     group_name,
     has_started,
@@ -112,7 +113,7 @@ def _atoi(text_: str) -> int:
     i = 1 if text_[:1] in ("-", "+") else 0
     while i < len(text_) and text_[i].isdigit():
         i += 1
-    return int(text_[:i]) if text_[:i].lstrip("+-") else 0
+    return checked_width(text_[:i], "sacct")
 
 
 # ---------------------------------------------------------------- steps

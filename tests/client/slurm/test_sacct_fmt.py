@@ -190,3 +190,13 @@ def test_derived_exit_code_is_the_worst_step() -> None:
         "12345.0|",
         "12345.1|",
     ]
+
+
+def test_a_field_wider_than_4096_is_refused() -> None:
+    import pytest
+
+    from mgpu_client.slurm import sacct_fmt
+
+    assert sacct_fmt.parse_fields("JobID%4096") == [("JobID", 4096)]
+    with pytest.raises(ValueError, match="at most 4096"):
+        sacct_fmt.parse_fields("JobID%999999999")
