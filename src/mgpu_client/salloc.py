@@ -11,6 +11,7 @@ prints the job id and leaves the allocation running.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -95,34 +96,64 @@ def allocate(argv: list[str], prog: str) -> int:
     job.update(stdout_path="/dev/null", requeue=False)
     from mgpu_client.client import connect
 
-    client = connect(opts.get("master"))
-    job_id = int(client.submit_job(job)["job_id"])
     say = (lambda text: None) if quiet else (lambda text: sys.stderr.write(f"{prog}: {text}\n"))
-    say(f"Pending job allocation {job_id}")
-    try:
-        row = _granted(client, job_id)
-        if row["state"] != "RUNNING":
-            say(f"job allocation {job_id} ended before it started: {row['state']}")
-            return 1
-        say(f"Granted job allocation {job_id}")
-        if opts.get("no_shell"):
-            return 0
-        env = _local_env(row, client.nodes())
-        shell = command or [os.environ.get("SHELL") or "/bin/sh"]
+    master = opts.get("master")
+    with connect(master) as client:
+        job_id = int(client.submit_job(job)["job_id"])
+        say(f"Pending job allocation {job_id}")
+        _release_on_hangup()
         try:
-            code = subprocess.call(shell, env=env)
-        except OSError as exc:
-            warn(prog, f"cannot run {shell[0]}: {exc.strerror}")
-            code = 1
-    except KeyboardInterrupt:
-        code = 130
+            row = _granted(client, job_id)
+            nodes = client.nodes() if row["state"] == "RUNNING" else []
+        except (KeyboardInterrupt, _Released):
+            _release(master, job_id, say, prog)
+            return 130
+    if row["state"] != "RUNNING":
+        say(f"job allocation {job_id} ended before it started: {row['state']}")
+        return 1
+    say(f"Granted job allocation {job_id}")
+    if opts.get("no_shell"):
+        return 0
+    shell = command or [os.environ.get("SHELL") or "/bin/sh"]
+    # Ctrl-C is the shell's (it reaches the whole foreground group): salloc keeps the
+    # allocation while the shell runs, and gives it back when the shell ends or salloc is
+    # told to end (SIGTERM, SIGHUP).
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = subprocess.call(shell, env=_local_env(row, nodes))
+    except OSError as exc:
+        warn(prog, f"cannot run {shell[0]}: {exc.strerror}")
+        code = 1
+    except _Released:
+        code = 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    _release(master, job_id, say, prog)
+    return code if code >= 0 else 128 - code
+
+
+class _Released(Exception):
+    """SIGTERM or SIGHUP: give the allocation back and end."""
+
+
+def _release_on_hangup() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise _Released
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
+
+
+def _release(master: str | None, job_id: int, say: Any, prog: str) -> None:
+    """Cancel the allocation, on a connection of its own (the first may be long gone)."""
+    from mgpu_client.client import connect
+
     say(f"Relinquishing job allocation {job_id}")
     try:
-        client.cancel([job_id])
+        with connect(master) as client:
+            client.cancel([job_id])
     except MgpuError as exc:
         warn(prog, f"job {job_id} not released: {exc}")
-    client.close()
-    return code if code >= 0 else 128 - code
 
 
 def main(prog: str = "mgpu_salloc", *, slurm: bool = False) -> None:

@@ -5,6 +5,7 @@ against a real master and node agent, and gets Slurm's output, files and exit co
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,3 +266,29 @@ def test_sinfo_shows_the_default_partition_and_its_gpus(slurm: Slurm) -> None:
     assert lines[1].split() == ["gpu*", "up", "infinite", "1", "idle", "n1"]
     gres = slurm.ok("sinfo -h -N -o '%N %G'").stdout.split()
     assert gres[0] == "n1" and gres[1].startswith("gpu:") and gres[1].endswith(":2")
+
+
+def test_salloc_keeps_its_allocation_through_ctrl_c_and_gives_it_back_on_sigterm(
+    slurm: Slurm,
+) -> None:
+    """Ctrl-C belongs to the shell salloc runs (salloc ignores SIGINT meanwhile); SIGTERM ends
+    salloc, its shell, and the allocation."""
+    marker = slurm.cluster.tmp / "alloc-id"
+    proc = subprocess.Popen(
+        ["salloc", "-J", "held", "sh", "-c", f"echo $SLURM_JOB_ID > {marker}; exec sleep 60"],
+        env=slurm.env,
+        cwd=slurm.cluster.tmp,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = int(wait_for_text(marker, timeout_s=30))
+        proc.send_signal(signal.SIGINT)
+        assert slurm.cluster.job(job_id)["state"] == "RUNNING"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert f"Relinquishing job allocation {job_id}" in err
+    slurm.cluster.wait_state(job_id, "CANCELLED")
