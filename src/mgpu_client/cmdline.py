@@ -8,6 +8,8 @@ the last of a repeated option wins unless the caller collects it. Options come f
 
 from __future__ import annotations
 
+import sys
+
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
@@ -150,7 +152,7 @@ def _parse_short(
     return i
 
 
-HELP = ("-h", "--help", "--usage")
+HELP_WORDS = ("-h", "--help", "--usage")
 
 
 def wants_help(argv: list[str], table: dict[str, Opt] | None = None) -> bool:
@@ -161,7 +163,7 @@ def wants_help(argv: list[str], table: dict[str, Opt] | None = None) -> bool:
     while i < len(argv):
         arg = argv[i]
         i += 1
-        if arg in HELP:
+        if arg in HELP_WORDS:
             return True
         if arg == "--" or not arg.startswith("-") or arg == "-":
             return False
@@ -224,3 +226,51 @@ def render_help(prog: str, usage: str, summary: str, options: Iterable[Opt]) -> 
             lines.extend((f"  {spelled}", f"  {'':<28}{note}"))
     lines.append(f"  {'-h, --help':<28}Show this message and exit.")
     return "\n".join(lines) + "\n"
+
+
+# What Slurm-named commands answer to -V/--version.
+SLURM_VERSION = "slurm 23.11.0"
+
+# The options every listing command (squeue, sinfo, sacct, scancel) has alike.
+CLUSTERS = Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster")
+VERBOSE = Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted.")
+VERSION = Opt("-V --version", "version", FLAG, "", USE, "Print the version.")
+USAGE = Opt("--usage", "usage", FLAG, "", USE, "Show this message and exit.")
+LONG_HELP = Opt("--help", "help", FLAG, "", USE, "Show this message and exit.")
+MASTER = Opt(
+    "--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.", metavar="ADDR"
+)
+
+
+def answer_common(
+    prog: str,
+    found: list[tuple[Opt, Any]],
+    rest: list[str],
+    summary: str,
+    options: Iterable[Opt],
+    *,
+    stray: str | None,
+) -> bool:
+    """What the listing commands do alike before their own work: --help/--usage, -V, words
+    that are not options (refused with ``stray``, which names the first; None: the caller
+    checks), a warning per ignored option. True when the command is done."""
+    opts = {opt.dest: value for opt, value in found}
+    if opts.get("help") or opts.get("usage"):
+        sys.stdout.write(render_help(prog, "[OPTIONS]", summary, options))
+        return True
+    if opts.get("version"):
+        sys.stdout.write(f"{SLURM_VERSION} (mgpu)\n")
+        return True
+    if rest and stray is not None:
+        raise UsageError(stray.format(rest[0]))
+    from mgpu_client.exits import warn
+
+    for opt, _ in found:
+        if opt.how == WARN:
+            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
+    return False
+
+
+def split_list(value: object) -> list[str]:
+    """A comma list's items, blanks around them dropped (-u, -p, -n, -t ...)."""
+    return [v.strip() for v in str(value or "").split(",") if v.strip()]

@@ -14,18 +14,23 @@ import sys
 import time
 
 from mgpu_client.cmdline import (
+    CLUSTERS,
     FLAG,
+    MASTER,
     QUIET,
+    USAGE,
     USE,
     VALUE,
-    WARN,
+    VERBOSE,
+    VERSION,
     Opt,
+    answer_common,
     as_dict,
     index,
     parse,
-    render_help,
+    split_list,
 )
-from mgpu_client.exits import run_command, warn
+from mgpu_client.exits import run_command
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False
@@ -44,7 +49,7 @@ OPTIONS = (
         metavar="LIST"),
     Opt("-l --long", "long", FLAG, "", USE, "Many fields."),
     Opt("-L --allclusters", "allclusters", FLAG, "", QUIET, "Accepted (one cluster)."),
-    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    CLUSTERS,
     Opt("-N --nodelist", "nodelist", VALUE, "", USE, "Only jobs on these nodes.", metavar="NODES"),
     Opt("-n --noheader", "noheader", FLAG, "", USE, "No header."),
     Opt("--name", "name", VALUE, "", USE, "Only jobs with these names.", metavar="LIST"),
@@ -64,12 +69,11 @@ OPTIONS = (
     Opt("-T --truncate", "truncate", FLAG, "", QUIET, "Accepted."),
     Opt("--units", "units", VALUE, "", QUIET, "Accepted."),
     Opt("--noconvert", "noconvert", FLAG, "", QUIET, "Accepted."),
-    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
-    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
+    VERBOSE,
+    VERSION,
     Opt("-h --help", "help", FLAG, "", USE, "Show this message and exit."),
-    Opt("--usage", "usage", FLAG, "", USE, "Show this message and exit."),
-    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
-        metavar="ADDR"),
+    USAGE,
+    MASTER,
 )
 # fmt: on
 TABLE = index(OPTIONS)
@@ -135,13 +139,9 @@ def parse_time(text: str, now: float) -> float:
         raise UsageError(f"invalid time '{text}'") from None
 
 
-def _split(value: object) -> list[str]:
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
 def _refs(value: object) -> list[int | str]:
     refs: list[int | str] = []
-    for item in _split(value):
+    for item in split_list(value):
         text = item.split(".")[0]
         job, _, task = text.partition("_")
         if not job.isdigit() or (task and not task.isdigit()):
@@ -159,7 +159,7 @@ def fetch(
     from mgpu_client.slurm.jobstates import STATES, parse_states
 
     states = parse_states(str(opts["state"])) if opts.get("state") else []
-    users = [] if opts.get("allusers") else (_split(opts.get("user")) or ([] if refs else [me]))
+    users = [] if opts.get("allusers") else (split_list(opts.get("user")) or ([] if refs else [me]))
     start = end = None
     if opts.get("starttime"):
         start = parse_time(str(opts["starttime"]), now)
@@ -174,7 +174,7 @@ def fetch(
         job_ids=refs,
         include_finished=True,
         fields=[],
-        names=_split(opts.get("name")),
+        names=split_list(opts.get("name")),
         window_start_s=start,
         window_end_s=end,
         steps=not opts.get("allocations"),
@@ -183,7 +183,7 @@ def fetch(
         meanwhile()
     data = client.answer(req_id)
     wanted = {
-        k: set(_split(opts.get(o)))
+        k: set(split_list(opts.get(o)))
         for k, o in (("partition", "partition"), ("qos", "qos"), ("account", "accounts"))
     }
     nodes = None
@@ -209,11 +209,7 @@ def _load_formatter() -> None:
 def report(argv: list[str], prog: str) -> int:
     found, rest = parse(argv, TABLE, interspersed=True)
     opts = as_dict(found, collect=("jobs",))
-    if opts.get("help") or opts.get("usage"):
-        sys.stdout.write(render_help(prog, "[OPTIONS]", "Accounting data of jobs.", OPTIONS))
-        return 0
-    if opts.get("version"):
-        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
+    if answer_common(prog, found, rest, "Accounting data of jobs.", OPTIONS, stray=None):
         return 0
     if opts.get("helpformat"):
         from mgpu_client.slurm import sacct_fmt
@@ -224,9 +220,6 @@ def report(argv: list[str], prog: str) -> int:
         return 0
     if rest:
         raise UsageError(f"unrecognized argument '{rest[0]}'")
-    for opt, _ in found:
-        if opt.how == WARN:
-            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
     from mgpu_client.client import connect, current_user
 
     with connect(opts.get("master")) as client:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from mgpu_client import jobspec
-from mgpu_client.cmdline import parse, render_help, wants_help
+from mgpu_client.cmdline import SLURM_VERSION, parse, render_help, wants_help
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, B, table_for
 from mgpu_core.errors import UsageError
@@ -23,7 +23,6 @@ SUMMARY = (
     "Submit a batch SCRIPT (or stdin, or --wrap CMD); its output goes to a file. #SBATCH lines "
     "at the top of the script give options; the command line wins over them."
 )
-SLURM_VERSION = "slurm 23.11.0"
 
 
 def help_text(prog: str) -> str:

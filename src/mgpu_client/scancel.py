@@ -11,10 +11,13 @@ from __future__ import annotations
 import sys
 
 from mgpu_client.cmdline import (
+    CLUSTERS,
     FLAG,
+    MASTER,
     QUIET,
     USE,
     VALUE,
+    VERBOSE,
     WARN,
     Opt,
     as_dict,
@@ -48,14 +51,13 @@ OPTIONS = (
     Opt("-i --interactive", "interactive", FLAG, "", WARN, "Ask for each job.",
         why="scancel does not ask"),
     Opt("-H --hurry", "hurry", FLAG, "", QUIET, "Accepted (no burst buffers)."),
-    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    CLUSTERS,
     Opt("-R --reservation", "reservation", VALUE, "", USE, "Only jobs of this reservation (none)."),
     Opt("--wckey", "wckey", VALUE, "", QUIET, "Accepted (not tracked)."),
     Opt("--sibling", "sibling", VALUE, "", QUIET, "Accepted (one cluster)."),
     Opt("-Q --quiet", "quiet", FLAG, "", USE, "Say nothing about jobs that already ended."),
-    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
-    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
-        metavar="ADDR"),
+    VERBOSE,
+    MASTER,
 )
 # fmt: on
 TABLE = index(OPTIONS)

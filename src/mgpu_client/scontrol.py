@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 
+from mgpu_client.cmdline import SLURM_VERSION
 from mgpu_client.exits import run_command
 from mgpu_core.errors import UsageError
 
@@ -110,7 +111,7 @@ def control(argv: list[str], prog: str) -> int:
         sys.stdout.write(USAGE + "\n")
         return 0
     if args[0] in ("-V", "--version", "version"):
-        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
+        sys.stdout.write(f"{SLURM_VERSION} (mgpu)\n")
         return 0
     verb, words = args[0].lower(), args[1:]
     if verb in REFUSED:
@@ -185,7 +186,7 @@ def _show(client: Any, words: list[str], one_line: bool) -> int:
         pairs = [
             ("ClusterName", str(info.get("cluster_name") or "mgpu")),
             ("SlurmctldHost[0]", str(client.address)),
-            ("SLURM_VERSION", "23.11.0 (mgpu " + str(info.get("server", "")) + ")"),
+            ("SLURM_VERSION", f"{SLURM_VERSION.split()[-1]} (mgpu {info.get('server', '')})"),
             ("SchedulerType", "mgpu (event-driven, multifactor priority, backfill)"),
             ("SelectType", "mgpu (whole GPUs, CPUs and memory per node)"),
         ]

@@ -6,18 +6,24 @@ from __future__ import annotations
 import sys
 
 from mgpu_client.cmdline import (
+    CLUSTERS,
     FLAG,
+    LONG_HELP,
+    MASTER,
     QUIET,
+    USAGE,
     USE,
     VALUE,
-    WARN,
+    VERBOSE,
+    VERSION,
     Opt,
+    answer_common,
     as_dict,
     index,
     parse,
-    render_help,
+    split_list,
 )
-from mgpu_client.exits import run_command, warn
+from mgpu_client.exits import run_command
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False
@@ -45,20 +51,15 @@ OPTIONS = (
     Opt("-S --sort", "sort", VALUE, "", USE, "Sort keys.", metavar="KEYS"),
     Opt("-t --states", "states", VALUE, "", USE, "Only nodes in these states.", metavar="LIST"),
     Opt("-T --reservation", "reservation", FLAG, "", USE, "Reservations (there are none)."),
-    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
-    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
-    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
-    Opt("--usage", "usage", FLAG, "", USE, "Show this message and exit."),
-    Opt("--help", "help", FLAG, "", USE, "Show this message and exit."),
-    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
-        metavar="ADDR"),
+    CLUSTERS,
+    VERBOSE,
+    VERSION,
+    USAGE,
+    LONG_HELP,
+    MASTER,
 )
 # fmt: on
 TABLE = index(OPTIONS)
-
-
-def _split(value: object) -> list[str]:
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
 
 
 def _select(
@@ -66,7 +67,7 @@ def _select(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from mgpu_client.slurm import nodestate
 
-    names = set(_split(opts.get("partition")))
+    names = set(split_list(opts.get("partition")))
     if names:
         partitions = [p for p in partitions if p["name"] in names]
     if opts.get("states"):
@@ -95,18 +96,9 @@ def _select(
 def show(argv: list[str], prog: str) -> int:
     found, rest = parse(argv, TABLE, interspersed=True)
     opts = as_dict(found)
-    if opts.get("help") or opts.get("usage"):
-        summary = "View partitions and nodes."
-        sys.stdout.write(render_help(prog, "[OPTIONS]", summary, OPTIONS))
+    summary = "View partitions and nodes."
+    if answer_common(prog, found, rest, summary, OPTIONS, stray="Unrecognized option: {}"):
         return 0
-    if opts.get("version"):
-        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
-        return 0
-    if rest:
-        raise UsageError(f"Unrecognized option: {rest[0]}")
-    for opt, _ in found:
-        if opt.how == WARN:
-            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
     if opts.get("reservation"):
         sys.stdout.write(
             ""

@@ -11,19 +11,25 @@ import sys
 import time
 
 from mgpu_client.cmdline import (
+    CLUSTERS,
     FLAG,
+    LONG_HELP,
+    MASTER,
     OPTIONAL,
     QUIET,
+    USAGE,
     USE,
     VALUE,
-    WARN,
+    VERBOSE,
+    VERSION,
     Opt,
+    answer_common,
     as_dict,
     index,
     parse,
-    render_help,
+    split_list,
 )
-from mgpu_client.exits import run_command, warn
+from mgpu_client.exits import run_command
 from mgpu_client.slurm.jobstates import parse_states
 from mgpu_core.errors import UsageError
 
@@ -45,7 +51,7 @@ OPTIONS = (
     Opt("-j --jobs", "jobs", VALUE, "", USE, "Only these jobs (comma list).", metavar="LIST"),
     Opt("-l --long", "long", FLAG, "", USE, "Slurm's long format."),
     Opt("-L --licenses", "licenses", VALUE, "", USE, "Only jobs using these licenses (none do)."),
-    Opt("-M --clusters", "clusters", VALUE, "", WARN, "Clusters.", why="mgpu is one cluster"),
+    CLUSTERS,
     Opt("--me", "me", FLAG, "", USE, "Only my jobs."),
     Opt("-n --name", "name", VALUE, "", USE, "Only jobs with these names.", metavar="LIST"),
     Opt("--noconvert", "noconvert", FLAG, "", QUIET, "Accepted."),
@@ -64,24 +70,19 @@ OPTIONS = (
         metavar="LIST"),
     Opt("-u --user", "user", VALUE, "", USE, "Only these users' jobs.", metavar="LIST"),
     Opt("-w --nodelist", "nodelist", VALUE, "", USE, "Only jobs on these nodes.", metavar="NODES"),
-    Opt("-v --verbose", "verbose", FLAG, "", QUIET, "Accepted."),
-    Opt("-V --version", "version", FLAG, "", USE, "Print the version."),
-    Opt("--usage", "usage", FLAG, "", USE, "Print the usage."),
-    Opt("--help", "help", FLAG, "", USE, "Show this message and exit."),
-    Opt("--master", "master", VALUE, "", USE, "The master: HOST:PORT or unix:PATH.",
-        metavar="ADDR"),
+    VERBOSE,
+    VERSION,
+    USAGE,
+    LONG_HELP,
+    MASTER,
 )
 # fmt: on
 TABLE = index(OPTIONS)
 
 
-def _split(value: object) -> list[str]:
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
 def _job_ids(value: object) -> list[int | str]:
     refs: list[int | str] = []
-    for item in _split(value):
+    for item in split_list(value):
         job, _, task = item.partition("_")
         if not job.isdigit() or (task and not task.isdigit()):
             raise UsageError(f"Invalid job id: {item}")
@@ -160,7 +161,7 @@ def needed_fields(specs: Any, sort: str | None) -> list[str]:
 def ask(client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None) -> Any:
     """Send the listing request the options make (``fields`` of each row: None for all); what
     :func:`collect` needs to read its answer."""
-    users = _split(opts.get("user")) + ([me] if opts.get("me") else [])
+    users = split_list(opts.get("user")) + ([me] if opts.get("me") else [])
     states = parse_states(str(opts["states"])) if opts.get("states") else []
     refs = _job_ids(opts.get("jobs"))
     finished = bool(refs) or any(s not in ("PENDING", "RUNNING", "COMPLETING") for s in states)
@@ -191,7 +192,7 @@ def collect(client: Any, opts: dict[str, Any], asked: Any) -> list[dict[str, Any
     if refs and not data["jobs"]:
         raise UsageError("slurm_load_jobs error: Invalid job id specified")
     rows = []
-    wanted = {k: set(_split(opts.get(k))) for k in ("name", "partition", "qos", "account")}
+    wanted = {k: set(split_list(opts.get(k))) for k in ("name", "partition", "qos", "account")}
     nodes = None
     if opts.get("nodelist"):
         from mgpu_client.jobspec import hosts
@@ -216,17 +217,9 @@ def collect(client: Any, opts: dict[str, Any], asked: Any) -> list[dict[str, Any
 def show(argv: list[str], prog: str) -> int:
     found, rest = parse(argv, TABLE, interspersed=True)
     opts = as_dict(found)
-    if opts.get("help") or opts.get("usage"):
-        sys.stdout.write(render_help(prog, "[OPTIONS]", "View the job queue.", OPTIONS))
+    summary = "View the job queue."
+    if answer_common(prog, found, rest, summary, OPTIONS, stray="Unrecognized option: {}"):
         return 0
-    if opts.get("version"):
-        sys.stdout.write("slurm 23.11.0 (mgpu)\n")
-        return 0
-    if rest:
-        raise UsageError(f"Unrecognized option: {rest[0]}")
-    for opt, _ in found:
-        if opt.how == WARN:
-            warn(prog, f"{opt.names[-1]} is ignored: {opt.why}")
     from mgpu_client.client import connect, current_user
 
     interval = None

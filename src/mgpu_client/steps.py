@@ -58,41 +58,27 @@ def allocation_job_id(opts: dict[str, Any]) -> int | None:
 
 
 def _expand(template: str, task: int, job_id: int, step_id: int, env: dict[str, str]) -> str:
-    """An output path of one task: Slurm's %t %j %J %s %N %n %x %u %A %a %% (and %5t padding)."""
-    values = {
-        "t": str(task),
-        "j": str(job_id),
-        "J": f"{job_id}.{step_id}",
-        "s": str(step_id),
-        "N": env.get("SLURMD_NODENAME", ""),
-        "n": "0",
-        "x": env.get("SLURM_JOB_NAME", ""),
-        "u": env.get("SLURM_JOB_USER", env.get("USER", "")),
-        "A": env.get("SLURM_ARRAY_JOB_ID", str(job_id)),
-        "a": env.get("SLURM_ARRAY_TASK_ID", "4294967294"),
-    }
-    out: list[str] = []
-    i = 0
-    while i < len(template):
-        char = template[i]
-        if char != "%" or i + 1 >= len(template):
-            out.append(char)
-            i += 1
-            continue
-        j = i + 1
-        while j < len(template) and template[j].isdigit():
-            j += 1
-        letter = template[j] if j < len(template) else ""
-        if letter == "%":
-            out.append("%")
-        elif letter in values:
-            width = template[i + 1 : j]
-            value = values[letter]
-            out.append(value.zfill(int(width)) if width and value.isdigit() else value)
-        else:
-            out.append(template[i : j + 1])
-        i = j + 1
-    return "".join(out)
+    """An output path of one task: Slurm's %t %j %J %s %N %n %x %u %A %a %% (with widths),
+    through the one scanner of them (mgpu_core.patterns)."""
+    from mgpu_core.patterns import Num, expand_percent
+
+    array_id, array_task = env.get("SLURM_ARRAY_JOB_ID", ""), env.get("SLURM_ARRAY_TASK_ID", "")
+    return expand_percent(
+        template,
+        {
+            "t": Num(task),
+            "j": Num(job_id),
+            "J": Num(job_id, f".{step_id}"),
+            "s": Num(step_id),
+            "N": env.get("SLURMD_NODENAME", ""),
+            "n": Num(0),
+            "x": env.get("SLURM_JOB_NAME", ""),
+            "u": env.get("SLURM_JOB_USER", env.get("USER", "")),
+            "A": Num(int(array_id) if array_id.isdigit() else job_id),
+            "a": Num(int(array_task) if array_task.isdigit() else 4294967294),
+            "%": "%",
+        },
+    )
 
 
 def _task_env(task: int, ntasks: int, step_id: int, gpus: list[str] | None) -> dict[str, str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from mgpu_client.cmdline import split_list
 from mgpu_core.errors import UsageError
 
 # Slurm's state names and compact codes (squeue -t takes either).
@@ -20,14 +21,10 @@ STATES = {
 }
 
 
-def _split(value: object) -> list[str]:
-    return [v.strip() for v in str(value or "").split(",") if v.strip()]
-
-
 def parse_states(value: str) -> list[str]:
     """``-t``: names or compact codes, comma-separated; ``all`` = every state."""
     states = []
-    for item in _split(value):
+    for item in split_list(value):
         upper = item.upper()
         if upper == "ALL":
             return [*STATES.values()]
