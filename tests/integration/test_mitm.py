@@ -5,13 +5,14 @@ certificate), and a fake master with its own CA gets nothing from a client or an
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import ipaddress
 import socket
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,52 +27,109 @@ from tests.helpers.wire import frame
 
 pytestmark = pytest.mark.timeout(120)
 
-Wrap = Callable[[socket.socket], socket.socket]
-
 
 class Relay:
-    """A man in the middle: accepts a connection (through ``accept_wrap``, e.g. its own TLS),
-    opens one to the master (through ``connect_wrap``) and copies bytes both ways."""
+    """A man in the middle: accepts one connection (with ``accept_tls``, its own TLS, or raw),
+    opens one to the master (with ``connect_tls``, or raw) and copies bytes both ways.
 
-    def __init__(self, master_port: int, accept_wrap: Wrap, connect_wrap: Wrap) -> None:
+    It runs on one asyncio loop in its own thread: an SSL socket read in one thread while
+    written in another is not safe in OpenSSL (the relay itself hung that way under load)."""
+
+    def __init__(
+        self,
+        master_port: int,
+        accept_tls: ssl.SSLContext | None = None,
+        connect_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.master_port = master_port
-        self.accept_wrap, self.connect_wrap = accept_wrap, connect_wrap
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.upstream: socket.socket | None = None
+        self.accept_tls, self.connect_tls = accept_tls, connect_tls
         self.up_ready = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._upstream: asyncio.StreamWriter | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self._thread.start()
+        assert started.wait(10), "the relay did not start"
+        assert self._server is not None
+        self.port: int = self._server.sockets[0].getsockname()[1]
 
-    def _serve(self) -> None:
+    def _run(self, started: threading.Event) -> None:
+        async def listen() -> None:
+            self._server = await asyncio.start_server(
+                self._relay, "127.0.0.1", 0, ssl=self.accept_tls
+            )
+            started.set()
+
+        self._loop.run_until_complete(listen())
+        self._loop.run_forever()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        assert self._server is not None
+        self._server.close()  # one connection only
+        self._writers.append(client_w)
         try:
-            raw, _ = self.listener.accept()
-            client = self.accept_wrap(raw)
-            self.upstream = self.connect_wrap(
-                socket.create_connection(("127.0.0.1", self.master_port), timeout=10)
+            up_r, up_w = await asyncio.open_connection(
+                "127.0.0.1",
+                self.master_port,
+                ssl=self.connect_tls,
+                server_hostname="127.0.0.1" if self.connect_tls else None,
             )
         except OSError:
-            self.listener.close()
+            client_w.close()
             return
         finally:
             self.up_ready.set()
-        threading.Thread(target=_pipe, args=(self.upstream, client), daemon=True).start()
-        _pipe(client, self.upstream)
+        self._upstream = up_w
+        self._writers.append(up_w)
+        await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
+
+    def inject(self, data: bytes) -> None:
+        """Slip ``data`` into the stream towards the master, as the attacker."""
+        assert self.up_ready.wait(10) and self._upstream is not None
+        upstream = self._upstream
+        asyncio.run_coroutine_threadsafe(_write(upstream, data), self._loop).result(10)
 
     def close(self) -> None:
-        self.listener.close()
+        async def stop() -> None:
+            if self._server is not None:
+                self._server.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
+            for writer in self._writers:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+async def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(data)
+    await writer.drain()
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    except (OSError, asyncio.CancelledError):
         pass
     finally:
-        for sock in (src, dst):  # the other direction's copy then ends too
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+        dst.close()  # the other direction's copy then ends too
 
 
 @pytest.fixture
@@ -81,19 +139,18 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def test_a_frame_injected_into_a_relayed_tls_stream_is_refused(cluster: Cluster) -> None:
-    relay = Relay(cluster.port, accept_wrap=lambda s: s, connect_wrap=lambda s: s)  # raw bytes
     ca = str(cluster.ca_file)
-    # The relay passes TLS through untouched: the session works ...
-    with Client(Address("127.0.0.1", relay.port, tls_ca=ca), token=cluster.token("alice")) as c:
+    relay = Relay(cluster.port)  # raw bytes: the relay passes TLS through untouched
+    address = Address("127.0.0.1", relay.port, tls_ca=ca)
+    # The session works through it ...
+    with relay, Client(address, token=cluster.token("alice")) as c:
         assert c.user == "alice"
-        assert relay.up_ready.wait(10) and relay.upstream is not None
         # ... until a plaintext frame is slipped into the stream: the master's TLS layer
         # finds a record it cannot authenticate and drops the connection.
         submit = {"t": "submit", "id": 99, "job": {"argv": ["touch", "/tmp/pwned"], "cwd": "/"}}
-        relay.upstream.sendall(frame(submit))
+        relay.inject(frame(submit))
         with pytest.raises(ConnectionClosed):
             c.queue()
-    relay.close()
     assert cluster.jobs() == {}  # nothing was submitted
     with cluster.client("bob") as bob:  # and the master serves everyone else
         assert bob.queue()["jobs"] == []
@@ -145,17 +202,12 @@ def test_a_relay_with_a_trusted_certificate_cannot_reuse_the_proofs(
     cert, key = _rogue_cert(cluster, tmp_path)
     rogue = server_context(cert, key)
     to_master = client_context(Path(str(cluster.ca_file)))
-    relay = Relay(
-        cluster.port,
-        accept_wrap=lambda s: rogue.wrap_socket(s, server_side=True),
-        connect_wrap=lambda s: to_master.wrap_socket(s, server_hostname="127.0.0.1"),
-    )
-    address = Address("127.0.0.1", relay.port, tls_ca=str(cluster.ca_file))
-    # The client's TLS check passes (same CA), but the master's proof is bound to the
-    # master's certificate, not the relay's: the client refuses, and sends no proof of its own.
-    with pytest.raises(AuthenticationFailed, match="does not know token"):
-        Client(address, token=cluster.token("alice"))
-    relay.close()
+    with Relay(cluster.port, accept_tls=rogue, connect_tls=to_master) as relay:
+        address = Address("127.0.0.1", relay.port, tls_ca=str(cluster.ca_file))
+        # The client's TLS check passes (same CA), but the master's proof is bound to the
+        # master's certificate, not the relay's: the client refuses, sending no proof of its own.
+        with pytest.raises(AuthenticationFailed, match="does not know token"):
+            Client(address, token=cluster.token("alice"))
     audit = (cluster.master_state / "audit.log").read_text()
     assert '"client_auth"' not in audit and "event=client_auth" not in audit
 
