@@ -131,15 +131,21 @@ def stream_job(
     """Relay a job's events until it ends; returns the exit status to use."""
     printer = printer or Printer(None)
     waiting_said = False
+    told = ("", 0.0)  # the pending reason and expected start last shown
     while True:
         event = client.next_event(timeout_s)
         kind = event["t"]
         if kind == "job_output":
             printer.show(event)
         elif kind == "job_state":
-            if event["state"] == "PENDING" and not waiting_said:
-                say(f"{prog}: job {job_id} queued and waiting for resources")
-                waiting_said = True
+            if event["state"] == "PENDING":
+                if not waiting_said:
+                    say(f"{prog}: job {job_id} queued and waiting for resources")
+                    waiting_said = True
+                now = (event.get("reason") or "", float(event.get("expected_start") or 0.0))
+                if now != told and now[0]:
+                    say(pending_note(prog, job_id, *now))
+                told = now
             elif event["state"] == "RUNNING" and waiting_said:
                 say(f"{prog}: job {job_id} has been allocated resources")
         elif kind == "watch_dropped":
@@ -148,6 +154,16 @@ def stream_job(
             raise Behind
         elif kind == "job_ended":
             return report_end(event, job_id, prog, printer)
+
+
+def pending_note(prog: str, job_id: int, reason: str, expected_start: float) -> str:
+    """The line srun and attach print when a waiting job's reason or expected start changes."""
+    note = f"{prog}: job {job_id} pending: {reason}"
+    if expected_start > 0:
+        note += ", expected to start at " + time.strftime(
+            "%Y-%m-%dT%H:%M:%S", time.localtime(expected_start)
+        )
+    return note
 
 
 class Follower:
@@ -195,11 +211,20 @@ class Follower:
                 time.sleep(delay_s)  # waiting for the master to come back: nothing to wait on
                 delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
-    def run(self) -> int:
-        """Follow to the end; Ctrl-C or SIGTERM cancels the job, SIGHUP detaches."""
+    def run(self, *, cancel_on_interrupt: bool = True) -> int:
+        """Follow to the end; SIGHUP detaches. Ctrl-C or SIGTERM cancels the job (srun's
+        own job), or, without ``cancel_on_interrupt`` (attach: someone else's follower of
+        a job that runs without it), detaches and leaves it running."""
         try:
             return self.follow()
         except KeyboardInterrupt:
+            if not cancel_on_interrupt:
+                say(
+                    f"{self.prog}: detached; job {self.job_id} keeps running "
+                    f"(mgpu_client attach {self.job_id} follows it again, "
+                    f"mgpu_cancel {self.job_id} cancels it)"
+                )
+                return EXIT_INTERRUPTED
             say(f"{self.prog}: interrupted: cancelling job {self.job_id}")
         except Detach:
             return EXIT_SIGNAL_BASE + int(signal.SIGHUP)

@@ -31,6 +31,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool
     return "\n".join(lines)
 
 
+# Ended with a problem: the table shows why beside where.
+TROUBLED = frozenset(("FAILED", "NODE_FAIL", "TIMEOUT", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"))
+
 QUEUE_HEADERS = ("JOBID", "NAME", "USER", "STATE", "TIME", "GPUS", "NODE(REASON)")
 # What queue_row reads: the listing asks the master for these fields only.
 QUEUE_FIELDS = [
@@ -54,6 +57,8 @@ def queue_row(job: dict[str, Any]) -> list[str]:
         where = job["node"]
         if job["gpu_indices"]:
             where += f" gpu:{','.join(str(i) for i in job['gpu_indices'])}"
+        if job["state"] in TROUBLED and job["reason"]:
+            where += f" ({job['reason']})"  # why it failed matters more than where
     else:
         where = f"({job['reason']})" if job["reason"] else ""
     return [

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import admin, control, follow, gpu, queue, sbatch, scancel, srun
+from mgpu_client import admin, control, details, follow, gpu, queue, sbatch, scancel, srun
 from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
@@ -98,6 +98,7 @@ _pass_through("cancel", "Cancel or signal jobs (scancel).", scancel.cancel)
 for _command in control.COMMANDS:
     cli.add_command(_command)
 cli.add_command(gpu.gpu)
+cli.add_command(details.show)
 
 
 @cli.command()
@@ -157,7 +158,7 @@ def attach(*, job_id: int, master: str | None) -> None:
     """Follow a running job's output and wait for its end (re-attach a lost srun).
 
     An interactive job's output is shown from its start (what it printed so far, then live).
-    Ctrl-C cancels the job.
+    Ctrl-C detaches and leaves the job running (mgpu_cancel cancels it).
     """
     follow.install_signal_handlers()
     client = connect(master)
@@ -165,8 +166,11 @@ def attach(*, job_id: int, master: str | None) -> None:
     if row["state"] not in ("PENDING", "RUNNING"):
         client.close()
         sys.exit(follow.report_end(row, job_id, f"{PROG} attach", follow.Printer(0)))
+    if row["state"] == "PENDING" and row.get("reason"):
+        reason, start = row["reason"], float(row.get("expected_start") or 0.0)
+        follow.say(follow.pending_note(f"{PROG} attach", job_id, reason, start))
     follower = follow.Follower(client, job_id, f"{PROG} attach")
-    code = follower.run()
+    code = follower.run(cancel_on_interrupt=False)
     follower.client.close()
     sys.exit(code)
 

@@ -171,6 +171,8 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "priority": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
+    # Jobs in full (mgpu_client show): every task of an array named by its id.
+    "job": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     # The GPU turn queue: show it, or change it (admins).
     "turns": Record(
         {

@@ -93,7 +93,7 @@ def request(
 
 def submit_job(service: ClientService, who: RequestContext, **spec: Any) -> Job:
     """Submit a ``sleep 1`` job with these spec fields as ``who``, through the handler table."""
-    job = JobSpec(argv=["sleep", "1"], **spec).to_wire()
+    job = JobSpec(**{"argv": ["sleep", "1"], **spec}).to_wire()
     return service.state.get(request(service, who, "submit", job=job)["job_id"])
 
 

@@ -23,6 +23,7 @@ from mgpu_core.models import JobResult, SubmitRequest
 from mgpu_core.states import JobState
 from mgpu_server.api import audit
 from mgpu_server.api import permissions as perm
+from mgpu_server.api.jobinfo import job_detail
 from mgpu_server.api.joins import JoinRegistry
 from mgpu_server.api.permissions import RequestContext
 from mgpu_server.api.tokens import TokenRegistry
@@ -90,6 +91,7 @@ class ClientService:
             "requeue": self.requeue,
             "update": self.update,
             "priority": self.priority,
+            "job": self.job,
             "turns": self.turns,
             "node_update": self.node_update,
             "token": self.token,
@@ -224,6 +226,21 @@ class ClientService:
                 replay = {"t": "replay", "job_id": job.job_id, "offset": offset}
                 self.state.outbox.to_node(job.node_id, replay)
         return {"job": job.to_wire(time.time())}
+
+    def job(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
+        ids, errors = self.state.table.resolve_all(msg["job_ids"])
+        if errors:
+            raise JobNotFound(errors[0].message)
+        now = time.time()
+        details = [
+            job_detail(
+                self.state, ctx, self.state.get(i), now, private_commands=self.private_commands
+            )
+            for i in ids
+        ]
+        for row in details:
+            row["attached"] = self.sessions.watcher_count(row["job_id"])
+        return {"jobs": details, "now": now}
 
     def priority(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         ids, errors = self.state.table.resolve_all(msg["job_ids"])

@@ -197,6 +197,7 @@ def state_event(job: Job) -> dict[str, Any]:
         "reason": job.reason,
         "node": job.node_id,
         "gpu_indices": list(job.gpu_indices),
+        "expected_start": job.expected_start if job.state is JobState.PENDING else 0.0,
     }
 
 

@@ -141,8 +141,7 @@ class Lifecycle:
         log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
         grace_s, cluster = self.kill_grace_of(job), self.policy.cluster_name
         self.outbox.to_node(node_id, launch_order(job, kill_grace_s=grace_s, cluster_name=cluster))
-        if job.spec.interactive:
-            self.outbox.to_watchers(job.job_id, state_event(job))
+        self.outbox.to_watchers(job.job_id, state_event(job))  # srun, attach (if any)
         self._wake(job, now)
 
     def finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
@@ -307,11 +306,15 @@ class Lifecycle:
         for job_id in self.pending.due(now):
             self._place(self.table.jobs[job_id], now)
 
-    def set_reason(self, job: Job, reason: str) -> None:
-        if job.reason != reason:
+    def set_reason(self, job: Job, reason: str, expected_start: float | None = None) -> None:
+        """A pending job's reason (and, from a pass, its reserved start: 0 = not known); its
+        followers (srun, attach) are told when either changes (the start by a second or more)."""
+        moved = expected_start is not None and abs(expected_start - job.expected_start) >= 1.0
+        if expected_start is not None:
+            job.expected_start = expected_start
+        if job.reason != reason or moved:
             job.reason = reason
-            if job.spec.interactive:
-                self.outbox.to_watchers(job.job_id, state_event(job))
+            self.outbox.to_watchers(job.job_id, state_event(job))
 
     # ---- forgetting ----------------------------------------------------------------------
 

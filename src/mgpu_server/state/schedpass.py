@@ -79,9 +79,8 @@ class SchedulingPass:
         for job_id, reason in plan.reasons.items():
             waiting = self.pending.get(job_id)
             if waiting is not None:
-                self.lifecycle.set_reason(waiting, reason)
                 # squeue --start's time (a finite reserved start; 0: not known).
-                waiting.expected_start = _known(reserved.get(job_id, 0.0))
+                self.lifecycle.set_reason(waiting, reason, _known(reserved.get(job_id, 0.0)))
         return len(plan.starts), deeper and bool(plan.starts)
 
     def estimate(self, job: Job, now: float) -> tuple[float, str, str]:

@@ -1,0 +1,94 @@
+"""One job in full (``mgpu_client show``): the queue row's fields and what only a close look
+needs: the wait, the GPUs' UUIDs, the dependency's status, the priority factors, the batch
+script. Pure reads of the state; who may see what is decided here, with permissions' rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mgpu_core.deps import DepStatus
+from mgpu_core.states import JobState
+from mgpu_server.api import permissions as perm
+from mgpu_server.api.permissions import RequestContext
+from mgpu_server.records.jobs import Job
+from mgpu_server.state.cluster import ClusterState
+
+# Shown to the owner and admins only, whatever ``private_commands`` says: a batch script
+# holds more than a command line (paths, hosts, sometimes credentials).
+OWNER_ONLY = ("script", "env_keys")
+
+
+def job_detail(
+    state: ClusterState, ctx: RequestContext, job: Job, now: float, *, private_commands: bool
+) -> dict[str, Any]:
+    """Everything ``show`` prints about ``job``, as ``ctx`` may see it."""
+    row = job.to_wire(now)
+    row.update(
+        eligible_time=max(job.submit_time, job.spec.begin_time),
+        wait_s=_wait_s(job, now),
+        gpu_uuids=_gpu_uuids(state, job),
+        time_limit_s=job.spec.time_limit_s,
+        nodelist=list(job.spec.nodelist),
+        exclude=list(job.spec.exclude),
+        requeue=job.spec.requeue,
+        begin_time=job.spec.begin_time,
+        dependency_status=_dependency_status(state, job),
+        priority_factors=_priority_factors(state, job, now),
+        script=job.spec.script,
+        env_keys=sorted(job.spec.env),
+        steps=state.steps.rows(job.job_id),
+    )
+    if not perm.sees_command(ctx, job.user, private_commands=private_commands):
+        row.update(command="", cwd="", stdout_path=None, stderr_path=None)
+    if not (ctx.admin or ctx.user == job.user):
+        for key in OWNER_ONLY:
+            row[key] = None
+    return row
+
+
+def _wait_s(job: Job, now: float) -> float:
+    """From eligible (submitted, or its --begin) to start; still growing while pending."""
+    eligible = max(job.submit_time, job.spec.begin_time)
+    if job.start_time:
+        return max(0.0, job.start_time - eligible)
+    if job.state is JobState.PENDING:
+        return max(0.0, now - eligible)
+    return max(0.0, (job.end_time or now) - eligible)  # ended without starting
+
+
+def _gpu_uuids(state: ClusterState, job: Job) -> list[str]:
+    """The UUIDs of the GPUs the job holds or held (empty where its node is unknown now)."""
+    node = state.nodes.get(job.node_id) if job.node_id else None
+    if node is None:
+        return []
+    by_index = {g.index: g.device.uuid for g in node.gpus}
+    return [by_index.get(i, "") for i in job.gpu_indices]
+
+
+def _dependency_status(state: ClusterState, job: Job) -> str:
+    """ "" (none), or where the dependency stands: waiting, satisfied, never satisfiable."""
+    if job.dependency is None:
+        return ""
+    status = state.lifecycle.deps.status(job, state.table.jobs)
+    return {DepStatus.WAIT: "waiting", DepStatus.OK: "satisfied", DepStatus.NEVER: "never"}[status]
+
+
+def _priority_factors(state: ClusterState, job: Job, now: float) -> dict[str, Any] | None:
+    """A pending job's priority and its factors (None once it has started)."""
+    if job.state is not JobState.PENDING:
+        return None
+    breakdown = state.priorities_at(now).breakdown(job)
+    policy = state.policy
+    return {
+        "priority": round(breakdown.priority, 3),
+        "age": round(breakdown.age, 4),
+        "fairshare": round(breakdown.fairshare, 4),
+        "qos": round(breakdown.qos, 4),
+        "nice": breakdown.nice,
+        "admin": breakdown.admin,
+        "weights": {
+            "age": policy.weight_age,
+            "fairshare": policy.weight_fairshare,
+            "qos": policy.weight_qos,
+        },
+    }
