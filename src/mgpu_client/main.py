@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from mgpu_client import admin, control, details, follow, gpu, queue, sbatch, scancel, srun
+from mgpu_client import admin, control, details, follow, gpu, logs, queue, sbatch, scancel, srun
 from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
@@ -99,6 +99,7 @@ for _command in control.COMMANDS:
     cli.add_command(_command)
 cli.add_command(gpu.gpu)
 cli.add_command(details.show)
+cli.add_command(logs.log_command)
 
 
 @cli.command()

@@ -49,6 +49,8 @@ JOIN_TOKENS_KEY = "join_tokens"  # mgpu_master join-token's tokens (ids, secrets
 NODE_KEYS_KEY = "node_keys"  # each joined node's own key, by node id (mgpu_node join)
 
 # -- The node agent's state directory ---------------------------------------------------------
+# A batch job's output file when it names none (in its working directory; %j: its id).
+DEFAULT_BATCH_OUTPUT = "mgpu-%j.out"
 AGENT_LOCK_FILE = "agent.lock"  # one agent per directory
 EXITS_DIR = "exits"  # unacknowledged job exits ...
 EXIT_JOURNAL_FILE = "journal"  # ... appended here

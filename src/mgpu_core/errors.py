@@ -132,6 +132,12 @@ class StorageError(MgpuError):
     code = "storage_error"
 
 
+class OutputUnavailable(MgpuError):
+    """A job's output could not be read from its node (node away, file gone or not the job's)."""
+
+    code = "output_unavailable"
+
+
 class InternalError(MgpuError):
     code = "internal_error"
 
@@ -160,6 +166,7 @@ _BY_CODE: dict[str, type[MgpuError]] = {
         LimitExceeded,
         RegistrationRefused,
         StorageError,
+        OutputUnavailable,
         InternalError,
     )
 }

@@ -22,6 +22,8 @@ MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 MAX_ENV_CHARS = 1024 * 1024
 MAX_ENV_ENTRIES = 8192
 MAX_OUTPUT_CHUNK = 1024 * 1024
+# One read of a job's output file (mgpu_client log): a client reads a large file in turns.
+MAX_LOG_READ = 256 * 1024
 MAX_GPUS_PER_NODE = 64
 MAX_GPU_PROCESSES = 256  # the strangers' processes one GPU sample lists
 MAX_IDS_PER_REQUEST = 10_000

@@ -19,10 +19,12 @@ from mgpu_core.limits import (
     MAX_CPUS,
     MAX_GPUS_PER_NODE,
     MAX_IDS_PER_REQUEST,
+    MAX_LOG_READ,
     MAX_MESSAGE_LEN,
     MAX_NAME_LEN,
     MAX_NICE,
     MAX_OUTPUT_CHUNK,
+    MAX_PATH_LEN,
     MAX_REASON_LEN,
     MAX_TIME_LIMIT_S,
     NAME,
@@ -171,6 +173,18 @@ CLIENT_REQUESTS: dict[str, Record] = {
         }
     ),
     "priority": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, list)}),
+    # A byte range of a job's output file (mgpu_client log), read on its node: from
+    # ``offset``, or (offset null) the last ``from_end`` bytes.
+    "log": Record(
+        {
+            "id": (ID, REQUIRED),
+            "job_id": (JOB_REF, REQUIRED),
+            "stream": (OneOf("stdout", "stderr"), "stdout"),
+            "offset": (Optional(Int(0, 2**62)), 0),
+            "from_end": (Int(0, 2**62), 0),
+            "max_bytes": (Int(1, MAX_LOG_READ), MAX_LOG_READ),
+        }
+    ),
     # Jobs in full (mgpu_client show): every task of an array named by its id.
     "job": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     # The GPU turn queue: show it, or change it (admins).
@@ -273,6 +287,17 @@ NODE_MESSAGES: dict[str, Record] = {
         }
     ),
     "job_exited": JobExited.SCHEMA,
+    # The answer to a read_output: the bytes, where they start, the file's size now; or why
+    # there are none.
+    "output_data": Record(
+        {
+            "req": (ID, REQUIRED),
+            "data": (Bytes(MAX_LOG_READ), b""),
+            "offset": (Int(0, 2**62), 0),
+            "size": (Int(0, 2**62), 0),
+            "error": (Str(MAX_MESSAGE_LEN), ""),
+        }
+    ),
 }
 
 MASTER_TO_NODE: dict[str, Record] = {
@@ -305,6 +330,19 @@ MASTER_TO_NODE: dict[str, Record] = {
     "exit_ack": Record({"job_id": (JOB_ID, REQUIRED)}),
     # The master processed a heartbeat: the node renews its fence lease (docs/architecture.md).
     "heartbeat_ack": Record({"seq": (Int(0, 2**53), 0)}),
+    # Read a job's output file (for a client's log): the master resolved the path; the node
+    # reads it only if it is a regular file owned by the account the job ran as.
+    "read_output": Record(
+        {
+            "req": (ID, REQUIRED),
+            "job_id": (JOB_ID, REQUIRED),
+            "path": (Str(2 * MAX_PATH_LEN), REQUIRED),  # cwd + the output path
+            "user": (NAME, REQUIRED),
+            "offset": (Optional(Int(0, 2**62)), 0),
+            "from_end": (Int(0, 2**62), 0),
+            "max_bytes": (Int(1, MAX_LOG_READ), MAX_LOG_READ),
+        }
+    ),
     # Send this interactive job's output again from this offset, in order, then go on live.
     "replay": Record({"job_id": (JOB_ID, REQUIRED), "offset": (Int(0, 2**62), 0)}),
 }

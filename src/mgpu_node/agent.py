@@ -48,6 +48,7 @@ from mgpu_node.gpus import GpuBackend
 from mgpu_node.guard import GuardHandle
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.lease import LeaseKeeper, boottime
+from mgpu_node.logread import read_range
 from mgpu_node.outlog import Outputs, replay_offsets
 from mgpu_node.spool import ExitSpool
 
@@ -122,6 +123,7 @@ class Agent:
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
         self.guard = GuardHandle(config.state_dir)
         self._launch_seq = 0  # the highest Launch.launch_seq received on this link
+        self._reads: set[asyncio.Task[None]] = set()  # read_output answers under way
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
@@ -328,8 +330,30 @@ class Agent:
             self.delivery.followed(msg["job_id"])
         elif kind == "heartbeat_ack":
             self.lease.acked(msg["seq"])
+        elif kind == "read_output":
+            task = asyncio.get_running_loop().create_task(self._read_output(msg))
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
         elif kind == "error":
             self.delivery.refused(msg)
+
+    async def _read_output(self, msg: dict[str, Any]) -> None:
+        """A job's output file for a client's ``log``: read in a thread (a slow or network
+        filesystem must not hold up the agent's loop: heartbeats, exits)."""
+        uid = self.executor.account_uid(msg["user"])
+        if uid is None:
+            answer: dict[str, Any] = {"error": f"{msg['user']}'s jobs do not run on this node"}
+        else:
+            answer = await asyncio.to_thread(
+                read_range,
+                msg["path"],
+                uid=uid,
+                offset=msg["offset"],
+                from_end=msg["from_end"],
+                max_bytes=msg["max_bytes"],
+                node=self.config.node_id,
+            )
+        self._send({"t": "output_data", "req": msg["req"], **answer})
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
         # Several per fence period, whatever the configured interval: a lost beat never fences.

@@ -36,7 +36,13 @@ from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
 from mgpu_node.cgroups import ENTER_FAILED, NOT_ENTERED, JobCgroups, with_oom
 from mgpu_node.held import HELD_CANCELLED, HeldLaunches
-from mgpu_node.jobuser import JobUserPolicy, agent_account, choose_account, describe
+from mgpu_node.jobuser import (
+    JobRefused,
+    JobUserPolicy,
+    agent_account,
+    choose_account,
+    describe,
+)
 from mgpu_node.lease import boottime
 from mgpu_node.outlog import Outputs
 from mgpu_node.running import RunningJob
@@ -92,6 +98,14 @@ class Executor:
         return {job.pid for job in self.jobs.values()}
 
     # ---- launch --------------------------------------------------------------------------
+
+    def account_uid(self, user: str) -> int | None:
+        """The uid a job of ``user`` runs as on this node (None: it may not run here)."""
+        try:
+            account = choose_account(user, self.job_users, agent=self.agent, node=self.node_name)
+        except JobRefused:
+            return None
+        return (account or self.agent).uid
 
     def launch(self, launch: Launch) -> None:
         job_id, spec = launch.job_id, launch.spec

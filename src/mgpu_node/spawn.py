@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mgpu_core.constants import DEFAULT_BATCH_OUTPUT
 from mgpu_core.models import GpuDevice, JobSpec, Launch, printable
 from mgpu_core.patterns import expand_path_template
 from mgpu_node.cgroups import UNGATED, Gate, JobCgroups
@@ -33,7 +34,7 @@ from mgpu_node.slurmenv import OWNED, array_task, slurm_environment
 from mgpu_node.wrapper import find_executable, wrap, wrap_as_user
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
-DEFAULT_OUTPUT = "mgpu-%j.out"
+DEFAULT_OUTPUT = DEFAULT_BATCH_OUTPUT
 
 Emit = Callable[[dict[str, Any]], None]
 Write = Callable[[int, int, bytes], None]  # job id, stream, data: an interactive job's output

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mgpu_core.deps import DepStatus
+from mgpu_core.errors import InvalidRequest, JobNotFound, OutputUnavailable
 from mgpu_core.states import JobState
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.permissions import RequestContext
@@ -38,6 +39,8 @@ def job_detail(
         env_keys=sorted(job.spec.env),
         steps=state.steps.rows(job.job_id),
     )
+    if not job.spec.interactive:  # the files as the node names them (%j, %u, %N ... filled in)
+        row.update(stdout_path=job.output_file("stdout"), stderr_path=job.output_file("stderr"))
     if not perm.sees_command(ctx, job.user, private_commands=private_commands):
         row.update(command="", cwd="", stdout_path=None, stderr_path=None)
     if not (ctx.admin or ctx.user == job.user):
@@ -92,3 +95,41 @@ def _priority_factors(state: ClusterState, job: Job, now: float) -> dict[str, An
             "qos": policy.weight_qos,
         },
     }
+
+
+def log_order(
+    state: ClusterState, ctx: RequestContext, msg: dict[str, Any]
+) -> tuple[Job, dict[str, Any] | None]:
+    """(the job, the ``read_output`` its node is to answer; None: the job has not started,
+    so there is no output yet) for a client's ``log`` request."""
+    ids, errors = state.table.resolve_all([msg["job_id"]])
+    if errors:
+        raise JobNotFound(errors[0].message)
+    if len(ids) != 1:
+        raise InvalidRequest(
+            f"job {msg['job_id']} is an array of {len(ids)} tasks: name one, as ID_TASK"
+        )
+    job = state.get(ids[0])
+    perm.check_owner(ctx, job, "read the output of")
+    path = job.output_file(msg["stream"])
+    if path is None:
+        raise OutputUnavailable(
+            f"job {job.job_id} is interactive: its output went to its srun "
+            f"(mgpu_client attach {job.job_id} replays a running one's)"
+        )
+    if not job.node_id:
+        return job, None
+    order = {
+        "job_id": job.job_id,
+        "path": path,
+        "user": job.user,
+        "offset": msg["offset"],
+        "from_end": msg["from_end"],
+        "max_bytes": msg["max_bytes"],
+    }
+    return job, order
+
+
+def log_status(job: Job, now: float) -> dict[str, Any]:
+    """What a log reader needs to know whether more output will come, and how it ended."""
+    return job.to_wire(now, ["job_id", "state", "exit_code", "signal", "reason", "node"])

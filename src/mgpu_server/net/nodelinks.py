@@ -24,6 +24,7 @@ from mgpu_core.models import GpuSample, JobExited, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.net import authn
+from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class NodeLinks:
         self,
         cluster: ClusterState,
         *,
+        outputs: OutputReads,
         cluster_key: bytes,
         node_key: Callable[[str], bytes | None],
         hello_timeout_s: float,
@@ -43,6 +45,7 @@ class NodeLinks:
         authenticated: Callable[[AsyncConnection], None],
     ) -> None:
         self.cluster = cluster
+        self.outputs = outputs  # clients' reads of job output files, answered by nodes
         self.cluster_key = cluster_key
         # A node's own key (mgpu_node join), else None: then the shared cluster key (legacy).
         self.node_key = node_key
@@ -65,6 +68,14 @@ class NodeLinks:
         link = self.links.get(node_id)
         if link is not None:
             link.send(msg)
+
+    def send_now(self, node_id: str, msg: dict[str, Any]) -> bool:
+        """To a node's link; False if it has none now (a request that needs an answer)."""
+        link = self.links.get(node_id)
+        if link is None:
+            return False
+        link.send(msg)
+        return True
 
     async def serve(self, conn: AsyncConnection, hello: dict[str, Any]) -> None:
         """A node's session, after its hello: prove the key, join, then its events until the
@@ -108,6 +119,7 @@ class NodeLinks:
         finally:
             if self.links.get(node_id) is conn:
                 del self.links[node_id]
+                self.outputs.node_gone(node_id)
                 self.cluster.node_leave(node_id, time.time())
                 self.kick()
 
@@ -174,6 +186,9 @@ class NodeLinks:
                     end = msg["offset"] + (msg["lost"] or len(msg["data"]))
                     self.relayed[job.job_id] = max(self.relayed.get(job.job_id, 0), end)
                 self.relay(job.job_id, msg)
+            return
+        if kind == "output_data":  # an answer, not an event: nothing changes
+            self.outputs.answered(node_id, msg)
             return
         if kind == "heartbeat":
             cluster.heartbeat(

@@ -32,13 +32,15 @@ from mgpu_core.messages import CLIENT_REQUESTS, HELLO, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
+from mgpu_server.api.jobinfo import log_order, log_status
 from mgpu_server.api.joins import JoinRegistry
-from mgpu_server.api.permissions import Transport, context, start_refusal
+from mgpu_server.api.permissions import RequestContext, Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
 from mgpu_server.net.joindesk import JoinDesk
 from mgpu_server.net.listeners import Listeners
 from mgpu_server.net.nodelinks import NodeLinks
+from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.net.pacing import Pacer
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
@@ -97,8 +99,15 @@ class Server:
             private_commands=config.private_commands,
             joins=self.joins,
         )
+        self.outputs = OutputReads(
+            send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
+            reply=self.reply,
+            job_status=lambda job_id: log_status(self.cluster.get(job_id), time.time()),
+            kick=self.kick,
+        )
         self.nodes = NodeLinks(
             self.cluster,
+            outputs=self.outputs,
             cluster_key=cluster_key,
             node_key=self.joins.node_key,
             hello_timeout_s=config.hello_timeout_s,
@@ -331,6 +340,9 @@ class Server:
                 req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
                 try:
                     msg = validate(raw, CLIENT_REQUESTS)
+                    if msg["t"] == "log":  # answered by the job's node, later
+                        self._read_output(ctx, conn, msg)
+                        continue
                     data = self.service.handle(ctx, conn, msg)
                 except MgpuError as err:
                     self.reply(conn, error_reply(req_id, err.code, err.message))
@@ -338,6 +350,15 @@ class Server:
                 self.reply(conn, ok_reply(msg["id"], data))
         finally:
             self._client_gone(conn, token_id)
+
+    def _read_output(self, ctx: RequestContext, conn: AsyncConnection, msg: Message) -> None:
+        job, order = log_order(self.cluster, ctx, msg)
+        if order is None:  # not started: nothing written yet
+            status = log_status(job, time.time())
+            data = {"data": b"", "offset": 0, "size": 0, "node": "", "job": status}
+            self.reply(conn, ok_reply(msg["id"], data))
+            return
+        self.outputs.ask(conn, msg["id"], job.node_id, job.job_id, order)
 
     async def _authenticate_token(
         self, conn: AsyncConnection, hello: dict[str, Any], token_id: str
@@ -362,6 +383,7 @@ class Server:
         """Forget a closed client's session and subscriptions. Its interactive jobs keep
         running: srun may re-attach after a network blip or a master restart, or from another
         shell."""
+        self.outputs.client_gone(conn)
         sessions = self.token_sessions.get(token_id or "")
         if sessions is not None:
             sessions.discard(conn)

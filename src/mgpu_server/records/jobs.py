@@ -4,14 +4,17 @@ calls it."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from mgpu_core.arrays import expand_array_patterns, format_job_ref, parse_array
+from mgpu_core.constants import DEFAULT_BATCH_OUTPUT
 from mgpu_core.deps import Dependency
 from mgpu_core.models import JobSpec, printable
+from mgpu_core.patterns import expand_path_template
 from mgpu_core.states import COMPLETING, Hold, JobState, check_transition
 
 # Queue rows carry a command preview, not the whole command line: a listing of 100,000 jobs
@@ -98,6 +101,28 @@ class Job:
             return template
         assert self.array_job_id is not None and self.array_task_id is not None
         return expand_array_patterns(template, self.array_job_id, self.array_task_id)
+
+    def output_file(self, stream: str) -> str | None:
+        """The file a batch job's ``stream`` ("stdout", "stderr") goes to, as its node names
+        it when it starts the job (None for an interactive job: its output goes to srun)."""
+        spec = self.spec
+        if spec.interactive:
+            return None
+        out = spec.stdout_path or DEFAULT_BATCH_OUTPUT
+        template = self.output_path(out if stream == "stdout" else (spec.stderr_path or out))
+        assert template is not None
+        array = None
+        if self.array_job_id is not None and self.array_task_id is not None:
+            array = (self.array_job_id, self.array_task_id)
+        path = expand_path_template(
+            template,
+            job_id=self.job_id,
+            name=spec.display_name(),
+            user=self.user,
+            node=self.node_id,
+            array=array,
+        )
+        return os.path.join(spec.cwd, path)
 
     def usage_gpu_s(self) -> float:
         """GPU-seconds of a finished run (what fair-share charges)."""
