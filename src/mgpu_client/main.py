@@ -11,7 +11,19 @@ from typing import Any
 
 import click
 
-from mgpu_client import admin, control, details, follow, gpu, logs, queue, sbatch, scancel, srun
+from mgpu_client import (
+    accounting,
+    admin,
+    control,
+    details,
+    follow,
+    gpu,
+    logs,
+    queue,
+    sbatch,
+    scancel,
+    srun,
+)
 from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
@@ -100,6 +112,8 @@ for _command in control.COMMANDS:
 cli.add_command(gpu.gpu)
 cli.add_command(details.show)
 cli.add_command(logs.log_command)
+cli.add_command(accounting.history)
+cli.add_command(accounting.report)
 
 
 @cli.command()

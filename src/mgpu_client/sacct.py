@@ -150,6 +150,10 @@ def _refs(value: object) -> list[int | str]:
     return refs
 
 
+# The most rows one sacct asks for (the master's bound on one answer).
+MAX_ROWS = 100_000
+
+
 def fetch(
     client: Any, opts: dict[str, Any], me: str, meanwhile: Any = None
 ) -> list[dict[str, Any]]:
@@ -167,12 +171,13 @@ def fetch(
         start = now if states else parse_time("midnight", now)
     if opts.get("endtime"):
         end = parse_time(str(opts["endtime"]), now)
+    # From the master's database: finished jobs stay there long after squeue forgets them.
     req_id = client.send(
-        "queue",
+        "history",
         users=users,
         states=[s for s in states if s in STATES.values() and s != "COMPLETING"],
         job_ids=refs,
-        include_finished=True,
+        limit=MAX_ROWS,
         fields=[],
         names=split_list(opts.get("name")),
         window_start_s=start,
@@ -192,7 +197,7 @@ def fetch(
 
         nodes = set(hosts("-N/--nodelist", opts["nodelist"]))
     rows = []
-    for row in data["jobs"]:
+    for row in reversed(data["jobs"]):  # newest first: sacct lists in id order
         if any(values and str(row.get(key, "")) not in values for key, values in wanted.items()):
             continue
         if nodes is not None and row.get("node") not in nodes:

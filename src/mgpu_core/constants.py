@@ -49,6 +49,9 @@ JOIN_TOKENS_KEY = "join_tokens"  # mgpu_master join-token's tokens (ids, secrets
 NODE_KEYS_KEY = "node_keys"  # each joined node's own key, by node id (mgpu_node join)
 
 # -- The node agent's state directory ---------------------------------------------------------
+# [history] defaults: finished jobs in the master's memory (Slurm's MinJobAge), in its database.
+KEEP_FINISHED_S = 300.0
+HISTORY_RETENTION_S = 90 * 86_400.0
 # A batch job's output file when it names none (in its working directory; %j: its id).
 DEFAULT_BATCH_OUTPUT = "mgpu-%j.out"
 AGENT_LOCK_FILE = "agent.lock"  # one agent per directory

@@ -57,6 +57,10 @@ class ServerConfig:
     max_connections: int = constants.MAX_CONNECTIONS
     max_connections_per_address: int = constants.MAX_CONNECTIONS_PER_ADDRESS  # per network
     max_unauthenticated_per_address: int = constants.MAX_UNAUTHENTICATED_PER_ADDRESS
+    # [history]: finished jobs stay in the master's memory this long (squeue shows them),
+    # then only in the database, which purges them after the retention.
+    keep_finished_s: float = constants.KEEP_FINISHED_S
+    history_retention_s: float = constants.HISTORY_RETENTION_S
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

@@ -67,6 +67,7 @@ if TYPE_CHECKING:
 _STATES = OneOf(*(s.value for s in JobState), COMPLETING)
 _JOB_REFS = ListOf(JOB_REF, MAX_IDS_PER_REQUEST)
 _RUN = Int(0, 2**31)  # a job's restart_count
+MAX_HISTORY_ROWS = 100_000  # one history answer's rows at most
 MAX_JOIN_TOKEN_TTL_S = 365 * 24 * 3600
 MAX_JOIN_TOKEN_USES = 10_000
 MAX_SIGNAL = 64
@@ -183,6 +184,31 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "offset": (Optional(Int(0, 2**62)), 0),
             "from_end": (Int(0, 2**62), 0),
             "max_bytes": (Int(1, MAX_LOG_READ), MAX_LOG_READ),
+        }
+    ),
+    # Jobs from the database (mgpu_client history, sacct): finished ones too, long after the
+    # master let them go from memory; newest first.
+    "history": Record(
+        {
+            "id": (ID, REQUIRED),
+            "users": (ListOf(NAME, 1024), list),
+            "states": (ListOf(_STATES, 16), list),
+            "names": (ListOf(NAME, 1024), list),
+            "job_ids": (_JOB_REFS, list),
+            "window_start_s": (Optional(Float()), None),
+            "window_end_s": (Optional(Float()), None),
+            "limit": (Int(1, MAX_HISTORY_ROWS), 1000),
+            "fields": (ListOf(NAME, 64), list),
+            "steps": (Bool(), False),
+        }
+    ),
+    # GPU-hours, outcomes and waits per user, account or partition (mgpu_client report).
+    "report": Record(
+        {
+            "id": (ID, REQUIRED),
+            "group": (OneOf("user", "account", "partition"), "user"),
+            "start_s": (Float(), REQUIRED),
+            "end_s": (Float(), REQUIRED),
         }
     ),
     # Jobs in full (mgpu_client show): every task of an array named by its id.

@@ -205,7 +205,7 @@ def cli(
         )
         # Before anything else is created here: a key or an audit log next to no database
         # means the history was lost (see open_store).
-        store = open_store(state, reset=reset_state)
+        store = open_store(state, reset=reset_state, keep_finished_s=settings.keep_finished_s)
         # Created on first start, mode 0600: copy it to each node (--key-file there).
         cluster_key = auth.load_or_create_key(state / constants.KEY_FILE)
         # Who did what from where: for the admins' eyes only (mode 0600).
@@ -223,6 +223,8 @@ def cli(
         config,
         admins=settings.admins,
         private_commands=settings.private_commands,
+        keep_finished_s=settings.keep_finished_s,
+        history_retention_s=settings.history_retention_s,
         tls_cert=None if insecure_plaintext else tls_cert,
         tls_key=None if insecure_plaintext else tls_key,
     )

@@ -40,6 +40,9 @@ allowed_users = ["alice"]         # as for a QoS: either list set, only those na
 allowed_groups = ["lab"]
 priority_tier = 1                 # higher tiers' jobs are considered first
 state = "UP"                      # UP, DOWN, DRAIN or INACTIVE
+[history]
+keep_in_memory = "5m"             # finished jobs in the master's memory (squeue shows them)
+retention = "90d"                 # then in its database (history, sacct, report); purged after
 ```
 Unknown keys are errors (a typo must not silently change policy).
 """
@@ -51,10 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgpu_core.constants import HISTORY_RETENTION_S, KEEP_FINISHED_S
 from mgpu_core.errors import ConfigError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.limits import MAX_NAME_LEN
-from mgpu_core.units import parse_time_limit
+from mgpu_core.units import parse_duration_s, parse_time_limit
 from mgpu_server.scheduling.partitions import Partition, Partitions, PartitionState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
@@ -219,6 +223,8 @@ class MasterSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     limits: UserLimits = DEFAULT_LIMITS
+    keep_finished_s: float = KEEP_FINISHED_S  # [history] keep_in_memory
+    history_retention_s: float = HISTORY_RETENTION_S  # [history] retention
 
 
 def _limits(path: Path, table: object) -> UserLimits:
@@ -246,6 +252,36 @@ def _limits(path: Path, table: object) -> UserLimits:
     return UserLimits(**{keys[k]: v for k, v in table.items()})
 
 
+def _history(path: Path, table: object) -> tuple[float, float]:
+    """[history] keep_in_memory and retention: durations ("5m", "90d") or seconds."""
+    if table is None:
+        return KEEP_FINISHED_S, HISTORY_RETENTION_S
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [history] must be a table")
+    unknown = sorted(set(table) - {"keep_in_memory", "retention"})
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: [history]: unknown setting '{unknown[0]}' "
+            "(keep_in_memory, retention)"
+        )
+    found = {"keep_in_memory": KEEP_FINISHED_S, "retention": HISTORY_RETENTION_S}
+    for key, value in table.items():
+        try:
+            if isinstance(value, bool) or not isinstance(value, int | float | str):
+                raise ValueError("a duration (90s, 30m, 8h, 7d) or a number of seconds")
+            seconds = parse_duration_s(value) if isinstance(value, str) else float(value)
+        except ValueError as exc:
+            raise ConfigError(f"config file {path}: [history] {key}: {exc}") from None
+        if seconds < 0:
+            raise ConfigError(f"config file {path}: [history] {key} must be 0 or more")
+        found[key] = float(seconds)
+    if found["retention"] < found["keep_in_memory"]:
+        raise ConfigError(
+            f"config file {path}: [history] retention must be at least keep_in_memory"
+        )
+    return found["keep_in_memory"], found["retention"]
+
+
 def _tls(path: Path, table: object) -> tuple[Path | None, Path | None]:
     """[tls] cert and key (relative paths are relative to the config file)."""
     if table is None:
@@ -266,7 +302,7 @@ def load_master_settings(path: Path) -> MasterSettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     sections = {"admins", "private_commands", "scheduler", "qos", "tls", "limits"}
-    sections |= {"partition", "cluster_name"}
+    sections |= {"partition", "cluster_name", "history"}
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
@@ -298,4 +334,5 @@ def load_master_settings(path: Path) -> MasterSettings:
         cert,
         key,
         _limits(path, data.get("limits")),
+        *_history(path, data.get("history")),
     )

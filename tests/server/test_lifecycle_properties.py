@@ -147,6 +147,7 @@ OPS = st.sampled_from(
         "digest",
         "flush",
         "flush_fails",
+        "evict",
     ]
 )
 
@@ -262,6 +263,8 @@ def _cluster_op(state: ClusterState, op: str, k: int, now: float) -> None:
     elif op == "digest":  # n1 reports every other job it should run: the rest vanished
         ours = sorted(j.job_id for j in state.running.values() if j.node_id == "n1")
         state.heartbeat("n1", [], now, running_ids=ours[k % 2 :: 2], launch_seq=10**6)
+    elif op == "evict":  # every finished job leaves memory (the history has it)
+        state.evict_finished(now + 10_000.0)
     elif op == "turns":
         mode = ["queue", "priority", "auto"][k % 3]
         state.turns.request("set", {"users": ["a", "b", "a"]}, now)

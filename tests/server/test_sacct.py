@@ -133,7 +133,8 @@ def test_who_cancelled_is_stored(tmp_path: Path) -> None:
     store.commit()
     store.close()
     again = SqliteStore(tmp_path)
-    [loaded] = again.load_jobs()
+    loaded = again.history.get(job.job_id)  # ended long ago (at t=1): history
+    assert loaded is not None
     assert (loaded.state, loaded.cancelled_by) == (JobState.CANCELLED, "bob")
     again.close()
 

@@ -261,8 +261,8 @@ def test_steps_are_stored_and_survive_a_restart(tmp_path: Path) -> None:
     assert states(service, job) == ["COMPLETED", "FAILED", "FAILED"]
     again.commit()
     again.close()
-    stored = SqliteStore(tmp_path)
-    assert [(s.step_id, s.state) for s in stored.load_steps()] == [
+    stored = SqliteStore(tmp_path)  # the job ended at t=11: history, with its steps
+    assert [(s.step_id, s.state) for s in stored.history.steps_of([job.job_id])[job.job_id]] == [
         (0, JobState.COMPLETED),
         (1, JobState.FAILED),
         (2, JobState.FAILED),

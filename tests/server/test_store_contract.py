@@ -7,6 +7,7 @@ across a reopen."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from mgpu_core.models import JobSpec
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
+from mgpu_server.storage.history import Query
 from mgpu_server.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
 from mgpu_server.storage.store import MemoryStore, Store
 from tests.helpers.nodes import node_info
@@ -91,7 +93,7 @@ class StoreContract:
         for job_id in (5, 2, 9):
             store.put_job(full_job(job_id))
         job = full_job(2)
-        job.state, job.exit_code, job.end_time = JobState.COMPLETED, 0, 20.0
+        job.state, job.exit_code, job.end_time = JobState.COMPLETED, 0, time.time()
         store.put_job(job)
         store.commit()
         loaded = store.load_jobs()
@@ -110,6 +112,8 @@ class StoreContract:
         ended = Step(2, 0, "prep", 4, start_time=1.5)
         for step in (Step(2, 1, "train", 1, start_time=2.0), ended, Step(1, 0, "x", 1, 3.0)):
             store.put_step(step)
+        store.put_job(full_job(1))  # running jobs: their steps are the master's to hold
+        store.put_job(full_job(2))
         assert store.load_steps() == []
         store.commit()
         ended.state, ended.end_time, ended.exit_code, ended.signal = JobState.FAILED, 9.0, 1, 6
@@ -220,7 +224,9 @@ def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: 
         db.commit()
         db.close()
         store = SqliteStore(state_dir)
-        [job] = store.load_jobs()
+        assert store.load_jobs() == []  # finished long ago: history, not memory
+        job = store.history.get(4)
+        assert job is not None and store.history.find(Query(names=("true",))) == [job]
         assert (job.job_id, job.user, job.state, job.exit_code) == (4, "bob", JobState.COMPLETED, 0)
         assert job.output_bytes is None and job.restart_count == 0 and job.hold is Hold.NONE
         assert job.cancelled_by == "" and store.load_steps() == []
@@ -230,5 +236,6 @@ def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: 
         store.commit()  # the migrated tables take every current column
         store.close()
         again = SqliteStore(state_dir)
-        assert again.load_jobs()[0].job_id == 4 and again.load_steps()[0].start_time == 2.5
+        again_job = again.history.get(4)
+        assert again_job is not None and again.history.steps_of([4])[4][0].start_time == 2.5
         again.close()

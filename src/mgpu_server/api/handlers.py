@@ -21,7 +21,7 @@ from mgpu_core.errors import InvalidRequest, JobNotFound, MgpuError, PermissionD
 from mgpu_core.joining import ca_hash
 from mgpu_core.models import JobResult, SubmitRequest
 from mgpu_core.states import JobState
-from mgpu_server.api import audit
+from mgpu_server.api import accounting, audit
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.jobinfo import job_detail
 from mgpu_server.api.joins import JoinRegistry
@@ -92,6 +92,10 @@ class ClientService:
             "update": self.update,
             "priority": self.priority,
             "job": self.job,
+            "history": lambda ctx, conn, msg: accounting.history(
+                self.state, ctx, msg, private_commands=self.private_commands
+            ),
+            "report": lambda ctx, conn, msg: accounting.report(self.state, msg),
             "turns": self.turns,
             "node_update": self.node_update,
             "token": self.token,
@@ -228,15 +232,10 @@ class ClientService:
         return {"job": job.to_wire(time.time())}
 
     def job(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
-        ids, errors = self.state.table.resolve_all(msg["job_ids"])
-        if errors:
-            raise JobNotFound(errors[0].message)
         now = time.time()
         details = [
-            job_detail(
-                self.state, ctx, self.state.get(i), now, private_commands=self.private_commands
-            )
-            for i in ids
+            job_detail(self.state, ctx, job, now, private_commands=self.private_commands)
+            for job in self.state.find(msg["job_ids"])
         ]
         for row in details:
             row["attached"] = self.sessions.watcher_count(row["job_id"])
@@ -290,17 +289,11 @@ class ClientService:
             names=msg["names"],
             window=(msg["window_start_s"], msg["window_end_s"]),
         )
-        hidden = {"command": "", "cwd": "", "stdout_path": None, "stderr_path": None}
-        if fields is not None:
-            hidden = {k: v for k, v in hidden.items() if k in fields}
+        accounting.hide_commands(ctx, rows, private_commands=self.private_commands)
         attached = fields is None or "attached" in fields
         # A job's steps only when asked for: a default listing stays as cheap as it was.
         steps = msg["steps"] or (fields is not None and "steps" in fields)
         for row in rows:
-            if hidden and not perm.sees_command(
-                ctx, row["user"], private_commands=self.private_commands
-            ):
-                row.update(hidden)
             if attached:
                 # How many clients follow the job's output (srun, attach): 0 = nobody gets it.
                 row["attached"] = self.sessions.watcher_count(row["job_id"])

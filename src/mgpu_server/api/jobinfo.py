@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mgpu_core.deps import DepStatus
-from mgpu_core.errors import InvalidRequest, JobNotFound, OutputUnavailable
+from mgpu_core.errors import InvalidRequest, OutputUnavailable
 from mgpu_core.states import JobState
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.permissions import RequestContext
@@ -37,7 +37,7 @@ def job_detail(
         priority_factors=_priority_factors(state, job, now),
         script=job.spec.script,
         env_keys=sorted(job.spec.env),
-        steps=state.steps.rows(job.job_id),
+        steps=_steps(state, job),
     )
     if not job.spec.interactive:  # the files as the node names them (%j, %u, %N ... filled in)
         row.update(stdout_path=job.output_file("stdout"), stderr_path=job.output_file("stderr"))
@@ -47,6 +47,12 @@ def job_detail(
         for key in OWNER_ONLY:
             row[key] = None
     return row
+
+
+def _steps(state: ClusterState, job: Job) -> list[dict[str, Any]]:
+    if job.job_id in state.table:
+        return state.steps.rows(job.job_id)
+    return [s.to_wire() for s in state.store.history.steps_of([job.job_id]).get(job.job_id, [])]
 
 
 def _wait_s(job: Job, now: float) -> float:
@@ -102,14 +108,12 @@ def log_order(
 ) -> tuple[Job, dict[str, Any] | None]:
     """(the job, the ``read_output`` its node is to answer; None: the job has not started,
     so there is no output yet) for a client's ``log`` request."""
-    ids, errors = state.table.resolve_all([msg["job_id"]])
-    if errors:
-        raise JobNotFound(errors[0].message)
-    if len(ids) != 1:
+    jobs = state.find([msg["job_id"]])
+    if len(jobs) != 1:
         raise InvalidRequest(
-            f"job {msg['job_id']} is an array of {len(ids)} tasks: name one, as ID_TASK"
+            f"job {msg['job_id']} is an array of {len(jobs)} tasks: name one, as ID_TASK"
         )
-    job = state.get(ids[0])
+    [job] = jobs
     perm.check_owner(ctx, job, "read the output of")
     path = job.output_file(msg["stream"])
     if path is None:

@@ -46,7 +46,10 @@ from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import ToNode, ToWatchers
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
+from mgpu_server.storage.history import PURGE_BATCH
 from mgpu_server.storage.store import Store
+
+PURGE_INTERVAL_S = 3600.0
 
 NO_TOKEN = (
     "TCP clients must present a user token: ask an admin for one "
@@ -83,6 +86,7 @@ class Server:
             policy=policy,
             start_rule=start_refusal,
             limits=limits,
+            keep_finished_s=config.keep_finished_s,
         )
         self.tokens = TokenRegistry(store)
         self.joins = JoinRegistry(store)  # join tokens, and the node keys they bought
@@ -102,7 +106,7 @@ class Server:
         self.outputs = OutputReads(
             send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
             reply=self.reply,
-            job_status=lambda job_id: log_status(self.cluster.get(job_id), time.time()),
+            job_status=lambda job_id: log_status(self.cluster.find([job_id])[0], time.time()),
             kick=self.kick,
         )
         self.nodes = NodeLinks(
@@ -141,6 +145,7 @@ class Server:
             tmp.write_text(f"{self.port}\n")
             tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
         self._spawn(self._liveness_loop())
+        self._spawn(self._purge_loop())
 
     async def serve_forever(self) -> None:
         await self.startup()
@@ -262,6 +267,19 @@ class Server:
         if not conns and not ended:
             del self.watchers[effect.job_id]
 
+    async def _purge_loop(self) -> None:
+        """Hourly (and at start): jobs past the history's retention leave the database, a
+        batch at a time so the loop serves everyone in between. A failure is logged and
+        tried again the next hour: nothing waits on it."""
+        while True:
+            before_s = time.time() - self.config.history_retention_s
+            try:
+                while self.store.purge_finished(before_s) >= PURGE_BATCH:
+                    await asyncio.sleep(0)
+            except StorageError as err:
+                log.error("history purge: %s", err.message)
+            await asyncio.sleep(PURGE_INTERVAL_S)
+
     async def _liveness_loop(self) -> None:
         # Liveness is the one timer in the master; it is not on the scheduling path.
         while True:
@@ -269,6 +287,7 @@ class Server:
             now = time.time()
             self.cluster.expire_nodes(now)
             self.cluster.expire_turns(now)
+            self.cluster.evict_finished(now)  # stored: the history has them from now on
             audit.flush_failures()  # the count of failures not logged, once their minute ends
             if self.cluster.outbox.effects:
                 self.kick()

@@ -54,6 +54,12 @@ class Job:
     cancelled_by: str = ""
     # The partition it runs or ran in (the scheduler's choice among spec.partition's).
     partition: str = ""
+    # Its GPUs as its node's heartbeats measured them while it ran: mean utilisation (%) over
+    # ``gpu_samples`` samples (one per GPU per heartbeat) and the highest memory any one of its
+    # GPUs used. None: nothing measured (no GPUs, fake GPUs, or a node without NVML).
+    gpu_util_pct: float | None = None
+    gpu_samples: int = 0
+    gpu_mem_peak_bytes: int | None = None
     # A pending job's reserved start, as of the last pass that reached it (0: none). Not stored.
     expected_start: float = 0.0
     # An array task whose spec is its array's, the one object every task shares (and the store
@@ -102,6 +108,13 @@ class Job:
         assert self.array_job_id is not None and self.array_task_id is not None
         return expand_array_patterns(template, self.array_job_id, self.array_task_id)
 
+    def named_by(self, job_id: int, task: int | None) -> bool:
+        """Whether the reference ``job_id`` (``job_id_task``) names this job, as the job
+        table reads references: an array's id names every task of it."""
+        if task is not None:
+            return self.array_job_id == job_id and self.array_task_id == task
+        return job_id in (self.job_id, self.array_job_id)
+
     def output_file(self, stream: str) -> str | None:
         """The file a batch job's ``stream`` ("stdout", "stderr") goes to, as its node names
         it when it starts the job (None for an interactive job: its output goes to srun)."""
@@ -123,6 +136,15 @@ class Job:
             array=array,
         )
         return os.path.join(spec.cwd, path)
+
+    def add_gpu_sample(self, utilization_pct: int, memory_used_bytes: int) -> None:
+        """One heartbeat's sample of one of its GPUs (negative: not measured)."""
+        if utilization_pct >= 0:
+            n = self.gpu_samples
+            self.gpu_util_pct = ((self.gpu_util_pct or 0.0) * n + utilization_pct) / (n + 1)
+            self.gpu_samples = n + 1
+        if memory_used_bytes >= 0:
+            self.gpu_mem_peak_bytes = max(self.gpu_mem_peak_bytes or 0, memory_used_bytes)
 
     def usage_gpu_s(self) -> float:
         """GPU-seconds of a finished run (what fair-share charges)."""
@@ -203,6 +225,8 @@ ROW_FIELDS: dict[str, Getter] = {
     "exclusive": lambda j, now: j.spec.exclusive,
     "submit_host": lambda j, now: j.spec.submit_host,
     "stderr_path": lambda j, now: j.output_path(j.spec.stderr_path),
+    "gpu_util_pct": lambda j, now: None if j.gpu_util_pct is None else round(j.gpu_util_pct, 1),
+    "gpu_mem_peak_bytes": lambda j, now: j.gpu_mem_peak_bytes,
     # squeue --start: a pending job's reserved start (0: none known).
     "expected_start": lambda j, now: j.expected_start if j.state is JobState.PENDING else 0.0,
 }

@@ -17,7 +17,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mgpu_core.arrays import parse_job_ref
 from mgpu_core.constants import FENCE_TIMEOUT_S, TURNS_KEY
+from mgpu_core.errors import JobNotFound
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
@@ -38,6 +40,7 @@ from mgpu_server.state.submission import Submission
 from mgpu_server.state.table import JobTable
 from mgpu_server.state.turnctl import TurnControl
 from mgpu_server.state.waitrules import StartRule
+from mgpu_server.storage.history import KEEP_IN_MEMORY_S, Query
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -58,11 +61,13 @@ class ClusterState:
         policy: PolicyConfig,
         start_rule: StartRule,
         fence_timeout_s: float = FENCE_TIMEOUT_S,
+        keep_finished_s: float = KEEP_IN_MEMORY_S,
         limits: UserLimits = DEFAULT_LIMITS,
     ) -> None:
         """``start_rule``: api.permissions.start_refusal (see :class:`Lifecycle`)."""
         self.store = store
         self.fence_timeout_s = fence_timeout_s
+        self.keep_finished_s = keep_finished_s  # then only the history has a finished job
         self.policy = policy
         self.outbox = Outbox()
         self.table = JobTable(store.next_job_id())
@@ -91,6 +96,7 @@ class ClusterState:
             policy=policy,
             lifecycle=self.lifecycle,
             quota=SubmitQuota(limits),
+            find=lambda refs: self.find(refs),
         )
         self._compose_verbs(turns)
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
@@ -101,6 +107,10 @@ class ClusterState:
         for job in store.load_jobs():
             self.lifecycle.restore(job, now)
         self.lifecycle.settle(now)
+        finished = self.lifecycle.finished  # loaded in id order: evict() wants end order
+        ended = sorted(finished, key=lambda i: self.table.jobs[i].end_time)
+        finished.clear()
+        finished.extend(ended)
         self.steps.load(store.load_steps())
 
     def _compose_verbs(self, turns: TurnQueue) -> None:
@@ -269,6 +279,7 @@ class ClusterState:
         """A node's heartbeat: its GPUs' health and, from current agents, the jobs it runs
         (reconciled both ways; launches it may not have seen yet are left alone)."""
         self.nodes.heartbeat(node_id, samples, now)
+        self._measure(node_id, samples)
         if running_ids is None:
             return  # an older agent: reconciled at registration only
         reported = set(running_ids)
@@ -277,6 +288,44 @@ class ClusterState:
             if job.job_id not in reported and job.launch_seq <= launch_seq:
                 self.lifecycle.node_lost(job, now, reason=f"job vanished from node {node_id}")
         self._kill_unknown(node_id, reported)
+
+    def _measure(self, node_id: str, samples: list[GpuSample]) -> None:
+        """Each running job's GPU utilisation and memory, from its GPUs' samples."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            return
+        for sample in samples:
+            if 0 <= sample.index < len(node.gpus):
+                holder = node.gpus[sample.index].job_id
+                job = self.table.jobs.get(holder) if holder is not None else None
+                if job is not None:
+                    job.add_gpu_sample(sample.utilization_pct, sample.memory_used_bytes)
+
+    def evict_finished(self, now: float) -> int:
+        """Once a second: finished jobs older than keep_finished_s leave memory (they are
+        stored: the history answers for them). O(jobs let go)."""
+        return self.lifecycle.evict(now - self.keep_finished_s)
+
+    def find(self, refs: list[int | str]) -> list[Job]:
+        """Jobs by reference, for reading (show, log): those in memory, and those let go that
+        the history still has (an array's id names its tasks in both). JobNotFound for the
+        first reference that names nothing anywhere."""
+        history = self.store.history
+        found: dict[int, Job] = {}
+        for ref in refs:
+            try:
+                job_id, task = parse_job_ref(str(ref))
+            except ValueError as exc:
+                raise JobNotFound(str(exc)) from None
+            in_memory = [self.table.jobs[i] for i in self.table.resolve_all([ref])[0]]
+            whole = in_memory and (task is not None or job_id not in self.table.arrays)
+            query = Query(ids=(job_id,))  # an array's tasks may be partly let go already
+            stored = [] if whole else [j for j in history.find(query) if j.named_by(job_id, task)]
+            if not stored and not in_memory:
+                raise JobNotFound(f"invalid job id specified: {ref}")
+            found.update((j.job_id, j) for j in stored)
+            found.update((j.job_id, j) for j in in_memory)  # the live record wins
+        return [found[i] for i in sorted(found)]
 
     def expire_nodes(self, now: float) -> None:
         """Once a second: mark nodes silent past --node-timeout as not responding (no new jobs

@@ -12,6 +12,7 @@ job), whatever the length of the queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 from mgpu_core.deps import DepStatus, evaluate
@@ -26,7 +27,9 @@ def name_key(job: Job) -> NameKey:
 
 
 class DependencyIndex:
-    def __init__(self) -> None:
+    def __init__(self, stored_state: Callable[[int], str | None] = lambda job_id: None) -> None:
+        """``stored_state``: a job's state from the history, for one no longer in memory."""
+        self.stored_state = stored_state
         self.waiters: dict[int, set[int]] = {}
         self.singletons: dict[NameKey, set[int]] = {}
         self.live: dict[NameKey, set[int]] = {}
@@ -71,7 +74,7 @@ class DependencyIndex:
 
         def lookup(job_id: int) -> str | None:
             other = state_of.get(job_id)
-            return None if other is None else other.state.value
+            return self.stored_state(job_id) if other is None else other.state.value
 
         clear = not dep.singleton or self._singleton_clear(job, state_of)
         return evaluate(dep, lookup, singleton_clear=clear)

@@ -21,6 +21,7 @@ of a turn whose commit failed (:meth:`undo_turn`). Why a pending job waits is
 from __future__ import annotations
 
 import logging
+from collections import deque
 
 from mgpu_core.errors import InvalidJobState
 from mgpu_core.models import JobExited
@@ -69,7 +70,10 @@ class Lifecycle:
         self.outbox = outbox
         self.policy = policy
         self.kill_grace_s = kill_grace_s
-        self.deps = DependencyIndex()
+        # A dependency on a job gone from memory asks the history for its end state.
+        self.deps = DependencyIndex(stored_state=store.history.state_of)
+        # Finished jobs in the order they ended: evict() lets them go from memory.
+        self.finished: deque[int] = deque()
         self.steps = StepTable(store)
         self.waits = WaitRules(
             table=table, deps=self.deps, turns=turns, policy=policy, start_rule=start_rule
@@ -98,6 +102,8 @@ class Lifecycle:
                 self.nodes.recount(node)
         elif job.end_time:
             self.usage.add(job.user, job.usage_gpu_s(), job.end_time, now)
+        if job.state.terminal:
+            self.finished.append(job.job_id)  # ClusterState sorts them by end once loaded
 
     def settle(self, now: float) -> None:
         """Place every restored pending job: in the order, or parked with its reason."""
@@ -161,7 +167,27 @@ class Lifecycle:
             job.elapsed_s(now),
         )
         self.outbox.to_watchers(job.job_id, ended_event(job))
+        self.finished.append(job.job_id)
         self._wake(job, now)
+
+    def evict(self, ended_before_s: float) -> int:
+        """Let go from memory the finished jobs that ended before ``ended_before_s``: they
+        are stored, and the history answers for them from then on. O(jobs let go)."""
+        evicted = 0
+        unstored = {j.job_id for j in self.new_jobs}  # this turn's: undone if it fails
+        while self.finished:
+            job = self.table.jobs.get(self.finished[0])
+            if job is not None and job.state.terminal and job.end_time >= ended_before_s:
+                break
+            if job is not None and job.job_id in unstored:
+                break
+            self.finished.popleft()
+            if job is None or not job.state.terminal:
+                continue  # already gone, or requeued since (it will end again)
+            self.table.remove(job)
+            self.steps.forget(job.job_id)
+            evicted += 1
+        return evicted
 
     def requeue(self, job: Job, now: float, *, why: str, reason: str) -> None:
         """RUNNING -> REQUEUED -> PENDING with the same id: its priority puts it back in its

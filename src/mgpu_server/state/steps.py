@@ -37,6 +37,11 @@ class StepTable:
         for step in steps:
             self._add(step)
 
+    def forget(self, job_id: int) -> None:
+        """A finished job let go from memory: its steps are history too."""
+        self.by_job.pop(job_id, None)
+        self.running.pop(job_id, None)
+
     def start(self, job: Job, *, name: str, ntasks: int, now: float) -> Step:
         """A new step of a running job: the next id of the job's (0, 1, 2 ...)."""
         if job.state is not JobState.RUNNING:

@@ -17,9 +17,14 @@ from mgpu_server.records.steps import Step
 JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
     "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
-    "array_job_id, array_task_id, array_throttle, output_bytes, cancelled_by, partition"
+    "array_job_id, array_task_id, array_throttle, output_bytes, cancelled_by, partition, "
+    "gpu_util_pct, gpu_samples, gpu_mem_peak_bytes"
 )
-JOB_PLACEHOLDERS = ", ".join("?" * len(JOB_COLUMNS.split(",")))
+# Written with every row, never read back into a Job (they are its spec's): columns for
+# history queries and reports, which must not decode every spec.
+DERIVED_COLUMNS = "name, gpus, account"
+ROW_COLUMNS = f"{JOB_COLUMNS}, {DERIVED_COLUMNS}"
+ROW_PLACEHOLDERS = ", ".join("?" * len(ROW_COLUMNS.split(",")))
 STEP_COLUMNS = "job_id, step_id, name, ntasks, state, start_time, end_time, exit_code, signal"
 STEP_PLACEHOLDERS = ", ".join("?" * len(STEP_COLUMNS.split(",")))
 
@@ -50,6 +55,12 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.output_bytes,
         job.cancelled_by,
         job.partition,
+        job.gpu_util_pct,
+        job.gpu_samples,
+        job.gpu_mem_peak_bytes,
+        job.spec.display_name(),
+        job.spec.gpus,
+        job.spec.account,
     )
 
 
@@ -88,6 +99,9 @@ def job_from_row(row: tuple[Any, ...], arrays: dict[int, JobSpec]) -> Job:
         output_bytes=row[20],
         cancelled_by=row[21],
         partition=row[22],
+        gpu_util_pct=row[23],
+        gpu_samples=row[24],
+        gpu_mem_peak_bytes=row[25],
     )
 
 

@@ -29,14 +29,15 @@ from typing import Any
 from mgpu_core.constants import AUDIT_FILE, DB_FILE, KEY_FILE, SOCKET_FILE, TLS_DIR
 from mgpu_core.errors import ConfigError, StorageError
 from mgpu_core.models import JobSpec
+from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
+from mgpu_server.storage.history import KEEP_IN_MEMORY_S, SqliteHistory, spec_loader
 from mgpu_server.storage.rows import (
-    JOB_COLUMNS,
-    JOB_PLACEHOLDERS,
+    ROW_COLUMNS,
+    ROW_PLACEHOLDERS,
     STEP_COLUMNS,
     STEP_PLACEHOLDERS,
-    job_from_row,
     job_row,
     spec_text,
     step_from_row,
@@ -45,7 +46,7 @@ from mgpu_server.storage.rows import (
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -103,7 +104,25 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # The partition a job runs or ran in (issue 13: partitions).
     8: ("ALTER TABLE jobs ADD COLUMN partition TEXT NOT NULL DEFAULT ''",),
+    # History (issue 14): what a job's GPUs measured; the columns history queries and reports
+    # select and group by without decoding specs (filled in for older rows by _backfill);
+    # indexes for time windows and the purge.
+    9: (
+        "ALTER TABLE jobs ADD COLUMN gpu_util_pct REAL",
+        "ALTER TABLE jobs ADD COLUMN gpu_samples INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN gpu_mem_peak_bytes INTEGER",
+        "ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN account TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX jobs_by_end ON jobs (end_time)",
+        "CREATE INDEX jobs_by_submit ON jobs (submit_time)",
+        "CREATE INDEX jobs_by_array ON jobs (array_job_id)",
+    ),
 }
+# Where a schema's new columns must be computed from each row's spec (in Python).
+BACKFILLS = {10: "_backfill_derived"}
+# The first job id never used, even by a job since purged (ids are never given twice).
+JOB_ID_FLOOR_KEY = "job_id_floor"
 
 # What a master that has run leaves in its state directory besides the database: any of these
 # without a usable database means the history was lost, not that the cluster is new.
@@ -125,7 +144,9 @@ def earlier_state(state_dir: Path) -> list[str]:
     return [name for name in EARLIER_STATE if os.path.lexists(state_dir / name)]
 
 
-def open_store(state_dir: Path, *, reset: bool = False) -> SqliteStore:
+def open_store(
+    state_dir: Path, *, reset: bool = False, keep_finished_s: float = KEEP_IN_MEMORY_S
+) -> SqliteStore:
     """The master's store: a new one in a directory where no master has run, else the
     existing database, which must be usable (:class:`DatabaseUnusable`, saying what to do).
     With ``reset``, an unusable database (and its -wal and -shm) is moved aside to
@@ -133,7 +154,7 @@ def open_store(state_dir: Path, *, reset: bool = False) -> SqliteStore:
     kept."""
     earlier = earlier_state(state_dir)
     try:
-        store = SqliteStore(state_dir, must_exist=bool(earlier))
+        store = SqliteStore(state_dir, must_exist=bool(earlier), keep_finished_s=keep_finished_s)
     except DatabaseUnusable as exc:
         if not reset:
             raise DatabaseUnusable(f"{exc}: {_WHAT_TO_DO}") from None
@@ -143,7 +164,7 @@ def open_store(state_dir: Path, *, reset: bool = False) -> SqliteStore:
             exc,
             f"moved it aside to {moved}" if moved else "nothing to move aside",
         )
-        return SqliteStore(state_dir)
+        return SqliteStore(state_dir, keep_finished_s=keep_finished_s)
     if reset:
         log.warning("--reset-state: state database %s is usable: kept", store.path)
     return store
@@ -176,7 +197,13 @@ def _said(error: object) -> str:
 
 
 class SqliteStore:
-    def __init__(self, state_dir: Path, *, must_exist: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        must_exist: bool = False,
+        keep_finished_s: float = KEEP_IN_MEMORY_S,
+    ) -> None:
         """Open (or create) ``state_dir``/mgpu.db and check it through: ``PRAGMA quick_check``
         and every row decoded. ``must_exist``: a missing or empty database is
         :class:`DatabaseUnusable` rather than a new history (:func:`open_store`)."""
@@ -188,6 +215,12 @@ class SqliteStore:
         self._stored_arrays: set[int] = set()  # arrays whose spec is in array_specs
         # The jobs read (and so checked) at open, handed to the first load_jobs.
         self._loaded_jobs: list[Job] | None = None
+        self.keep_finished_s = keep_finished_s
+        # Which rows the master holds in memory from this open on (load_jobs, load_steps).
+        live = ", ".join(f"'{s.value}'" for s in JobState if not s.terminal)  # constants
+        self._in_memory = f"WHERE state IN ({live}) OR end_time >= ?"
+        self._since = time.time() - keep_finished_s
+        self.history: SqliteHistory  # set once the database is open
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
             if must_exist:
@@ -233,6 +266,7 @@ class SqliteStore:
             if must_exist and self._version() == 0:
                 raise DatabaseUnusable(f"state database {self.path} holds no tables")
             self._migrate()
+            self.history = SqliteHistory(self._db, spec_loader(self._db))
             self._loaded_jobs = self._read_jobs()
             # Nodes and settings are decoded where they are used; decode them once here, so
             # that a damaged row stops the start with a message and no traceback.
@@ -275,6 +309,8 @@ class SqliteStore:
             for statement in MIGRATIONS[version]:
                 self._db.execute(statement)
             version += 1
+            if version in BACKFILLS:
+                getattr(self, BACKFILLS[version])()
             self._db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(version),),
@@ -282,22 +318,52 @@ class SqliteStore:
             self._db.execute("COMMIT")
             log.info("state database %s migrated to schema version %d", self.path, version)
 
+    def _backfill_derived(self) -> None:
+        """Schema 10's name, gpus and account of the rows an older master wrote."""
+        rows = self._db.execute("SELECT job_id, spec, array_job_id FROM jobs").fetchall()
+        specs = spec_loader(self._db)
+        for job_id, text, array_id in rows:
+            spec = specs(array_id) if text == "" else JobSpec.from_checked(json.loads(text))
+            self._db.execute(
+                "UPDATE jobs SET name = ?, gpus = ?, account = ? WHERE job_id = ?",
+                (spec.display_name(), spec.gpus, spec.account, job_id),
+            )
+
     def load_jobs(self) -> list[Job]:
         jobs, self._loaded_jobs = self._loaded_jobs, None
         return self._read_jobs() if jobs is None else jobs
 
     def _read_jobs(self) -> list[Job]:
-        arrays = {
-            array_id: JobSpec.from_checked(json.loads(spec))
-            for array_id, spec in self._db.execute("SELECT array_job_id, spec FROM array_specs")
+        """The jobs the master holds in memory: every unfinished one, and those finished
+        within ``keep_finished_s`` (the rest are history: :attr:`history`)."""
+        self._stored_arrays = {
+            r[0] for r in self._db.execute("SELECT array_job_id FROM array_specs")
         }
-        self._stored_arrays = set(arrays)
-        rows = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs ORDER BY job_id").fetchall()
-        return [job_from_row(r, arrays) for r in rows]
+        return self.history.select(f"{self._in_memory} ORDER BY job_id", (self._since,))
 
     def next_job_id(self) -> int:
         row = self._db.execute("SELECT max(job_id) FROM jobs").fetchone()
-        return int(row[0] or 0) + 1
+        floor = self.get_setting(JOB_ID_FLOOR_KEY) or 0
+        return max(int(row[0] or 0) + 1, int(floor))
+
+    def purge_finished(self, before_s: float) -> int:
+        """Delete one batch of jobs that ended before ``before_s`` (their retention is over);
+        returns how many (0: none left). Between turns: nothing else is being written."""
+        floor = self.next_job_id()
+        try:
+            self._db.execute("BEGIN")
+            purged = self.history.purge(before_s)
+            if purged:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                    (JOB_ID_FLOOR_KEY, json.dumps(floor)),
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise StorageError(f"cannot purge old jobs from {self.path}: {exc}") from None
+        return purged
 
     def put_job(self, job: Job) -> None:
         self._dirty_jobs[job.job_id] = job
@@ -306,8 +372,12 @@ class SqliteStore:
         self._dirty_jobs.pop(job_id, None)
 
     def load_steps(self) -> list[Step]:
-        query = f"SELECT {STEP_COLUMNS} FROM steps ORDER BY job_id, step_id"
-        return [step_from_row(row) for row in self._db.execute(query)]
+        """The steps of the jobs :meth:`load_jobs` gives (the others' are history)."""
+        query = (
+            f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id IN "
+            f"(SELECT job_id FROM jobs {self._in_memory}) ORDER BY job_id, step_id"
+        )
+        return [step_from_row(row) for row in self._db.execute(query, (self._since,))]
 
     def put_step(self, step: Step) -> None:
         self._dirty_steps[step.job_id, step.step_id] = step
@@ -347,7 +417,7 @@ class SqliteStore:
         try:
             self._db.execute("BEGIN")
             self._db.executemany(
-                f"INSERT OR REPLACE INTO jobs ({JOB_COLUMNS}) VALUES ({JOB_PLACEHOLDERS})",
+                f"INSERT OR REPLACE INTO jobs ({ROW_COLUMNS}) VALUES ({ROW_PLACEHOLDERS})",
                 jobs,
             )
             self._db.executemany(

@@ -14,11 +14,23 @@ from typing import Any, Protocol
 
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
+from mgpu_server.storage.history import History, MemoryHistory
 
 
 class Store(Protocol):
+    @property
+    def history(self) -> History:
+        """Finished jobs the master no longer holds in memory, until purged (history.py)."""
+        ...
+
     def load_jobs(self) -> list[Job]:
-        """Every job known at start-up, in id order."""
+        """The jobs for the master's memory at start-up, in id order: every unfinished one
+        and those finished recently (older ones are in :attr:`history`)."""
+        ...
+
+    def purge_finished(self, before_s: float) -> int:
+        """Delete a batch of jobs that ended before ``before_s``; how many (0: none left).
+        Job ids stay unique: :meth:`next_job_id` never goes back."""
         ...
 
     def next_job_id(self) -> int:
@@ -86,12 +98,21 @@ class MemoryStore:
         self._dirty_settings: dict[str, Any] = {}
         self._steps: dict[tuple[int, int], Step] = {}
         self._dirty_steps: dict[tuple[int, int], Step] = {}
+        self.history = MemoryHistory(self._jobs, self._steps)
+        self._id_floor = 1
 
     def load_jobs(self) -> list[Job]:
         return [self._jobs[k] for k in sorted(self._jobs)]
 
     def next_job_id(self) -> int:
-        return max(self._jobs, default=0) + 1
+        return max(max(self._jobs, default=0) + 1, self._id_floor)
+
+    def purge_finished(self, before_s: float) -> int:
+        floor = self.next_job_id()
+        purged = self.history.purge(before_s)
+        if purged:
+            self._id_floor = floor
+        return purged
 
     def put_job(self, job: Job) -> None:
         self._dirty[job.job_id] = job
