@@ -19,7 +19,8 @@ from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
 from mgpu_server.storage.history import Query
-from mgpu_server.storage.sqlite_store import MIGRATIONS, SCHEMA_VERSION, SqliteStore
+from mgpu_server.storage.schema import MIGRATIONS, SCHEMA_VERSION
+from mgpu_server.storage.sqlite_store import SqliteStore
 from mgpu_server.storage.store import MemoryStore, Store
 from tests.helpers.nodes import node_info
 

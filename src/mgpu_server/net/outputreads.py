@@ -18,6 +18,9 @@ from typing import Any
 from mgpu_core.aio import AsyncConnection
 from mgpu_core.errors import OutputUnavailable
 from mgpu_core.protocol import Message, error_reply, ok_reply
+from mgpu_server.api.jobinfo import log_order
+from mgpu_server.api.permissions import RequestContext
+from mgpu_server.state.cluster import ClusterState
 
 READ_TIMEOUT_S = 10.0
 # Reads in flight per node: a client asking faster than a node answers waits its turn.
@@ -50,6 +53,24 @@ class OutputReads:
         self.timeout_s = timeout_s
         self._ids = itertools.count(1)
         self._reads: dict[int, _Read] = {}
+
+    def request(
+        self, state: ClusterState, ctx: RequestContext, conn: AsyncConnection, msg: Message
+    ) -> None:
+        """A client's ``log``: checked and resolved (api/jobinfo.py), then asked of the job's
+        node; a job that has not started is answered here (nothing written yet)."""
+        job, order = log_order(state, ctx, msg)
+        if order is None:
+            data = {
+                "data": b"",
+                "offset": 0,
+                "size": 0,
+                "node": "",
+                "job": self.job_status(job.job_id),
+            }
+            self.reply(conn, ok_reply(msg["id"], data))
+            return
+        self.ask(conn, msg["id"], job.node_id, job.job_id, order)
 
     def ask(
         self,

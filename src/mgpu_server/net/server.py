@@ -32,9 +32,9 @@ from mgpu_core.messages import CLIENT_REQUESTS, HELLO, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
-from mgpu_server.api.jobinfo import log_order, log_status
+from mgpu_server.api.jobinfo import log_status
 from mgpu_server.api.joins import JoinRegistry
-from mgpu_server.api.permissions import RequestContext, Transport, context, start_refusal
+from mgpu_server.api.permissions import Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
 from mgpu_server.net.joindesk import JoinDesk
@@ -360,7 +360,7 @@ class Server:
                 try:
                     msg = validate(raw, CLIENT_REQUESTS)
                     if msg["t"] == "log":  # answered by the job's node, later
-                        self._read_output(ctx, conn, msg)
+                        self.outputs.request(self.cluster, ctx, conn, msg)
                         continue
                     data = self.service.handle(ctx, conn, msg)
                 except MgpuError as err:
@@ -369,15 +369,6 @@ class Server:
                 self.reply(conn, ok_reply(msg["id"], data))
         finally:
             self._client_gone(conn, token_id)
-
-    def _read_output(self, ctx: RequestContext, conn: AsyncConnection, msg: Message) -> None:
-        job, order = log_order(self.cluster, ctx, msg)
-        if order is None:  # not started: nothing written yet
-            status = log_status(job, time.time())
-            data = {"data": b"", "offset": 0, "size": 0, "node": "", "job": status}
-            self.reply(conn, ok_reply(msg["id"], data))
-            return
-        self.outputs.ask(conn, msg["id"], job.node_id, job.job_id, order)
 
     async def _authenticate_token(
         self, conn: AsyncConnection, hello: dict[str, Any], token_id: str

@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mgpu_core.arrays import parse_job_ref
 from mgpu_core.constants import FENCE_TIMEOUT_S, TURNS_KEY
-from mgpu_core.errors import JobNotFound
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
@@ -40,7 +38,7 @@ from mgpu_server.state.submission import Submission
 from mgpu_server.state.table import JobTable
 from mgpu_server.state.turnctl import TurnControl
 from mgpu_server.state.waitrules import StartRule
-from mgpu_server.storage.history import KEEP_IN_MEMORY_S, Query
+from mgpu_server.storage.history import KEEP_IN_MEMORY_S
 from mgpu_server.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -70,7 +68,7 @@ class ClusterState:
         self.keep_finished_s = keep_finished_s  # then only the history has a finished job
         self.policy = policy
         self.outbox = Outbox()
-        self.table = JobTable(store.next_job_id())
+        self.table = JobTable(store.next_job_id(), store.history)
         self.nodes = NodeRegistry(store, self.outbox, node_timeout_s=node_timeout_s)
         self.pending = PendingQueue(policy)
         self.running = RunningJobs(policy)
@@ -96,7 +94,6 @@ class ClusterState:
             policy=policy,
             lifecycle=self.lifecycle,
             quota=SubmitQuota(limits),
-            find=lambda refs: self.find(refs),
         )
         self._compose_verbs(turns)
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
@@ -307,25 +304,8 @@ class ClusterState:
         return self.lifecycle.evict(now - self.keep_finished_s)
 
     def find(self, refs: list[int | str]) -> list[Job]:
-        """Jobs by reference, for reading (show, log): those in memory, and those let go that
-        the history still has (an array's id names its tasks in both). JobNotFound for the
-        first reference that names nothing anywhere."""
-        history = self.store.history
-        found: dict[int, Job] = {}
-        for ref in refs:
-            try:
-                job_id, task = parse_job_ref(str(ref))
-            except ValueError as exc:
-                raise JobNotFound(str(exc)) from None
-            in_memory = [self.table.jobs[i] for i in self.table.resolve_all([ref])[0]]
-            whole = in_memory and (task is not None or job_id not in self.table.arrays)
-            query = Query(ids=(job_id,))  # an array's tasks may be partly let go already
-            stored = [] if whole else [j for j in history.find(query) if j.named_by(job_id, task)]
-            if not stored and not in_memory:
-                raise JobNotFound(f"invalid job id specified: {ref}")
-            found.update((j.job_id, j) for j in stored)
-            found.update((j.job_id, j) for j in in_memory)  # the live record wins
-        return [found[i] for i in sorted(found)]
+        """Jobs by reference for reading: the table's and the history's (JobTable.find)."""
+        return self.table.find(refs)
 
     def expire_nodes(self, now: float) -> None:
         """Once a second: mark nodes silent past --node-timeout as not responding (no new jobs

@@ -7,7 +7,7 @@ jobs enter the state through the lifecycle.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from mgpu_core.arrays import ArraySpec, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
@@ -38,12 +38,8 @@ class Submission:
         policy: PolicyConfig,
         lifecycle: Lifecycle,
         quota: SubmitQuota,
-        find: Callable[[list[int | str]], list[Job]] | None = None,
     ) -> None:
-        """``find``: jobs by reference, the history's included (a dependency may name a
-        finished job the master let go); the job table's alone when None."""
         self.table = table
-        self.find = find or (lambda refs: [table.jobs[i] for i in table.resolve(refs[0])])
         self.nodes = nodes
         self.policy = policy
         self.lifecycle = lifecycle
@@ -236,7 +232,8 @@ class Submission:
             kind, colon, rest = part.strip().partition(":")
             refs = rest.split(":") if colon else []
             try:
-                ids = [str(j.job_id) for ref in refs for j in self.find([ref])]
+                # The history's too: a dependency may name a finished job let go from memory.
+                ids = [str(j.job_id) for ref in refs for j in self.table.find([ref])]
             except JobNotFound as err:
                 raise InvalidRequest(f"job dependency problem: {err}") from None
             parts.append(":".join([kind, *ids]))

@@ -10,10 +10,13 @@ from mgpu_core.arrays import parse_job_ref
 from mgpu_core.errors import JobNotFound
 from mgpu_core.models import JobResult
 from mgpu_server.records.jobs import Job
+from mgpu_server.storage.history import History, Query
 
 
 class JobTable:
-    def __init__(self, next_id: int) -> None:
+    def __init__(self, next_id: int, history: History | None = None) -> None:
+        """``history``: the finished jobs the master let go from memory (:meth:`find`)."""
+        self.history = history
         self.jobs: dict[int, Job] = {}
         self.arrays: dict[int, list[int]] = {}  # array id -> its tasks' job ids
         self.next_id = next_id
@@ -89,3 +92,27 @@ class JobTable:
                     seen.add(job_id)
                     ids.append(job_id)
         return ids, errors
+
+    def find(self, refs: list[int | str]) -> list[Job]:
+        """Jobs by reference, for reading (show, log, a dependency's references): those in
+        memory, and those let go that the history still has (an array's id names its tasks in
+        both; the live record wins). JobNotFound for the first reference that names nothing
+        anywhere."""
+        found: dict[int, Job] = {}
+        for ref in refs:
+            try:
+                job_id, task = parse_job_ref(str(ref))
+            except ValueError as exc:
+                raise JobNotFound(str(exc)) from None
+            in_memory = [self.jobs[i] for i in self.resolve_all([ref])[0]]
+            whole = in_memory and (task is not None or job_id not in self.arrays)
+            stored: list[Job] = []
+            if not whole and self.history is not None:  # an array may be partly let go
+                stored = [
+                    j for j in self.history.find(Query(ids=(job_id,))) if j.named_by(job_id, task)
+                ]
+            if not stored and not in_memory:
+                raise JobNotFound(f"invalid job id specified: {ref}")
+            found.update((j.job_id, j) for j in stored)
+            found.update((j.job_id, j) for j in in_memory)
+        return [found[i] for i in sorted(found)]

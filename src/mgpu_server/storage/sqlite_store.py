@@ -28,7 +28,6 @@ from typing import Any
 
 from mgpu_core.constants import AUDIT_FILE, DB_FILE, KEY_FILE, SOCKET_FILE, TLS_DIR
 from mgpu_core.errors import ConfigError, StorageError
-from mgpu_core.models import JobSpec
 from mgpu_core.states import JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
@@ -43,86 +42,14 @@ from mgpu_server.storage.rows import (
     step_from_row,
     step_row,
 )
+from mgpu_server.storage.schema import (
+    BACKFILLS,
+    JOB_ID_FLOOR_KEY,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+)
 
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 10
-
-# MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    0: (
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-        """CREATE TABLE jobs (
-            job_id INTEGER PRIMARY KEY,
-            user TEXT NOT NULL,
-            state TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            node_id TEXT NOT NULL,
-            gpu_indices TEXT NOT NULL,
-            submit_time REAL NOT NULL,
-            start_time REAL NOT NULL,
-            end_time REAL NOT NULL,
-            exit_code INTEGER,
-            signal INTEGER,
-            cancel_requested INTEGER NOT NULL,
-            pid INTEGER NOT NULL,
-            spec TEXT NOT NULL
-        )""",
-        "CREATE INDEX jobs_by_state ON jobs (state)",
-        "CREATE TABLE nodes (node_id TEXT PRIMARY KEY, info TEXT NOT NULL)",
-    ),
-    1: ("ALTER TABLE jobs ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",),
-    2: (
-        "ALTER TABLE jobs ADD COLUMN hold TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE jobs ADD COLUMN priority_override INTEGER",
-    ),
-    3: (
-        "ALTER TABLE jobs ADD COLUMN array_job_id INTEGER",
-        "ALTER TABLE jobs ADD COLUMN array_task_id INTEGER",
-        "ALTER TABLE jobs ADD COLUMN array_throttle INTEGER NOT NULL DEFAULT 0",
-    ),
-    4: ("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",),
-    5: ("ALTER TABLE jobs ADD COLUMN output_bytes INTEGER",),
-    # The spec of a job array, once: its tasks' rows have spec '' (Job.spec_shared). A task
-    # that got a spec of its own (an update) has it in its row, as any job.
-    6: ("CREATE TABLE array_specs (array_job_id INTEGER PRIMARY KEY, spec TEXT NOT NULL)",),
-    # Who cancelled a job (sacct's "CANCELLED by"), and job steps (srun inside a job).
-    7: (
-        "ALTER TABLE jobs ADD COLUMN cancelled_by TEXT NOT NULL DEFAULT ''",
-        """CREATE TABLE steps (
-            job_id INTEGER NOT NULL,
-            step_id INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            ntasks INTEGER NOT NULL,
-            state TEXT NOT NULL,
-            start_time REAL NOT NULL,
-            end_time REAL NOT NULL,
-            exit_code INTEGER,
-            signal INTEGER,
-            PRIMARY KEY (job_id, step_id)
-        )""",
-    ),
-    # The partition a job runs or ran in (issue 13: partitions).
-    8: ("ALTER TABLE jobs ADD COLUMN partition TEXT NOT NULL DEFAULT ''",),
-    # History (issue 14): what a job's GPUs measured; the columns history queries and reports
-    # select and group by without decoding specs (filled in for older rows by _backfill);
-    # indexes for time windows and the purge.
-    9: (
-        "ALTER TABLE jobs ADD COLUMN gpu_util_pct REAL",
-        "ALTER TABLE jobs ADD COLUMN gpu_samples INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN gpu_mem_peak_bytes INTEGER",
-        "ALTER TABLE jobs ADD COLUMN name TEXT NOT NULL DEFAULT ''",
-        "ALTER TABLE jobs ADD COLUMN gpus INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN account TEXT NOT NULL DEFAULT ''",
-        "CREATE INDEX jobs_by_end ON jobs (end_time)",
-        "CREATE INDEX jobs_by_submit ON jobs (submit_time)",
-        "CREATE INDEX jobs_by_array ON jobs (array_job_id)",
-    ),
-}
-# Where a schema's new columns must be computed from each row's spec (in Python).
-BACKFILLS = {10: "_backfill_derived"}
-# The first job id never used, even by a job since purged (ids are never given twice).
-JOB_ID_FLOOR_KEY = "job_id_floor"
 
 # What a master that has run leaves in its state directory besides the database: any of these
 # without a usable database means the history was lost, not that the cluster is new.
@@ -310,24 +237,13 @@ class SqliteStore:
                 self._db.execute(statement)
             version += 1
             if version in BACKFILLS:
-                getattr(self, BACKFILLS[version])()
+                BACKFILLS[version](self._db)
             self._db.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(version),),
             )
             self._db.execute("COMMIT")
             log.info("state database %s migrated to schema version %d", self.path, version)
-
-    def _backfill_derived(self) -> None:
-        """Schema 10's name, gpus and account of the rows an older master wrote."""
-        rows = self._db.execute("SELECT job_id, spec, array_job_id FROM jobs").fetchall()
-        specs = spec_loader(self._db)
-        for job_id, text, array_id in rows:
-            spec = specs(array_id) if text == "" else JobSpec.from_checked(json.loads(text))
-            self._db.execute(
-                "UPDATE jobs SET name = ?, gpus = ?, account = ? WHERE job_id = ?",
-                (spec.display_name(), spec.gpus, spec.account, job_id),
-            )
 
     def load_jobs(self) -> list[Job]:
         jobs, self._loaded_jobs = self._loaded_jobs, None
