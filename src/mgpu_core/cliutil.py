@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -66,12 +65,41 @@ def parsed_by(
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+F = TypeVar("F", bound=Callable[..., object])
 
 
-def configure_logging(level: str) -> None:
-    """Daemons log to stderr, one line per event; only CLIs configure handlers."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def log_options(fn: F) -> F:
+    """The daemons' --log-level, --log-format and --log-file."""
+    from pathlib import Path
+
+    from mgpu_core.logformat import FORMATS
+
+    fn = click.option(
+        "--log-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Log to this file instead of stderr; opened anew on SIGHUP (log rotation).",
+    )(fn)
+    fn = click.option(
+        "--log-format",
+        type=click.Choice(FORMATS),
+        default="text",
+        show_default=True,
+        help="json: one JSON object a line, with job, node and user as fields.",
+    )(fn)
+    return click.option(
+        "--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True
+    )(fn)
+
+
+def configure_logging(level: str, fmt: str = "text", log_file: object = None) -> None:
+    """Daemons log to stderr (or ``log_file``), one line per event; only CLIs configure
+    handlers. A log file that cannot be opened stops the start in one line."""
+    from pathlib import Path
+
+    from mgpu_core.logformat import configure
+
+    try:
+        configure(level, fmt=fmt, log_file=Path(str(log_file)) if log_file else None)
+    except OSError as exc:
+        raise StartupFailure(f"cannot open log file {log_file}: {exc.strerror}") from None

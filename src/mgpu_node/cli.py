@@ -13,9 +13,9 @@ import click
 
 from mgpu_core import __version__, auth, constants
 from mgpu_core.cliutil import (
-    LOG_LEVELS,
     StartupFailure,
     configure_logging,
+    log_options,
     parsed_by,
     run_click,
 )
@@ -23,6 +23,7 @@ from mgpu_core.config import Address, check_transport, resolve_master, with_tls
 from mgpu_core.daemons import JobUser, NodeConfig, default_node_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
+from mgpu_core.logformat import reopen_logs
 from mgpu_core.units import parse_size
 from mgpu_node import join, nodeconf
 from mgpu_node.agent import Agent, host_resources
@@ -151,12 +152,7 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     "fence, kept by a guard process that outlives the agent), for a master that does not set "
     "it; a master that does sends its own.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS),
-    default="info",
-    show_default=True,
-)
+@log_options
 @click.version_option(__version__, prog_name="mgpu_node")
 def cli(
     *,
@@ -180,11 +176,13 @@ def cli(
     heartbeat_interval_s: float,
     fence_timeout_s: float,
     log_level: str,
+    log_format: str,
+    log_file: Path | None,
 ) -> None:
     """The mgpu node agent: registers this host's GPUs with the master and runs its jobs."""
     if gpu_count is not None and fake_gpus is not None:
         raise click.UsageError("--gpu-count and --fake-gpus cannot be used together")
-    configure_logging(log_level)
+    configure_logging(log_level, log_format, log_file)
     try:
         config_dir = config_dir or nodeconf.default_config_dir()
         joined = nodeconf.load(config_dir)
@@ -272,6 +270,7 @@ async def _run(agent: Agent) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, agent.should_exit.set)
+    loop.add_signal_handler(signal.SIGHUP, reopen_logs)  # after a rotation of --log-file
     await agent.run()
 
 

@@ -13,10 +13,11 @@ from pathlib import Path
 import click
 
 from mgpu_core import __version__, auth, constants
-from mgpu_core.cliutil import LOG_LEVELS, StartupFailure, configure_logging, run_click
+from mgpu_core.cliutil import StartupFailure, configure_logging, log_options, run_click
 from mgpu_core.config import unix_address
 from mgpu_core.daemons import ServerConfig, default_master_state_dir
 from mgpu_core.errors import MgpuError
+from mgpu_core.logformat import reopen_logs
 from mgpu_core.protocol import DEFAULT_PORT
 from mgpu_core.units import parse_size
 from mgpu_server.api import audit
@@ -139,12 +140,7 @@ from mgpu_server.storage.sqlite_store import SqliteStore, earlier_state, open_st
     default=None,
     help="TOML file: scheduling weights, QoS, admins (see docs/scheduling.md).",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS),
-    default="info",
-    show_default=True,
-)
+@log_options
 @click.option(
     "--reset-state",
     is_flag=True,
@@ -172,10 +168,12 @@ def cli(
     tls_names: tuple[str, ...],
     insecure_plaintext: bool,
     log_level: str,
+    log_format: str,
+    log_file: Path | None,
     reset_state: bool,
 ) -> None:
     """The mgpu master: job queue, node registry and scheduler."""
-    configure_logging(log_level)
+    configure_logging(log_level, log_format, log_file)
     state = state_dir or default_master_state_dir()
     try:
         state.mkdir(parents=True, exist_ok=True)
@@ -255,6 +253,12 @@ def _startup_errors(what: str) -> Iterator[None]:
         raise StartupFailure(f"{what}: {exc}") from None
 
 
+def _reopen_logs() -> None:
+    """SIGHUP: the audit log and --log-file, each opened anew at its path."""
+    reopen_logs()
+    audit.reopen()
+
+
 async def _serve(
     config: ServerConfig, store: SqliteStore, settings: MasterSettings, cluster_key: bytes
 ) -> None:
@@ -265,7 +269,7 @@ async def _serve(
         loop.add_signal_handler(sig, server.should_exit.set)
     # logrotate moves the audit log away, then sends SIGHUP: the next line goes to a new file.
     # (add_signal_handler runs this in the loop, not in the signal handler: I/O is safe.)
-    loop.add_signal_handler(signal.SIGHUP, audit.reopen)
+    loop.add_signal_handler(signal.SIGHUP, _reopen_logs)
     try:
         await server.serve_forever()
     finally:

@@ -144,7 +144,10 @@ class Lifecycle:
         # Not "changed": a start takes resources and can make no other job runnable, but
         # for the dependents it satisfies (woken below, which sets it for them).
         self.store.put_job(job)
-        log.info("job=%d node=%s state=RUNNING gpus=%s", job.job_id, node_id, list(gpu_indices))
+        gpus = ",".join(map(str, gpu_indices)) or "-"
+        log.info(
+            "job=%d user=%s node=%s state=RUNNING gpus=%s", job.job_id, job.user, node_id, gpus
+        )
         grace_s, cluster = self.kill_grace_of(job), self.policy.cluster_name
         self.outbox.to_node(node_id, launch_order(job, kill_grace_s=grace_s, cluster_name=cluster))
         self.outbox.to_watchers(job.job_id, state_event(job))  # srun, attach (if any)
@@ -158,8 +161,9 @@ class Lifecycle:
         self.deps.left(job)
         self._changed(job)
         log.info(
-            "job=%d node=%s state=%s exit=%s signal=%s elapsed_s=%.3f",
+            "job=%d user=%s node=%s state=%s exit=%s signal=%s elapsed_s=%.3f",
             job.job_id,
+            job.user,
             job.node_id or "-",
             state.value,
             job.exit_code,
