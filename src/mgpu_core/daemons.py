@@ -61,6 +61,13 @@ class ServerConfig:
     # then only in the database, which purges them after the retention.
     keep_finished_s: float = constants.KEEP_FINISHED_S
     history_retention_s: float = constants.HISTORY_RETENTION_S
+    # [http]: the HTTP API, dashboard and /metrics (None: off). TLS with the master's own
+    # certificate unless tls = false; the body limit and each address's request rate.
+    http_listen: tuple[str, int] | None = None
+    http_tls: bool = True
+    http_max_body_bytes: int = 1024 * 1024
+    http_rate_per_s: float = 50.0
+    http_burst: int = 200
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -223,11 +224,26 @@ def cli(
         private_commands=settings.private_commands,
         keep_finished_s=settings.keep_finished_s,
         history_retention_s=settings.history_retention_s,
+        **_http_config(settings),
         tls_cert=None if insecure_plaintext else tls_cert,
         tls_key=None if insecure_plaintext else tls_key,
     )
     with _startup_errors(f"cannot listen on {host}:{port}"):
         asyncio.run(_serve(config, store, settings, cluster_key))
+
+
+def _http_config(settings: MasterSettings) -> dict[str, Any]:
+    """ServerConfig's http_* fields from [http] (none: the API stays off)."""
+    http = settings.http
+    if http is None:
+        return {}
+    return {
+        "http_listen": (http.host, http.port),
+        "http_tls": http.tls,
+        "http_max_body_bytes": http.max_body_bytes,
+        "http_rate_per_s": http.rate_per_s,
+        "http_burst": http.burst,
+    }
 
 
 def _size(text: str, param: click.Parameter) -> int:

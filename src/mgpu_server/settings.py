@@ -40,6 +40,12 @@ allowed_users = ["alice"]         # as for a QoS: either list set, only those na
 allowed_groups = ["lab"]
 priority_tier = 1                 # higher tiers' jobs are considered first
 state = "UP"                      # UP, DOWN, DRAIN or INACTIVE
+[http]                            # the HTTP API, dashboard and /metrics (absent: off)
+listen = "127.0.0.1:6861"         # HOST:PORT; https with the master's certificate unless
+tls = true                        # tls = false
+max_body = "1M"                   # request bodies at most
+rate = 50                         # requests per second per address on average (0: no limit)
+burst = 200                       # ... and at once
 [history]
 keep_in_memory = "5m"             # finished jobs in the master's memory (squeue shows them)
 retention = "90d"                 # then in its database (history, sacct, report); purged after
@@ -58,7 +64,7 @@ from mgpu_core.constants import HISTORY_RETENTION_S, KEEP_FINISHED_S
 from mgpu_core.errors import ConfigError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.limits import MAX_NAME_LEN
-from mgpu_core.units import parse_duration_s, parse_time_limit
+from mgpu_core.units import parse_duration_s, parse_size, parse_time_limit
 from mgpu_server.scheduling.partitions import Partition, Partitions, PartitionState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
@@ -225,6 +231,7 @@ class MasterSettings:
     limits: UserLimits = DEFAULT_LIMITS
     keep_finished_s: float = KEEP_FINISHED_S  # [history] keep_in_memory
     history_retention_s: float = HISTORY_RETENTION_S  # [history] retention
+    http: HttpSettings | None = None  # [http]: None, off
 
 
 def _limits(path: Path, table: object) -> UserLimits:
@@ -282,6 +289,46 @@ def _history(path: Path, table: object) -> tuple[float, float]:
     return found["keep_in_memory"], found["retention"]
 
 
+@dataclass(frozen=True)
+class HttpSettings:
+    host: str
+    port: int
+    tls: bool = True
+    max_body_bytes: int = 1024 * 1024
+    rate_per_s: float = 50.0
+    burst: int = 200
+
+
+def _http(path: Path, table: object) -> HttpSettings | None:
+    """[http] listen = "HOST:PORT" (required), tls, max_body, rate, burst."""
+    if table is None:
+        return None
+    where = f"config file {path}: [http]"
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where} must be a table")
+    known = {"listen", "tls", "max_body", "rate", "burst"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting '{unknown[0]}' ({', '.join(sorted(known))})")
+    listen = table.get("listen")
+    host, _, port_text = str(listen or "").rpartition(":")
+    if not isinstance(listen, str) or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f'{where} listen must be "HOST:PORT" (e.g. "127.0.0.1:6861")')
+    tls = table.get("tls", True)
+    if not isinstance(tls, bool):
+        raise ConfigError(f"{where} tls must be true or false")
+    try:
+        body = parse_size(str(table.get("max_body", "1M")), default_unit="B")
+    except ValueError as exc:
+        raise ConfigError(f"{where} max_body: {exc}") from None
+    rate, burst = table.get("rate", 50.0), table.get("burst", 200)
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or rate < 0:
+        raise ConfigError(f"{where} rate must be a number of requests per second (0: no limit)")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ConfigError(f"{where} burst must be a whole number, 1 or more")
+    return HttpSettings(host.strip("[]"), int(port_text), tls, body, float(rate), burst)
+
+
 def _tls(path: Path, table: object) -> tuple[Path | None, Path | None]:
     """[tls] cert and key (relative paths are relative to the config file)."""
     if table is None:
@@ -302,7 +349,7 @@ def load_master_settings(path: Path) -> MasterSettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     sections = {"admins", "private_commands", "scheduler", "qos", "tls", "limits"}
-    sections |= {"partition", "cluster_name", "history"}
+    sections |= {"partition", "cluster_name", "history", "http"}
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
@@ -335,4 +382,5 @@ def load_master_settings(path: Path) -> MasterSettings:
         key,
         _limits(path, data.get("limits")),
         *_history(path, data.get("history")),
+        _http(path, data.get("http")),
     )

@@ -37,8 +37,10 @@ from mgpu_server.api.joins import JoinRegistry
 from mgpu_server.api.permissions import Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
+from mgpu_server.net.http import HttpListener
 from mgpu_server.net.joindesk import JoinDesk
 from mgpu_server.net.listeners import Listeners
+from mgpu_server.net.metrics import Metrics
 from mgpu_server.net.nodelinks import NodeLinks
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.net.pacing import Pacer
@@ -103,6 +105,8 @@ class Server:
             private_commands=config.private_commands,
             joins=self.joins,
         )
+        self.metrics = Metrics(self.cluster)  # /metrics, when the HTTP API listens
+        self.http: HttpListener | None = None
         self.outputs = OutputReads(
             send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
             reply=self.reply,
@@ -146,6 +150,29 @@ class Server:
             tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
         self._spawn(self._liveness_loop())
         self._spawn(self._purge_loop())
+        if cfg.http_listen is not None:
+            await self._start_http(*cfg.http_listen)
+
+    async def _start_http(self, host: str, port: int) -> None:
+        """The HTTP API ([http] listen); its port goes to http.port in the state directory."""
+        from mgpu_server.api.openapi import document
+        from mgpu_server.net.http import RateLimiter
+        from mgpu_server.net.httpapi import HttpApi
+
+        cfg = self.config
+        tls = None
+        if cfg.http_tls and cfg.tls_cert is not None and cfg.tls_key is not None:
+            from mgpu_core.tls import server_context
+
+            tls = server_context(cfg.tls_cert, cfg.tls_key)
+        api = HttpApi(self, openapi=document(), metrics=self.metrics.render)
+        limiter = RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
+        self.http = HttpListener(
+            api, max_body_bytes=cfg.http_max_body_bytes, limiter=limiter, tls=tls
+        )
+        self.http_port = await self.http.start(host, port)
+        (cfg.state_dir / "http.port").write_text(f"{self.http_port}\n")
+        log.info("HTTP API on %s:%d (%s)", host, self.http_port, "https" if tls else "http")
 
     async def serve_forever(self) -> None:
         await self.startup()
@@ -156,6 +183,8 @@ class Server:
 
     async def shutdown(self) -> None:
         await self.listeners.close()
+        if self.http is not None:
+            self.http.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -184,11 +213,14 @@ class Server:
         self._flush_scheduled = False
         cluster = self.cluster
         now = time.time()
+        began = time.perf_counter()
         cluster.schedule(now)
+        scheduled = time.perf_counter()
         if cluster.needs_pass:
             self.kick()  # the queue goes on below the depth a pass examines: one more pass
         self._arm_wakeup(cluster.wakeup_at)
         replies, self._replies = self._replies, []
+        committing = time.perf_counter()
         try:
             self.store.commit()
         except StorageError as err:
@@ -197,6 +229,7 @@ class Server:
             log.error("%s; refusing this turn's submissions", err)
             refused = cluster.undo_turn(now)
             replies = [(conn, _refuse(msg, refused, err)) for conn, msg in replies]
+        committed = time.perf_counter()
         self._unfrozen_jobs += cluster.end_turn()
         if self._unfrozen_jobs >= FREEZE_EVERY_JOBS:
             gc.freeze()  # O(1): the long-lived records stop costing every full collection
@@ -208,6 +241,11 @@ class Server:
                 self.nodes.send(effect.node_id, effect.msg)
             else:
                 self._send_watchers(effect)
+        self.metrics.turn(
+            pass_s=scheduled - began,
+            commit_s=committed - committing,
+            dispatch_s=time.perf_counter() - began,
+        )
         closing, self._closing = self._closing, []
         for conn in closing:
             conn.close()

@@ -74,6 +74,9 @@ class Lifecycle:
         self.deps = DependencyIndex(stored_state=store.history.state_of)
         # Finished jobs in the order they ended: evict() lets them go from memory.
         self.finished: deque[int] = deque()
+        # For /metrics, taken by the server each turn: submissions, and each start's wait.
+        self.submitted = 0
+        self.start_waits: list[float] = []
         self.steps = StepTable(store)
         self.waits = WaitRules(
             table=table, deps=self.deps, turns=turns, policy=policy, start_rule=start_rule
@@ -121,6 +124,7 @@ class Lifecycle:
         self.new_jobs.append(job)
         self._changed(job)
         log.info("job=%d user=%s state=PENDING gpus=%d", job.job_id, job.user, job.spec.gpus)
+        self.submitted += 1
         if reason is Reason.DEPENDENCY_NEVER and job.spec.kill_on_invalid_dep:
             self.finish(job, JobState.CANCELLED, now, reason=Reason.DEPENDENCY_NEVER)
 
@@ -139,6 +143,8 @@ class Lifecycle:
         self.pending.remove(job.job_id)
         job.node_id, job.gpu_indices, job.partition = node_id, gpu_indices, partition
         job.transition(JobState.RUNNING, now)
+        if len(self.start_waits) < 100_000:  # taken each turn by a server; bounded without one
+            self.start_waits.append(now - max(job.submit_time, job.spec.begin_time))
         self.running.add(job)
         self.deps.started(job)
         # Not "changed": a start takes resources and can make no other job runnable, but

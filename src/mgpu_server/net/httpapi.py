@@ -1,0 +1,143 @@
+"""What an HTTP request means: who asks (a bearer token, the same per-user tokens TCP clients
+prove), which wire request it is (:mod:`mgpu_server.api.rest`), and its answer, which goes
+through the server's turn like every reply: handled, committed, then sent (an acknowledged
+submit is stored). Errors are JSON with the wire's stable codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+from typing import Any, Protocol
+
+from mgpu_core.auth import parse_token
+from mgpu_core.errors import AuthenticationFailed, ConfigError, MgpuError
+from mgpu_core.messages import CLIENT_REQUESTS, validate
+from mgpu_core.protocol import Message, error_reply, ok_reply
+from mgpu_server.api import audit, rest
+from mgpu_server.api.handlers import ClientService
+from mgpu_server.api.permissions import RequestContext, Transport, context
+from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.net.http import Request, Response, error_response
+from mgpu_server.net.outputreads import OutputReads
+from mgpu_server.state.cluster import ClusterState
+
+
+class Host(Protocol):
+    """What the API needs of the server (net/server.py's Server)."""
+
+    tokens: TokenRegistry
+    admins: frozenset[str]
+    outputs: OutputReads
+    cluster: ClusterState
+    service: ClientService
+
+    def reply(self, conn: Any, msg: Message) -> None: ...
+
+
+REPLY_TIMEOUT_S = 30.0
+
+
+class _Reply:
+    """Stands in for a client connection where the server sends a reply after its commit."""
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def send(self, msg: Message) -> None:
+        if not self.future.done():
+            self.future.set_result(msg)
+
+
+class HttpApi:
+    def __init__(self, server: Host, *, openapi: dict[str, Any], metrics: Any) -> None:
+        """``metrics``: renders /metrics (``() -> bytes``)."""
+        self.server = server
+        self.openapi = json.dumps(openapi).encode()
+        self.metrics = metrics
+        self._ids = itertools.count(1)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._answer(request)
+        except MgpuError as err:
+            return error_response(rest.status_of(err.code), err.code, err.message)
+
+    async def _answer(self, request: Request) -> Response:
+        target = rest.route(request.method, request.path, request.query, request.body)
+        if target == "openapi":
+            return Response(200, self.openapi)
+        ctx = self._who(request)
+        if target == "metrics":
+            return Response(200, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
+        if target == "whoami":
+            return _json({"user": ctx.user, "admin": ctx.admin})
+        assert isinstance(target, rest.Route)
+        reply = await self._run(ctx, target)
+        if reply["t"] == "error":
+            return error_response(rest.status_of(reply["code"]), reply["code"], reply["message"])
+        data = reply["data"]
+        if target.raw:  # the log: its bytes, where they start and the file's size in headers
+            headers = {
+                "x-mgpu-offset": str(data["offset"]),
+                "x-mgpu-size": str(data["size"]),
+                "x-mgpu-job-state": str(data["job"]["state"]),
+            }
+            return Response(200, data["data"], "application/octet-stream", headers)
+        if target.one:
+            data = data["jobs"][0]
+        failed = (
+            [r for r in data.get("results", ()) if not r["ok"]] if isinstance(data, dict) else []
+        )
+        if failed:  # one job's action (cancel, hold ...): its refusal is the request's
+            response = error_response(
+                rest.status_of(failed[0]["code"]), failed[0]["code"], failed[0]["message"]
+            )
+            return response
+        return _json(data)
+
+    def _who(self, request: Request) -> RequestContext:
+        """The user a bearer token proves (the token's secret itself, over TLS)."""
+        header = request.headers.get("authorization", "")
+        scheme, _, text = header.partition(" ")
+        if scheme.lower() != "bearer" or not text:
+            raise AuthenticationFailed(
+                "send the user's token: Authorization: Bearer mgpu.ID.SECRET"
+            )
+        try:
+            token = parse_token(text, "the bearer token")
+        except ConfigError as err:
+            raise AuthenticationFailed(err.message) from None
+        record = self.server.tokens.lookup(token.token_id)
+        if record is None or not hmac.compare_digest(record.secret, token.secret):
+            audit.log_failure("http_auth", peer=request.peer, token=token.token_id)
+            raise AuthenticationFailed(f"token {token.token_id} is unknown, revoked or wrong")
+        transport = Transport.TLS if request.tls else Transport.TCP
+        return context(record.user, transport, request.peer, admins=self.server.admins)
+
+    async def _run(self, ctx: RequestContext, target: rest.Route) -> Message:
+        server = self.server
+        msg = validate({"t": target.verb, "id": next(self._ids), **target.fields}, CLIENT_REQUESTS)
+        conn: Any = _Reply()
+        try:
+            if msg["t"] == "log":
+                server.outputs.request(server.cluster, ctx, conn, msg)
+            else:
+                server.reply(conn, ok_reply(msg["id"], server.service.handle(ctx, conn, msg)))
+        except MgpuError as err:
+            server.reply(conn, error_reply(msg["id"], err.code, err.message))
+        reply: Message = await asyncio.wait_for(conn.future, REPLY_TIMEOUT_S)
+        return reply
+
+
+def _json(data: Any) -> Response:
+    return Response(200, json.dumps(data, default=_plain).encode())
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
