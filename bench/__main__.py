@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from bench import cluster_scale, commands, deps, idle, latency, report, startup
+from bench import cluster_scale, commands, deps, http, idle, latency, report, startup
 
 _N = TypeVar("_N", int, float)
 
@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             bundle=args.bundle.resolve() if args.bundle else None,
         ),
         "turn_switch": lambda d: latency.turn_switch(d, samples=n(40, 2)),
+        "http": lambda d: http.http_api(
+            d, nodes=n(1_000, 10), gpus=8, jobs=n(10_000, 200), runs=n(20, 3), idle_s=n(30.0, 1.0)
+        ),
         "idle": lambda d: idle.idle_cost(d, seconds=args.idle_seconds or n(60.0, 1.0)),
         "deps": lambda d: deps.dependency_passes(quick=quick),
         "scale": lambda d: [

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 
-from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number
+from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number, split_list
 from mgpu_core.errors import UsageError
 from mgpu_core.text import printable
 
@@ -301,8 +301,37 @@ def build(
             job[key] = str(opts[key]).strip()
     _placement(opts, job)
     _timing(opts, job)
+    _notices(opts, job)
     _check_text(job)
     return job
+
+
+# --mail-type's words: ALL as Slurm spells it out; those that change nothing here are dropped.
+_MAIL_ALL = ("BEGIN", "END", "FAIL", "REQUEUE", "INVALID_DEPEND")
+_MAIL_KNOWN = (*_MAIL_ALL, "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50")
+_MAIL_DROPPED = ("NONE", "STAGE_OUT", "ARRAY_TASKS")  # no stage-out; every task is told
+
+
+def _notices(opts: dict[str, Any], job: dict[str, Any]) -> None:
+    """--mail-type, --mail-user, --notify."""
+    types: list[str] = []
+    for word in split_list(opts.get("mail_type")):
+        upper = word.strip().upper()
+        if upper == "ALL":
+            types.extend(_MAIL_ALL)
+        elif upper in _MAIL_KNOWN:
+            types.append(upper)
+        elif upper not in _MAIL_DROPPED:
+            raise UsageError(f"invalid --mail-type: {word} (use {', '.join(_MAIL_KNOWN)}, ALL)")
+    if types:
+        job["mail_types"] = list(dict.fromkeys(types))
+    if opts.get("mail_user"):
+        job["mail_user"] = str(opts["mail_user"]).strip()
+    if opts.get("notify"):
+        url = str(opts["notify"]).strip()
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"invalid --notify: {url} is not an http(s) URL")
+        job["notify_url"] = url
 
 
 def _check_text(job: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ What mgpu does with each option of Slurm's man pages (Slurm 23/24) is one of:
 * ``QUIET``: accepted, and its effect is what mgpu does anyway (``--unbuffered``: output is
   never buffered by mgpu; ``--get-user-env``: the job gets the submitter's environment);
 * ``WARN``: accepted and ignored with one warning line, because ignoring it cannot change what
-  the job computes (``--mail-type`` until notifications exist, ``--comment``, ``--wckey``);
+  the job computes (``--comment``, ``--wckey``);
 * ``REFUSE``: refused with one line saying why, because ignoring it would (``--reservation``:
   there are none; ``--licenses``: not tracked).
 
@@ -41,7 +41,6 @@ __all__ = [  # the table, and its vocabulary re-exported from cmdline
 B, R, A = "b", "r", "a"
 BRA, BA, BR, RA = "bra", "ba", "br", "ra"
 
-_NO_MAIL = "mgpu sends no mail (notifications are not built yet)"
 _NOT_TRACKED = "mgpu does not track it"
 _CPU_LAYOUT = "mgpu places CPUs by count, not by socket or core layout"
 
@@ -180,8 +179,14 @@ JOB_OPTIONS: tuple[Opt, ...] = (
     # Accounting, notices and other clusters' features.
     Opt("--comment", "comment", VALUE, BRA, WARN, "A comment.", why="comments are not stored yet"),
     Opt("--wckey", "wckey", VALUE, BRA, WARN, "Workload characterisation key.", why=_NOT_TRACKED),
-    Opt("--mail-type", "mail_type", VALUE, BRA, WARN, "Mail events.", why=_NO_MAIL),
-    Opt("--mail-user", "mail_user", VALUE, BRA, WARN, "Mail address.", why=_NO_MAIL),
+    Opt("--mail-type", "mail_type", VALUE, BRA, USE,
+        "Tell of these events by mail and --notify (BEGIN, END, FAIL, REQUEUE, "
+        "INVALID_DEPEND, TIME_LIMIT[_90|_80|_50], ALL, NONE).", metavar="TYPE[,TYPE...]"),
+    Opt("--mail-user", "mail_user", VALUE, BRA, USE,
+        "Mail the events to this address [default: you, at the cluster's mail domain]."),
+    Opt("--notify", "notify", VALUE, BRA, USE,
+        "Also POST the events (JSON, HMAC-signed) to this URL, if the cluster allows it.",
+        metavar="URL"),
     Opt("-M --clusters", "clusters", VALUE, BRA, WARN, "Clusters.",
         why="mgpu is one cluster: the job goes to this master"),
     Opt("--cluster-constraint", "cluster_constraint", VALUE, BRA, WARN, "Cluster features.",

@@ -51,10 +51,16 @@ from mgpu_core.limits import (
     shorten,
 )
 from mgpu_core.records import WireRecord, wire, wire_record
-from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, Optional, OsStr, Str
+from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, OneOf, Optional, OsStr, Str
 from mgpu_core.text import printable as printable  # re-exported: its older home
 
 _PATH = Str(MAX_PATH_LEN)
+# What a job's owner (--mail-type) and the cluster's webhooks can be told of: Slurm's mail
+# types (ALL is BEGIN, END, FAIL, REQUEUE, INVALID_DEPEND; TIME_LIMIT_N: N % of the limit).
+NOTIFY_EVENTS = (
+    "BEGIN", "END", "FAIL", "REQUEUE", "INVALID_DEPEND",
+    "TIME_LIMIT", "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50",
+)  # fmt: skip
 # Arguments, environment entries and scripts are passed to the job byte for byte, UTF-8 or
 # not (OsStr); names and paths are shown in the queue and must be text.
 _ARG = OsStr(MAX_ARG_LEN)
@@ -120,6 +126,13 @@ class JobSpec(WireRecord):
     open_append: bool = field(default=False, metadata=wire(Bool()))
     # The host the job was submitted from (SLURM_SUBMIT_HOST).
     submit_host: str = field(default="", metadata=wire(NAME))
+    # --mail-type: the events its owner is told of (NOTIFY_EVENTS), by mail to --mail-user
+    # (else the owner at the master's [mail] domain) and to --notify's URL.
+    mail_types: list[str] = field(
+        default_factory=list, metadata=wire(ListOf(OneOf(*NOTIFY_EVENTS), len(NOTIFY_EVENTS)))
+    )
+    mail_user: str = field(default="", metadata=wire(Str(254)))
+    notify_url: str = field(default="", metadata=wire(Str(2048)))
 
     def command_display(self) -> str:
         """A one-line rendering of what runs, for queue listings and logs (bytes that are not

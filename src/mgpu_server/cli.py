@@ -278,7 +278,14 @@ def _reopen_logs() -> None:
 async def _serve(
     config: ServerConfig, store: SqliteStore, settings: MasterSettings, cluster_key: bytes
 ) -> None:
-    server = Server(config, store, settings.policy, cluster_key=cluster_key, limits=settings.limits)
+    server = Server(
+        config,
+        store,
+        settings.policy,
+        cluster_key=cluster_key,
+        limits=settings.limits,
+        notify=settings.notify,
+    )
     loop = asyncio.get_running_loop()
     # Handlers only set a flag; the loop does the work (never I/O inside a signal handler).
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -56,7 +56,7 @@ Unknown keys are errors (a typo must not silently change policy).
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,8 @@ from mgpu_core.errors import ConfigError
 from mgpu_core.hostlist import expand_hostlist
 from mgpu_core.limits import MAX_NAME_LEN
 from mgpu_core.units import parse_duration_s, parse_size, parse_time_limit
+from mgpu_server.net.notify import NotifySettings
+from mgpu_server.notifyconf import notify_settings
 from mgpu_server.scheduling.partitions import Partition, Partitions, PartitionState
 from mgpu_server.scheduling.policy import PolicyConfig, Qos
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
@@ -232,6 +234,7 @@ class MasterSettings:
     keep_finished_s: float = KEEP_FINISHED_S  # [history] keep_in_memory
     history_retention_s: float = HISTORY_RETENTION_S  # [history] retention
     http: HttpSettings | None = None  # [http]: None, off
+    notify: NotifySettings = field(default_factory=NotifySettings)  # [mail] [[webhooks]] [notify]
 
 
 def _limits(path: Path, table: object) -> UserLimits:
@@ -349,7 +352,7 @@ def load_master_settings(path: Path) -> MasterSettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: {exc}") from None
     sections = {"admins", "private_commands", "scheduler", "qos", "tls", "limits"}
-    sections |= {"partition", "cluster_name", "history", "http"}
+    sections |= {"partition", "cluster_name", "history", "http", "mail", "webhooks", "notify"}
     unknown = sorted(set(data) - sections)
     if unknown:
         raise ConfigError(f"config file {path}: unknown section '{unknown[0]}'")
@@ -374,8 +377,15 @@ def load_master_settings(path: Path) -> MasterSettings:
     cert, key = _tls(path, data.get("tls"))
     partitions = _partitions(path, data.get("partition"), qos)
     cluster = _cluster_name(path, data.get("cluster_name", "mgpu"))
+    notices = notify_settings(f"config file {path}", data, cluster)
     return MasterSettings(
-        PolicyConfig(qos=qos, partitions=partitions, cluster_name=cluster, **sched),
+        PolicyConfig(
+            qos=qos,
+            partitions=partitions,
+            cluster_name=cluster,
+            notify_url_prefixes=notices.job_url_prefixes,
+            **sched,
+        ),
         frozenset(admins),
         private,
         cert,
@@ -383,4 +393,5 @@ def load_master_settings(path: Path) -> MasterSettings:
         _limits(path, data.get("limits")),
         *_history(path, data.get("history")),
         _http(path, data.get("http")),
+        notices,
     )

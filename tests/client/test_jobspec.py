@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from mgpu_client import jobspec
-from mgpu_client.cmdline import parse
+from mgpu_client.cmdline import as_dict, parse
 from mgpu_client.optable import FLAG, JOB_OPTIONS, OPTIONAL, REFUSE, WARN, A, B, Opt, R, table_for
 from mgpu_core.errors import UsageError
 from mgpu_core.models import JobSpec
@@ -345,9 +345,9 @@ def test_each_refused_option_says_why(opt: Opt, command: str) -> None:
 
 
 def test_one_warning_per_ignored_option_in_order_and_a_refusal_stops_all() -> None:
-    found, _ = parse(["--mail-type=END", "--comment", "c", "--mail-type=ALL"], table_for(B))
+    found, _ = parse(["--wckey=k", "--comment", "c", "--wckey=j"], table_for(B))
     assert jobspec.check_options(found) == [
-        "--mail-type is ignored: mgpu sends no mail (notifications are not built yet)",
+        "--wckey is ignored: mgpu does not track it",
         "--comment is ignored: comments are not stored yet",
     ]
     found, _ = parse(["--comment=c", "--reservation=r"], table_for(A))
@@ -378,3 +378,23 @@ def test_arguments_and_environment_may_hold_any_bytes(monkeypatch: pytest.Monkey
     found, _ = parse(["-J", "ok"], table_for(R))
     built = jobspec.build(jobspec.used(found), argv=["\udcfe"], script=None, interactive=True)
     assert built["argv"] == ["\udcfe"] and built["env"]["RAW"] == "\udcff"
+
+
+def test_mail_types_are_slurms_and_all_is_spelled_out() -> None:
+    def job(*args: str) -> dict[str, object]:
+        found, _ = parse(list(args), table_for(B))
+        return jobspec.build(as_dict(found), argv=["true"], script=None, interactive=False)
+
+    assert job("--mail-type=ALL,TIME_LIMIT_80")["mail_types"] == [
+        "BEGIN", "END", "FAIL", "REQUEUE", "INVALID_DEPEND", "TIME_LIMIT_80",
+    ]  # fmt: skip
+    assert "mail_types" not in job("--mail-type=NONE")
+    assert job("--mail-type=end,fail", "--mail-user", "a@b.org")["mail_user"] == "a@b.org"
+    assert (
+        job("--notify", "https://hooks.example.org/x")["notify_url"]
+        == "https://hooks.example.org/x"
+    )
+    with pytest.raises(UsageError, match="invalid --mail-type: WHEN"):
+        job("--mail-type=WHEN")
+    with pytest.raises(UsageError, match="not an http"):
+        job("--notify", "file:///etc/passwd")

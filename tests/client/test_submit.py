@@ -129,17 +129,14 @@ def test_the_command_line_wins_over_the_scripts_directives(
     seen = fake_master(monkeypatch)
     script = tmp_path / "train.sh"
     script.write_text(
-        "#!/bin/sh\n#SBATCH -J from-script -G 2 --parsable\n#SBATCH --mail-type=END\necho\n"
+        "#!/bin/sh\n#SBATCH -J from-script -G 2 --parsable\n#SBATCH --wckey=w\necho\n"
     )
     assert sbatch.submit(["-G", "1", str(script), "arg"], "sbatch", slurm=True) == 0
     (job,) = seen
     assert (job["name"], job["gpus"], job["argv"]) == ("from-script", 1, ["arg"])
     out, err = capsys.readouterr()
     assert out == "7\n"  # --parsable from the script
-    assert err.splitlines() == [
-        "sbatch: warning: --mail-type is ignored: mgpu sends no mail (notifications are not "
-        "built yet)"
-    ]
+    assert err.splitlines() == ["sbatch: warning: --wckey is ignored: mgpu does not track it"]
 
 
 def test_wait_watches_the_job_from_its_submit_and_exits_with_its_code(

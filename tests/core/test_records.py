@@ -46,6 +46,7 @@ from mgpu_core.schema import (
     Int,
     ListOf,
     MapOf,
+    OneOf,
     Optional,
     Record,
     Str,
@@ -88,6 +89,8 @@ def valid(check: Validator) -> st.SearchStrategy[Any]:
         return st.dictionaries(st.text(max_size=8), valid(check.value), max_size=3)
     if isinstance(check, AnyOf):
         return st.one_of(*(valid(a) for a in check.alternatives))
+    if isinstance(check, OneOf):
+        return st.sampled_from(sorted(check.choices))
     raise AssertionError(f"no strategy for {check!r}")
 
 
@@ -113,6 +116,8 @@ def smallest(check: Validator) -> Any:
         return smallest(check.alternatives[0])
     if isinstance(check, Bool):
         return False
+    if isinstance(check, OneOf):
+        return sorted(check.choices)[0]
     raise AssertionError(f"no smallest value for {check!r}")
 
 
@@ -127,6 +132,9 @@ def violations(check: Validator) -> Iterator[tuple[Any, str]]:
             yield from ((bad, "expected") for bad, _ in violations(alternative))
     elif isinstance(check, Bool):
         yield 1, "expected bool"
+    elif isinstance(check, OneOf):
+        yield True, "is not one of"
+        yield "NOT_A_CHOICE", "is not one of"
     else:
         yield True, "expected"  # bool is its own wire type, for every other field
         yield from _limits(check)

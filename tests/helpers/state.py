@@ -65,6 +65,9 @@ class FakeSessions:
     def end_sessions(self, token_ids: list[str]) -> None:
         self.ended.extend(token_ids)
 
+    def notice_error(self, job_id: int) -> str:
+        return ""
+
 
 def make_service(
     state: ClusterState, *, private_commands: bool = False

@@ -259,9 +259,10 @@ def test_srun_ctrl_c_cancels_the_job(cluster: Cluster) -> None:
     try:
         wait_for(marker.exists, 30, "job to start")
         srun.send_signal(signal.SIGINT)
-        _, err = srun.communicate(timeout=30)
+        _, err = srun.communicate(timeout=60)  # srun waits up to 30 s for the end it caused
     finally:
         srun.kill()
+        srun.communicate()  # reaped, pipes closed: nothing leaks into a later test
     assert srun.returncode != 0
     assert "cancel" in err.decode()
     jobs = cluster.jobs()

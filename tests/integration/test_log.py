@@ -57,6 +57,7 @@ def test_follow_prints_as_the_job_writes_and_exits_with_its_code(cluster: Cluste
         out, err = follower.communicate(timeout=30)
     finally:
         follower.kill()
+        follower.communicate()  # reaped, pipes closed
     assert out == "second\n" and follower.returncode == 7, err
 
 

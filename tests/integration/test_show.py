@@ -61,9 +61,10 @@ def test_attach_says_why_a_job_waits_and_ctrl_c_detaches(cluster: Cluster) -> No
     try:
         wait_for(lambda: cluster.job(second)["attached"] == 1, 20, "attach to follow the job")
         attach.send_signal(signal.SIGINT)
-        _, err = attach.communicate(timeout=20)
+        _, err = attach.communicate(timeout=60)
     finally:
         attach.kill()
+        attach.communicate()  # reaped, pipes closed: nothing leaks into a later test
     assert f"job {second} pending: Resources" in err
     assert "detached" in err and attach.returncode == 130
     # The job is not cancelled: it starts when the first one ends.

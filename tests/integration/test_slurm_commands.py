@@ -96,13 +96,11 @@ def test_a_parsable_directive_prints_only_the_id(slurm: Slurm) -> None:
 
 def test_an_ignored_directive_warns_and_the_job_is_submitted(slurm: Slurm) -> None:
     script = slurm.cluster.tmp / "mail.sh"
-    script.write_text("#!/bin/sh\n#SBATCH --mail-type=END\n#SBATCH --mail-user=me@x\ntrue\n")
+    script.write_text("#!/bin/sh\n#SBATCH --wckey=k\n#SBATCH --comment=c\ntrue\n")
     result = slurm.ok(f"sbatch {script}")
     assert result.stderr.splitlines() == [
-        "sbatch: warning: --mail-type is ignored: mgpu sends no mail (notifications are not "
-        "built yet)",
-        "sbatch: warning: --mail-user is ignored: mgpu sends no mail (notifications are not "
-        "built yet)",
+        "sbatch: warning: --wckey is ignored: mgpu does not track it",
+        "sbatch: warning: --comment is ignored: comments are not stored yet",
     ]
     assert result.stdout.startswith("Submitted batch job ")
     job_id = int(result.stdout.split()[-1])

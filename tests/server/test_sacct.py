@@ -15,6 +15,7 @@ from mgpu_core.states import JobState
 from mgpu_server.api.handlers import ClientService
 from mgpu_server.records.jobs import Job
 from mgpu_server.state.cluster import ClusterState
+from mgpu_server.state.effects import Notify
 from mgpu_server.storage.sqlite_store import SqliteStore
 from tests.helpers.nodes import node_info
 from tests.helpers.state import ctx, exited, make_service, make_state, request
@@ -53,7 +54,8 @@ def test_an_oom_killed_job_ends_out_of_memory_and_is_charged(state: ClusterState
     assert state_of(job) is JobState.OUT_OF_MEMORY and job.signal == 9
     assert not state.running and state.nodes["n1"].gpus[0].job_id is None
     assert state.usage.of("alice", 11.0) == pytest.approx(20.0)  # 2 GPUs x 10 s
-    ended = [e.msg for e in state.take_effects() if e.msg["t"] == "job_ended"]
+    sent = [e.msg for e in state.take_effects() if not isinstance(e, Notify)]
+    ended = [m for m in sent if m["t"] == "job_ended"]
     assert [m["state"] for m in ended] == ["OUT_OF_MEMORY"]
 
 

@@ -41,6 +41,9 @@ class Sessions(Protocol):
     def end_sessions(self, token_ids: list[str]) -> None:
         """Close every connection opened with these (revoked) tokens after this turn."""
 
+    def notice_error(self, job_id: int) -> str:
+        """Why the job's last notice (mail, webhook) could not be delivered ("": none)."""
+
 
 Handler = Callable[[RequestContext, object, dict[str, Any]], dict[str, Any]]
 
@@ -239,6 +242,7 @@ class ClientService:
         ]
         for row in details:
             row["attached"] = self.sessions.watcher_count(row["job_id"])
+            row["notice_error"] = self.sessions.notice_error(row["job_id"])
         return {"jobs": details, "now": now}
 
     def priority(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:

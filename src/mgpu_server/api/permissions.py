@@ -103,9 +103,22 @@ def check_submit(ctx: RequestContext, spec: JobSpec, rules: SiteRules) -> None:
         _qos_problem(ctx.user, qos),
         _gpu_problem(ctx.user, spec.gpus, rules.gpu_revoked),
         _partitions_problem(ctx.user, rules.policy.partitions.known(spec.partition)),
+        _notify_problem(spec.notify_url, rules.policy.notify_url_prefixes),
     ):
         if problem:
             raise PermissionDenied(problem)
+
+
+def _notify_problem(url: str, prefixes: Sequence[str]) -> str:
+    if not url or any(url.startswith(p) for p in prefixes):
+        return ""
+    if not prefixes:
+        return (
+            "this cluster takes no --notify URLs (an admin lists them: [notify] job_url_prefixes)"
+        )
+    return (
+        f"--notify {url} is not under one of this cluster's webhook prefixes: {', '.join(prefixes)}"
+    )
 
 
 def check_release(ctx: RequestContext, job: Job, rules: SiteRules) -> None:

@@ -10,17 +10,22 @@ import asyncio
 import hmac
 import itertools
 import json
+import logging
 from typing import Any, Protocol
 
 from mgpu_core.auth import parse_token
+from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import AuthenticationFailed, ConfigError, MgpuError
 from mgpu_core.messages import CLIENT_REQUESTS, validate
 from mgpu_core.protocol import Message, error_reply, ok_reply
+from mgpu_core.tls import server_context
 from mgpu_server.api import audit, rest
 from mgpu_server.api.handlers import ClientService
+from mgpu_server.api.openapi import document
 from mgpu_server.api.permissions import RequestContext, Transport, context
 from mgpu_server.api.tokens import TokenRegistry
-from mgpu_server.net.http import Request, Response, error_response
+from mgpu_server.net.http import HttpListener, RateLimiter, Request, Response, error_response
+from mgpu_server.net.metrics import Metrics
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.state.cluster import ClusterState
 
@@ -33,9 +38,12 @@ class Host(Protocol):
     outputs: OutputReads
     cluster: ClusterState
     service: ClientService
+    metrics: Metrics
 
     def reply(self, conn: Any, msg: Message) -> None: ...
 
+
+log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 30.0
 
@@ -141,3 +149,24 @@ def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+async def start_http(server: Host, cfg: ServerConfig) -> HttpListener:
+    """The HTTP API on ``cfg.http_listen``: https with the master's certificate unless
+    ``[http] tls = false``; its port goes to http.port in the state directory."""
+    assert cfg.http_listen is not None
+    host, port = cfg.http_listen
+    tls = None
+    if cfg.http_tls and cfg.tls_cert is not None and cfg.tls_key is not None:
+        tls = server_context(cfg.tls_cert, cfg.tls_key)
+    api = HttpApi(server, openapi=document(), metrics=server.metrics.render)
+    listener = HttpListener(
+        api,
+        max_body_bytes=cfg.http_max_body_bytes,
+        limiter=RateLimiter(cfg.http_rate_per_s, cfg.http_burst),
+        tls=tls,
+    )
+    bound = await listener.start(host, port)
+    (cfg.state_dir / "http.port").write_text(f"{bound}\n")
+    log.info("HTTP API on %s:%d (%s)", host, bound, "https" if tls else "http")
+    return listener

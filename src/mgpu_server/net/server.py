@@ -38,20 +38,20 @@ from mgpu_server.api.permissions import Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
 from mgpu_server.net.http import HttpListener
+from mgpu_server.net.httpapi import start_http
 from mgpu_server.net.joindesk import JoinDesk
 from mgpu_server.net.listeners import Listeners
+from mgpu_server.net.maintenance import purge_history
 from mgpu_server.net.metrics import Metrics
 from mgpu_server.net.nodelinks import NodeLinks
+from mgpu_server.net.notify import Notifier, NotifySettings
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.net.pacing import Pacer
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
-from mgpu_server.state.effects import ToNode, ToWatchers
+from mgpu_server.state.effects import Notify, ToNode, ToWatchers
 from mgpu_server.state.quota import DEFAULT_LIMITS, UserLimits
-from mgpu_server.storage.history import PURGE_BATCH
 from mgpu_server.storage.store import Store
-
-PURGE_INTERVAL_S = 3600.0
 
 NO_TOKEN = (
     "TCP clients must present a user token: ask an admin for one "
@@ -75,6 +75,7 @@ class Server:
         *,
         cluster_key: bytes,
         limits: UserLimits = DEFAULT_LIMITS,
+        notify: NotifySettings | None = None,
     ) -> None:
         self.config = config
         self.cluster_key = cluster_key
@@ -106,6 +107,8 @@ class Server:
             joins=self.joins,
         )
         self.metrics = Metrics(self.cluster)  # /metrics, when the HTTP API listens
+        self.notifier = Notifier(notify or NotifySettings(cluster_name=policy.cluster_name))
+        self.cluster.outbox.notify_all = bool(self.notifier.settings.webhooks)
         self.http: HttpListener | None = None
         self.outputs = OutputReads(
             send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
@@ -149,30 +152,10 @@ class Server:
             tmp.write_text(f"{self.port}\n")
             tmp.replace(cfg.port_file)  # atomic: a reader never sees a half-written port
         self._spawn(self._liveness_loop())
-        self._spawn(self._purge_loop())
+        self._spawn(purge_history(self.store, cfg.history_retention_s))
+        self._spawn(self.notifier.run())
         if cfg.http_listen is not None:
-            await self._start_http(*cfg.http_listen)
-
-    async def _start_http(self, host: str, port: int) -> None:
-        """The HTTP API ([http] listen); its port goes to http.port in the state directory."""
-        from mgpu_server.api.openapi import document
-        from mgpu_server.net.http import RateLimiter
-        from mgpu_server.net.httpapi import HttpApi
-
-        cfg = self.config
-        tls = None
-        if cfg.http_tls and cfg.tls_cert is not None and cfg.tls_key is not None:
-            from mgpu_core.tls import server_context
-
-            tls = server_context(cfg.tls_cert, cfg.tls_key)
-        api = HttpApi(self, openapi=document(), metrics=self.metrics.render)
-        limiter = RateLimiter(cfg.http_rate_per_s, cfg.http_burst)
-        self.http = HttpListener(
-            api, max_body_bytes=cfg.http_max_body_bytes, limiter=limiter, tls=tls
-        )
-        self.http_port = await self.http.start(host, port)
-        (cfg.state_dir / "http.port").write_text(f"{self.http_port}\n")
-        log.info("HTTP API on %s:%d (%s)", host, self.http_port, "https" if tls else "http")
+            self.http = await start_http(self, cfg)
 
     async def serve_forever(self) -> None:
         await self.startup()
@@ -239,6 +222,8 @@ class Server:
         for effect in cluster.take_effects():
             if isinstance(effect, ToNode):
                 self.nodes.send(effect.node_id, effect.msg)
+            elif isinstance(effect, Notify):
+                self.notifier.submit(effect)  # queued: delivered by its own task
             else:
                 self._send_watchers(effect)
         self.metrics.turn(
@@ -256,6 +241,9 @@ class Server:
 
     def watcher_count(self, job_id: int) -> int:
         return len(self.watchers.get(job_id, ()))
+
+    def notice_error(self, job_id: int) -> str:
+        return self.notifier.errors.get(job_id, "")
 
     def end_sessions(self, token_ids: list[str]) -> None:
         """Close every connection opened with these (revoked) tokens, after this turn's
@@ -305,19 +293,6 @@ class Server:
         if not conns and not ended:
             del self.watchers[effect.job_id]
 
-    async def _purge_loop(self) -> None:
-        """Hourly (and at start): jobs past the history's retention leave the database, a
-        batch at a time so the loop serves everyone in between. A failure is logged and
-        tried again the next hour: nothing waits on it."""
-        while True:
-            before_s = time.time() - self.config.history_retention_s
-            try:
-                while self.store.purge_finished(before_s) >= PURGE_BATCH:
-                    await asyncio.sleep(0)
-            except StorageError as err:
-                log.error("history purge: %s", err.message)
-            await asyncio.sleep(PURGE_INTERVAL_S)
-
     async def _liveness_loop(self) -> None:
         # Liveness is the one timer in the master; it is not on the scheduling path.
         while True:
@@ -326,6 +301,7 @@ class Server:
             self.cluster.expire_nodes(now)
             self.cluster.expire_turns(now)
             self.cluster.evict_finished(now)  # stored: the history has them from now on
+            self.cluster.time_notices(now)
             audit.flush_failures()  # the count of failures not logged, once their minute ends
             if self.cluster.outbox.effects:
                 self.kick()

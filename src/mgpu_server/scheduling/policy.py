@@ -59,6 +59,9 @@ class PolicyConfig:
     partitions: Partitions = field(default_factory=Partitions.implicit)
     # What jobs see as SLURM_CLUSTER_NAME (the config's top-level cluster_name).
     cluster_name: str = "mgpu"
+    # [notify] job_url_prefixes: where a job's --notify URL may point (none: nowhere; the
+    # master would POST to any address a user names, inside the site's network too).
+    notify_url_prefixes: tuple[str, ...] = ()
 
     def qos_of(self, name: str) -> Qos:
         return self.qos.get(name or self.default_qos) or self.qos[self.default_qos]

@@ -29,6 +29,7 @@ from mgpu_server.state.effects import Effect, Outbox
 from mgpu_server.state.jobctl import JobControl
 from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.listing import Selection
+from mgpu_server.state.notices import TimeLimitNotices
 from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.quota import DEFAULT_LIMITS, SubmitQuota, UserLimits
 from mgpu_server.state.registry import NodeRegistry
@@ -98,6 +99,7 @@ class ClusterState:
         self._compose_verbs(turns)
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
         self.pass_stats = PassStats()
+        self.time_limit_notices = TimeLimitNotices()
         # What the store holds: nodes (down until they reconnect), then the jobs, then the
         # pending ones placed (a dependency may name a job loaded after it).
         self.nodes.load(now)
@@ -297,6 +299,10 @@ class ClusterState:
                 job = self.table.jobs.get(holder) if holder is not None else None
                 if job is not None:
                     job.add_gpu_sample(sample.utilization_pct, sample.memory_used_bytes)
+
+    def time_notices(self, now: float) -> None:
+        """Once a second: TIME_LIMIT_50/80/90/TIME_LIMIT notices of running jobs (notices.py)."""
+        self.time_limit_notices.tick(self.running.values(), self.outbox, now)
 
     def evict_finished(self, now: float) -> int:
         """Once a second: finished jobs older than keep_finished_s leave memory (they are

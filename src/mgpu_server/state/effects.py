@@ -9,6 +9,12 @@ from typing import Any
 from mgpu_core.models import Launch
 from mgpu_server.records.jobs import Job
 
+# What a notice says of its job.
+NOTIFY_FIELDS = [
+    "job_id", "job_ref", "name", "user", "state", "reason", "node", "partition", "exit_code",
+    "signal", "submit_time", "start_time", "end_time", "elapsed_s", "restart_count", "gpus",
+]  # fmt: skip
+
 
 @dataclass(slots=True, frozen=True)
 class ToNode:
@@ -22,7 +28,20 @@ class ToWatchers:
     msg: dict[str, Any]
 
 
-Effect = ToNode | ToWatchers
+@dataclass(slots=True, frozen=True)
+class Notify:
+    """Tell of ``event`` (BEGIN, END, FAIL, ...: mgpu_core.models.NOTIFY_EVENTS) about the job:
+    its owner's mail and --notify URL if it asked, and the cluster's webhooks. ``job``: the
+    job's row as of the event."""
+
+    event: str
+    job: dict[str, Any]
+    mail_types: tuple[str, ...]
+    mail_user: str
+    notify_url: str
+
+
+Effect = ToNode | ToWatchers | Notify
 
 
 @dataclass(slots=True)
@@ -34,12 +53,24 @@ class Outbox:
 
     effects: list[Effect] = field(default_factory=list)
     changed: bool = True
+    # Set by the server when the cluster has webhooks: then every job's events are told,
+    # else only those of jobs that asked (--mail-type, --notify).
+    notify_all: bool = False
 
     def to_node(self, node_id: str, msg: dict[str, Any]) -> None:
         self.effects.append(ToNode(node_id, msg))
 
     def to_watchers(self, job_id: int, msg: dict[str, Any]) -> None:
         self.effects.append(ToWatchers(job_id, msg))
+
+    def notify(self, event: str, job: Job, now: float) -> None:
+        spec = job.spec
+        if not (self.notify_all or spec.mail_types or spec.notify_url):
+            return
+        row = job.to_wire(now, NOTIFY_FIELDS)
+        self.effects.append(
+            Notify(event, row, tuple(spec.mail_types), spec.mail_user, spec.notify_url)
+        )
 
     def take(self) -> list[Effect]:
         effects, self.effects = self.effects, []
@@ -69,6 +100,8 @@ def launch_order(job: Job, *, kill_grace_s: float, cluster_name: str) -> dict[st
 def _job_id(effect: Effect) -> int | None:
     if isinstance(effect, ToWatchers):
         return effect.job_id
+    if isinstance(effect, Notify):
+        return int(effect.job["job_id"])
     msg = effect.msg
     if "launch" in msg:
         return int(msg["launch"]["job_id"])

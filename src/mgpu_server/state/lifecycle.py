@@ -157,6 +157,7 @@ class Lifecycle:
         grace_s, cluster = self.kill_grace_of(job), self.policy.cluster_name
         self.outbox.to_node(node_id, launch_order(job, kill_grace_s=grace_s, cluster_name=cluster))
         self.outbox.to_watchers(job.job_id, state_event(job))  # srun, attach (if any)
+        self.outbox.notify("BEGIN", job, now)
         self._wake(job, now)
 
     def finish(self, job: Job, state: JobState, now: float, *, reason: str) -> None:
@@ -177,6 +178,7 @@ class Lifecycle:
             job.elapsed_s(now),
         )
         self.outbox.to_watchers(job.job_id, ended_event(job))
+        self.outbox.notify(ended_notice(job), job, now)
         self.finished.append(job.job_id)
         self._wake(job, now)
 
@@ -218,6 +220,7 @@ class Lifecycle:
             job.reason = wait
         self.pending.add(job, parked=wait is not None)
         self._changed(job)
+        self.outbox.notify("REQUEUE", job, now)
         self._wake(job, now)
 
     def exited(self, job: Job, event: JobExited, now: float) -> None:
@@ -437,3 +440,13 @@ class Lifecycle:
 
 def _kill(job_id: int, reason: str) -> dict[str, object]:
     return {"t": "kill", "job_id": job_id, "reason": reason}
+
+
+def ended_notice(job: Job) -> str:
+    """The notice of a job's end: FAIL for a failure, INVALID_DEPEND for a dependency that can
+    never be met, else END (Slurm's mail types)."""
+    if job.state.value in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        return "FAIL"
+    if job.reason == Reason.DEPENDENCY_NEVER:
+        return "INVALID_DEPEND"
+    return "END"
