@@ -8,6 +8,7 @@ from __future__ import annotations
 import ssl
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +40,27 @@ def http_api(
                 busy = min(jobs, nodes * gpus)
                 wait_for(lambda: sims.launched >= busy, 300, "the GPUs busy")
                 token = admin.request("token", action="create", user="bench")["token"]
-            port = int((cluster.state / "http.port").read_text())
-            assert cluster.ca_file is not None
-            tls = ssl.create_default_context(cafile=str(cluster.ca_file))
-
-            def get(path: str) -> tuple[float, int]:
-                req = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
-                req.add_header("Authorization", f"Bearer {token}")
-                started = time.perf_counter()
-                with urllib.request.urlopen(req, context=tls, timeout=60) as resp:
-                    size = len(resp.read())
-                return time.perf_counter() - started, size
-
+            get = _getter(cluster, token)
             get("/api/jobs")  # warm-up
             listing = [get("/api/jobs") for _ in range(runs)]
             metrics = [get("/metrics") for _ in range(runs)]
-            master = cluster.process()
-            time.sleep(2.0)  # settle: nothing is measured
-            cpu_before = sum(master.cpu_times()[:2])
-            time.sleep(idle_s)  # the measurement: the master's CPU over a quiet period
-            idle_pct = 100 * (sum(master.cpu_times()[:2]) - cpu_before) / idle_s
         finally:
             sims.stop()
+    # Idle: a quiet cluster (one agent of 8 GPUs, no jobs) with the listener on and scraped
+    # every 15 s, as Prometheus would.
+    with LocalCluster(root / "idle", master_args=("--config", str(config))).start(
+        node_gpus={"n1": 8}
+    ) as quiet:
+        with quiet.client() as admin:
+            get = _getter(quiet, admin.request("token", action="create", user="bench")["token"])
+        master = quiet.process()
+        time.sleep(2.0)  # settle: nothing is measured
+        cpu_before = sum(master.cpu_times()[:2])
+        until = time.monotonic() + idle_s
+        while time.monotonic() < until:  # the measurement: the master's CPU while quiet
+            get("/metrics")
+            time.sleep(min(15.0, max(0.0, until - time.monotonic())))
+        idle_pct = 100 * (sum(master.cpu_times()[:2]) - cpu_before) / idle_s
     return {
         "nodes": nodes,
         "gpus": nodes * gpus,
@@ -72,3 +72,20 @@ def http_api(
         "idle_cpu_percent": idle_pct,
         "idle_seconds": idle_s,
     }
+
+
+def _getter(cluster: LocalCluster, token: str) -> Callable[[str], tuple[float, int]]:
+    """GET over HTTPS as the token's user: (seconds to the last byte, bytes)."""
+    port = int((cluster.state / "http.port").read_text())
+    assert cluster.ca_file is not None
+    tls = ssl.create_default_context(cafile=str(cluster.ca_file))
+
+    def get(path: str) -> tuple[float, int]:
+        req = urllib.request.Request(f"https://127.0.0.1:{port}{path}")
+        req.add_header("Authorization", f"Bearer {token}")
+        started = time.perf_counter()
+        with urllib.request.urlopen(req, context=tls, timeout=60) as resp:
+            size = len(resp.read())
+        return time.perf_counter() - started, size
+
+    return get

@@ -30,6 +30,8 @@ def hide_commands(
 ) -> None:
     """Blank the command, directory and output paths of others' rows where the site keeps
     them private (only the fields the rows have)."""
+    if not private_commands or ctx.admin or not rows or not HIDDEN.keys() & rows[0].keys():
+        return  # nothing to hide: the listing's rows pass untouched
     for row in rows:
         if not perm.sees_command(ctx, row["user"], private_commands=private_commands):
             row.update({k: v for k, v in HIDDEN.items() if k in row})

@@ -45,6 +45,13 @@ STATUS = {
     "storage_error": 503,
 }
 SPECIAL = ("whoami", "openapi", "metrics")
+# GET /api/jobs's fields unless ?fields= names others: what a list shows (a job's command,
+# paths and fresh priority are GET /api/jobs/{ref}'s, or ?fields=...,priority's).
+LIST_FIELDS = [
+    "job_id", "job_ref", "name", "user", "state", "reason", "node", "gpus", "gpu_indices",
+    "cpus", "mem_bytes", "partition", "time_limit_s", "submit_time", "start_time", "end_time",
+    "elapsed_s", "expected_start", "exit_code", "signal",
+]  # fmt: skip
 # States by name or squeue's code (PD, R, CG, CD, F, CA, TO, NF, OOM).
 _SHORT = {**{state.short: state.value for state in JobState}, "CG": COMPLETING}
 JOB_ACTIONS = ("hold", "release", "requeue")
@@ -113,7 +120,9 @@ def _jobs(method: str, rest: list[str], q: _Query, body: bytes) -> Route | None:
     """/api/jobs, /api/jobs/{ref}, /api/jobs/{ref}/ACTION."""
     if not rest:
         if method == "GET":
-            return Route("queue", {**q.filters(), "include_finished": q.flag("finished")})
+            filters = {**q.filters(), "include_finished": q.flag("finished")}
+            filters["fields"] = filters["fields"] or LIST_FIELDS
+            return Route("queue", filters)
         if method == "POST":
             request = _json(body)
             test_only = bool(request.get("test_only", False))

@@ -142,7 +142,8 @@ class HttpApi:
 
 
 def _json(data: Any) -> Response:
-    return Response(200, json.dumps(data, default=_plain).encode())
+    text = json.dumps(data, default=_plain, check_circular=False, separators=(",", ":"))
+    return Response(200, text.encode())
 
 
 def _plain(value: object) -> object:
