@@ -42,6 +42,8 @@ pyinstaller_args=(
     # packaging/hooks/rthooks.dat replaces PyInstaller's run-time hook for inspect, which
     # imported inspect and zipfile at every start (~15 ms of each command; see the hook).
     --additional-hooks-dir "$PWD/packaging/hooks"
+    # The dashboard's files, read from the package at run time.
+    --add-data "$PWD/src/mgpu_server/dashboard/static:mgpu_server/dashboard/static"
     # Imported lazily inside mgpu_node/nvml.py (NvmlBackend); listed so NVML always works.
     --hidden-import pynvml
     # Never used by mgpu. multiprocessing is only reachable through

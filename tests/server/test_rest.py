@@ -46,7 +46,10 @@ def test_every_route_is_a_valid_wire_request(
 def test_what_is_not_a_route() -> None:
     assert route("GET", "/metrics", {}, b"") == "metrics"
     assert route("GET", "/api/openapi.json", {}, b"") == "openapi"
-    for method, path in (("GET", "/"), ("PUT", "/api/jobs"), ("GET", "/api/jobs/1/x")):
+    assert route("GET", "/", {}, b"") == "asset:index.html"
+    assert route("GET", "/static/app.js", {}, b"") == "asset:app.js"
+    assert route("GET", "/api/events", {}, b"") == "events"
+    for method, path in (("GET", "/x/y/z"), ("PUT", "/api/jobs"), ("GET", "/api/jobs/1/x")):
         with pytest.raises(NotFound):
             route(method, path, {}, b"")
     with pytest.raises(BadMessage, match="not JSON"):

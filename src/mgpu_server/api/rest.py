@@ -15,6 +15,8 @@ method, a path, a query and a body in; the wire message (or what else to serve) 
     GET    /api/history                 history ?user=&state=&name=&id=&start=&end=&limit=
     GET    /api/report                  report  ?group=user|account|partition&start=&end=
     GET    /api/openapi.json, /metrics
+    GET    /api/events                  server-sent events: "changed" when the state changed
+    GET    /, /static/{file}            the dashboard (its files need no token; its data does)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ STATUS = {
     "output_unavailable": 502,
     "storage_error": 503,
 }
-SPECIAL = ("whoami", "openapi", "metrics")
+SPECIAL = ("whoami", "openapi", "metrics", "events", "asset:NAME")
 # GET /api/jobs's fields unless ?fields= names others: what a list shows (a job's command,
 # paths and fresh priority are GET /api/jobs/{ref}'s, or ?fields=...,priority's).
 LIST_FIELDS = [
@@ -79,6 +81,8 @@ def status_of(code: str) -> int:
 def route(method: str, path: str, query: dict[str, list[str]], body: bytes) -> Route | str:
     """The route of a request: a wire verb, or one of :data:`SPECIAL`."""
     parts = [p for p in path.split("/") if p]
+    if method == "GET" and (parts == [] or (len(parts) == 2 and parts[0] == "static")):
+        return "asset:" + (parts[1] if parts else "index.html")  # the dashboard's files
     if parts == ["metrics"] and method == "GET":
         return "metrics"
     found: Route | str | None = None
@@ -95,8 +99,8 @@ def route(method: str, path: str, query: dict[str, list[str]], body: bytes) -> R
 
 def _listing(name: str, q: _Query) -> Route | str | None:
     """GET /api/NAME."""
-    if name in ("whoami", "openapi.json"):
-        return "whoami" if name == "whoami" else "openapi"
+    if name in ("whoami", "openapi.json", "events"):
+        return "openapi" if name == "openapi.json" else name
     if name in ("nodes", "partitions", "info"):
         return Route(name, {})
     if name == "turns":

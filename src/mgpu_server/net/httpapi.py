@@ -11,6 +11,7 @@ import hmac
 import itertools
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from mgpu_core.auth import parse_token
@@ -24,6 +25,7 @@ from mgpu_server.api.handlers import ClientService
 from mgpu_server.api.openapi import document
 from mgpu_server.api.permissions import RequestContext, Transport, context
 from mgpu_server.api.tokens import TokenRegistry
+from mgpu_server.dashboard import asset
 from mgpu_server.net.http import HttpListener, RateLimiter, Request, Response, error_response
 from mgpu_server.net.metrics import Metrics
 from mgpu_server.net.outputreads import OutputReads
@@ -39,6 +41,7 @@ class Host(Protocol):
     cluster: ClusterState
     service: ClientService
     metrics: Metrics
+    changes: Changes
 
     def reply(self, conn: Any, msg: Message) -> None: ...
 
@@ -46,6 +49,10 @@ class Host(Protocol):
 log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 30.0
+EVENT_INTERVAL_S = 1.0  # the dashboard redraws at most this often
+KEEPALIVE_S = 25.0
+# The dashboard's own files only: no inline script, nothing from elsewhere.
+CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
 
 
 class _Reply:
@@ -78,11 +85,18 @@ class HttpApi:
         target = rest.route(request.method, request.path, request.query, request.body)
         if target == "openapi":
             return Response(200, self.openapi)
+        if isinstance(target, str) and target.startswith("asset:"):
+            found = asset(target.removeprefix("asset:"))
+            if found is None:
+                raise rest.NotFound(f"no such file: {request.path}")
+            return Response(200, found[0], found[1], {"content-security-policy": CSP})
         ctx = self._who(request)
         if target == "metrics":
             return Response(200, self.metrics(), "text/plain; version=0.0.4; charset=utf-8")
         if target == "whoami":
             return _json({"user": ctx.user, "admin": ctx.admin})
+        if target == "events":
+            return Response(200, content_type="text/event-stream", stream=self._events())
         assert isinstance(target, rest.Route)
         reply = await self._run(ctx, target)
         if reply["t"] == "error":
@@ -106,6 +120,23 @@ class HttpApi:
             )
             return response
         return _json(data)
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        """``changed`` when the state has changed since the last event (at most one every
+        EVENT_INTERVAL_S: a busy cluster changes every turn), a comment every KEEPALIVE_S
+        otherwise; nothing else runs for a quiet dashboard."""
+        changes = self.server.changes
+        seen = -1
+        while True:
+            if changes.version != seen:
+                seen = changes.version
+                yield f"event: changed\ndata: {seen}\n\n".encode()
+                await asyncio.sleep(EVENT_INTERVAL_S)
+                continue
+            try:
+                await asyncio.wait_for(changes.after(seen), KEEPALIVE_S)
+            except TimeoutError:
+                yield b": keepalive\n\n"
 
     def _who(self, request: Request) -> RequestContext:
         """The user a bearer token proves (the token's secret itself, over TLS)."""
@@ -171,3 +202,23 @@ async def start_http(server: Host, cfg: ServerConfig) -> HttpListener:
     (cfg.state_dir / "http.port").write_text(f"{bound}\n")
     log.info("HTTP API on %s:%d (%s)", host, bound, "https" if tls else "http")
     return listener
+
+
+class Changes:
+    """A counter the server bumps after each turn; readers wait for it to move."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._moved: asyncio.Event | None = None
+
+    def bump(self) -> None:
+        self.version += 1
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+    async def after(self, seen: int) -> None:
+        while self.version == seen:
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()

@@ -38,7 +38,7 @@ from mgpu_server.api.permissions import Transport, context, start_refusal
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.net import authn
 from mgpu_server.net.http import HttpListener
-from mgpu_server.net.httpapi import start_http
+from mgpu_server.net.httpapi import Changes, start_http
 from mgpu_server.net.joindesk import JoinDesk
 from mgpu_server.net.listeners import Listeners
 from mgpu_server.net.maintenance import purge_history
@@ -107,6 +107,7 @@ class Server:
             joins=self.joins,
         )
         self.metrics = Metrics(self.cluster)  # /metrics, when the HTTP API listens
+        self.changes = Changes()  # the dashboard's live updates
         self.notifier = Notifier(notify or NotifySettings(cluster_name=policy.cluster_name))
         self.cluster.outbox.notify_all = bool(self.notifier.settings.webhooks)
         self.http: HttpListener | None = None
@@ -226,6 +227,7 @@ class Server:
                 self.notifier.submit(effect)  # queued: delivered by its own task
             else:
                 self._send_watchers(effect)
+        self.changes.bump()
         self.metrics.turn(
             pass_s=scheduled - began,
             commit_s=committed - committing,

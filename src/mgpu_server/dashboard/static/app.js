@@ -1,0 +1,178 @@
+// The mgpu dashboard: reads the master's HTTP API with the user's token (kept for this tab
+// only, in sessionStorage) and redraws when /api/events says something changed.
+"use strict";
+
+const state = { token: sessionStorage.getItem("mgpu_token") || "", me: null, job: null };
+const $ = (sel) => document.querySelector(sel);
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child === null || child === undefined ? "" : child);
+  return node;
+}
+
+async function api(path, options = {}) {
+  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  const response = await fetch(path, { ...options, headers });
+  const type = response.headers.get("content-type") || "";
+  const body = type.startsWith("application/json") ? await response.json() : await response.text();
+  if (!response.ok) {
+    const error = new Error((body.error && body.error.message) || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+function duration(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+  const mm = String(m).padStart(h ? 2 : 1, "0"), ss = String(r).padStart(2, "0");
+  return h ? `${h}:${mm}:${ss}` : `${mm}:${ss}`;
+}
+
+function when(ts) {
+  return ts ? new Date(ts * 1000).toLocaleTimeString() : "";
+}
+
+function drawGrid(nodes, jobs) {
+  const byId = new Map(jobs.map((j) => [j.job_id, j]));
+  const grid = $("#grid");
+  grid.replaceChildren(...nodes.map((node) => {
+    const gpus = node.gpus.map((g) => {
+      const job = g.job_id === null ? null : byId.get(g.job_id);
+      const util = g.utilization_pct >= 0 ? ` ${g.utilization_pct}%` : "";
+      const mem = g.memory_used_bytes >= 0 ? ` ${(g.memory_used_bytes / 2 ** 30).toFixed(1)}G` : "";
+      const who = g.job_id === null ? "free" : `job ${g.job_id}${job ? " " + job.user : ""}`;
+      const kind = !g.healthy ? "gpu sick" : g.job_id === null ? "gpu" : "gpu busy";
+      return el("div", { class: kind, "data-gpu": `${node.node_id}/${g.index}`, "data-job": g.job_id ?? "" },
+        `gpu${g.index} ${g.model || g.name}`, el("br"), who, util + mem);
+    });
+    const down = node.state.startsWith("down") || node.down_reason;
+    return el("div", { class: down ? "node down" : "node", "data-node": node.node_id },
+      el("h3", {}, `${node.node_id} · ${node.state}`), el("div", { class: "gpus" }, ...gpus));
+  }));
+}
+
+function actions(job) {
+  const mine = state.me && (state.me.admin || state.me.user === job.user);
+  if (!mine) return "";
+  const act = (verb, label) => el("button", {
+    "data-action": verb, "data-job": job.job_id,
+    onclick: (e) => { e.stopPropagation(); act_on(verb, job.job_id); },
+  }, label);
+  if (job.state === "PENDING") return el("span", {}, act("hold", "hold"), act("release", "release"), act("cancel", "cancel"));
+  if (job.state === "RUNNING") return act("cancel", "cancel");
+  return "";
+}
+
+async function act_on(verb, jobId) {
+  try {
+    if (verb === "cancel") await api(`/api/jobs/${jobId}`, { method: "DELETE" });
+    else await api(`/api/jobs/${jobId}/${verb}`, { method: "POST" });
+  } catch (error) {
+    alert(`${verb} job ${jobId}: ${error.message}`);
+  }
+  refresh();
+}
+
+function drawQueue(jobs) {
+  const rows = jobs.map((j) => {
+    const where = j.state === "PENDING" ? `(${j.reason})` : `${j.node}${j.reason ? " (" + j.reason + ")" : ""}`;
+    return el("tr", { id: `job-${j.job_id}`, class: "clickable", onclick: () => showJob(j.job_id) },
+      el("td", {}, j.job_ref || String(j.job_id)), el("td", {}, j.name), el("td", {}, j.user),
+      el("td", { class: "state" }, j.state), el("td", {}, duration(j.elapsed_s)),
+      el("td", {}, String(j.gpus)), el("td", {}, where), el("td", {}, when(j.expected_start)),
+      el("td", {}, actions(j)));
+  });
+  $("#queue tbody").replaceChildren(...rows);
+}
+
+function drawUsage(report) {
+  const top = Math.max(1e-9, ...report.rows.map((r) => r.gpu_hours));
+  $("#usage").replaceChildren(...report.rows.map((r) => el("div", {},
+    el("span", { class: "bar", style: `width:${Math.round(200 * r.gpu_hours / top)}px` }),
+    ` ${r.key} ${r.gpu_hours.toFixed(2)} GPU-h`)));
+}
+
+async function showJob(jobId) {
+  state.job = jobId;
+  $("#job").hidden = false;
+  $("#job-id").textContent = String(jobId);
+  const job = await api(`/api/jobs/${jobId}`);
+  const keys = ["state", "reason", "user", "node", "gpu_indices", "gpu_uuids", "exit_code", "signal",
+    "submit_time", "start_time", "end_time", "wait_s", "stdout_path", "command", "dependency"];
+  $("#job-detail").textContent = keys.map((k) => `${k}: ${JSON.stringify(job[k])}`).join("\n");
+  try {
+    $("#job-log").textContent = await api(`/api/jobs/${jobId}/log?from_end=8192&offset=`);
+  } catch (error) {
+    $("#job-log").textContent = `(${error.message})`;
+  }
+}
+
+async function refresh() {
+  const [nodes, queue, turns, report] = await Promise.all([
+    api("/api/nodes"), api("/api/jobs?finished=1"), api("/api/turns"),
+    api(`/api/report?start=${Date.now() / 1000 - 86400}&end=${Date.now() / 1000}`),
+  ]);
+  drawGrid(nodes.nodes, queue.jobs);
+  drawQueue(queue.jobs);
+  $("#turns").textContent = JSON.stringify(turns, null, 1);
+  drawUsage(report);
+  if (state.job !== null) showJob(state.job);
+}
+
+async function follow() {
+  // Server-sent events over fetch (EventSource cannot send the token): redraw on "changed".
+  while (true) {
+    try {
+      const response = await fetch("/api/events", { headers: { Authorization: `Bearer ${state.token}` } });
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      $("#live").className = "on";
+      let buffer = "";
+      while (true) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true });
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          if (event.includes("event: changed")) refresh().catch(() => {});
+        }
+      }
+    } catch (error) { /* the master restarted or the network blinked: try again */ }
+    $("#live").className = "";
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+async function start() {
+  try {
+    state.me = await api("/api/whoami");
+  } catch (error) {
+    $("#login").hidden = false;
+    $("#main").hidden = true;
+    if (state.token) $("#login-error").textContent = error.message;
+    return;
+  }
+  $("#login").hidden = true;
+  $("#main").hidden = false;
+  $("#who").textContent = `${state.me.user}${state.me.admin ? " (admin)" : ""}`;
+  await refresh();
+  follow();
+}
+
+$("#login-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  state.token = $("#token").value.trim();
+  sessionStorage.setItem("mgpu_token", state.token);
+  start();
+});
+start();
