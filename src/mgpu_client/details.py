@@ -75,6 +75,7 @@ def render(job: dict[str, Any], now: float) -> str:
         ("Elapsed", format_duration(job.get("elapsed_s") or 0)),
         ("Node", where),
         ("GPU UUIDs", uuids),
+        ("GPU usage", _gpu_usage(job)),
         ("Expected start", _when(job.get("expected_start")) if state == "PENDING" else "-"),
         ("Stdout", job.get("stdout_path") or "-"),
         ("Stderr", job.get("stderr_path") or "-"),
@@ -85,6 +86,7 @@ def render(job: dict[str, Any], now: float) -> str:
         ("Dependency", dep or "-"),
         ("Hold", job.get("hold") or "-"),
         ("Attached", str(job.get("attached", 0))),
+        ("Notice error", job.get("notice_error") or "-"),
     ]  # fmt: skip
     for step in job.get("steps") or ():
         pairs.append((f"Step {step.get('step_id')}", _step(step)))
@@ -95,6 +97,16 @@ def render(job: dict[str, Any], now: float) -> str:
         lines.append("Batch script:")
         lines.extend("  " + escape_controls(line) for line in script.splitlines())
     return "\n".join(lines) + "\n"
+
+
+def _gpu_usage(job: dict[str, Any]) -> str:
+    """Its GPUs' mean utilisation and peak memory, from its node's samples."""
+    util, mem = job.get("gpu_util_pct"), job.get("gpu_mem_peak_bytes")
+    if util is None and mem is None:
+        return "-"
+    parts = [f"{util:.0f}% mean utilisation" if util is not None else "",
+             f"{format_size(mem)} peak memory" if mem is not None else ""]  # fmt: skip
+    return ", ".join(p for p in parts if p)
 
 
 def _step(step: dict[str, Any]) -> str:

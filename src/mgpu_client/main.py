@@ -27,6 +27,7 @@ from mgpu_client import (
 from mgpu_client._common import (
     CONTEXT,
     EXIT_ERROR,
+    EXIT_INTERRUPTED,
     connect,
     handles_errors,
     master_option,
@@ -173,7 +174,8 @@ def attach(*, job_id: int, master: str | None) -> None:
     """Follow a running job's output and wait for its end (re-attach a lost srun).
 
     An interactive job's output is shown from its start (what it printed so far, then live).
-    Ctrl-C detaches and leaves the job running (mgpu_cancel cancels it).
+    A batch job's output file is followed as it grows (as ``log -f``). Ctrl-C detaches and
+    leaves the job running (mgpu_cancel cancels it).
     """
     follow.install_signal_handlers()
     client = connect(master)
@@ -181,6 +183,8 @@ def attach(*, job_id: int, master: str | None) -> None:
     if row["state"] not in ("PENDING", "RUNNING"):
         client.close()
         sys.exit(follow.report_end(row, job_id, f"{PROG} attach", follow.Printer(0)))
+    if not row.get("interactive"):  # a batch job: its output is its file, read on its node
+        sys.exit(_attach_batch(client, job_id))
     if row["state"] == "PENDING" and row.get("reason"):
         reason, start = row["reason"], float(row.get("expected_start") or 0.0)
         follow.say(follow.pending_note(f"{PROG} attach", job_id, reason, start))
@@ -188,6 +192,18 @@ def attach(*, job_id: int, master: str | None) -> None:
     code = follower.run(cancel_on_interrupt=False)
     follower.client.close()
     sys.exit(code)
+
+
+def _attach_batch(client: Any, job_id: int) -> int:
+    """``log -f`` of a batch job: its output as it grows, then its exit status; Ctrl-C
+    detaches."""
+    try:
+        return logs.follow(logs.Reader(client, job_id, "stdout"))
+    except KeyboardInterrupt:
+        follow.say(f"{PROG} attach: detached; job {job_id} keeps running")
+        return EXIT_INTERRUPTED
+    finally:
+        client.close()
 
 
 cli.add_command(admin.admin, "admin")

@@ -85,3 +85,11 @@ def test_a_pending_job_has_no_output_yet_and_others_jobs_are_not_readable(
     unknown = log(cluster, "999999")
     assert unknown.returncode == 1 and len(unknown.stderr.strip().splitlines()) == 1
     wait_for(lambda: cluster.cli("mgpu_cancel", str(job_id)).returncode == 0, 10, "cancel")
+
+
+def test_attach_to_a_batch_job_follows_its_output_file(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    job_id = cluster.sbatch("--wrap", "echo hi; sleep 1; echo bye; exit 4")
+    cluster.wait_state(job_id, "RUNNING")
+    attached = cluster.cli("mgpu_client", "attach", str(job_id), timeout=60)
+    assert attached.stdout == "hi\nbye\n" and attached.returncode == 4, attached.stderr
