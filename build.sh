@@ -86,6 +86,9 @@ pyinstaller_args=(
     --exclude-module importlib.metadata
     --exclude-module csv
     --exclude-module typing_extensions
+    # attrs: only rich.pretty's optional import reaches it (the venv has it for test tools).
+    --exclude-module attr
+    --exclude-module attrs
     # The modules as loose .pyc files in _internal/ instead of a compressed archive inside the
     # executable (and base_library.zip): each command's start is ~3 ms shorter (measured,
     # docs/performance.md "Command start-up"), for ~5 MB more on disk.
