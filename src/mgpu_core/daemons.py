@@ -68,6 +68,9 @@ class ServerConfig:
     http_max_body_bytes: int = 1024 * 1024
     http_rate_per_s: float = 50.0
     http_burst: int = 200
+    # [http] loopback_read: a listener on loopback answers GETs without a token (read-only,
+    # as "anonymous"): the dashboard on the master's own host without a login.
+    http_loopback_read: bool = False
 
     def validate(self) -> ServerConfig:
         if not 0 <= self.port < 65536:

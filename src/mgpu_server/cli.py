@@ -243,6 +243,7 @@ def _http_config(settings: MasterSettings) -> dict[str, Any]:
         "http_max_body_bytes": http.max_body_bytes,
         "http_rate_per_s": http.rate_per_s,
         "http_burst": http.burst,
+        "http_loopback_read": http.loopback_read,
     }
 
 

@@ -46,6 +46,7 @@ tls = true                        # tls = false
 max_body = "1M"                   # request bodies at most
 rate = 50                         # requests per second per address on average (0: no limit)
 burst = 200                       # ... and at once
+loopback_read = false             # true: GET without a token from this host (read-only)
 [history]
 keep_in_memory = "5m"             # finished jobs in the master's memory (squeue shows them)
 retention = "90d"                 # then in its database (history, sacct, report); purged after
@@ -300,6 +301,7 @@ class HttpSettings:
     max_body_bytes: int = 1024 * 1024
     rate_per_s: float = 50.0
     burst: int = 200
+    loopback_read: bool = False
 
 
 def _http(path: Path, table: object) -> HttpSettings | None:
@@ -309,7 +311,7 @@ def _http(path: Path, table: object) -> HttpSettings | None:
     where = f"config file {path}: [http]"
     if not isinstance(table, dict):
         raise ConfigError(f"{where} must be a table")
-    known = {"listen", "tls", "max_body", "rate", "burst"}
+    known = {"listen", "tls", "max_body", "rate", "burst", "loopback_read"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown setting '{unknown[0]}' ({', '.join(sorted(known))})")
@@ -329,7 +331,13 @@ def _http(path: Path, table: object) -> HttpSettings | None:
         raise ConfigError(f"{where} rate must be a number of requests per second (0: no limit)")
     if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
         raise ConfigError(f"{where} burst must be a whole number, 1 or more")
-    return HttpSettings(host.strip("[]"), int(port_text), tls, body, float(rate), burst)
+    loopback_read = table.get("loopback_read", False)
+    if not isinstance(loopback_read, bool):
+        raise ConfigError(f"{where} loopback_read must be true or false")
+    host = host.strip("[]")
+    if loopback_read and host not in ("127.0.0.1", "::1", "localhost"):
+        raise ConfigError(f"{where} loopback_read needs a loopback listen address, not {host}")
+    return HttpSettings(host, int(port_text), tls, body, float(rate), burst, loopback_read)
 
 
 def _tls(path: Path, table: object) -> tuple[Path | None, Path | None]:

@@ -123,3 +123,22 @@ def test_garbage_on_the_http_port_gets_400_and_nothing_else_breaks(api: Api) -> 
             answer = conn.recv(65536)
         assert answer.startswith(b"HTTP/1.1 4"), answer[:80]
     assert api.json("GET", "/api/whoami")[0] == 200
+
+
+def test_loopback_read_serves_gets_without_a_token_and_nothing_else(tmp_path: Path) -> None:
+    config = tmp_path / "master.toml"
+    config.write_text('[http]\nlisten = "127.0.0.1:0"\nloopback_read = true\n')
+    with running_cluster(tmp_path, "--config", str(config)) as c:
+        c.start_node("n1", gpus=1)
+        api = Api(c)
+        job = {"argv": ["sleep", "60"], "cwd": str(c.tmp), "gpus": 1, "hold": True}
+        job_id = api.json("POST", "/api/jobs", body={"job": job})[1]["job_id"]
+        assert api.json("GET", "/api/whoami", user=None) == (
+            200,
+            {"user": "(anonymous)", "admin": False},
+        )
+        status, rows = api.json("GET", "/api/jobs", user=None)
+        assert status == 200 and [j["job_id"] for j in rows["jobs"]] == [job_id]
+        assert api.json("GET", f"/api/jobs/{job_id}", user=None)[1]["script"] is None
+        assert api.call("DELETE", f"/api/jobs/{job_id}", user=None)[0] == 401  # no token: no change
+        assert api.call("GET", f"/api/jobs/{job_id}/log", user=None)[0] == 403

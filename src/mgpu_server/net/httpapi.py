@@ -49,6 +49,8 @@ class Host(Protocol):
 log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT_S = 30.0
+# Who a token-less reader on loopback is (loopback_read): no one's jobs are theirs to change.
+ANONYMOUS = "(anonymous)"  # not a user name a job can have
 EVENT_INTERVAL_S = 1.0  # the dashboard redraws at most this often
 KEEPALIVE_S = 25.0
 # The dashboard's own files only: no inline script, nothing from elsewhere.
@@ -68,9 +70,13 @@ class _Reply:
 
 
 class HttpApi:
-    def __init__(self, server: Host, *, openapi: dict[str, Any], metrics: Any) -> None:
-        """``metrics``: renders /metrics (``() -> bytes``)."""
+    def __init__(
+        self, server: Host, *, openapi: dict[str, Any], metrics: Any, loopback_read: bool = False
+    ) -> None:
+        """``metrics``: renders /metrics (``() -> bytes``); ``loopback_read``: GETs from
+        this host need no token."""
         self.server = server
+        self.loopback_read = loopback_read
         self.openapi = json.dumps(openapi).encode()
         self.metrics = metrics
         self._ids = itertools.count(1)
@@ -139,8 +145,12 @@ class HttpApi:
                 yield b": keepalive\n\n"
 
     def _who(self, request: Request) -> RequestContext:
-        """The user a bearer token proves (the token's secret itself, over TLS)."""
+        """The user a bearer token proves (the token's secret itself, over TLS); without a
+        token, where [http] loopback_read allows, an anonymous reader."""
         header = request.headers.get("authorization", "")
+        local = request.peer.rsplit(":", 1)[0] in ("127.0.0.1", "::1")
+        if not header and self.loopback_read and request.method == "GET" and local:
+            return RequestContext(ANONYMOUS, False, Transport.TCP, request.peer)
         scheme, _, text = header.partition(" ")
         if scheme.lower() != "bearer" or not text:
             raise AuthenticationFailed(
@@ -191,7 +201,12 @@ async def start_http(server: Host, cfg: ServerConfig) -> HttpListener:
     tls = None
     if cfg.http_tls and cfg.tls_cert is not None and cfg.tls_key is not None:
         tls = server_context(cfg.tls_cert, cfg.tls_key)
-    api = HttpApi(server, openapi=document(), metrics=server.metrics.render)
+    api = HttpApi(
+        server,
+        openapi=document(),
+        metrics=server.metrics.render,
+        loopback_read=cfg.http_loopback_read,
+    )
     listener = HttpListener(
         api,
         max_body_bytes=cfg.http_max_body_bytes,

@@ -16,8 +16,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+function auth() {
+  // No token: a master with [http] loopback_read answers this host's reads without one.
+  return state.token ? { Authorization: `Bearer ${state.token}` } : {};
+}
+
 async function api(path, options = {}) {
-  const headers = { Authorization: `Bearer ${state.token}`, ...(options.headers || {}) };
+  const headers = { ...auth(), ...(options.headers || {}) };
   const response = await fetch(path, { ...options, headers });
   const type = response.headers.get("content-type") || "";
   const body = type.startsWith("application/json") ? await response.json() : await response.text();
@@ -131,7 +136,7 @@ async function follow() {
   // Server-sent events over fetch (EventSource cannot send the token): redraw on "changed".
   while (true) {
     try {
-      const response = await fetch("/api/events", { headers: { Authorization: `Bearer ${state.token}` } });
+      const response = await fetch("/api/events", { headers: auth() });
       const reader = response.body.getReader();
       const decoder = new TextDecoder();
       $("#live").className = "on";
