@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +35,14 @@ pid_alive = launch.pid_alive
 stop_process = launch.stop_process
 
 _T = TypeVar("_T")
+
+
+def as_at_a_terminal() -> None:
+    """Popen's preexec_fn for a client a test interrupts: SIGINT as a terminal's foreground
+    process has it. A shell that starts the test run in the background (CI, `cmd &`) leaves
+    SIGINT ignored, children inherit that, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 # The client programs, as `python -m` modules (no console scripts needed).
 CLIENT_MODULES = {

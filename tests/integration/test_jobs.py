@@ -17,6 +17,7 @@ from tests.helpers.cluster import (
     FAST_FENCE,
     PY,
     Cluster,
+    as_at_a_terminal,
     pid_alive,
     running_cluster,
     wait_for,
@@ -255,11 +256,18 @@ def test_srun_ctrl_c_cancels_the_job(cluster: Cluster) -> None:
         stderr=subprocess.PIPE,
         env=cluster.env,
         cwd=cluster.tmp,
+        preexec_fn=as_at_a_terminal,
     )
     try:
         wait_for(marker.exists, 30, "job to start")
         srun.send_signal(signal.SIGINT)
-        _, err = srun.communicate(timeout=60)  # srun waits up to 30 s for the end it caused
+        try:
+            _, err = srun.communicate(timeout=60)  # srun waits up to 30 s for the end
+        except subprocess.TimeoutExpired:
+            srun.kill()
+            _, late = srun.communicate()
+            tails = {n: cluster.log_text(n)[-3000:] for n in ("master", "node-n1")}
+            pytest.fail(f"srun did not end after Ctrl-C; its stderr: {late!r}; logs: {tails}")
     finally:
         srun.kill()
         srun.communicate()  # reaped, pipes closed: nothing leaks into a later test

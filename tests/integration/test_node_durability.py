@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -140,8 +141,8 @@ def test_exit_while_master_down_is_delivered_once(cluster: Cluster, leftovers: l
     assert (row_b["state"], row_b["exit_code"], row_b["restart_count"]) == ("FAILED", 9, 0)
     wait_for(lambda: not spooled(cluster, "n1"), 10, "exits to be acknowledged")
     log = (cluster.tmp / "master.log").read_text()
-    assert log.count(f"job={a} node=n1 state=FAILED") == 1
-    assert log.count(f"job={b} node=n1 state=FAILED") == 1
+    assert len(re.findall(rf"job={a} user=\S+ node=n1 state=FAILED", log)) == 1
+    assert len(re.findall(rf"job={b} user=\S+ node=n1 state=FAILED", log)) == 1
 
 
 def test_stopping_agent_with_stop_jobs_kills_them_and_cleans_its_spool(cluster: Cluster) -> None:

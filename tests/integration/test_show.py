@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers.cluster import CLIENT_MODULES, PY, Cluster, wait_for
+from tests.helpers.cluster import CLIENT_MODULES, PY, Cluster, as_at_a_terminal, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -57,6 +57,7 @@ def test_attach_says_why_a_job_waits_and_ctrl_c_detaches(cluster: Cluster) -> No
         env=cluster.env,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_at_a_terminal,
     )
     try:
         wait_for(lambda: cluster.job(second)["attached"] == 1, 20, "attach to follow the job")
