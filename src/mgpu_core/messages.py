@@ -211,6 +211,15 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "end_s": (Float(), REQUIRED),
         }
     ),
+    # GPU-seconds used per step of a window (the dashboard's utilisation plot).
+    "usage": Record(
+        {
+            "id": (ID, REQUIRED),
+            "start_s": (Float(), REQUIRED),
+            "end_s": (Float(), REQUIRED),
+            "step_s": (Float(), 3600.0),
+        }
+    ),
     # Jobs in full (mgpu_client show): every task of an array named by its id.
     "job": Record({"id": (ID, REQUIRED), "job_ids": (_JOB_REFS, REQUIRED)}),
     # The GPU turn queue: show it, or change it (admins).

@@ -76,6 +76,8 @@ def test_the_dashboard_shows_jobs_live_and_cancels(
 
     wait_for(lambda: "alice" in (cell(f'[data-job="{running}"]') or ""), 20, "the GPU grid")
     assert cell(f"#job-{running} .state") == "RUNNING"
+    # The utilisation plot: one bar an hour over the last day, the last one not empty.
+    wait_for(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#plot rect")) >= 24, 20, "plot")
     # A job submitted after the page loaded appears by itself (no reload).
     with cluster.client("alice") as alice:
         later = alice.submit(JobSpec(argv=["sleep", "9"], gpus=1, cwd=str(cluster.tmp), hold=True))

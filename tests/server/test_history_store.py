@@ -145,3 +145,13 @@ def test_the_master_lets_finished_jobs_go_and_still_finds_them() -> None:
     after = state.submit("alice", JobSpec(argv=["y"], dependency=f"afterok:{job.job_id}"), 72.0)
     state.schedule(now=73.0)
     assert after.state is JobState.RUNNING  # the dependency was read from the history
+
+
+def test_usage_buckets_split_each_run_by_its_overlap() -> None:
+    from mgpu_server.storage.history import bucket_usage
+
+    runs = [(2, 50.0, 250.0), (1, 0.0, 10.0), (4, 390.0, 0.0)]  # the last one still runs
+    buckets = bucket_usage(runs, 0.0, 400.0, 100.0)
+    assert buckets[:3] == [2 * 50 + 1 * 10, 2 * 100, 2 * 50] and buckets[3] == 4 * 10
+    with pytest.raises(ValueError):
+        bucket_usage(runs, 10.0, 0.0, 100.0)

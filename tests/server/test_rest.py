@@ -30,6 +30,7 @@ ROUTES = [
     ("GET", "/api/turns", {}, b""),
     ("GET", "/api/history", {"start": ["1.5"], "end": ["99"], "limit": ["10"]}, b""),
     ("GET", "/api/report", {"group": ["account"], "start": ["1"], "end": ["2"]}, b""),
+    ("GET", "/api/usage", {"start": ["1"], "end": ["7201"], "step": ["3600"]}, b""),
 ]
 
 

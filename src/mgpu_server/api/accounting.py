@@ -92,3 +92,19 @@ def _ref(ref: int | str) -> tuple[int, int | None]:
         return parse_job_ref(str(ref))
     except ValueError as exc:
         raise JobNotFound(str(exc)) from None
+
+
+MAX_USAGE_BUCKETS = 2_000
+
+
+def usage(state: ClusterState, msg: dict[str, Any]) -> dict[str, Any]:
+    """The ``usage`` verb: GPU-seconds used per step of a window and the cluster's GPUs now
+    (the dashboard's utilisation plot: used / (gpus x step))."""
+    start_s, end_s, step_s = msg["start_s"], msg["end_s"], msg["step_s"]
+    if not start_s < end_s or step_s <= 0:
+        raise InvalidRequest("usage needs start before end and a positive step")
+    if (end_s - start_s) / step_s > MAX_USAGE_BUCKETS:
+        raise InvalidRequest(f"at most {MAX_USAGE_BUCKETS} steps: use a longer step")
+    used = state.store.history.usage(start_s, end_s, step_s)
+    gpus = sum(len(node.gpus) for node in state.nodes.values())
+    return {"start_s": start_s, "step_s": step_s, "gpu_seconds": used, "gpus": gpus}

@@ -99,6 +99,7 @@ class ClientService:
                 self.state, ctx, msg, private_commands=self.private_commands
             ),
             "report": lambda ctx, conn, msg: accounting.report(self.state, msg),
+            "usage": lambda ctx, conn, msg: accounting.usage(self.state, msg),
             "turns": self.turns,
             "node_update": self.node_update,
             "token": self.token,

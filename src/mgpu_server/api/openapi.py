@@ -108,6 +108,11 @@ def document() -> dict[str, Any]:
             "get": _op("GPU-hours, outcomes and waits per user, account or partition (report).",
                        params=_params("report", ["group", "start", "end"]))
         },
+        "/api/usage": {
+            "get": _op("GPU-seconds used per step of a window, and the GPUs (usage).",
+                       params=_params("usage", ["start", "end", "step"]))
+        },
+        "/api/events": {"get": _op("Server-sent events: 'changed' after the state changed.")},
         "/metrics": {"get": _op("Prometheus metrics (text exposition format).")},
     }  # fmt: skip
     for action in ("hold", "release", "requeue"):

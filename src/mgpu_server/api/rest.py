@@ -14,6 +14,7 @@ method, a path, a query and a body in; the wire message (or what else to serve) 
     GET    /api/nodes, /api/partitions, /api/turns
     GET    /api/history                 history ?user=&state=&name=&id=&start=&end=&limit=
     GET    /api/report                  report  ?group=user|account|partition&start=&end=
+    GET    /api/usage                   usage   ?start=&end=&step= (GPU-seconds per step)
     GET    /api/openapi.json, /metrics
     GET    /api/events                  server-sent events: "changed" when the state changed
     GET    /, /static/{file}            the dashboard (its files need no token; its data does)
@@ -107,6 +108,14 @@ def _listing(name: str, q: _Query) -> Route | str | None:
         return Route("turns", {"action": "status"})
     if name == "history":
         return Route("history", {**q.filters(), "limit": q.number("limit") or 1000, **q.window()})
+    if name == "usage":
+        window = q.window()
+        step = q.number("step") or 3600.0
+        return Route(
+            "usage",
+            {"start_s": window.get("window_start_s"), "end_s": window.get("window_end_s"),
+             "step_s": float(step)},
+        )  # fmt: skip
     if name == "report":
         window = q.window()
         return Route(

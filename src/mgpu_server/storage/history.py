@@ -13,6 +13,7 @@ return. :class:`SqliteHistory` serves the master; :class:`MemoryHistory` the uni
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -63,6 +64,7 @@ class History(Protocol):
     def find(self, query: Query) -> list[Job]: ...
     def steps_of(self, job_ids: Iterable[int]) -> dict[int, list[Step]]: ...
     def report(self, group: str, start_s: float, end_s: float) -> list[dict[str, Any]]: ...
+    def usage(self, start_s: float, end_s: float, step_s: float) -> list[float]: ...
     def purge(self, before_s: float, limit: int = PURGE_BATCH) -> int: ...
 
 
@@ -157,6 +159,15 @@ class SqliteHistory:
         args = {"start": start_s, "end": end_s, "now": min(end_s, time.time())}
         return [_report_row(*row) for row in self._db.execute(sql, args)]
 
+    def usage(self, start_s: float, end_s: float, step_s: float) -> list[float]:
+        """GPU-seconds used in each ``step_s`` of [start_s, end_s) (a running job up to now)."""
+        runs = self._db.execute(
+            "SELECT gpus, start_time, end_time FROM jobs WHERE gpus > 0 AND start_time > 0 "
+            "AND start_time < ? AND (end_time = 0 OR end_time >= ?)",
+            (end_s, start_s),
+        ).fetchall()
+        return bucket_usage(runs, start_s, end_s, step_s)
+
     def purge(self, before_s: float, limit: int = PURGE_BATCH) -> int:
         """Delete up to ``limit`` finished jobs that ended before ``before_s`` (and their
         steps, and the spec of an array with no task left); returns how many. The caller
@@ -205,6 +216,26 @@ def _report_row(
         "mean_wait_s": round(float(mean_wait_s), 1) if mean_wait_s is not None else None,
         "jobs_started": int(started or 0),
     }
+
+
+def bucket_usage(
+    runs: Iterable[tuple[int, float, float]], start_s: float, end_s: float, step_s: float
+) -> list[float]:
+    """GPU-seconds per bucket of ``step_s`` from ``start_s``: each run (gpus, start, end; end 0
+    while running: up to now) adds its overlap with each bucket it touches."""
+    if step_s <= 0 or end_s <= start_s:
+        raise ValueError("a usage series needs start < end and a positive step")
+    count = math.ceil((end_s - start_s) / step_s)
+    buckets = [0.0] * count
+    now = time.time()
+    for gpus, begin, finish in runs:
+        lo, hi = max(begin, start_s), min(finish or now, end_s)
+        first = int((lo - start_s) // step_s)
+        while lo < hi and first < count:
+            bucket_end = start_s + (first + 1) * step_s
+            buckets[first] += gpus * (min(hi, bucket_end) - lo)
+            lo, first = bucket_end, first + 1
+    return buckets
 
 
 def report_rows(
@@ -277,6 +308,12 @@ class MemoryHistory:
 
     def report(self, group: str, start_s: float, end_s: float) -> list[dict[str, Any]]:
         return report_rows(self._jobs.values(), group, start_s, end_s)
+
+    def usage(self, start_s: float, end_s: float, step_s: float) -> list[float]:
+        runs = [
+            (j.spec.gpus, j.start_time, j.end_time) for j in self._jobs.values() if j.start_time
+        ]
+        return bucket_usage(runs, start_s, end_s, step_s)
 
     def purge(self, before_s: float, limit: int = PURGE_BATCH) -> int:
         gone = [

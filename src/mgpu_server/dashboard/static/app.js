@@ -105,6 +105,30 @@ function drawUsage(report) {
     ` ${r.key} ${r.gpu_hours.toFixed(2)} GPU-h`)));
 }
 
+async function drawPlot() {
+  // GPU-seconds used per step / (the cluster's GPUs x step): one bar per hour (day) or 6 h (week).
+  const span = Number($("#span").value), step = span > 86400 ? 21600 : 3600;
+  const end = Date.now() / 1000, start = end - span;
+  const usage = await api(`/api/usage?start=${start}&end=${end}&step=${step}`);
+  const svgNS = "http://www.w3.org/2000/svg", svg = $("#plot"), w = 480, h = 120;
+  const n = usage.gpu_seconds.length, bar = w / Math.max(1, n);
+  const bars = usage.gpu_seconds.map((used, i) => {
+    const frac = usage.gpus ? Math.min(1, used / (usage.gpus * step)) : 0;
+    const rect = document.createElementNS(svgNS, "rect");
+    rect.setAttribute("x", String(i * bar)); rect.setAttribute("width", String(Math.max(1, bar - 1)));
+    rect.setAttribute("y", String(h - frac * h)); rect.setAttribute("height", String(frac * h));
+    rect.setAttribute("fill", "#5b8def");
+    const title = document.createElementNS(svgNS, "title");
+    title.textContent = `${new Date((usage.start_s + i * step) * 1000).toLocaleString()}: ${Math.round(100 * frac)}%`;
+    rect.append(title);
+    return rect;
+  });
+  const axis = document.createElementNS(svgNS, "text");
+  axis.setAttribute("x", "0"); axis.setAttribute("y", String(h + 14)); axis.setAttribute("font-size", "11");
+  axis.textContent = `0-100 % of ${usage.gpus} GPUs, per ${step / 3600} h`;
+  svg.replaceChildren(...bars, axis);
+}
+
 async function showJob(jobId) {
   state.job = jobId;
   $("#job").hidden = false;
@@ -129,6 +153,7 @@ async function refresh() {
   drawQueue(queue.jobs);
   $("#turns").textContent = JSON.stringify(turns, null, 1);
   drawUsage(report);
+  drawPlot().catch(() => {});
   if (state.job !== null) showJob(state.job);
 }
 
@@ -174,6 +199,7 @@ async function start() {
   follow();
 }
 
+$("#span").addEventListener("change", () => drawPlot().catch(() => {}));
 $("#login-form").addEventListener("submit", (e) => {
   e.preventDefault();
   state.token = $("#token").value.trim();
