@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psutil
 
-from bench import cluster_scale, commands, deps, http, idle, latency, report, startup
+from bench import cluster_scale, commands, dashboard, deps, http, idle, latency, report, startup
 
 _N = TypeVar("_N", int, float)
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             bundle=args.bundle.resolve() if args.bundle else None,
         ),
         "turn_switch": lambda d: latency.turn_switch(d, samples=n(40, 2)),
+        "dashboard": lambda d: dashboard.first_paint(d, gpus=n(1_000, 16), runs=n(10, 2)),
         "http": lambda d: http.http_api(
             d, nodes=n(1_000, 10), gpus=8, jobs=n(10_000, 200), runs=n(20, 3), idle_s=n(30.0, 1.0)
         ),

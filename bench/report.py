@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import http, startup
+from bench import dashboard, http, startup
 
 
 @dataclass(frozen=True)
@@ -92,21 +92,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         out.append(Row("mgpu_cancel", c["cancel"]["median"], "ms", detail=_ms(c["cancel"])))
     if "startup" in results:
         out.extend(_startup_rows(results["startup"]))
-    if "http" in results:
-        r = results["http"]
-        size = f"{r['jobs']:,} jobs, {r['nodes']:,} nodes x 8 GPUs"
-        out.append(
-            Row(f"HTTP job list ({size})", r["job_list_ms"]["median"], "ms", http.JOB_LIST_MS,
-                detail=_ms(r["job_list_ms"]) + f", {r['job_list_bytes']:,} bytes")
-        )  # fmt: skip
-        out.append(
-            Row(f"HTTP /metrics ({size})", r["metrics_ms"]["median"], "ms", http.METRICS_MS,
-                detail=_ms(r["metrics_ms"]) + f", {r['metrics_bytes']:,} bytes")
-        )  # fmt: skip
-        out.append(
-            Row("idle master CPU, HTTP listener on", r["idle_cpu_percent"], "%",
-                http.IDLE_CPU_PCT, detail=f"over {r['idle_seconds']:.0f} s")
-        )  # fmt: skip
+    out.extend(_web_rows(results))
     if "turn_switch" in results:
         r = results["turn_switch"]
         out.append(Row("GPU turn switch, median", r["median"], "ms", 10, detail=_ms(r)))
@@ -224,3 +210,30 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         fig.savefig(made[-1], dpi=100)
         plt.close(fig)
     return made
+
+
+def _web_rows(results: dict[str, Any]) -> list[Row]:
+    """The HTTP API's, /metrics' and the dashboard's figures (issue 14)."""
+    out: list[Row] = []
+    if "http" in results:
+        r = results["http"]
+        size = f"{r['jobs']:,} jobs, {r['nodes']:,} nodes x 8 GPUs"
+        out.append(
+            Row(f"HTTP job list ({size})", r["job_list_ms"]["median"], "ms", http.JOB_LIST_MS,
+                detail=_ms(r["job_list_ms"]) + f", {r['job_list_bytes']:,} bytes")
+        )  # fmt: skip
+        out.append(
+            Row(f"HTTP /metrics ({size})", r["metrics_ms"]["median"], "ms", http.METRICS_MS,
+                detail=_ms(r["metrics_ms"]) + f", {r['metrics_bytes']:,} bytes")
+        )  # fmt: skip
+        out.append(
+            Row("idle master CPU, HTTP listener on", r["idle_cpu_percent"], "%",
+                http.IDLE_CPU_PCT, detail=f"over {r['idle_seconds']:.0f} s")
+        )  # fmt: skip
+    if "dashboard" in results and "first_paint_ms" in results["dashboard"]:
+        r = results["dashboard"]
+        out.append(
+            Row(f"dashboard first paint, {r['gpus']:,} GPUs", r["first_paint_ms"]["median"],
+                "ms", dashboard.FIRST_PAINT_MS, detail=_ms(r["first_paint_ms"]))
+        )  # fmt: skip
+    return out

@@ -31,6 +31,8 @@ def test_quick_run_reports_every_benchmark(
     ):
         assert name in results, name
     assert results["dispatch"]["n"] == 5 and results["end_to_end"]["n"] == 40
+    assert results["http"]["job_list_ms"]["n"] == 3 and results["http"]["metrics_bytes"] > 0
+    assert "first_paint_ms" in results["dashboard"] or "skipped" in results["dashboard"]
     assert results["submit"]["jobs_per_s"] > 0
     assert all(s["running"] == s["nodes"] * 8 for s in results["scale"])
     venv = results["startup"]["commands"]["venv"]
