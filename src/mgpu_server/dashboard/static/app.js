@@ -105,6 +105,21 @@ function drawUsage(report) {
     ` ${r.key} ${r.gpu_hours.toFixed(2)} GPU-h`)));
 }
 
+function turnText(t) {
+  // The turn queue as people read it: the mode, whose turn it is, who is next, the rotation.
+  const waiting = Object.entries(t.waiting || {}).map(([u, n]) => `${u} (${n})`).join(", ");
+  const lines = [
+    `mode: ${t.mode}`,
+    `current: ${t.current ?? "-"}`,
+    `next: ${t.next_user ?? "-"}`,
+    `rotation: ${(t.rotation || []).join(" → ") || "-"}`,
+    `waiting: ${waiting || "-"}`,
+  ];
+  if ((t.revoked || []).length) lines.push(`GPU access revoked: ${t.revoked.join(", ")}`);
+  for (const h of (t.history || []).slice(-5)) lines.push(`  ${JSON.stringify(h)}`);
+  return lines.join("\n");
+}
+
 async function drawPlot() {
   // GPU-seconds used per step / (the cluster's GPUs x step): one bar per hour (day) or 6 h (week).
   const span = Number($("#span").value), step = span > 86400 ? 21600 : 3600;
@@ -151,7 +166,7 @@ async function refresh() {
   ]);
   drawGrid(nodes.nodes, queue.jobs);
   drawQueue(queue.jobs);
-  $("#turns").textContent = JSON.stringify(turns, null, 1);
+  $("#turns").textContent = turnText(turns);
   drawUsage(report);
   drawPlot().catch(() => {});
   if (state.job !== null) showJob(state.job);
