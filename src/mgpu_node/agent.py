@@ -341,8 +341,13 @@ class Agent:
         """A job's output file for a client's ``log``: read in a thread (a slow or network
         filesystem must not hold up the agent's loop: heartbeats, exits)."""
         uid = self.executor.account_uid(msg["user"])
-        if uid is None:
-            answer: dict[str, Any] = {"error": f"{msg['user']}'s jobs do not run on this node"}
+        answer: dict[str, Any]
+        if not msg["path"]:  # an interactive job: its output log, as srun showed it
+            answer = self.outputs.read_range(
+                msg["job_id"], msg["offset"], msg["from_end"], msg["max_bytes"]
+            )
+        elif uid is None:
+            answer = {"error": f"{msg['user']}'s jobs do not run on this node"}
         else:
             answer = await asyncio.to_thread(
                 read_range,

@@ -71,7 +71,7 @@ class ExitDelivery:
 
     def acked(self, job_id: int) -> None:
         self.exits.ack(job_id)
-        self.outputs.remove(job_id)
+        self.outputs.retire(job_id)  # kept a while for `mgpu_client log`
 
     async def await_acks(self, conn: AsyncConnection) -> None:
         """Wait up to ACK_WAIT_S for the master to acknowledge every exit in the spool."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 OUTPUT_LOG_BYTES = 64 * 1024 * 1024  # kept per job (the newest); older output is dropped
+DONE_DIR = "done"  # ended jobs' logs, for `mgpu_client log`
+KEEP_DONE_S = 24 * 3600.0
 _HEADER = struct.Struct("!BI")  # stream, data length
 
 
@@ -132,6 +135,7 @@ class Outputs:
         self.directory, self.send, self.limit = directory, send, limit
         self.logs: dict[int, OutputLog] = {}
         self.cursor: dict[int, int] = {}  # sent up to, on the current or last link
+        self._swept_s = 0.0
 
     def _log(self, job_id: int) -> OutputLog:
         olog = self.logs.get(job_id)
@@ -184,17 +188,74 @@ class Outputs:
                 self.replay(job_id, sent)
 
     def remove(self, job_id: int) -> None:
-        """The master has the job's exit: its output is no longer needed."""
+        """A new run starts over: the job's earlier output is dropped."""
         olog = self.logs.pop(job_id, None)
         if olog is not None:
             olog.remove()
         self.cursor.pop(job_id, None)
+
+    def retire(self, job_id: int) -> None:
+        """The master has the job's exit: nothing is sent any more, but ``mgpu_client log``
+        may still read it: its segments move to ``done/`` for KEEP_DONE_S."""
+        olog = self.logs.pop(job_id, None)
+        self.cursor.pop(job_id, None)
+        if olog is None:
+            return
+        done = self.directory / DONE_DIR
+        try:
+            done.mkdir(exist_ok=True)
+            for start in olog.segments:
+                os.replace(olog._path(start), done / f"{job_id}.{start}")
+        except OSError as exc:
+            log.warning("job=%d output not kept for log: %s", job_id, exc)
+            olog.remove()
+        self._sweep_done()
+
+    def _sweep_done(self) -> None:
+        """Retired logs past KEEP_DONE_S go (checked at most once a minute)."""
+        now = time.time()
+        if now - self._swept_s < 60:
+            return
+        self._swept_s = now
+        done = self.directory / DONE_DIR
+        for path in done.iterdir() if done.is_dir() else ():
+            try:
+                if now - path.stat().st_mtime > KEEP_DONE_S:
+                    path.unlink()
+            except OSError:
+                continue
+
+    def read_range(
+        self, job_id: int, offset: int | None, from_end: int, max_bytes: int
+    ) -> dict[str, Any]:
+        """``output_data``'s fields for a log read of an interactive job's output (stdout and
+        stderr as srun showed them), running or retired."""
+        olog = self.logs.get(job_id)
+        if olog is None:
+            done = self.directory / DONE_DIR
+            if not any(done.glob(f"{job_id}.*")) if done.is_dir() else True:
+                return {"error": f"job {job_id}'s output is no longer kept on this node"}
+            olog = OutputLog(done, job_id, limit=self.limit)
+        first = olog.segments[0] if olog.segments else olog.end
+        start = offset if offset is not None else max(first, olog.end - from_end)
+        start = min(max(start, first), olog.end)
+        data = bytearray()
+        for at, _, chunk, lost in olog.read_from(start):
+            if lost:
+                continue
+            piece = chunk[max(0, start - at) :] if at < start else chunk
+            data += piece[: max_bytes - len(data)]
+            if len(data) >= max_bytes:
+                break
+        return {"data": bytes(data), "offset": start, "size": olog.end}
 
     def keep_only(self, job_ids: set[int]) -> None:
         """At start: forget the logs of jobs that are neither running nor awaiting an ack."""
         if not self.directory.is_dir():
             return
         for path in self.directory.iterdir():
+            if path.name == DONE_DIR:
+                continue  # retired logs: kept for `log` until _sweep_done takes them
             head = path.name.split(".", 1)[0]
             if head.isdigit() and int(head) not in job_ids:
                 _unlink(path, int(head))

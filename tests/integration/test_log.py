@@ -93,3 +93,13 @@ def test_attach_to_a_batch_job_follows_its_output_file(cluster: Cluster) -> None
     cluster.wait_state(job_id, "RUNNING")
     attached = cluster.cli("mgpu_client", "attach", str(job_id), timeout=60)
     assert attached.stdout == "hi\nbye\n" and attached.returncode == 4, attached.stderr
+
+
+def test_an_interactive_jobs_output_after_its_srun_is_gone(cluster: Cluster) -> None:
+    cluster.start_node("n1", gpus=1)
+    ran = cluster.cli("mgpu_srun", "-J", "inter", "--", "sh", "-c", "echo out; echo err >&2")
+    assert ran.returncode == 0 and ran.stdout == "out\n"
+    job_id = next(i for i, j in cluster.jobs().items() if j["name"] == "inter")
+    # The node keeps what srun showed (both streams, in order) after the exit is acknowledged.
+    shown = wait_for(lambda: log(cluster, str(job_id)).stdout or None, 20, "the kept output")
+    assert shown == "out\nerr\n"

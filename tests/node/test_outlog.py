@@ -116,12 +116,12 @@ def test_the_log_goes_once_the_exit_is_acknowledged_and_stale_ones_at_start(
     outputs.write(1, 1, b"x")
     outputs.start(2)
     outputs.write(2, 1, b"y")
-    outputs.remove(1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.0"]
+    outputs.retire(1)  # kept aside for `log` (done/), no longer sent or replayed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2.0", "done"]
     # A new agent keeps the logs of jobs that run or await an ack, and can replay them.
     fresh = Outputs(tmp_path, link.send)
     fresh.keep_only({3})
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["done"]
     outputs.start(4)
     outputs.write(4, 1, b"z")
     fresh = Outputs(tmp_path, link.send)
@@ -154,3 +154,37 @@ def test_the_master_can_rewind_the_cursor_at_registration(tmp_path: Path) -> Non
         6: 0,
     }
     assert replay_offsets(None) == {} and replay_offsets({}) == {}
+
+
+def test_a_retired_log_is_read_by_range_and_swept_when_old(tmp_path: Path) -> None:
+    import os
+
+    from mgpu_node import outlog
+
+    link = Link()
+    outputs = Outputs(tmp_path, link.send)
+    outputs.start(5)
+    outputs.write(5, 1, b"hello ")
+    outputs.write(5, 2, b"world\n")
+    assert outputs.read_range(5, 0, 0, 100) == {"data": b"hello world\n", "offset": 0, "size": 12}
+    outputs.retire(5)
+    assert 5 not in outputs.logs and sorted(p.name for p in tmp_path.iterdir()) == ["done"]
+    # Retired: still readable, any range, from the end too; a fresh agent keeps it.
+    assert outputs.read_range(5, 3, 0, 4) == {"data": b"lo w", "offset": 3, "size": 12}
+    assert outputs.read_range(5, None, 6, 100)["data"] == b"world\n"
+    Outputs(tmp_path, link.send).keep_only(set())
+    assert outputs.read_range(5, 0, 0, 100)["data"] == b"hello world\n"
+    assert "no longer kept" in outputs.read_range(6, 0, 0, 100)["error"]
+    # Past KEEP_DONE_S it goes (the sweep runs at most once a minute: force it here).
+    old = time_before(outlog.KEEP_DONE_S + 10)
+    for path in (tmp_path / "done").iterdir():
+        os.utime(path, (old, old))
+    outputs._swept_s = 0.0
+    outputs._sweep_done()
+    assert "no longer kept" in outputs.read_range(5, 0, 0, 100)["error"]
+
+
+def time_before(seconds: float) -> float:
+    import time
+
+    return time.time() - seconds

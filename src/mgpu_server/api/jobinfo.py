@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from mgpu_core.deps import DepStatus
-from mgpu_core.errors import InvalidRequest, OutputUnavailable
+from mgpu_core.errors import InvalidRequest
 from mgpu_core.states import JobState
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.permissions import RequestContext
@@ -115,12 +115,8 @@ def log_order(
         )
     [job] = jobs
     perm.check_owner(ctx, job, "read the output of")
-    path = job.output_file(msg["stream"])
-    if path is None:
-        raise OutputUnavailable(
-            f"job {job.job_id} is interactive: its output went to its srun "
-            f"(mgpu_client attach {job.job_id} replays a running one's)"
-        )
+    # An interactive job's output is its node's log of what srun showed ("": no file).
+    path = job.output_file(msg["stream"]) or ""
     if not job.node_id:
         return job, None
     order = {
