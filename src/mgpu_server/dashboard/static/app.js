@@ -55,8 +55,13 @@ function drawGrid(nodes, jobs) {
       const mem = g.memory_used_bytes >= 0 ? ` ${(g.memory_used_bytes / 2 ** 30).toFixed(1)}G` : "";
       const who = g.job_id === null ? "free" : `job ${g.job_id}${job ? " " + job.user : ""}`;
       const kind = !g.healthy ? "gpu sick" : g.job_id === null ? "gpu" : "gpu busy";
+      // Processes on the GPU that no job of mgpu's started (the agent reports strangers only).
+      const strangers = (g.processes || []).map((p) => `${p.user} pid ${p.pid} ${p.command || "?"}`);
+      const foreign = strangers.length
+        ? el("div", { class: "foreign", title: strangers.join("\n") }, `⚠ ${strangers.length} not from mgpu`)
+        : "";
       return el("div", { class: kind, "data-gpu": `${node.node_id}/${g.index}`, "data-job": g.job_id ?? "" },
-        `gpu${g.index} ${g.model || g.name}`, el("br"), who, util + mem);
+        `gpu${g.index} ${g.model || g.name}`, el("br"), who, util + mem, foreign);
     });
     const down = node.state.startsWith("down") || node.down_reason;
     return el("div", { class: down ? "node down" : "node", "data-node": node.node_id },
