@@ -5,6 +5,7 @@ the last byte; and the master's CPU while nothing happens with the listener on."
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import time
 import urllib.request
@@ -46,13 +47,16 @@ def http_api(
             metrics = [get("/metrics") for _ in range(runs)]
         finally:
             sims.stop()
-    # Idle: a quiet cluster (one agent of 8 GPUs, no jobs) with the listener on and scraped
-    # every 15 s, as Prometheus would.
+    # Idle: a quiet cluster (one agent of 8 GPUs, no jobs) with the listener on, scraped
+    # every 15 s as Prometheus would, and one dashboard open (headless Chromium, if there is
+    # one: it follows /api/events and redraws on every heartbeat's change).
     with LocalCluster(root / "idle", master_args=("--config", str(config))).start(
         node_gpus={"n1": 8}
     ) as quiet:
         with quiet.client() as admin:
-            get = _getter(quiet, admin.request("token", action="create", user="bench")["token"])
+            token = admin.request("token", action="create", user="bench")["token"]
+        get = _getter(quiet, token)
+        browser = _open_dashboard(quiet, token)
         master = quiet.process()
         time.sleep(2.0)  # settle: nothing is measured
         cpu_before = sum(master.cpu_times()[:2])
@@ -61,6 +65,8 @@ def http_api(
             get("/metrics")
             time.sleep(min(15.0, max(0.0, until - time.monotonic())))
         idle_pct = 100 * (sum(master.cpu_times()[:2]) - cpu_before) / idle_s
+        if browser is not None:
+            browser.quit()
     return {
         "nodes": nodes,
         "gpus": nodes * gpus,
@@ -71,6 +77,7 @@ def http_api(
         "metrics_bytes": metrics[0][1],
         "idle_cpu_percent": idle_pct,
         "idle_seconds": idle_s,
+        "idle_with_dashboard": browser is not None,
     }
 
 
@@ -89,3 +96,26 @@ def _getter(cluster: LocalCluster, token: str) -> Callable[[str], tuple[float, i
         return time.perf_counter() - started, size
 
     return get
+
+
+def _open_dashboard(cluster: LocalCluster, token: str) -> Any:
+    """A headless Chromium showing the dashboard, signed in (None without chromium)."""
+    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    port = int((cluster.state / "http.port").read_text())
+    browser.get(f"https://127.0.0.1:{port}/")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    live = "return document.querySelector('#live').className === 'on'"
+    wait_for(lambda: browser.execute_script(live), 30, "the dashboard's live updates")
+    return browser

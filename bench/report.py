@@ -227,7 +227,9 @@ def _web_rows(results: dict[str, Any]) -> list[Row]:
                 detail=_ms(r["metrics_ms"]) + f", {r['metrics_bytes']:,} bytes")
         )  # fmt: skip
         out.append(
-            Row("idle master CPU, HTTP listener on", r["idle_cpu_percent"], "%",
+            Row("idle master CPU, HTTP listener on"
+                + (", a dashboard open" if r.get("idle_with_dashboard") else ""),
+                r["idle_cpu_percent"], "%",
                 http.IDLE_CPU_PCT, detail=f"over {r['idle_seconds']:.0f} s")
         )  # fmt: skip
     if "dashboard" in results and "first_paint_ms" in results["dashboard"]:

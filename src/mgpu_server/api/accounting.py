@@ -15,7 +15,7 @@ from mgpu_core.arrays import parse_job_ref
 from mgpu_core.errors import InvalidRequest, JobNotFound
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.permissions import RequestContext
-from mgpu_server.records.jobs import ROW_FIELDS
+from mgpu_server.records.jobs import ROW_FIELDS, row_builder
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.storage.history import Query
 
@@ -64,7 +64,8 @@ def history(
     now = time.time()
     wanted = [f for f in fields or () if f != "steps"]
     extra = [k for k in ("job_id", "user") if fields is not None and k not in wanted]
-    rows = [job.to_wire(now, None if fields is None else [*wanted, *extra]) for job in jobs]
+    build = row_builder(tuple(ROW_FIELDS) if fields is None else (*wanted, *extra))
+    rows = [build(job, now) for job in jobs]
     hide_commands(ctx, rows, private_commands=private_commands)
     if msg["steps"] or (fields is not None and "steps" in fields):
         steps = state.store.history.steps_of(j.job_id for j in jobs)

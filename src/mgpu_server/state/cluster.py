@@ -21,7 +21,7 @@ from mgpu_core.constants import FENCE_TIMEOUT_S, TURNS_KEY
 from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuSample, JobExited, JobSpec, NodeHello
 from mgpu_core.states import JobState
-from mgpu_server.records.jobs import Job
+from mgpu_server.records.jobs import ROW_FIELDS, Job, row_builder
 from mgpu_server.records.nodes import NodeRecord
 from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage
 from mgpu_server.scheduling.turns import TurnQueue
@@ -227,13 +227,14 @@ class ClusterState:
         # A pending job's priority is current at a pass only if the pass reached it.
         fresh_priority = fields is None or "priority" in fields
         fairshare: Callable[[str], float] | None = None
+        build = row_builder(tuple(ROW_FIELDS) if fields is None else tuple(fields))  # once
         for job in pool:
             if not selection.admits(job):
                 continue
             if fresh_priority and job.job_id in self.pending:
                 fairshare = fairshare or self.priorities_at(now).fairshare
                 job.priority = self.pending.priority(job, now, fairshare)
-            rows.append(job.to_wire(now, fields))
+            rows.append(build(job, now))
         return rows
 
     # ---- nodes ---------------------------------------------------------------------------

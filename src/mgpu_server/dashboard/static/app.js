@@ -164,16 +164,22 @@ async function showJob(jobId) {
   }
 }
 
+const SLOW_REDRAW_MS = 60000;  // the day's GPU-hours and utilisation move slowly: once a minute
+let slowDrawnAt = 0;
+
 async function refresh() {
-  const [nodes, queue, turns, report] = await Promise.all([
+  const [nodes, queue, turns] = await Promise.all([
     api("/api/nodes"), api("/api/jobs?finished=1"), api("/api/turns"),
-    api(`/api/report?start=${Date.now() / 1000 - 86400}&end=${Date.now() / 1000}`),
   ]);
   drawGrid(nodes.nodes, queue.jobs);
   drawQueue(queue.jobs);
   $("#turns").textContent = turnText(turns);
-  drawUsage(report);
-  drawPlot().catch(() => {});
+  if (Date.now() - slowDrawnAt > SLOW_REDRAW_MS) {
+    slowDrawnAt = Date.now();
+    const end = Date.now() / 1000;
+    api(`/api/report?start=${end - 86400}&end=${end}`).then(drawUsage).catch(() => {});
+    drawPlot().catch(() => {});
+  }
   if (state.job !== null) showJob(state.job);
 }
 
