@@ -40,15 +40,15 @@ def output(offset: int) -> dict[str, Any]:
 def test_a_slow_reader_is_told_and_unsubscribed_not_cut_off(tmp_path: Path) -> None:
     server = make_server(tmp_path)
     fast, slow = Conn(0), Conn(5000)
-    server.watchers[1] = {fast, slow}  # type: ignore[arg-type]
-    server._send_watchers(ToWatchers(1, output(0)))
+    server.watchers.by_job[1] = {fast, slow}  # type: ignore[arg-type]
+    server.watchers.send(ToWatchers(1, output(0)))
     assert slow.sent == [output(0), {"t": "watch_dropped", "job_id": 1, "behind_bytes": 5000}]
     assert not slow.closed
-    server._send_watchers(ToWatchers(1, output(1)))
+    server.watchers.send(ToWatchers(1, output(1)))
     assert fast.sent == [output(0), output(1)] and len(slow.sent) == 2
     ended = {"t": "job_ended", "job_id": 1, "state": "COMPLETED"}
-    server._send_watchers(ToWatchers(1, ended))
-    assert fast.sent[-1] == ended and 1 not in server.watchers
+    server.watchers.send(ToWatchers(1, ended))
+    assert fast.sent[-1] == ended and 1 not in server.watchers.by_job
 
 
 def test_attach_replays_are_remembered_for_a_node_that_is_away(tmp_path: Path) -> None:

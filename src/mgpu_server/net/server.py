@@ -47,6 +47,7 @@ from mgpu_server.net.nodelinks import NodeLinks
 from mgpu_server.net.notify import Notifier, NotifySettings
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.net.pacing import Pacer
+from mgpu_server.net.watchers import Watchers
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import Notify, ToNode, ToWatchers
@@ -98,7 +99,10 @@ class Server:
         self.admins = frozenset({authn.user_name(os.geteuid()), *config.admins})
         self.token_sessions: dict[str, set[AsyncConnection]] = {}
         self._closing: list[AsyncConnection] = []  # sessions to end once replies are out
-        self.watchers: dict[int, set[AsyncConnection]] = {}
+        self.watchers = Watchers(
+            max_backlog_bytes=config.max_client_backlog_bytes,
+            ended=lambda job_id: self.nodes.forget(job_id),
+        )
         self.service = ClientService(
             self.cluster,
             self,
@@ -125,7 +129,7 @@ class Server:
             hello_timeout_s=config.hello_timeout_s,
             reply=self.reply,
             kick=self.kick,
-            relay=lambda job_id, msg: self._send_watchers(ToWatchers(job_id, msg)),
+            relay=lambda job_id, msg: self.watchers.send(ToWatchers(job_id, msg)),
             authenticated=lambda conn: self.listeners.authenticated(conn),
         )
         self._replies: list[tuple[AsyncConnection, Message]] = []
@@ -226,7 +230,7 @@ class Server:
             elif isinstance(effect, Notify):
                 self.notifier.submit(effect)  # queued: delivered by its own task
             else:
-                self._send_watchers(effect)
+                self.watchers.send(effect)
         self.changes.bump()
         self.metrics.turn(
             pass_s=scheduled - began,
@@ -239,10 +243,10 @@ class Server:
 
     def watch(self, conn: object, job_id: int) -> None:
         assert isinstance(conn, AsyncConnection)
-        self.watchers.setdefault(job_id, set()).add(conn)
+        self.watchers.watch(conn, job_id)
 
     def watcher_count(self, job_id: int) -> int:
-        return len(self.watchers.get(job_id, ()))
+        return self.watchers.count(job_id)
 
     def notice_error(self, job_id: int) -> str:
         return self.notifier.errors.get(job_id, "")
@@ -271,29 +275,6 @@ class Server:
         self._wakeup_at = None
         self.cluster.wake()
         self.kick()
-
-    def _send_watchers(self, effect: ToWatchers) -> None:
-        conns = self.watchers.get(effect.job_id)
-        if not conns:
-            if effect.msg["t"] == "job_ended":
-                self.nodes.forget(effect.job_id)
-            return
-        ended = effect.msg["t"] == "job_ended"
-        if ended:
-            del self.watchers[effect.job_id]
-            self.nodes.forget(effect.job_id)
-        for conn in list(conns):
-            conn.send(effect.msg)
-            behind = conn.backlog_bytes()
-            if behind > self.config.max_client_backlog_bytes and not ended:
-                # Not buffered without bound, nor cut off with the wrong reason: the client
-                # stops watching, learns why when it gets there, and re-attaches from the
-                # offset it printed up to (the node replays the rest).
-                log.warning("client %s reads job %d too slowly", conn.peer, effect.job_id)
-                conns.discard(conn)
-                conn.send({"t": "watch_dropped", "job_id": effect.job_id, "behind_bytes": behind})
-        if not conns and not ended:
-            del self.watchers[effect.job_id]
 
     async def _liveness_loop(self) -> None:
         # Liveness is the one timer in the master; it is not on the scheduling path.
@@ -415,10 +396,7 @@ class Server:
             sessions.discard(conn)
             if not sessions:
                 del self.token_sessions[token_id or ""]
-        for job_id, conns in list(self.watchers.items()):
-            conns.discard(conn)
-            if not conns:
-                del self.watchers[job_id]
+        self.watchers.gone(conn)
 
 
 def _refuse(reply: Message, refused: set[int], err: StorageError) -> Message:
