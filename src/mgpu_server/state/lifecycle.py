@@ -33,6 +33,7 @@ from mgpu_server.scheduling.policy import PolicyConfig, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.depwait import DependencyIndex
 from mgpu_server.state.effects import Outbox, launch_order
+from mgpu_server.state.notices import ended_notice
 from mgpu_server.state.pending import PendingQueue
 from mgpu_server.state.registry import NodeRegistry
 from mgpu_server.state.running import RunningJobs
@@ -440,13 +441,3 @@ class Lifecycle:
 
 def _kill(job_id: int, reason: str) -> dict[str, object]:
     return {"t": "kill", "job_id": job_id, "reason": reason}
-
-
-def ended_notice(job: Job) -> str:
-    """The notice of a job's end: FAIL for a failure, INVALID_DEPEND for a dependency that can
-    never be met, else END (Slurm's mail types)."""
-    if job.state.value in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
-        return "FAIL"
-    if job.reason == Reason.DEPENDENCY_NEVER:
-        return "INVALID_DEPEND"
-    return "END"

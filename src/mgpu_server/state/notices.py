@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from mgpu_core.reasons import Reason
 from mgpu_server.records.jobs import Job
 from mgpu_server.state.effects import Outbox
 
@@ -41,3 +42,13 @@ class TimeLimitNotices:
                     outbox.notify(event, job, now)
         for gone in set(self.sent) - live:  # ended or requeued: a new run starts afresh
             del self.sent[gone]
+
+
+def ended_notice(job: Job) -> str:
+    """The notice of a job's end: FAIL for a failure, INVALID_DEPEND for a dependency that can
+    never be met, else END (Slurm's mail types)."""
+    if job.state.value in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        return "FAIL"
+    if job.reason == Reason.DEPENDENCY_NEVER:
+        return "INVALID_DEPEND"
+    return "END"
