@@ -17,14 +17,34 @@ from mgpu_core.models import JobSpec
 FIRST_PAINT_MS = 1000.0  # issue 14's bar
 
 
-def first_paint(root: Path, *, gpus: int, runs: int) -> dict[str, Any]:
+def open_signed_in(cluster: LocalCluster, token: str) -> Any:
+    """Headless Chromium showing ``cluster``'s dashboard, signed in with ``token``, once its
+    live updates run; None where chromium or its driver is missing."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
-        return {"skipped": "needs Debian's chromium and chromium-driver"}
+        return None
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
+                 "--ignore-certificate-errors", "--disable-dev-shm-usage"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    port = int((cluster.state / "http.port").read_text())
+    browser.get(f"https://127.0.0.1:{port}/")
+    browser.find_element(By.ID, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    live = "return document.querySelector('#live').className === 'on'"
+    wait_for(lambda: browser.execute_script(live), 60, "the dashboard's live updates")
+    return browser
+
+
+def first_paint(root: Path, *, gpus: int, runs: int) -> dict[str, Any]:
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return {"skipped": "needs Debian's chromium and chromium-driver"}
     root.mkdir(parents=True, exist_ok=True)
     config = root / "master.toml"
     config.write_text('[http]\nlisten = "127.0.0.1:0"\nrate = 0\n')
@@ -34,22 +54,14 @@ def first_paint(root: Path, *, gpus: int, runs: int) -> dict[str, Any]:
         key = auth.load_key(cluster.state / auth.KEY_FILE)
         sims = SimNodes(cluster.port, key, count=nodes, gpus=8, tls_ca=cluster.ca_file)
         sims.start()
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                     "--ignore-certificate-errors", "--disable-dev-shm-usage"):  # fmt: skip
-            options.add_argument(flag)
-        browser = webdriver.Chrome(service=Service(driver_path), options=options)
+        browser = None
         try:
             with cluster.client() as admin:
                 busy = nodes * 4
                 admin.submit_many([JobSpec(argv=["train"], gpus=1, cwd="/") for _ in range(busy)])
                 wait_for(lambda: sims.launched >= busy, 120, "half the GPUs busy")
                 token = admin.request("token", action="create", user="bench")["token"]
-            port = int((cluster.state / "http.port").read_text())
-            browser.get(f"https://127.0.0.1:{port}/")
-            browser.find_element(By.ID, "token").send_keys(token)
-            browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
+            browser = open_signed_in(cluster, token)
             count = f"return document.querySelectorAll('#grid .gpu').length >= {nodes * 8}"
             wait_for(lambda: browser.execute_script(count), 60, "the first grid")
             samples = []
@@ -60,6 +72,7 @@ def first_paint(root: Path, *, gpus: int, runs: int) -> dict[str, Any]:
                     time.sleep(0.01)  # the browser draws on its own; nothing to wait on here
                 samples.append(time.perf_counter() - started)
         finally:
-            browser.quit()
+            if browser is not None:
+                browser.quit()
             sims.stop()
     return {"gpus": nodes * 8, "first_paint_ms": summary(samples)}

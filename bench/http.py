@@ -5,7 +5,6 @@ the last byte; and the master's CPU while nothing happens with the listener on."
 
 from __future__ import annotations
 
-import shutil
 import ssl
 import time
 import urllib.request
@@ -13,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.dashboard import open_signed_in
 from bench.harness import LocalCluster, summary, wait_for
 from bench.simnodes import SimNodes
 from mgpu_core import auth
@@ -56,7 +56,7 @@ def http_api(
         with quiet.client() as admin:
             token = admin.request("token", action="create", user="bench")["token"]
         get = _getter(quiet, token)
-        browser = _open_dashboard(quiet, token)
+        browser = open_signed_in(quiet, token)
         master = quiet.process()
         time.sleep(2.0)  # settle: nothing is measured
         cpu_before = sum(master.cpu_times()[:2])
@@ -96,26 +96,3 @@ def _getter(cluster: LocalCluster, token: str) -> Callable[[str], tuple[float, i
         return time.perf_counter() - started, size
 
     return get
-
-
-def _open_dashboard(cluster: LocalCluster, token: str) -> Any:
-    """A headless Chromium showing the dashboard, signed in (None without chromium)."""
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        return None
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--ignore-certificate-errors"):
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
-    port = int((cluster.state / "http.port").read_text())
-    browser.get(f"https://127.0.0.1:{port}/")
-    browser.find_element(By.ID, "token").send_keys(token)
-    browser.find_element(By.CSS_SELECTOR, "#login-form button").click()
-    live = "return document.querySelector('#live').className === 'on'"
-    wait_for(lambda: browser.execute_script(live), 30, "the dashboard's live updates")
-    return browser

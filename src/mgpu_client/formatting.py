@@ -31,8 +31,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, header: bool
     return "\n".join(lines)
 
 
-# Ended with a problem: the table shows why beside where.
-TROUBLED = frozenset(("FAILED", "NODE_FAIL", "TIMEOUT", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"))
+# Ended with a problem: the table shows why beside where. mgpu_core.states.FAILURE_STATES,
+# spelled out: importing the states' enum would cost every mgpu_queue start-up.
+TROUBLED = frozenset(("FAILED", "NODE_FAIL", "TIMEOUT", "OUT_OF_MEMORY"))
 
 QUEUE_HEADERS = ("JOBID", "NAME", "USER", "STATE", "TIME", "GPUS", "NODE(REASON)")
 # What queue_row reads: the listing asks the master for these fields only.

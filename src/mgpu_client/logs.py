@@ -32,12 +32,13 @@ class Reader:
         self.offset = 0
         self.status: dict[str, Any] = {}
 
-    def read(self, *, offset: int | None = None, from_end: int = 0) -> dict[str, Any]:
+    def read(self, *, from_end: int = 0) -> dict[str, Any]:
+        """From the reader's offset, or (``from_end``) that many bytes before the end."""
         reply: dict[str, Any] = self.client.request(
             "log",
             job_id=self.job,
             stream=self.stream,
-            offset=self.offset if offset is None and not from_end else offset,
+            offset=None if from_end else self.offset,
             from_end=from_end,
         )
         self.status = reply["job"]
@@ -47,7 +48,7 @@ class Reader:
         """Where the last ``lines`` lines start (reading back from the end in growing steps)."""
         want = TAIL_CHUNK_BYTES
         while True:
-            reply = self.read(offset=None, from_end=want)
+            reply = self.read(from_end=want)
             data, start, size = reply["data"], int(reply["offset"]), int(reply["size"])
             if lines == 0:
                 return size

@@ -49,13 +49,25 @@ class JsonFormatter(logging.Formatter):
 
 
 class ReopeningFileHandler(logging.FileHandler):
-    """A log file that :func:`reopen_logs` closes and opens again at its path (mode 0640)."""
+    """A log file that :meth:`reopen` closes and opens again at its path (after a rotation,
+    a new file there), created with ``file_mode``; with ``keep_mode``, a file made looser
+    before us is set back to it."""
+
+    file_mode = 0o640
+    keep_mode = False
 
     def _open(self) -> TextIOWrapper:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, self.file_mode)
+        try:
+            if self.keep_mode:
+                os.fchmod(fd, self.file_mode)
+        except OSError:
+            os.close(fd)
+            raise
         return os.fdopen(fd, "a", encoding="utf-8")
 
     def reopen(self) -> None:
+        """If that fails (OSError), the stream stays closed and the next line tries again."""
         self.acquire()
         try:
             if self.stream is not None:

@@ -42,6 +42,12 @@ TERMINAL_STATES = frozenset(
     }
 )
 
+# Ended by a failure, not by completing or by a cancel: what reports count as failed, FAIL
+# notices are sent for, and listings show the reason of.
+FAILURE_STATES = frozenset(
+    {JobState.FAILED, JobState.TIMEOUT, JobState.NODE_FAIL, JobState.OUT_OF_MEMORY}
+)
+
 _SHORT = {
     JobState.PENDING: "PD",
     JobState.RUNNING: "R",

@@ -35,3 +35,10 @@ def test_show_says_what_happened_and_where() -> None:
     # Values line up: every key's colon is followed by the value at one column.
     starts = {ln.index(ln.split(":", 1)[1].strip()) for ln in lines[:10]}
     assert len(starts) == 1
+
+
+def test_the_listings_failure_states_are_the_masters() -> None:
+    from mgpu_client.formatting import TROUBLED
+    from mgpu_core.states import FAILURE_STATES
+
+    assert {s.value for s in FAILURE_STATES} == TROUBLED

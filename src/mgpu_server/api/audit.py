@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from io import TextIOWrapper
 from pathlib import Path
 
 from mgpu_core import constants
+from mgpu_core.logformat import ReopeningFileHandler
 
 log = logging.getLogger("mgpu.audit")
 
@@ -153,34 +152,16 @@ class FailureLimiter:
 _failures = FailureLimiter(constants.AUDIT_FAILURE_BURST, constants.AUDIT_FAILURE_INTERVAL_S)
 
 
-class AuditFile(logging.FileHandler):
+class AuditFile(ReopeningFileHandler):
     """The audit log's file: created (and kept) mode 0600, for the admins' eyes only, and
     opened anew at its path by :meth:`reopen`."""
+
+    file_mode = 0o600
+    keep_mode = True
 
     def __init__(self, path: Path) -> None:
         super().__init__(path, encoding="utf-8")
         self.setFormatter(logging.Formatter("%(message)s"))  # the time is in the object
-
-    def _open(self) -> TextIOWrapper:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # a file made looser before us is made private again
-        except OSError:
-            os.close(fd)
-            raise
-        return os.fdopen(fd, "a", encoding="utf-8")
-
-    def reopen(self) -> None:
-        """Close the file and open the path again: after a rotation, a new file there. If
-        that fails (OSError), the next line tries again."""
-        self.acquire()
-        try:
-            if self.stream is not None:
-                self.stream.close()
-                self.stream = None
-            self.stream = self._open()
-        finally:
-            self.release()
 
 
 def open_log(path: Path) -> None:

@@ -117,14 +117,11 @@ class HttpApi:
             return Response(200, data["data"], "application/octet-stream", headers)
         if target.one:
             data = data["jobs"][0]
-        failed = (
-            [r for r in data.get("results", ()) if not r["ok"]] if isinstance(data, dict) else []
-        )
-        if failed:  # one job's action (cancel, hold ...): its refusal is the request's
-            response = error_response(
-                rest.status_of(failed[0]["code"]), failed[0]["code"], failed[0]["message"]
+        refused = next((r for r in data.get("results", ()) if not r["ok"]), None)
+        if refused is not None:  # one job's action (cancel, hold ...): its refusal is the request's
+            return error_response(
+                rest.status_of(refused["code"]), refused["code"], refused["message"]
             )
-            return response
         return _json(data)
 
     async def _events(self) -> AsyncIterator[bytes]:

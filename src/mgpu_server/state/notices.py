@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from mgpu_core.reasons import Reason
+from mgpu_core.states import FAILURE_STATES
 from mgpu_server.records.jobs import Job
 from mgpu_server.state.effects import Outbox
 
@@ -47,7 +48,7 @@ class TimeLimitNotices:
 def ended_notice(job: Job) -> str:
     """The notice of a job's end: FAIL for a failure, INVALID_DEPEND for a dependency that can
     never be met, else END (Slurm's mail types)."""
-    if job.state.value in ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+    if job.state in FAILURE_STATES:
         return "FAIL"
     if job.reason == Reason.DEPENDENCY_NEVER:
         return "INVALID_DEPEND"

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from mgpu_core.constants import HISTORY_RETENTION_S, KEEP_FINISHED_S
 from mgpu_core.messages import MAX_HISTORY_ROWS
 from mgpu_core.models import JobSpec
-from mgpu_core.states import JobState
+from mgpu_core.states import FAILURE_STATES, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.records.steps import Step
 from mgpu_server.storage.rows import JOB_COLUMNS, STEP_COLUMNS, job_from_row, step_from_row
@@ -33,7 +33,7 @@ RETENTION_S = HISTORY_RETENTION_S
 PURGE_BATCH = 5_000  # rows per purge step: the master's loop is never held long
 TERMINAL = tuple(s.value for s in JobState if s.terminal)
 # A failed job, for reports' failure rates (CANCELLED is a user's choice, not a failure).
-FAILED = ("FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+FAILED = tuple(sorted(s.value for s in FAILURE_STATES))
 GROUPS = ("user", "account", "partition")
 
 
