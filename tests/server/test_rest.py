@@ -4,6 +4,8 @@ wire's schemas (so it lists what the master accepts)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mgpu_core.errors import BadMessage
@@ -11,6 +13,7 @@ from mgpu_core.messages import CLIENT_REQUESTS, validate
 from mgpu_server.api.openapi import document
 from mgpu_server.api.rest import NotFound, Route, route
 from mgpu_server.net.http import RateLimiter
+from mgpu_server.net.httpapi import json_body
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -71,3 +74,11 @@ def test_the_rate_limiter_admits_a_burst_then_the_rate() -> None:
     assert [limiter.admit("a", 0.0) for _ in range(4)] == [True, True, True, False]
     assert limiter.admit("b", 0.0)  # per address
     assert limiter.admit("a", 0.5) and not limiter.admit("a", 0.5)  # one more per 0.5 s
+
+
+def test_answers_are_json_even_with_bytes_and_strings_that_are_not_utf8() -> None:
+    data = {"jobs": [{"cwd": "/data/caf\udce9", "n": 1.5, "raw": b"\xff", 3: None}]}
+    decoded = json.loads(json_body(data))
+    assert decoded == {"jobs": [{"cwd": "/data/caf\udce9", "n": 1.5, "raw": "\ufffd", "3": None}]}
+    plain = {"jobs": [{"name": "été", "gpu_indices": [0, 1], "exit_code": None}]}
+    assert json.loads(json_body(plain)) == plain
