@@ -6,8 +6,7 @@ pays for its imports at every start.
 
 from __future__ import annotations
 
-import os
-
+from mgpu_core import procenv
 from mgpu_core.config import Address, client_addresses, parse_address
 from mgpu_core.conn import BlockingConnection
 from mgpu_core.errors import (
@@ -35,18 +34,9 @@ def current_user() -> str:
     import pwd  # small C module; only needed here
 
     try:
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(procenv.getuid()).pw_name
     except KeyError:
-        return os.environ.get("USER") or str(os.getuid())
-
-
-def current_umask() -> int:
-    """This process's umask, which a submitted job gets (its output files too), as the user's
-    shell would have given it. Read by setting it and back: there is no other portable way
-    (a command-line client has no other thread to race with)."""
-    mask = os.umask(0o077)
-    os.umask(mask)
-    return mask
+        return procenv.getenv("USER") or str(procenv.getuid())
 
 
 def _data(reply: Message) -> dict[str, Any]:

@@ -87,9 +87,9 @@ def run_command(
     # Done, everything written: leave without the interpreter's teardown (freeing every
     # module, ~2 ms of a ~15 ms command). Nothing is left to run at exit: the connection is
     # closed and a command registers no atexit handler.
-    import os
+    from mgpu_core import procenv
 
-    os._exit(code or 0)
+    procenv.exit_now(code or 0)
 
 
 def warn(prog: str, message: str) -> None:

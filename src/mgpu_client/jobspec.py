@@ -11,9 +11,8 @@ than a schema error (and costs nothing when the option is absent).
 
 from __future__ import annotations
 
-import os
-
 from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number, split_list
+from mgpu_core import procenv
 from mgpu_core.errors import UsageError
 from mgpu_core.text import printable
 
@@ -176,7 +175,7 @@ def hosts(option: str, text: object) -> list[str]:
 def environment(export: object) -> dict[str, str]:
     """``--export``: ALL (the default: the submitter's environment), NONE (only SLURM_*
     variables, as Slurm), or VARS (those named, VAR=value set, plus SLURM_*), ALL,VARS."""
-    env = dict(os.environ)
+    env = dict(procenv.environ())
     if export is None or export is True or str(export).upper() == "ALL":
         return env
     items = [item for item in str(export).split(",") if item]
@@ -272,7 +271,7 @@ def build(
     if cpus > MAX_CPUS:
         raise UsageError(f"{cpus} CPUs is more than a job may ask for ({MAX_CPUS})")
     try:
-        cwd = os.path.abspath(opts.get("chdir") or os.getcwd())
+        cwd = procenv.abspath(opts.get("chdir") or procenv.getcwd())
     except OSError as exc:
         raise UsageError(f"cannot determine the working directory: {exc.strerror}") from None
     job: dict[str, Any] = {
@@ -287,8 +286,8 @@ def build(
         "mem_bytes": _memory(opts, cpus, gpus),
         "env": environment(opts.get("export")),
         "cwd": cwd,
-        "umask": _umask(),
-        "submit_host": os.uname().nodename,
+        "umask": procenv.umask(),
+        "submit_host": procenv.uname().nodename,
         "requeue": not interactive and not opts.get("no_requeue"),
     }
     if opts.get("time") is not None:
@@ -412,9 +411,3 @@ def _timing(opts: dict[str, Any], job: dict[str, Any]) -> None:
         job["nice"] = value
     if opts.get("signal"):
         job["warn_signal"], job["warn_before_s"] = signal_option(str(opts["signal"]))
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask

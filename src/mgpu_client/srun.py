@@ -37,9 +37,9 @@ def help_text(prog: str) -> str:
 
 def _in_a_job() -> bool:
     """Whether this srun runs inside a job or an allocation (its tasks are then a step)."""
-    import os
+    from mgpu_core.procenv import getenv
 
-    return bool(os.environ.get("MGPU_JOB_ID") or os.environ.get("MGPU_ALLOCATION"))
+    return bool(getenv("MGPU_JOB_ID") or getenv("MGPU_ALLOCATION"))
 
 
 def run(argv: list[str], prog: str, *, slurm: bool) -> int:

@@ -7,9 +7,7 @@ the process; invalid input raises :class:`ConfigError` with an actionable one-li
 
 from __future__ import annotations
 
-import os
-import stat
-
+from mgpu_core import procenv
 from mgpu_core.constants import (
     APP_DIR,
     CA_CERT_FILE,
@@ -94,7 +92,7 @@ class Address:
 
 def unix_address(path: Path | str) -> Address:
     text = str(path)
-    if len(os.fsencode(text)) > MAX_SOCKET_PATH:
+    if len(procenv.fsencode(text)) > MAX_SOCKET_PATH:
         raise ConfigError(f"socket path {text} is longer than {MAX_SOCKET_PATH} bytes")
     return Address("", 0, text)
 
@@ -129,17 +127,16 @@ def parse_address(text: str, *, default_port: int = DEFAULT_PORT) -> Address:
     return Address(host, int(port_text))
 
 
-# The path helpers work on strings (os.path); the public ones return pathlib Paths, imported
-# when called.
+# The path helpers work on strings (procenv, not os: a command's start-up); the public ones
+# return pathlib Paths, imported when called.
 
 
 def _config_home() -> str:
-    return os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return procenv.getenv("XDG_CONFIG_HOME") or procenv.join(procenv.home(), ".config")
 
 
 def _state_home() -> str:
-    home = os.path.expanduser("~")
-    return os.environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return procenv.getenv("XDG_STATE_HOME") or procenv.join(procenv.home(), ".local", "state")
 
 
 def user_config_dir() -> Path:
@@ -160,16 +157,16 @@ def local_mode_dir() -> Path:
 
 
 def _config_files() -> list[str]:
-    explicit = os.environ.get(CONFIG_ENV)
+    explicit = procenv.getenv(CONFIG_ENV)
     if explicit:
         return [explicit]
-    return [os.path.join(_config_home(), APP_DIR, USER_CONFIG_FILE), SYSTEM_CONFIG]
+    return [procenv.join(_config_home(), APP_DIR, USER_CONFIG_FILE), SYSTEM_CONFIG]
 
 
 def _from_files(key: str) -> str | None:
     for path in _config_files():
         try:
-            info = os.stat(path)
+            info = procenv.stat(path)
         except OSError:
             continue
         value = _read_table(path, info.st_mtime_ns, info.st_size).get(key)
@@ -209,7 +206,7 @@ def resolve_master(cli_value: str | None) -> Address:
     """The master's address: --master, else $MGPU_MASTER, else a config file, else default;
     with TLS when $MGPU_TLS_CA or the config's ``tls_ca`` names the cluster's CA."""
     address = Address("127.0.0.1", DEFAULT_PORT)
-    for value in (cli_value, os.environ.get(MASTER_ENV) or None, _from_files(CONFIG_MASTER)):
+    for value in (cli_value, procenv.getenv(MASTER_ENV) or None, _from_files(CONFIG_MASTER)):
         if value:
             address = parse_address(value)
             break
@@ -223,16 +220,16 @@ def with_tls(address: Address, ca: str | None, *, plaintext: bool = False) -> Ad
     $MGPU_INSECURE_PLAINTEXT=1): plain TCP, for a master run with ``--insecure-plaintext``."""
     if address.path:
         return address
-    if plaintext or os.environ.get(PLAINTEXT_ENV) == "1":
+    if plaintext or procenv.getenv(PLAINTEXT_ENV) == "1":
         return Address(address.host, address.port, plaintext=True)
-    ca = ca or os.environ.get(TLS_CA_ENV) or _from_files(CONFIG_TLS_CA) or _default_ca()
+    ca = ca or procenv.getenv(TLS_CA_ENV) or _from_files(CONFIG_TLS_CA) or _default_ca()
     return Address(address.host, address.port, tls_ca=ca) if ca else address
 
 
 def _default_ca() -> str | None:
-    for directory in (os.path.join(_config_home(), APP_DIR), SYSTEM_CONFIG_DIR):
-        path = os.path.join(directory, CA_CERT_FILE)
-        if os.path.isfile(path):
+    for directory in (procenv.join(_config_home(), APP_DIR), SYSTEM_CONFIG_DIR):
+        path = procenv.join(directory, CA_CERT_FILE)
+        if procenv.is_file(path):
             return path
     return None
 
@@ -251,10 +248,7 @@ def check_transport(address: Address) -> None:
 
 
 def _is_socket(path: str) -> bool:
-    try:
-        return stat.S_ISSOCK(os.stat(path).st_mode)
-    except OSError:  # missing, or a directory on the way we may not search
-        return False
+    return procenv.is_socket(path)  # False if missing, or a directory on the way is closed
 
 
 def client_addresses(cli_value: str | None) -> list[Address]:
@@ -265,15 +259,15 @@ def client_addresses(cli_value: str | None) -> list[Address]:
     the local-mode cluster's, the system master's): there the kernel vouches for the user, so
     clients on the master's host need no token. Then the config's TCP address or the default.
     """
-    explicit = cli_value or os.environ.get(MASTER_ENV)
+    explicit = cli_value or procenv.getenv(MASTER_ENV)
     if explicit:
         return [resolve_master(explicit)]
-    configured = os.environ.get(SOCKET_ENV) or _from_files(CONFIG_SOCKET)
+    configured = procenv.getenv(SOCKET_ENV) or _from_files(CONFIG_SOCKET)
     candidates = (
         [configured]
         if configured
         else [
-            os.path.join(_state_home(), APP_DIR, LOCAL_DIR, MASTER_DIR, SOCKET_FILE),
+            procenv.join(_state_home(), APP_DIR, LOCAL_DIR, MASTER_DIR, SOCKET_FILE),
             SYSTEM_SOCKET,
         ]
     )

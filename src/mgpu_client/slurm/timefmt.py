@@ -7,8 +7,9 @@ whole seconds); a time of 0 means "unknown", as in the rows the master sends.
 
 from __future__ import annotations
 
-import os
 import time
+
+from mgpu_core.procenv import getenv
 
 YEAR_SECONDS = 365 * 24 * 3600  # squeue's print.c: longer times print as INVALID
 _UNITS = ("", "K", "M", "G", "T", "P")  # slurm_protocol_api.c convert_num_unit2: "\0KMGTP?"
@@ -79,7 +80,7 @@ def timestamp(t: float) -> str:
     """
     if not t:
         return "Unknown"
-    fmt = os.environ.get("SLURM_TIME_FORMAT", "")
+    fmt = getenv("SLURM_TIME_FORMAT", "") or ""
     if "%" not in fmt:
         fmt = _DEFAULT_TIME_FORMAT
     return time.strftime(fmt, time.localtime(int(t)))
