@@ -70,7 +70,9 @@ class Client:
         # one round trip; a refused hello is raised by that first request.
         self._hello_id: int | None = None
         try:
-            hello = self._hello(user or current_user(), token)
+            # Who we are is the kernel's word (Unix socket) or the token's (TCP), never a name
+            # we claim: none is looked up for the hello, and one given is only informative.
+            hello = self._hello(user or "", token)
         except BaseException:
             self._conn.close()
             raise
@@ -98,7 +100,9 @@ class Client:
         return self._user
 
     def _hello(self, user: str, token: Token | None) -> dict[str, Any] | None:
-        msg: Message = {"t": "hello", "version": PROTOCOL_VERSION, "role": "client", "user": user}
+        msg: Message = {"t": "hello", "version": PROTOCOL_VERSION, "role": "client"}
+        if user:
+            msg["user"] = user
         if self.address.path:
             self._hello_id = self._send(msg)
             return None
