@@ -13,10 +13,10 @@ import click
 
 from mgpu_client._common import connect, handles_errors, master_option
 from mgpu_client.client import current_user
-from mgpu_client.formatting import TROUBLED, table
 from mgpu_client.queue import parse_job_ids, parse_states
 from mgpu_client.sacct import parse_time
 from mgpu_core.errors import UsageError
+from mgpu_core.tables import TROUBLED, table
 from mgpu_core.units import format_duration, format_size
 
 PROG = "mgpu_client"

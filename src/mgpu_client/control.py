@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from mgpu_client._common import EXIT_ERROR, connect, handles_errors, master_option
-from mgpu_client.formatting import table
 from mgpu_client.queue import parse_job_ids
 from mgpu_core.cliutil import parsed_by
+from mgpu_core.tables import table
 from mgpu_core.text import escape_controls
 
 PROG = "mgpu_client"

@@ -126,7 +126,7 @@ cli.add_command(accounting.report)
 @handles_errors(f"{PROG} nodes")
 def nodes(*, as_json: bool, show_gpus: bool, master: str | None) -> None:
     """Nodes, their GPUs, and what occupies each GPU."""
-    from mgpu_client.formatting import NODE_HEADERS, gpu_lines, node_row, table
+    from mgpu_core.tables import NODE_HEADERS, gpu_lines, node_row, table
 
     with connect(master) as client:
         rows = client.nodes()

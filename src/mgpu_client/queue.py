@@ -11,9 +11,9 @@ import sys
 
 from mgpu_client.client import connect, current_user
 from mgpu_client.exits import handles_errors, run_command
-from mgpu_client.formatting import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
-from mgpu_client.slurm.jobstates import STATES
+from mgpu_client.jobstates import STATES
 from mgpu_core.errors import UsageError
+from mgpu_core.tables import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """``sacct``: finished and running jobs from mgpu's own records (no accounting daemon), in Slurm's
 formats: ``-o/--format`` with Slurm's field names and widths, ``-p``/``-P``, ``-n``, ``-X``,
 ``-b``, ``-l``; one row per job, then its steps (``ID.batch``, ``ID.N``). Rendering is
-:mod:`mgpu_client.slurm.sacct_fmt`'s.
+:mod:`mgpu_core.slurm.sacct_fmt`'s.
 
 Selection as Slurm's: without ``-j``, the caller's jobs (``-a``: everyone's, ``-u``: these users')
 that were around in the window ``-S``..``-E`` (by default since midnight); with ``-j``, those
@@ -160,7 +160,7 @@ def fetch(
     """The jobs the options select; ``meanwhile()`` runs while the master answers."""
     now = time.time()
     refs = _refs(",".join(opts.get("jobs") or []))
-    from mgpu_client.slurm.jobstates import STATES, parse_states
+    from mgpu_client.jobstates import STATES, parse_states
 
     states = parse_states(str(opts["state"])) if opts.get("state") else []
     users = [] if opts.get("allusers") else (split_list(opts.get("user")) or ([] if refs else [me]))
@@ -208,7 +208,7 @@ def fetch(
 
 def _load_formatter() -> None:
     """Import the formatter while the master answers (it is a good part of the start-up)."""
-    from mgpu_client.slurm import sacct_fmt  # noqa: F401
+    from mgpu_core.slurm import sacct_fmt  # noqa: F401
 
 
 def report(argv: list[str], prog: str) -> int:
@@ -217,7 +217,7 @@ def report(argv: list[str], prog: str) -> int:
     if answer_common(prog, found, rest, "Accounting data of jobs.", OPTIONS, stray=None):
         return 0
     if opts.get("helpformat"):
-        from mgpu_client.slurm import sacct_fmt
+        from mgpu_core.slurm import sacct_fmt
 
         names = [name for name, _ in sacct_fmt.parse_fields("ALL")]
         rows_of = [names[i : i + 4] for i in range(0, len(names), 4)]
@@ -229,7 +229,7 @@ def report(argv: list[str], prog: str) -> int:
 
     with connect(opts.get("master")) as client:
         rows = fetch(client, opts, current_user(), meanwhile=_load_formatter)
-    from mgpu_client.slurm import sacct_fmt
+    from mgpu_core.slurm import sacct_fmt
 
     delimiter = str(opts["delimiter"]) if opts.get("delimiter") else "|"
     if opts.get("format"):

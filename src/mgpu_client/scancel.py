@@ -166,7 +166,7 @@ def cancel(argv: list[str], prog: str) -> int:
 
 def _select(client: Any, opts: dict[str, Any], refs: list[int | str], me: str) -> list[int | str]:
     """The jobs the filters choose (among ``refs`` if any were given)."""
-    from mgpu_client.slurm.jobstates import parse_states
+    from mgpu_client.jobstates import parse_states
 
     user = me if opts.get("me") or not opts.get("user") else str(opts["user"])
     states = parse_states(str(opts["state"])) if opts.get("state") else ACTIVE

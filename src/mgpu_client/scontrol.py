@@ -1,7 +1,7 @@
 """``scontrol``: the subset of Slurm's scontrol that users and their tools call: ``show job|node|
 partition|config|hostnames|hostlist``, ``hold``, ``release``, ``requeue``, ``update JobId=N
 KEY=VALUE...``; what mgpu does not do (``suspend``, ``reconfigure``, reservations) is refused in
-one line. Rendering is :mod:`mgpu_client.slurm.scontrol_fmt`'s."""
+one line. Rendering is :mod:`mgpu_core.slurm.scontrol_fmt`'s."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def _hosts(words: list[str]) -> int:
 
 
 def _show(client: Any, words: list[str], one_line: bool) -> int:
-    from mgpu_client.slurm import scontrol_fmt
+    from mgpu_core.slurm import scontrol_fmt
 
     if not words:
         raise UsageError("show what? job, node, partition or config")

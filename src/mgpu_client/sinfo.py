@@ -1,5 +1,5 @@
 """``sinfo``: partitions and nodes in Slurm's formats (default, ``-N``, ``-l``, ``-s``, ``-R``,
-``-o``/``-O``), GPU gres included. Rendering is :mod:`mgpu_client.slurm.sinfo_fmt`'s."""
+``-o``/``-O``), GPU gres included. Rendering is :mod:`mgpu_core.slurm.sinfo_fmt`'s."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ TABLE = index(OPTIONS)
 def _select(
     partitions: list[dict[str, Any]], nodes: list[dict[str, Any]], opts: dict[str, Any]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from mgpu_client.slurm import nodestate
+    from mgpu_core.slurm import nodestate
 
     names = set(split_list(opts.get("partition")))
     if names:
@@ -112,7 +112,7 @@ def show(argv: list[str], prog: str) -> int:
     with connect(opts.get("master")) as client:
         # Both requests out, the formatter imported while the master answers them.
         asked = client.send("partitions"), client.send("nodes")
-        from mgpu_client.slurm import sinfo_fmt
+        from mgpu_core.slurm import sinfo_fmt
 
         partitions = list(client.answer(asked[0])["partitions"])
         nodes = list(client.answer(asked[1])["nodes"])
@@ -139,7 +139,7 @@ def show(argv: list[str], prog: str) -> int:
     if opts.get("long"):
         import time
 
-        from mgpu_client.slurm import timefmt
+        from mgpu_core.slurm import timefmt
 
         lines.insert(0, timefmt.date_line(time.time()))
     sys.stdout.write("".join(line + "\n" for line in lines))

@@ -1,5 +1,5 @@
 """``squeue``: the job queue in Slurm's formats (``-o``/``-O``, ``-l``, ``--start``, ``-h``), with
-Slurm's filters and exit codes. Rendering is :mod:`mgpu_client.slurm.squeue_fmt`'s.
+Slurm's filters and exit codes. Rendering is :mod:`mgpu_core.slurm.squeue_fmt`'s.
 
 Finished jobs are shown as Slurm shows them: for MinJobAge (300 s) after their end, when asked
 for by id or by state.
@@ -30,7 +30,7 @@ from mgpu_client.cmdline import (
     split_list,
 )
 from mgpu_client.exits import run_command
-from mgpu_client.slurm.jobstates import parse_states
+from mgpu_client.jobstates import parse_states
 from mgpu_core.errors import UsageError
 
 TYPE_CHECKING = False
@@ -147,7 +147,7 @@ class _Recorder(dict):  # type: ignore[type-arg]
 
 def needed_fields(specs: Any, sort: str | None) -> list[str]:
     """The row fields a format and an order read, and the filters'."""
-    from mgpu_client.slurm import squeue_fmt
+    from mgpu_core.slurm import squeue_fmt
 
     read: set[str] = set(FILTER_FIELDS)
     rows = [_Recorder(row, read) for row in PROTOTYPES]
@@ -268,7 +268,7 @@ def _builtin_layout(opts: dict[str, Any]) -> str:
 def layout(opts: dict[str, Any]) -> tuple[Any, str | None]:
     """(the parsed format, the sort keys): -O fields, else -o format, else --start's, -l's or
     the default one."""
-    from mgpu_client.slurm import squeue_fmt
+    from mgpu_core.slurm import squeue_fmt
 
     start = bool(opts.get("start"))
     try:
@@ -289,7 +289,7 @@ def layout(opts: dict[str, Any]) -> tuple[Any, str | None]:
 
 def render(rows: list[dict[str, Any]], opts: dict[str, Any], specs: Any, sort: str | None) -> str:
     """The listing of ``rows`` in the layout's format and order."""
-    from mgpu_client.slurm import squeue_fmt, timefmt
+    from mgpu_core.slurm import squeue_fmt, timefmt
 
     now = rows[0]["now"] if rows else time.time()
     if opts.get("start"):

@@ -38,7 +38,7 @@ def test_show_says_what_happened_and_where() -> None:
 
 
 def test_the_listings_failure_states_are_the_masters() -> None:
-    from mgpu_client.formatting import TROUBLED
     from mgpu_core.states import FAILURE_STATES
+    from mgpu_core.tables import TROUBLED
 
     assert {s.value for s in FAILURE_STATES} == TROUBLED

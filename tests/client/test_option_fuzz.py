@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from mgpu_client import jobspec, sacct, squeue
 from mgpu_client.cmdline import FLAG, OPTIONAL, Opt, as_dict, parse
 from mgpu_client.optable import JOB_OPTIONS, table_for
-from mgpu_client.slurm import sacct_fmt
 from mgpu_core.errors import UsageError
+from mgpu_core.slurm import sacct_fmt
 from mgpu_core.text import escape_controls
 
 VALUES = st.sampled_from(

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mgpu_client.exits import fail
-from mgpu_client.formatting import QUEUE_HEADERS, gpu_lines, queue_row, table
+from mgpu_core.tables import QUEUE_HEADERS, gpu_lines, queue_row, table
 
 pytestmark = pytest.mark.timeout(30)
 

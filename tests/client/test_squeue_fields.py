@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from mgpu_client import squeue
-from mgpu_client.slurm import squeue_fmt
+from mgpu_core.slurm import squeue_fmt
 from mgpu_server.records.jobs import ROW_FIELDS
 
 NOW = 1.0e9 + 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mgpu_client.slurm import common as c
+from mgpu_core.slurm import common as c
 
 
 @pytest.mark.parametrize(

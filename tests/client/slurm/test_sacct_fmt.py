@@ -1,4 +1,4 @@
-"""sacct's lines (mgpu_client.slurm.sacct_fmt).
+"""sacct's lines (mgpu_core.slurm.sacct_fmt).
 
 Field names and default widths are src/sacct/sacct.c's ``fields[]``; the default, brief and
 long field lists src/sacct/sacct.h; the column rules src/common/print_fields.c (each value
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mgpu_client.slurm import sacct_fmt as sa
+from mgpu_core.slurm import sacct_fmt as sa
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20 UTC
 NOW = T0 + 300
@@ -195,7 +195,7 @@ def test_derived_exit_code_is_the_worst_step() -> None:
 def test_a_field_wider_than_4096_is_refused() -> None:
     import pytest
 
-    from mgpu_client.slurm import sacct_fmt
+    from mgpu_core.slurm import sacct_fmt
 
     assert sacct_fmt.parse_fields("JobID%4096") == [("JobID", 4096)]
     with pytest.raises(ValueError, match="at most 4096"):

@@ -1,4 +1,4 @@
-"""``scontrol show`` records (mgpu_client.slurm.scontrol_fmt).
+"""``scontrol show`` records (mgpu_core.slurm.scontrol_fmt).
 
 The key order and line grouping are Slurm 23.11's: src/api/job_info.c
 ``slurm_sprint_job_info``, node_info.c ``slurm_sprint_node_table``, partition_info.c
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgpu_client.slurm import scontrol_fmt as sc
+from mgpu_core.slurm import scontrol_fmt as sc
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20 UTC
 NOW = T0 + 90

@@ -1,4 +1,4 @@
-"""sinfo's lines (mgpu_client.slurm.sinfo_fmt).
+"""sinfo's lines (mgpu_core.slurm.sinfo_fmt).
 
 The cluster is the one of sinfo's man page EXAMPLES (sinfo.1): partition batch with
 adev[8-15] (8-9 allocated), the default partition debug with adev[0-7] and a 30 minute
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from mgpu_client.slurm import nodestate as ns
-from mgpu_client.slurm import sinfo_fmt as si
+from mgpu_core.slurm import nodestate as ns
+from mgpu_core.slurm import sinfo_fmt as si
 
 
 def node(i: int, state: str = "idle", **fields: Any) -> dict[str, Any]:

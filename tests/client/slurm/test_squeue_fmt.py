@@ -1,4 +1,4 @@
-"""squeue's lines (mgpu_client.slurm.squeue_fmt).
+"""squeue's lines (mgpu_core.slurm.squeue_fmt).
 
 Formats come from squeue's man page (squeue.1, "-o": the default and -l formats) and
 src/squeue/opts.c (--start); the column rules from src/squeue/print.c ``_print_str``
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mgpu_client.slurm import squeue_fmt as sq
+from mgpu_core.slurm import squeue_fmt as sq
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20 UTC
 NOW = T0 + 21

@@ -1,4 +1,4 @@
-"""Slurm's time, exit code and memory renderings (mgpu_client.slurm.timefmt).
+"""Slurm's time, exit code and memory renderings (mgpu_core.slurm.timefmt).
 
 The expected strings follow the C they mirror: squeue/print.c and sinfo/print.c
 ``_print_secs``; common/parse_time.c ``secs2time_str`` and ``slurm_make_time_str``;
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mgpu_client.slurm import timefmt as tf
+from mgpu_core.slurm import timefmt as tf
 
 T0 = 1_700_000_000  # 2023-11-14T22:13:20 UTC (conftest pins TZ=UTC)
 

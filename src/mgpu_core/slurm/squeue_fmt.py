@@ -8,9 +8,9 @@ the literal text printed after the field (``"%.18i %.9P"`` puts a space after th
 
 from __future__ import annotations
 
-from mgpu_client.slurm import jobfields as jf
-from mgpu_client.slurm import timefmt as tf
-from mgpu_client.slurm.common import (
+from mgpu_core.slurm import jobfields as jf
+from mgpu_core.slurm import timefmt as tf
+from mgpu_core.slurm.common import (
     JOB_STATE_COMPACT,
     NULL,
     gid_of,
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
-    from mgpu_client.slurm.common import Row, Spec
+    from mgpu_core.slurm.common import Row, Spec
 
     Getter = Callable[[Row, float], str]
 

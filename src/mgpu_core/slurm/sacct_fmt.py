@@ -9,9 +9,9 @@ its width, negative for a left-justified column (JobID's default ``-12``).
 
 from __future__ import annotations
 
-from mgpu_client.slurm import jobfields as jf
-from mgpu_client.slurm import timefmt as tf
-from mgpu_client.slurm.common import (
+from mgpu_core.slurm import jobfields as jf
+from mgpu_core.slurm import timefmt as tf
+from mgpu_core.slurm.common import (
     checked_width,
     gid_of,
     group_name,
@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from mgpu_client.slurm.common import Row
+    from mgpu_core.slurm.common import Row
 
     # (job row, step row or None for the job's own line, now) -> text, None for "unset"
     Getter = Callable[[Row, Row | None, float], str | None]

@@ -8,7 +8,7 @@ agree with the states the master reported.
 
 from __future__ import annotations
 
-from mgpu_client.slurm.common import (
+from mgpu_core.slurm.common import (
     integer,
     job_state,
     number,
@@ -17,7 +17,7 @@ from mgpu_client.slurm.common import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from mgpu_client.slurm.common import Row
+    from mgpu_core.slurm.common import Row
 
 # Slurm's job_state_reason_string for an ended job whose row carries no reason text.
 _END_REASONS = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pwd
 
-from mgpu_client.slurm.timefmt import UNIT_MEGA, convert_num_unit, megabytes
+from mgpu_core.slurm.timefmt import UNIT_MEGA, convert_num_unit, megabytes
 
 TYPE_CHECKING = False  # not typing's: importing typing costs the commands ~3 ms
 if TYPE_CHECKING:

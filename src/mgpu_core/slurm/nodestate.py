@@ -10,13 +10,13 @@ slurm_protocol_defs.c's ``node_state_string``, ``node_state_string_compact`` and
 
 from __future__ import annotations
 
-from mgpu_client.slurm.common import NULL, compress_hostlist, gres, integer, text
+from mgpu_core.slurm.common import NULL, compress_hostlist, gres, integer, text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-    from mgpu_client.slurm.common import Row
+    from mgpu_core.slurm.common import Row
 
 # slurm.h base states and flags (the numbers sinfo sorts its -t/-T column by).
 DOWN, IDLE, ALLOCATED, MIXED = 1, 2, 3, 5

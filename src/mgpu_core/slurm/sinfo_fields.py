@@ -8,16 +8,16 @@ each has ``Sockets=CPUs``, ``CoresPerSocket=1`` and ``ThreadsPerCore=1``.
 
 from __future__ import annotations
 
-from mgpu_client.slurm import nodestate as ns
-from mgpu_client.slurm import timefmt as tf
-from mgpu_client.slurm.common import NULL, compress_hostlist, integer, priority_tier, text
-from mgpu_client.slurm.timefmt import megabytes
+from mgpu_core.slurm import nodestate as ns
+from mgpu_core.slurm import timefmt as tf
+from mgpu_core.slurm.common import NULL, compress_hostlist, integer, priority_tier, text
+from mgpu_core.slurm.timefmt import megabytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from mgpu_client.slurm.common import Row
+    from mgpu_core.slurm.common import Row
 
 
 class Record:

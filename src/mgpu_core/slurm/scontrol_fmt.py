@@ -10,10 +10,10 @@ have print as Slurm prints them unset (``(null)``, ``N/A``, ``None``, ``*``).
 
 from __future__ import annotations
 
-from mgpu_client.slurm import jobfields as jf
-from mgpu_client.slurm import nodestate as ns
-from mgpu_client.slurm import timefmt as tf
-from mgpu_client.slurm.common import (
+from mgpu_core.slurm import jobfields as jf
+from mgpu_core.slurm import nodestate as ns
+from mgpu_core.slurm import timefmt as tf
+from mgpu_core.slurm.common import (
     NULL,
     compress_hostlist,
     gid_of,
@@ -29,13 +29,13 @@ from mgpu_client.slurm.common import (
     tres_per_node,
     uid_of,
 )
-from mgpu_client.slurm.timefmt import megabytes
+from mgpu_core.slurm.timefmt import megabytes
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mgpu_client.slurm.common import Row
+    from mgpu_core.slurm.common import Row
 
 
 def _record(lines: Sequence[str], one_liner: bool) -> str:

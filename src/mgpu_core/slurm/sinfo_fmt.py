@@ -9,8 +9,8 @@ their longest value; :func:`format_sinfo` does that when it is given no format.
 
 from __future__ import annotations
 
-from mgpu_client.slurm import nodestate as ns
-from mgpu_client.slurm.common import (
+from mgpu_core.slurm import nodestate as ns
+from mgpu_core.slurm.common import (
     host_key,
     integer,
     pad,
@@ -19,7 +19,7 @@ from mgpu_client.slurm.common import (
     priority_tier,
     text,
 )
-from mgpu_client.slurm.sinfo_fields import (
+from mgpu_core.slurm.sinfo_fields import (
     EXACT_SPLIT,
     FIELDS,
     NAMES,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any
 
-    from mgpu_client.slurm.common import Row, Spec
+    from mgpu_core.slurm.common import Row, Spec
 
 # opts.c: the -O formats sinfo uses when given none. The docs write the default as
 # "%#P %.5a %.10l %.6D %.6t %N", "#" meaning "as wide as the longest partition name".
