@@ -13,7 +13,6 @@ from mgpu_client.client import connect, current_user
 from mgpu_client.exits import handles_errors, run_command
 from mgpu_client.jobstates import STATES
 from mgpu_core.errors import UsageError
-from mgpu_core.tables import QUEUE_FIELDS, QUEUE_HEADERS, queue_row, table
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
 if TYPE_CHECKING:
@@ -75,21 +74,24 @@ def show(
     state_list, everything = parse_states(states)
     ids = parse_job_ids(_split(jobs))
     with connect(master) as client:
+        if not as_json:  # the master prints the table (mgpu_server/api/listingtext.py)
+            data = client.request(
+                "queue",
+                users=user_list,
+                states=state_list,
+                job_ids=ids,
+                include_finished=everything,
+                render="table",
+                header=not noheader,
+            )
+            sys.stdout.write(data["text"])
+            return
         data = client.queue(
-            users=user_list,
-            states=state_list,
-            job_ids=ids,
-            include_finished=everything,
-            fields=None if as_json else QUEUE_FIELDS,
+            users=user_list, states=state_list, job_ids=ids, include_finished=everything
         )
-    rows: list[dict[str, Any]] = data["jobs"]
-    if as_json:
-        import json
+    import json
 
-        text = json.dumps({"jobs": rows}, indent=2)
-    else:
-        text = table(QUEUE_HEADERS, [queue_row(j) for j in rows], header=not noheader)
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(json.dumps({"jobs": data["jobs"]}, indent=2) + "\n")
 
 
 def build_cli() -> click.Command:

@@ -92,71 +92,16 @@ def _job_ids(value: object) -> list[int | str]:
 
 # What the filters and MinJobAge read, whatever the format shows.
 FILTER_FIELDS = ("job_id", "state", "end_time", "name", "partition", "qos", "account", "node")
-# One row of each kind a format tells apart (pending, held, running, an ended array task, a
-# failed interactive job), every field set: formatting them shows which fields a format reads,
-# whatever branch it takes. Only those are asked for: a listing of 500 jobs costs the master
-# ~14 ms with every field and ~8 with the default format's (tests/client/test_squeue_fields.py
-# checks that the answer formats exactly as the full rows do).
-_COMMON = {
-    "job_id": 9, "job_ref": "9", "array_job_id": None, "array_task_id": None, "name": "n",
-    "user": "root", "state": "PENDING", "reason": "Priority", "node": "", "gpus": 1,
-    "gpu_indices": [], "cpus": 2, "mem_bytes": 1 << 30, "time_limit_s": 3600,
-    "submit_time": 1.0e9, "start_time": 0.0, "end_time": 0.0, "elapsed_s": 0.0,
-    "exit_code": None, "signal": None, "restart_count": 0, "priority": 100.0, "qos": "normal",
-    "nice": 0, "hold": "", "interactive": False, "output_bytes": None,
-    "eligible_time": 1.0e9, "cancelled_by": "", "partition": "gpu", "account": "a",
-    "ntasks": 1, "gpu_type": "a100", "exclusive": False, "expected_start": 1.0e9 + 60,
-    "command": "c", "cwd": "/w", "stdout_path": "o", "stderr_path": "e",
-    "dependency": "afterok:1", "submit_host": "h", "gpu_util_pct": None,
-    "gpu_mem_peak_bytes": None,
-}  # fmt: skip
-PROTOTYPES = (
-    _COMMON,
-    {**_COMMON, "hold": "user", "reason": "JobHeldUser", "expected_start": 0.0},
-    {**_COMMON, "state": "RUNNING", "reason": "", "node": "n1", "gpu_indices": [0],
-     "start_time": 1.0e9 + 5, "elapsed_s": 5.0},
-    {**_COMMON, "state": "COMPLETING", "reason": "", "node": "n1", "start_time": 1.0e9 + 5},
-    {**_COMMON, "state": "COMPLETED", "reason": "", "node": "n1", "array_job_id": 8,
-     "array_task_id": 1, "job_ref": "8_1", "start_time": 1.0e9 + 5, "end_time": 1.0e9 + 9,
-     "elapsed_s": 4.0, "exit_code": 0},
-    {**_COMMON, "state": "FAILED", "reason": "boom", "node": "n1", "interactive": True,
-     "start_time": 1.0e9 + 5, "end_time": 1.0e9 + 6, "exit_code": 1, "signal": 9,
-     "stderr_path": None, "time_limit_s": 0},
-)  # fmt: skip
-
-
-class _Recorder(dict):  # type: ignore[type-arg]
-    """A row that records which of its fields are read."""
-
-    def __init__(self, row: dict[str, Any], read: set[str]) -> None:
-        super().__init__(row)
-        self.read = read
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self.read.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        self.read.add(key)
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        self.read.add(str(key))
-        return super().__contains__(key)
 
 
 def needed_fields(specs: Any, sort: str | None) -> list[str]:
     """The row fields a format and an order read, and the filters'."""
-    from mgpu_core.slurm import squeue_fmt
+    from mgpu_core.slurm.squeue_fields import fields_read
 
-    read: set[str] = set(FILTER_FIELDS)
-    rows = [_Recorder(row, read) for row in PROTOTYPES]
-    now = 1.0e9 + 10
     try:
-        squeue_fmt.format_jobs(squeue_fmt.sort_jobs(rows, sort, now=now), specs, now=now)
+        return sorted(fields_read(specs, sort) | set(FILTER_FIELDS))
     except ValueError as exc:  # -S with a letter squeue does not sort by
         raise UsageError(str(exc)) from None
-    return sorted(read & set(_COMMON))
 
 
 def ask(client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = None) -> Any:
@@ -175,6 +120,71 @@ def ask(client: Any, opts: dict[str, Any], me: str, fields: list[str] | None = N
         fields=fields or [],
     )
     return req_id, refs, states
+
+
+# Options whose filtering or output only the command does (MinJobAge, -n -p -q -A -w, the
+# states a listing adds finished jobs for, --start's pending-only view and time zone).
+_CLIENT_SIDE = (
+    "jobs", "states", "name", "partition", "qos", "account", "nodelist", "reservation",
+    "licenses", "start", "steps",
+)  # fmt: skip
+
+
+def rendered_by_master(opts: dict[str, Any]) -> bool:
+    """Whether the master can print this listing (a queue request's ``render``): no filter
+    of the command's own, and no field only this host can render (``mgpu_core.slurm``'s
+    LOCAL_*), which is decided without importing the formatter."""
+    from mgpu_core.slurm import LOCAL_KEYS, LOCAL_NAMES, LOCAL_SORT
+
+    if any(opts.get(key) for key in _CLIENT_SIDE):
+        return False
+    if set(str(opts.get("sort") or "")) & LOCAL_SORT:
+        return False
+    names = str(opts.get("Format") or "").lower().split(",")
+    if any(name.partition(":")[0].strip() in LOCAL_NAMES for name in names):
+        return False
+    return not _percent_keys(str(opts.get("format") or "")) & LOCAL_KEYS
+
+
+def _percent_keys(fmt: str) -> set[str]:
+    """The field letters of an -o format (``%.18i %-9P``: i and P)."""
+    keys, i = set(), 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            i += 1
+            while i < len(fmt) and (fmt[i] in "-." or fmt[i].isdigit()):
+                i += 1
+            if i < len(fmt):
+                keys.add(fmt[i])
+        i += 1
+    return keys
+
+
+def ask_text(client: Any, opts: dict[str, Any]) -> str:
+    """The listing as the master prints it (with -l, after squeue's date line)."""
+    from mgpu_client.client import current_user
+
+    users = split_list(opts.get("user")) + ([current_user()] if opts.get("me") else [])
+    fmt = str(opts.get("format") or "")
+    if opts.get("long") and not fmt and not opts.get("Format"):
+        from mgpu_core.slurm.squeue_fmt import LONG_FORMAT
+
+        fmt = LONG_FORMAT
+    data = client.request(
+        "queue",
+        users=users,
+        render="squeue",
+        format=fmt,
+        format_long=str(opts.get("Format") or ""),
+        sort=str(opts.get("sort") or ""),
+        header=not opts.get("noheader"),
+    )
+    text = str(data["text"])
+    if opts.get("long"):
+        from mgpu_core.slurm import timefmt
+
+        text = timefmt.date_line(float(data["now"])) + "\n" + text
+    return text
 
 
 def fetch(
@@ -228,14 +238,19 @@ def show(argv: list[str], prog: str) -> int:
         from mgpu_client.cmdline import number
 
         interval = number("-i/--iterate", opts["iterate"], 1, 86_400)
-    builtin = _builtin_layout(opts)
-    fields = BUILTIN_FIELDS[builtin] if builtin else needed_fields(*layout(opts))
+    by_master = rendered_by_master(opts)
+    if not by_master:
+        builtin = _builtin_layout(opts)
+        fields = BUILTIN_FIELDS[builtin] if builtin else needed_fields(*layout(opts))
     with connect(opts.get("master")) as client:
         while True:
-            asked = ask(client, opts, current_user(), fields)
-            specs, sort = layout(opts)  # the formatter's import, while the master answers
-            rows = collect(client, opts, asked)
-            text = render(rows, opts, specs, sort)
+            if by_master:
+                text = ask_text(client, opts)
+            else:
+                asked = ask(client, opts, current_user(), fields)
+                specs, sort = layout(opts)  # the formatter's import, while the master answers
+                rows = collect(client, opts, asked)
+                text = render(rows, opts, specs, sort)
             if interval is not None and not opts.get("long"):
                 sys.stdout.write(time.strftime("%a %b %d %H:%M:%S %Y") + "\n")
             sys.stdout.write(text)

@@ -71,6 +71,7 @@ MAX_HISTORY_ROWS = 100_000  # one history answer's rows at most
 MAX_JOIN_TOKEN_TTL_S = 365 * 24 * 3600
 MAX_JOIN_TOKEN_USES = 10_000
 MAX_SIGNAL = 64
+MAX_FORMAT_LEN = 4096  # an squeue -o or -O format
 SIGNAL_SCOPES = ("all", "batch")
 
 
@@ -133,6 +134,15 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "window_end_s": (Optional(Float()), None),
             # Each row gets its job's steps (as "steps" in fields does).
             "steps": (Bool(), False),
+            # The answer as the text a command prints instead of rows ("text"): "squeue" in
+            # squeue's -o "format" (or -O "format_long"; neither: the default) and -S "sort"
+            # order, "table" as mgpu_queue's table. Decoding and formatting 500 rows would
+            # cost a command more than its whole start-up (docs/performance.md).
+            "render": (OneOf("", "squeue", "table"), ""),
+            "format": (Str(MAX_FORMAT_LEN), ""),
+            "format_long": (Str(MAX_FORMAT_LEN), ""),
+            "sort": (Str(64), ""),
+            "header": (Bool(), True),
         }
     ),
     # Job steps (srun inside a job): registered so that sacct shows them.

@@ -8,26 +8,26 @@ from typing import Any
 import pytest
 
 from mgpu_client import squeue
-from mgpu_core.slurm import squeue_fmt
+from mgpu_core.slurm import squeue_fields, squeue_fmt
 from mgpu_server.records.jobs import ROW_FIELDS
 
 NOW = 1.0e9 + 10
 # Rows unlike the prototypes squeue learns from: absolute paths, other states and reasons.
 OTHERS = [
-    {**squeue._COMMON, "state": "TIMEOUT", "cwd": "/x", "stdout_path": "/abs/o", "node": "n2",
+    {**squeue_fields.COMMON, "state": "TIMEOUT", "cwd": "/x", "stdout_path": "/abs/o", "node": "n2",
      "start_time": 1.0e9 + 1, "end_time": 1.0e9 + 2, "exit_code": 0, "signal": 15},
-    {**squeue._COMMON, "state": "PENDING", "reason": "Dependency", "dependency": "",
+    {**squeue_fields.COMMON, "state": "PENDING", "reason": "Dependency", "dependency": "",
      "array_job_id": 4, "array_task_id": 7, "job_ref": "4_7", "interactive": True},
-    {**squeue._COMMON, "state": "RUNNING", "node": "n3", "start_time": 1.0e9 + 2,
+    {**squeue_fields.COMMON, "state": "RUNNING", "node": "n3", "start_time": 1.0e9 + 2,
      "gpu_indices": [0, 1], "gpus": 2, "gpu_type": "", "exclusive": True, "hold": "admin"},
 ]  # fmt: skip
-ROWS = [*squeue.PROTOTYPES, *OTHERS]
+ROWS = [*squeue_fields.PROTOTYPES, *OTHERS]
 LETTERS = sorted(k for k in squeue_fmt.FIELDS if len(k) == 1)
 NAMES = sorted(k for k in squeue_fmt.NAMES if len(k) > 1)
 
 
 def test_the_prototypes_hold_every_row_field() -> None:
-    assert sorted(squeue._COMMON) == sorted(ROW_FIELDS)
+    assert sorted(squeue_fields.COMMON) == sorted(ROW_FIELDS)
 
 
 def listing(rows: list[dict[str, Any]], specs: Any, sort: str | None) -> list[str]:

@@ -25,6 +25,7 @@ from mgpu_server.api import accounting, audit
 from mgpu_server.api import permissions as perm
 from mgpu_server.api.jobinfo import job_detail
 from mgpu_server.api.joins import JoinRegistry
+from mgpu_server.api.listingtext import ListingText
 from mgpu_server.api.permissions import RequestContext
 from mgpu_server.api.tokens import TokenRegistry
 from mgpu_server.records.jobs import ROW_FIELDS, Job
@@ -78,6 +79,7 @@ class ClientService:
         self.state = state
         self.sessions = sessions
         self.tokens = tokens
+        self.listings = ListingText()
         self.joins = joins or JoinRegistry(state.store)
         self.private_commands = private_commands
         self.handlers: dict[str, Handler] = {
@@ -277,6 +279,8 @@ class ClientService:
         now = time.time()
         refs = msg["job_ids"]
         fields = msg["fields"] or None
+        if msg["render"]:  # the text a command prints (listingtext.py)
+            fields = self.listings.fields(msg)
         if fields is not None:
             unknown = sorted(set(fields) - set(ROW_FIELDS) - HANDLER_FIELDS)
             if unknown:
@@ -306,6 +310,8 @@ class ClientService:
                 row["steps"] = self.state.steps.rows(row["job_id"])
             for key in extra:
                 del row[key]
+        if msg["render"]:
+            return {"text": self.listings.render(msg, rows, now), "now": now}
         return {"jobs": rows, "now": now}
 
     # ---- the cluster ---------------------------------------------------------------------
