@@ -78,6 +78,9 @@ pyinstaller_args=(
     # only email.utils, which stays), and typing_extensions (imported by click and rich only
     # under TYPE_CHECKING or before Python 3.11).
     --exclude-module _pydecimal
+    # The HTTP API's fast JSON encoder (net/httpapi.py falls back to json without it): its
+    # module and licences would take the bundle over its 40 MiB bar.
+    --exclude-module orjson
     --exclude-module bz2
     --exclude-module _bz2
     --exclude-module lzma

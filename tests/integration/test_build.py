@@ -206,7 +206,8 @@ def test_launcher_dispatch(bundle: Path, tmp_path: Path) -> None:
 
 _IMPORTS_PROBE = """
 import importlib.util, json, os, sys
-os._exit = sys.exit  # the commands skip the interpreter's teardown; here the probe must run
+import posix
+os._exit = posix._exit = sys.exit  # commands skip the teardown; here the probe must run
 spec = importlib.util.spec_from_file_location("launcher", sys.argv[1])
 launcher = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(launcher)

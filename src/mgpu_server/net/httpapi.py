@@ -14,8 +14,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-import orjson
-
 from mgpu_core.auth import parse_token
 from mgpu_core.daemons import ServerConfig
 from mgpu_core.errors import AuthenticationFailed, ConfigError, MgpuError
@@ -181,6 +179,12 @@ class HttpApi:
         return reply
 
 
+try:  # the PyInstaller bundle leaves it out (its 40 MiB bar): there answers go through json
+    import orjson
+except ImportError:  # pragma: no cover - the venv always has it
+    orjson = None  # type: ignore[assignment]
+
+
 def _json(data: Any) -> Response:
     return Response(200, json_body(data))
 
@@ -190,11 +194,13 @@ def json_body(data: Any) -> bytes:
     standard library's encoder takes ~47 ms to write and orjson ~5 (docs/performance.md). A
     string orjson refuses (a lone surrogate: a path's byte that is not UTF-8, as an OsStr
     holds it) sends the whole answer through json, which writes it escaped (``\\udcff``)."""
-    try:
-        return orjson.dumps(data, default=_plain, option=orjson.OPT_NON_STR_KEYS)
-    except orjson.JSONEncodeError:
-        text = json.dumps(data, default=_plain, check_circular=False, separators=(",", ":"))
-        return text.encode()
+    if orjson is not None:
+        try:
+            return orjson.dumps(data, default=_plain, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+    text = json.dumps(data, default=_plain, check_circular=False, separators=(",", ":"))
+    return text.encode()
 
 
 def _plain(value: object) -> object:
