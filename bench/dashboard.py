@@ -17,22 +17,31 @@ from mgpu_core.models import JobSpec
 FIRST_PAINT_MS = 1000.0  # issue 14's bar
 
 
-def open_signed_in(cluster: LocalCluster, token: str) -> Any:
-    """Headless Chromium showing ``cluster``'s dashboard, signed in with ``token``, once its
-    live updates run; None where chromium or its driver is missing."""
+def headless_chromium() -> Any:
+    """A selenium driver for headless Chromium (the dashboard's test and benchmarks); None
+    where Debian's chromium or chromium-driver is missing."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver_path):
         return None
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
                  "--ignore-certificate-errors", "--disable-dev-shm-usage"):  # fmt: skip
         options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    return webdriver.Chrome(service=Service(driver_path), options=options)
+
+
+def open_signed_in(cluster: LocalCluster, token: str) -> Any:
+    """Headless Chromium showing ``cluster``'s dashboard, signed in with ``token``, once its
+    live updates run; None where chromium or its driver is missing."""
+    browser = headless_chromium()
+    if browser is None:
+        return None
+    from selenium.webdriver.common.by import By
+
     port = int((cluster.state / "http.port").read_text())
     browser.get(f"https://127.0.0.1:{port}/")
     browser.find_element(By.ID, "token").send_keys(token)

@@ -247,10 +247,6 @@ def check_transport(address: Address) -> None:
     )
 
 
-def _is_socket(path: str) -> bool:
-    return procenv.is_socket(path)  # False if missing, or a directory on the way is closed
-
-
 def client_addresses(cli_value: str | None) -> list[Address]:
     """Where a client tries to reach the master, in order.
 
@@ -271,5 +267,5 @@ def client_addresses(cli_value: str | None) -> list[Address]:
             SYSTEM_SOCKET,
         ]
     )
-    sockets = [unix_address(p) for p in candidates if _is_socket(p)]
+    sockets = [unix_address(p) for p in candidates if procenv.is_socket(p)]
     return [*sockets, resolve_master(None)]

@@ -4,33 +4,24 @@ when the state changes (server-sent events, no reload), and its cancel button ca
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench.dashboard import headless_chromium
 from mgpu_core.models import JobSpec
 from tests.helpers.cluster import Cluster, running_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not (CHROMIUM and DRIVER):
+    driver = headless_chromium()
+    if driver is None:
         pytest.skip("needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                 "--ignore-certificate-errors", "--disable-dev-shm-usage"):  # fmt: skip
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
     try:
         yield driver
     finally:

@@ -11,7 +11,7 @@ shows a running job's time (squeue's %M and %L, the table's TIME) is keyed by th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ class Layout:
     specs: tuple[Spec, ...]
     sort: str | None
     fields: tuple[str, ...]
-    shown: itemgetter[Any]
+    shown: Callable[[dict[str, Any]], object]  # the values a line shows
     clock: bool  # lines of started jobs change with the second
     exact_clock: bool  # every line changes with the clock (-O PendingTime)
 
@@ -62,7 +62,7 @@ def _layout(fmt: str, fmt_long: str, sort: str) -> Layout:
         tuple(specs),
         order,
         tuple(sorted(fields)),
-        itemgetter(*shown, "state") if shown else itemgetter("state", "state"),
+        itemgetter(*shown) if shown else (lambda row: ()),  # literal text only: one line
         bool(keys & _CLOCK_KEYS),
         "pendingtime" in keys,
     )

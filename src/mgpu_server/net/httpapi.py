@@ -31,6 +31,11 @@ from mgpu_server.net.metrics import Metrics
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.state.cluster import ClusterState
 
+try:  # the PyInstaller bundle leaves it out (its 40 MiB bar): there answers go through json
+    import orjson
+except ImportError:  # pragma: no cover - the venv always has it
+    orjson = None  # type: ignore[assignment]
+
 
 class Host(Protocol):
     """What the API needs of the server (net/server.py's Server)."""
@@ -177,12 +182,6 @@ class HttpApi:
             server.reply(conn, error_reply(msg["id"], err.code, err.message))
         reply: Message = await asyncio.wait_for(conn.future, REPLY_TIMEOUT_S)
         return reply
-
-
-try:  # the PyInstaller bundle leaves it out (its 40 MiB bar): there answers go through json
-    import orjson
-except ImportError:  # pragma: no cover - the venv always has it
-    orjson = None  # type: ignore[assignment]
 
 
 def _json(data: Any) -> Response:
