@@ -163,7 +163,8 @@ def parse_name_format(fmt: str, names: Mapping[str, str], what: str) -> list[Spe
 
 def job_state(job: Row) -> str:
     """The job's state in Slurm's words (mgpu uses the same ones)."""
-    return text(job, "state").upper()
+    value = job.get("state")
+    return value.upper() if type(value) is str else text(job, "state").upper()
 
 
 def has_started(job: Row) -> bool:

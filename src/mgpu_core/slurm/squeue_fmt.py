@@ -240,6 +240,17 @@ def _start_key(job: Row, now: float) -> float:
     return now if job_state(job) == "PENDING" and start < now else start
 
 
+def _start_order(job: Row, now: float) -> tuple[bool, float]:
+    """sort.c's first order: latest start first, jobs that never start last (the
+    keys of ``jf.start_time`` and :func:`_start_key`, reading the state once: the master
+    sorts every pending job for a listing)."""
+    if job_state(job) == "PENDING":
+        start = number(job, "expected_start")
+        return start == 0, -(now if start < now else start)
+    start = jf.start_time(job)
+    return start == 0, -start
+
+
 def _end_key(job: Row) -> float:
     end = jf.end_time(job)
     return float("inf") if end is None else end
@@ -278,12 +289,6 @@ _SORT_KEYS["Q"] = _SORT_KEYS["p"]
 _NO_SORT = frozenset("bcdDfhHIJnOvz")
 
 
-def _sort_key(
-    get: Callable[[Row, float, Mapping[str, int]], Any], now: float, tiers: Mapping[str, int]
-) -> Callable[[Row], Any]:
-    return lambda job: get(job, now, tiers)
-
-
 def sort_jobs(
     jobs: Sequence[Row],
     sort: str | None = None,
@@ -300,7 +305,7 @@ def sort_jobs(
     job's priority. Raises ValueError for a letter squeue rejects.
     """
     part_tiers = tiers or {}
-    ordered = sorted(jobs, key=lambda j: (jf.start_time(j) == 0, -_start_key(j, now)))
+    ordered = sorted(jobs, key=lambda j: _start_order(j, now))
     spec = DEFAULT_SORT if sort is None else sort
     for i in range(len(spec) - 1, -1, -1):
         letter = spec[i]
@@ -312,7 +317,8 @@ def sort_jobs(
             sign = -1 if reverse else 1
             ordered.sort(key=lambda j: (jf.start_time(j) == 0, sign * _start_key(j, now)))
         elif letter in _SORT_KEYS:
-            ordered.sort(key=_sort_key(_SORT_KEYS[letter], now, part_tiers), reverse=reverse)
+            get = _SORT_KEYS[letter]
+            ordered.sort(key=lambda job: get(job, now, part_tiers), reverse=reverse)
         elif letter not in _NO_SORT:
             raise ValueError(f"Invalid sort specification: {letter}")
     return ordered

@@ -104,6 +104,7 @@ class Partitions:
     # "a,b" -> its partitions, parsed once per distinct text (a pass asks for every job).
     _parsed: dict[str, tuple[Partition, ...]] = field(default_factory=dict, compare=False)
     _offers: dict[tuple[str, int, str], Offer] = field(default_factory=dict, compare=False)
+    _tiers: dict[str, int] = field(default_factory=dict, compare=False)
 
     @classmethod
     def implicit(cls) -> Partitions:
@@ -167,8 +168,14 @@ class Partitions:
 
     def tier_of(self, text: str) -> int:
         """A job's priority tier: the highest of its partitions' (a job in several is
-        considered as early as its best partition would consider it)."""
-        return max((p.priority_tier for p in self.known(text)), default=0)
+        considered as early as its best partition would consider it). Remembered: a
+        listing asks for every pending job."""
+        tier = self._tiers.get(text)
+        if tier is None:
+            if len(self._tiers) >= 4096:  # a bound: the texts come from users
+                self._tiers.clear()
+            tier = self._tiers[text] = max((p.priority_tier for p in self.known(text)), default=0)
+        return tier
 
     def of_node(self, node_id: str) -> list[str]:
         """The partitions a node is in, in the config's order."""
