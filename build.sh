@@ -50,6 +50,10 @@ pyinstaller_args=(
     # concurrent.futures.ProcessPoolExecutor (asyncio's executor is a thread pool); excluding
     # it also drops the xmlrpc, http, xml and pyexpat modules it drags in.
     --exclude-module multiprocessing
+    # ctypes is kept outside the import path (mgpu_lazy/, added below): PyInstaller's bootstrap
+    # imports it at every start if it can (~1.5 ms of each command); only NVML needs it, and
+    # packaging/launcher.py puts mgpu_lazy/ on sys.path for the node agent.
+    --exclude-module ctypes
     --exclude-module tkinter
     --exclude-module unittest
     --exclude-module pydoc
@@ -97,6 +101,12 @@ pyinstaller_args=(
     # docs/performance.md "Command start-up"), for ~5 MB more on disk.
     --debug noarchive
 )
+read -r ctypes_dir ctypes_ext < <("$PYTHON" -c \
+    'import ctypes, _ctypes, os; print(os.path.dirname(ctypes.__file__), _ctypes.__file__)')
+pyinstaller_args+=(--add-binary "$ctypes_ext:mgpu_lazy")
+for module in __init__ _endian util; do  # what pynvml imports (not its tests or macholib)
+    pyinstaller_args+=(--add-data "$ctypes_dir/$module.py:mgpu_lazy/ctypes")
+done
 # Debug symbols are most of libpython's size; strip them when a strip tool exists.
 if command -v strip >/dev/null; then
     pyinstaller_args+=(--strip)
