@@ -177,6 +177,15 @@ class GpuDevice(WireRecord):
     # The CUDA_VISIBLE_DEVICES entry: the NVML index (a whole GPU) or the MIG UUID.
     visible_id: str = field(metadata=wire(NAME))
     fake: bool = field(default=False, metadata=wire(Bool()))
+    # A MIG slice (its model is its profile, "1g.10gb"): the whole GPU it is part of, by UUID
+    # and by its number among the node's physical GPUs (PCI order). "" and -1: a whole GPU,
+    # which jobs asking for GPUs without a type may have (a slice only by its profile).
+    parent_uuid: str = field(default="", metadata=wire(NAME))
+    parent_index: int = field(default=-1, metadata=wire(Int(-1, MAX_GPUS_PER_NODE - 1)))
+
+    @property
+    def is_slice(self) -> bool:
+        return self.parent_index >= 0
 
 
 @wire_record

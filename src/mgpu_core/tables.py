@@ -110,6 +110,9 @@ def gpu_lines(node: dict[str, Any]) -> list[str]:
             else (f"job {g['job_id']}" if g["job_id"] is not None else "free")
         )
         line = f"  gpu{g['index']}  {g['name']}  mem {mem}{util}  {status}"
+        if g.get("parent_index", -1) >= 0:  # a MIG slice: which physical GPU it is part of
+            parent = f"GPU {g['parent_index']} {g.get('parent_uuid') or ''}".rstrip()
+            line += f"  (MIG slice of {parent})"
         others = [
             f"pid {p['pid']} {p['user']} {p['command'] or '?'} "
             f"{format_size(p['used_memory_bytes'])}"

@@ -4,8 +4,9 @@ Everything the agent knows about GPUs goes through one small interface, :class:`
 
 * :class:`~mgpu_node.nvml.NvmlBackend` talks to the NVIDIA driver through NVML (nvml.py).
 * :class:`FakeGpuBackend` pretends to have ``count`` idle GPUs (for tests and for nodes started
-  with ``--gpu-count N`` or ``--fake-gpus h100*2,a100``: generic GPUs, or GPUs of the models
-  given, :func:`parse_fake_gpus`); with ``kind="none"`` and no devices it stands for "this node
+  with ``--gpu-count N`` or ``--fake-gpus h100*2,a100,h100/1g.10gb*7``: generic GPUs, or GPUs
+  of the models given, whole or split into MIG slices, :func:`parse_fake_gpus`); with
+  ``kind="none"`` and no devices it stands for "this node
   has no GPU". A fake GPU can be made to fail, as a real one falls off the bus, through a fault
   file, and can have a device node with a real GPU's numbers, for the devices cgroup
   (cgroups.py).
@@ -20,10 +21,17 @@ import os
 import re
 import stat
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from mgpu_core.gputypes import normalise, valid_type
+from mgpu_core.gputypes import (
+    is_mig_profile,
+    mig_compute_slices,
+    mig_memory_bytes,
+    normalise,
+    valid_type,
+)
 from mgpu_core.limits import MAX_NAME_LEN, shorten
 from mgpu_core.models import GpuDevice, GpuSample
 from mgpu_node.nvml import NVIDIA_MAJOR, DeviceNumber, NvmlBackend, NvmlUnavailableError
@@ -55,41 +63,92 @@ class GpuBackend(Protocol):
     def close(self) -> None: ...
 
 
-def parse_fake_gpus(text: str) -> list[str]:
-    """``--fake-gpus``: the model of each fake GPU, from a comma list of ``MODEL*N`` (N GPUs of
-    that model) or ``MODEL`` (one): ``"a100*1,h100*2"`` is ``["a100", "h100", "h100"]``.
+@dataclass(frozen=True, slots=True)
+class FakeUnit:
+    """One schedulable fake device: a whole GPU of ``model`` ("" generic), or a MIG slice of
+    ``profile`` on it. ``gpu`` numbers the physical GPUs (slices of one GPU share it)."""
+
+    model: str
+    profile: str = ""
+    gpu: int = 0
+
+
+MAX_SLICES_PER_GPU = 7  # NVIDIA's A100/H100/H200: seven compute slices, seven instances at most
+
+
+def parse_fake_gpus(text: str) -> list[FakeUnit]:
+    """``--fake-gpus``: the fake devices, from a comma list of items. ``MODEL*N``: N whole GPUs
+    of that model (``MODEL``: one). ``MODEL/PROFILE*N``: one GPU of that model with MIG on,
+    split into N slices of that profile; more profiles on one GPU with more slashes
+    (``h100/3g.40gb/2g.20gb*2``: a 3g.40gb and two 2g.20gb slices).
+    ``"a100,h100*2,h100/1g.10gb*7"`` is 3 whole GPUs and one GPU of 7 slices.
 
     A model is normalised as NVML's names are (``H100``, ``"NVIDIA H100 80GB"``: ``h100``), or
-    taken as typed, lowercase, if that is a valid type (``rtx4090``). ValueError with a
-    one-line reason otherwise; MIG slices (``h100/1g.10gb*7``) are not supported yet.
+    taken as typed, lowercase, if that is a valid type (``rtx4090``); a profile is
+    ``<N>g.<M>gb`` (:func:`mgpu_core.gputypes.is_mig_profile`), at most 7 compute slices a GPU.
+    ValueError with a one-line reason otherwise.
     """
-    models: list[str] = []
+    units: list[FakeUnit] = []
+    gpu = 0
     for item in (part.strip() for part in text.split(",")):
-        name, _, count_text = item.rpartition("*") if "*" in item else (item, "", "1")
-        name, count_text = name.strip(), count_text.strip()
-        if "/" in name:
-            raise ValueError(
-                f"MIG slices in --fake-gpus ({item}) are not supported yet: "
-                "give whole GPUs, e.g. h100*2"
-            )
-        digits = count_text.isascii() and count_text.isdigit()
-        count = int(count_text) if digits and len(count_text.lstrip("0")) <= 3 else 0
-        if not 0 < count <= MAX_FAKE_GPUS:
-            raise ValueError(f"invalid GPU count in '{item}': use MODEL*N, N 1..64, e.g. h100*2")
-        model = normalise(name) or (name.lower() if valid_type(name.lower()) else "")
-        if not model:
-            raise ValueError(
-                f"invalid GPU model '{name}' in --fake-gpus: use a model such as h100 or a100"
-            )
-        if len(models) + count > MAX_FAKE_GPUS:
+        model_text, *profiles = item.split("/")
+        if profiles:
+            model = _fake_model(model_text.strip(), item)
+            slices: list[str] = []
+            for part in profiles:
+                profile = part.rpartition("*")[0] if "*" in part else part
+                profile = profile.strip().lower()
+                if not is_mig_profile(profile):
+                    raise ValueError(
+                        f"invalid MIG profile '{profile}' in '{item}': use e.g. h100/1g.10gb*7 "
+                        "or a100/3g.40gb/2g.20gb*2"
+                    )
+                slices += [profile] * _count(part, item)
+            if sum(mig_compute_slices(p) for p in slices) > MAX_SLICES_PER_GPU:
+                raise ValueError(
+                    f"too many MIG slices on one GPU in '{item}': at most "
+                    f"{MAX_SLICES_PER_GPU} compute slices (a 1g profile takes one, 3g three)"
+                )
+            units += [FakeUnit(model, profile, gpu) for profile in slices]
+            gpu += 1
+        else:
+            name = model_text.rpartition("*")[0] if "*" in model_text else model_text
+            model = _fake_model(name.strip(), item)
+            for _ in range(_count(model_text, item)):
+                units.append(FakeUnit(model, "", gpu))
+                gpu += 1
+        if len(units) > MAX_FAKE_GPUS:
             raise ValueError(f"too many fake GPUs in --fake-gpus: at most {MAX_FAKE_GPUS}")
-        models += [model] * count
-    return models
+    return units
+
+
+def _count(part: str, item: str) -> int:
+    """N of ``NAME*N`` (1 without ``*``); ValueError unless 1..64."""
+    if "*" not in part:
+        return 1
+    count_text = part.rpartition("*")[2].strip()
+    digits = count_text.isascii() and count_text.isdigit()
+    count = int(count_text) if digits and len(count_text.lstrip("0")) <= 3 else 0
+    if not 0 < count <= MAX_FAKE_GPUS:
+        raise ValueError(f"invalid GPU count in '{item}': use MODEL*N, N 1..64, e.g. h100*2")
+    return count
+
+
+def _fake_model(name: str, item: str) -> str:
+    model = normalise(name) or (name.lower() if valid_type(name.lower()) else "")
+    if not model or is_mig_profile(model):
+        raise ValueError(
+            f"invalid GPU model '{name}' in --fake-gpus: use a model such as h100 or a100"
+        )
+    return model
 
 
 class FakeGpuBackend:
     """``count`` fake, idle GPUs named after the node: generic ones ("Fake GPU", no model), or
-    of the ``models`` given, one per GPU ("NVIDIA H100 (fake)", model ``h100``).
+    the ``models`` given, one per device: a model name for a whole GPU ("NVIDIA H100 (fake)",
+    model ``h100``), or a :class:`FakeUnit` (a whole GPU, or a MIG slice: "NVIDIA H100 (fake)
+    MIG 1g.10gb", model ``1g.10gb``, ``CUDA_VISIBLE_DEVICES`` its ``MIG-...`` UUID, as NVML
+    gives them).
 
     Raises ValueError unless ``0 <= count <= 64`` and ``models``, if given, has ``count``
     entries. ``kind`` is "fake" by default; the no-GPU backend is
@@ -108,28 +167,20 @@ class FakeGpuBackend:
         *,
         kind: str = "fake",
         fault_file: Path | None = None,
-        models: Sequence[str] | None = None,
+        models: Sequence[str | FakeUnit] | None = None,
     ) -> None:
         if isinstance(count, bool) or not 0 <= count <= MAX_FAKE_GPUS:
             raise ValueError(f"fake GPU count must be 0..{MAX_FAKE_GPUS}, got {count!r}")
         if models is not None and len(models) != count:
             raise ValueError(f"{len(models)} fake GPU models given for {count} GPUs")
-        models = models or [""] * count
+        units = [
+            FakeUnit(m, "", i) if isinstance(m, str) else m
+            for i, m in enumerate(models or [""] * count)
+        ]
         self.kind = kind
         self.fault_file = fault_file
         safe_name = re.sub(r"[^A-Za-z0-9._-]", "_", node_name) or "node"
-        self._devices = [
-            GpuDevice(
-                index=i,
-                uuid=f"GPU-fake-{safe_name}-{i}",
-                name=f"NVIDIA {model.upper()} (fake)" if model else "Fake GPU",
-                model=model,
-                memory_total_bytes=FAKE_GPU_MEMORY_BYTES,
-                visible_id=str(i),
-                fake=True,
-            )
-            for i, model in enumerate(models)
-        ]
+        self._devices = [_fake_device(i, unit, safe_name) for i, unit in enumerate(units)]
         self._last_text: str | None = None
         self._faults: dict[int, str] = {}
 
@@ -138,7 +189,8 @@ class FakeGpuBackend:
         return list(self._devices)
 
     def device_numbers(self) -> list[DeviceNumber | None]:
-        return [(NVIDIA_MAJOR, d.index) for d in self._devices]
+        """/dev/nvidia<N> of each device's physical GPU (a slice's: its GPU's, as NVML's)."""
+        return [(NVIDIA_MAJOR, _physical(d)) for d in self._devices]
 
     def make_device_nodes(self, dev_dir: Path) -> None:
         """``dev_dir/nvidia<i>`` for fake GPU i, with a real GPU's numbers and mode: a path for
@@ -146,10 +198,10 @@ class FakeGpuBackend:
         try:
             if self._devices:
                 dev_dir.mkdir(parents=True, exist_ok=True)
-            for device in self._devices:  # (none: no directory either)
-                path = dev_dir / f"nvidia{device.index}"
+            for number in sorted({_physical(d) for d in self._devices}):  # (none: no directory)
+                path = dev_dir / f"nvidia{number}"
                 path.unlink(missing_ok=True)  # whatever a previous agent left: made afresh
-                os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, device.index))
+                os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, number))
                 path.chmod(0o666)  # after mknod, which the umask narrows
         except OSError as exc:
             logger.info("fake GPU device nodes not made in %s: %s", dev_dir, exc)
@@ -202,12 +254,44 @@ class FakeGpuBackend:
         """Nothing to release."""
 
 
+def _physical(device: GpuDevice) -> int:
+    """The number of the physical fake GPU a device is (or is a slice of)."""
+    return device.parent_index if device.is_slice else int(device.visible_id)
+
+
+def _fake_device(index: int, unit: FakeUnit, safe_name: str) -> GpuDevice:
+    name = f"NVIDIA {unit.model.upper()} (fake)" if unit.model else "Fake GPU"
+    gpu_uuid = f"GPU-fake-{safe_name}-{unit.gpu}"
+    if not unit.profile:
+        return GpuDevice(
+            index=index,
+            uuid=gpu_uuid,
+            name=name,
+            model=unit.model,
+            memory_total_bytes=FAKE_GPU_MEMORY_BYTES,
+            visible_id=str(unit.gpu),
+            fake=True,
+        )
+    uuid = f"MIG-fake-{safe_name}-{unit.gpu}-{index}"
+    return GpuDevice(
+        index=index,
+        uuid=uuid,
+        name=f"{name} MIG {unit.profile}",
+        model=unit.profile,
+        memory_total_bytes=mig_memory_bytes(unit.profile),
+        visible_id=uuid,
+        fake=True,
+        parent_uuid=gpu_uuid,
+        parent_index=unit.gpu,
+    )
+
+
 def detect_gpus(
     *,
     fake_count: int | None,
     node_name: str,
     fault_file: Path | None = None,
-    fake_models: Sequence[str] | None = None,
+    fake_models: Sequence[str | FakeUnit] | None = None,
 ) -> GpuBackend:
     """Choose the node's GPU backend.
 

@@ -3,7 +3,10 @@
 Whole GPUs are numbered in PCI bus order, so a whole GPU's ``visible_id`` (its NVML index)
 matches CUDA only when jobs run with ``CUDA_DEVICE_ORDER=PCI_BUS_ID``. MIG instances are
 addressed by their UUID instead. Each device's ``model`` is its name normalised
-(:func:`mgpu_core.gputypes.normalise`: "NVIDIA H100 80GB HBM3" is "h100"). gpus.py chooses
+(:func:`mgpu_core.gputypes.normalise`: "NVIDIA H100 80GB HBM3" is "h100"), a MIG instance's
+its profile ("NVIDIA H100 80GB HBM3 MIG 1g.10gb" is "1g.10gb"), with its GPU's UUID and number
+(``parent_uuid``, ``parent_index``: the GPU's position in PCI order on the node). A GPU with MIG
+on offers only its instances; one with MIG off is one whole device. gpus.py chooses
 between this backend and fake GPUs.
 """
 
@@ -16,7 +19,7 @@ from typing import Any
 
 import psutil
 
-from mgpu_core.gputypes import normalise
+from mgpu_core.gputypes import mig_profile, normalise
 from mgpu_core.limits import MAX_NAME_LEN, shorten
 from mgpu_core.models import GpuDevice, GpuProcess, GpuSample
 
@@ -103,9 +106,10 @@ class NvmlBackend:
 
         devices: list[GpuDevice] = []
         handles: list[Any] = []
-        for bus_id, nvml_index, handle in gpus:
+        for physical, (bus_id, nvml_index, handle) in enumerate(gpus):
             try:
                 units = self._units(nvml_index, handle)
+                parent_uuid = _text(nvml.nvmlDeviceGetUUID(handle)) if units else ""
             except nvml.NVMLError as exc:
                 logger.warning("GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
                 continue
@@ -121,14 +125,19 @@ class NvmlBackend:
                     logger.warning("a device of GPU %d (%s) skipped: %s", nvml_index, bus_id, exc)
                     continue
                 index = len(devices)
+                is_slice = visible_id is None
                 device = GpuDevice(
                     index=index,
                     uuid=uuid,
                     name=name,
-                    model=normalise(name),  # the type jobs ask for (--gres=gpu:h100:1)
+                    # The type jobs ask for: the model (--gres=gpu:h100:1), a slice's profile
+                    # (--gres=gpu:1g.10gb:1; "NVIDIA H100 80GB HBM3 MIG 1g.10gb").
+                    model=mig_profile(name) if is_slice else normalise(name),
                     memory_total_bytes=memory,
                     visible_id=visible_id or uuid,
                     fake=False,
+                    parent_uuid=parent_uuid if is_slice else "",
+                    parent_index=physical if is_slice else -1,
                 )
                 devices.append(device)
                 handles.append(unit)

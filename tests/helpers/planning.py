@@ -61,6 +61,7 @@ LIMITS = st.one_of(
 
 
 MODELS = ("a100", "h100")
+PROFILES = ("1g.10gb", "3g.40gb")  # MIG slices: a type, and never a GPU for an untyped job
 
 
 @st.composite
@@ -95,8 +96,10 @@ def node_views(draw: st.DrawFn, index: int, *, typed: bool = False) -> NodeView:
         releases,
     )
     if typed:
-        view.gpu_models = tuple(draw(st.sampled_from(MODELS)) for _ in range(total))
+        view.gpu_models = tuple(draw(st.sampled_from(MODELS + PROFILES)) for _ in range(total))
         view.healthy_models = dict(Counter(view.gpu_models))
+        view.slices = frozenset(i for i, m in enumerate(view.gpu_models) if m in PROFILES)
+        view.healthy_slices = len(view.slices)
         if releases and draw(st.integers(0, 4)) == 0:
             view.exclusive_end = max(r.end_s for r in releases)
     return view
@@ -116,7 +119,7 @@ def constraints(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
         ("p3", frozenset(names[-1:])),  # a node that never exists
     ]
     return {
-        "gpu_type": draw(st.sampled_from(["", "", *MODELS, "v100"])),
+        "gpu_type": draw(st.sampled_from(["", "", *MODELS, "v100", PROFILES[0]])),
         "exclusive": draw(st.integers(0, 5)) == 0,
         "exclude": draw(st.frozensets(st.sampled_from(names), max_size=2))
         if draw(st.integers(0, 3)) == 0

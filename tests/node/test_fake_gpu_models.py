@@ -25,7 +25,10 @@ from mgpu_node.gpus import FakeGpuBackend, detect_gpus, parse_fake_gpus
     ],
 )
 def test_specs_give_one_model_per_gpu(spec: str, models: list[str]) -> None:
-    assert parse_fake_gpus(spec) == models
+    units = parse_fake_gpus(spec)
+    assert [u.model for u in units] == models
+    assert [u.gpu for u in units] == list(range(len(models)))  # each a GPU of its own
+    assert not any(u.profile for u in units)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +42,12 @@ def test_specs_give_one_model_per_gpu(spec: str, models: list[str]) -> None:
         ("h100*65", "invalid GPU count"),
         ("h100*40,a100*30", "too many fake GPUs"),
         ("no such!", "invalid GPU model 'no such!'"),
-        ("h100/1g.10gb*7", "MIG slices in --fake-gpus (h100/1g.10gb*7) are not supported yet"),
+        ("h100/1g.10gb*8", "too many MIG slices on one GPU in 'h100/1g.10gb*8'"),
+        ("h100/4g.40gb/4g.40gb", "too many MIG slices on one GPU"),
+        ("h100/10gb", "invalid MIG profile '10gb' in 'h100/10gb'"),
+        ("h100/1g.10gb*0", "invalid GPU count in 'h100/1g.10gb*0'"),
+        ("1g.10gb*2", "invalid GPU model '1g.10gb'"),  # a slice needs its GPU's model
+        ("/1g.10gb", "invalid GPU model ''"),
     ],
 )
 def test_bad_specs_are_refused_in_one_line(spec: str, message: str) -> None:
@@ -83,7 +91,7 @@ def test_detect_gives_the_fake_models() -> None:
     ("args", "message"),
     [
         (["--gpu-count", "1", "--fake-gpus", "h100"], "--gpu-count and --fake-gpus cannot be"),
-        (["--fake-gpus", "h100/1g.10gb*7"], "MIG slices in --fake-gpus"),
+        (["--fake-gpus", "h100/1g.10gb*8"], "too many MIG slices on one GPU"),
     ],
 )
 def test_the_node_refuses_bad_flags_in_one_line(args: list[str], message: str) -> None:

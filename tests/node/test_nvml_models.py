@@ -5,34 +5,18 @@ from __future__ import annotations
 
 import sys
 import types
-from typing import Any
 
 import pytest
 
 from mgpu_node.nvml import NvmlBackend
-
-
-class NVMLError(Exception):
-    pass
-
-
-class NotSupported(NVMLError):
-    pass
-
+from tests.helpers.pynvml_stub import NotSupported, pynvml_module
 
 NAMES = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "Some Future Board"]
 
 
 def fake_pynvml() -> types.ModuleType:
     """Just what NvmlBackend's enumeration calls: three whole GPUs, no MIG."""
-    module = types.ModuleType("pynvml")
-    nvml: Any = module
-    nvml.NVMLError = NVMLError
-    nvml.NVMLError_NotSupported = NotSupported
-    nvml.NVMLError_FunctionNotFound = type("FunctionNotFound", (NVMLError,), {})
-    nvml.NVMLError_NotFound = type("NotFound", (NVMLError,), {})
-    nvml.NVML_DEVICE_MIG_DISABLE, nvml.NVML_DEVICE_MIG_ENABLE = 0, 1
-    nvml.nvmlInit = nvml.nvmlShutdown = lambda: None
+    nvml = pynvml_module()
     nvml.nvmlDeviceGetCount = lambda: len(NAMES)
     nvml.nvmlDeviceGetHandleByIndex = lambda i: i
     nvml.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=f"0000:0{h}:00.0")
@@ -45,7 +29,7 @@ def fake_pynvml() -> types.ModuleType:
     nvml.nvmlDeviceGetUUID = lambda h: f"GPU-{h}"
     nvml.nvmlDeviceGetName = lambda h: NAMES[h]
     nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 << 30, used=0)
-    return module
+    return nvml
 
 
 def test_each_gpu_gets_its_normalised_model(monkeypatch: pytest.MonkeyPatch) -> None:

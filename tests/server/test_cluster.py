@@ -167,6 +167,8 @@ def test_the_nodes_view_shows_each_gpu_s_last_sample(cluster: ClusterState) -> N
         "memory_total_bytes": 1,
         "visible_id": "1",
         "fake": True,
+        "parent_uuid": "",  # a whole GPU, not a MIG slice
+        "parent_index": -1,
     }
     unmeasured = {"healthy": True, "error": "", "utilization_pct": -1, "memory_used_bytes": -1}
     assert gpus()[1] == {"index": 1, **device, **unmeasured, "processes": [], "job_id": None}

@@ -158,6 +158,29 @@ def test_planner_decides_as_the_reference_with_partitions_types_and_exclusive(
 
 
 @settings(max_examples=300, deadline=None)
+@given(case=cases(constrained=True), reserve=st.booleans())
+def test_no_gpu_or_slice_is_given_twice_and_whole_gpu_jobs_never_get_slices(
+    case: Case, reserve: bool
+) -> None:
+    """MIG placement: every started job's GPUs were free, are given once, and are of its type;
+    a job without a type gets whole GPUs only, never MIG slices."""
+    got = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    nodes = {n.node_id: n for n in case.nodes}
+    jobs = {j.job_id: j for j in case.pending}
+    given: set[tuple[str, int]] = set()
+    for start in got.starts:
+        node, job = nodes[start.node_id], jobs[start.job_id]
+        assert len(start.gpu_indices) == job.gpus
+        for index in start.gpu_indices:
+            assert index in node.free_gpus and (node.node_id, index) not in given
+            given.add((node.node_id, index))
+            if job.gpu_type:
+                assert node.gpu_models[index] == job.gpu_type
+            else:
+                assert index not in node.slices, (job, node)
+
+
+@settings(max_examples=300, deadline=None)
 @given(case=st.one_of(cases(), big_cases()))
 def test_could_start_is_false_only_when_nothing_more_can_start(case: Case) -> None:
     planner = Planner(case.nodes, now=NOW, loads=case.loads)

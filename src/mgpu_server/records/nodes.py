@@ -90,10 +90,18 @@ class NodeRecord:
     # Each GPU's type (--gres=gpu:TYPE), by index, and how many of each: fixed per record.
     models: tuple[str, ...] = field(init=False)
     model_counts: dict[str, int] = field(init=False)
+    # The MIG slices' indices: a job asking for GPUs without a type never gets one.
+    slices: frozenset[int] = field(init=False)
 
     def __post_init__(self) -> None:
         self.models = tuple(g.device.model for g in self.gpus)
         self.model_counts = dict(Counter(self.models))
+        self.slices = frozenset(g.index for g in self.gpus if g.device.is_slice)
+
+    @property
+    def whole_gpus(self) -> int:
+        """Its whole GPUs (not MIG slices): what a job asking for GPUs without a type may have."""
+        return len(self.gpus) - len(self.slices)
 
     @classmethod
     def from_hello(cls, hello: NodeHello, now: float, *, drain_reason: str = "") -> NodeRecord:
@@ -172,6 +180,8 @@ class NodeRecord:
             free_mem_bytes=self.mem_bytes - self.mem_alloc_bytes,
             total_mem_bytes=self.mem_bytes,
             gpu_models=self.models,
+            slices=self.slices,
+            healthy_slices=sum(1 for g in healthy if g.index in self.slices) if self.slices else 0,
             healthy_models=(
                 self.model_counts
                 if len(healthy) == len(self.gpus)

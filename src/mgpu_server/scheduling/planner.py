@@ -263,7 +263,7 @@ class Planner:
         if node_id not in self._copied:
             node = self._free[node_id] = _copy(node)
             self._copied.add(node_id)
-        if job.gpu_type and job.gpus:
+        if (job.gpu_type or node.slices) and job.gpus:  # of its type; or whole, not slices
             gpus = tuple(usable_gpus(job, node)[: job.gpus])
             node.free_gpus = [g for g in node.free_gpus if g not in gpus]
         else:

@@ -3,8 +3,9 @@ arithmetic of one job on one node: whether it fits now or ever, and when it coul
 running jobs end. Pure: no I/O, no clock of its own.
 
 A job may be constrained beyond its size: a GPU type (all its GPUs of that model, on one
-node), ``--exclusive`` (it starts only on a node where nothing runs, and nothing starts beside
-it while it runs: :attr:`NodeView.exclusive_end`), the nodes it may use (its partitions' and
+node; a MIG profile is a type, and a job without a type gets whole GPUs only, never MIG
+slices), ``--exclusive`` (it starts only on a node where nothing runs, and nothing starts
+beside it while it runs: :attr:`NodeView.exclusive_end`), the nodes it may use (its partitions' and
 its node list, minus its excluded nodes; the planner filters those). On a node whose GPUs are
 of several types, a typed job's start time counts every GPU a running job frees towards its
 type (capped at the node's GPUs of that type): an estimate, exact on nodes of one type.
@@ -47,6 +48,9 @@ class NodeView:
     # Each GPU's type, by index ("": unknown), and the healthy GPUs of each type.
     gpu_models: tuple[str, ...] = ()
     healthy_models: dict[str, int] = field(default_factory=dict)
+    # The MIG slices' indices, and how many are healthy: not for jobs without a GPU type.
+    slices: frozenset[int] = frozenset()
+    healthy_slices: int = 0
     # An --exclusive job runs here until then (INF: no limit): nothing else starts here.
     exclusive_end: float | None = None
 
@@ -104,17 +108,24 @@ class Plan:
 
 
 def usable_gpus(job: PendingJob, node: NodeView) -> list[int]:
-    """The node's free GPUs the job may have (those of its type, if it names one)."""
-    if not job.gpu_type or not job.gpus:
-        return node.free_gpus
+    """The node's free GPUs the job may have (those of its type, if it names one; whole
+    GPUs, not MIG slices, if it names none)."""
+    return _free_of_type(node, job.gpu_type if job.gpus else "")
+
+
+def _free_of_type(node: NodeView, gpu_type: str) -> list[int]:
+    if not gpu_type:
+        if not node.slices:
+            return node.free_gpus
+        return [i for i in node.free_gpus if i not in node.slices]
     models = node.gpu_models
-    return [i for i in node.free_gpus if i < len(models) and models[i] == job.gpu_type]
+    return [i for i in node.free_gpus if i < len(models) and models[i] == gpu_type]
 
 
 def healthy_gpus(job: PendingJob, node: NodeView) -> int:
     """The node's healthy GPUs the job could ever have."""
     if not job.gpu_type or not job.gpus:
-        return node.healthy_gpus
+        return node.healthy_gpus - node.healthy_slices
     return node.healthy_models.get(job.gpu_type, 0)
 
 
@@ -189,14 +200,11 @@ def compatible(job: PendingJob, node: NodeView, res: Reservation | None, now: fl
 
 
 def _gpus_left(job: PendingJob, node: NodeView, gpu_type: str) -> int:
-    """The node's free GPUs (of ``gpu_type``, if not "") once ``job`` took its own."""
-    if not gpu_type:
+    """The node's free GPUs (of ``gpu_type``; whole ones if "") once ``job`` took its own."""
+    if not gpu_type and not node.slices:
         return len(node.free_gpus) - job.gpus
-    models = node.gpu_models
     taken = set(usable_gpus(job, node)[: job.gpus])
-    return sum(
-        1 for i in node.free_gpus if i not in taken and i < len(models) and models[i] == gpu_type
-    )
+    return sum(1 for i in _free_of_type(node, gpu_type) if i not in taken)
 
 
 def fit_key(node: NodeView) -> tuple[int, int, str]:

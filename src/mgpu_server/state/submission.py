@@ -255,8 +255,8 @@ class Submission:
 
 
 def _gpus_of(node: NodeRecord, typed: str) -> int:
-    """The node's GPUs (of type ``typed``, if not "")."""
-    return node.model_counts.get(typed, 0) if typed else len(node.gpus)
+    """The node's GPUs (of type ``typed``; whole GPUs, not MIG slices, if "")."""
+    return node.model_counts.get(typed, 0) if typed else node.whole_gpus
 
 
 def _holds(node: NodeRecord, spec: JobSpec, typed: str) -> bool:

@@ -57,11 +57,15 @@ function drawGrid(nodes, jobs) {
       const kind = !g.healthy ? "gpu sick" : g.job_id === null ? "gpu" : "gpu busy";
       // Processes on the GPU that no job of mgpu's started (the agent reports strangers only).
       const strangers = (g.processes || []).map((p) => `${p.user} pid ${p.pid} ${p.command || "?"}`);
+      // A MIG slice names the physical GPU it is part of.
+      const slice = g.parent_index >= 0
+        ? el("span", { class: "slice", title: g.parent_uuid || "" }, ` on GPU ${g.parent_index}`)
+        : "";
       const foreign = strangers.length
         ? el("div", { class: "foreign", title: strangers.join("\n") }, `⚠ ${strangers.length} not from mgpu`)
         : "";
       return el("div", { class: kind, "data-gpu": `${node.node_id}/${g.index}`, "data-job": g.job_id ?? "" },
-        `gpu${g.index} ${g.model || g.name}`, el("br"), who, util + mem, foreign);
+        `gpu${g.index} ${g.model || g.name}`, slice, el("br"), who, util + mem, foreign);
     });
     const down = node.state.startsWith("down") || node.down_reason;
     return el("div", { class: down ? "node down" : "node", "data-node": node.node_id },
