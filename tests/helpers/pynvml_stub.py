@@ -19,7 +19,7 @@ class NotFound(NVMLError):
     pass
 
 
-def pynvml_module() -> Any:
+def pynvml_module() -> types.ModuleType:
     module = types.ModuleType("pynvml")
     nvml: Any = module
     nvml.NVMLError = NVMLError
@@ -29,4 +29,4 @@ def pynvml_module() -> Any:
     nvml.NVMLError_NoPermission = type("NoPermission", (NVMLError,), {})
     nvml.NVML_DEVICE_MIG_DISABLE, nvml.NVML_DEVICE_MIG_ENABLE = 0, 1
     nvml.nvmlInit = nvml.nvmlShutdown = lambda: None
-    return nvml
+    return module

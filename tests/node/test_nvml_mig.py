@@ -26,7 +26,8 @@ MIG = {
 
 
 def recorded_pynvml() -> types.ModuleType:
-    nvml = pynvml_module()
+    module = pynvml_module()
+    nvml: Any = module
     nvml.nvmlDeviceGetCount = lambda: len(GPUS)
     # Handles: ("gpu", i) for a GPU, ("mig", i, j) for MIG instance j of GPU i.
     nvml.nvmlDeviceGetHandleByIndex = lambda i: ("gpu", i)
@@ -59,7 +60,7 @@ def recorded_pynvml() -> types.ModuleType:
     nvml.nvmlDeviceGetUtilizationRates = utilization
     nvml.nvmlDeviceGetComputeRunningProcesses = lambda h: []
     nvml.nvmlDeviceGetGraphicsRunningProcesses = lambda h: []
-    return nvml
+    return module
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ NAMES = ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB", "Some Future Board"]
 
 def fake_pynvml() -> types.ModuleType:
     """Just what NvmlBackend's enumeration calls: three whole GPUs, no MIG."""
-    nvml = pynvml_module()
+    module = pynvml_module()
+    nvml: Any = module
     nvml.nvmlDeviceGetCount = lambda: len(NAMES)
     nvml.nvmlDeviceGetHandleByIndex = lambda i: i
     nvml.nvmlDeviceGetPciInfo = lambda h: types.SimpleNamespace(busId=f"0000:0{h}:00.0")
@@ -29,7 +30,7 @@ def fake_pynvml() -> types.ModuleType:
     nvml.nvmlDeviceGetUUID = lambda h: f"GPU-{h}"
     nvml.nvmlDeviceGetName = lambda h: NAMES[h]
     nvml.nvmlDeviceGetMemoryInfo = lambda h: types.SimpleNamespace(total=80 << 30, used=0)
-    return nvml
+    return module
 
 
 def test_each_gpu_gets_its_normalised_model(monkeypatch: pytest.MonkeyPatch) -> None:
