@@ -55,6 +55,8 @@ from mgpu_core.schema import Bool, Float, Int, ListOf, MapOf, OneOf, Optional, O
 from mgpu_core.text import printable as printable  # re-exported: its older home
 
 _PATH = Str(MAX_PATH_LEN)
+PORT = Int(1, 65_535)
+MAX_JOB_PORTS = 16
 # What a job's owner (--mail-type) and the cluster's webhooks can be told of: Slurm's mail
 # types (ALL is BEGIN, END, FAIL, REQUEUE, INVALID_DEPEND; TIME_LIMIT_N: N % of the limit).
 NOTIFY_EVENTS = (
@@ -133,6 +135,16 @@ class JobSpec(WireRecord):
     )
     mail_user: str = field(default="", metadata=wire(Str(254)))
     notify_url: str = field(default="", metadata=wire(Str(2048)))
+    # --ports N: TCP ports the master gives the job from its node's range (MGPU_PORTS).
+    ports: int = field(default=0, metadata=wire(Int(0, MAX_JOB_PORTS)))
+    # --container-image and pyxis's companions: run in a container with only its GPUs
+    # (docs/sessions.md). Mounts: "SRC:DST[:ro]" each.
+    container_image: str = field(default="", metadata=wire(_PATH))
+    container_mounts: list[str] = field(default_factory=list, metadata=wire(ListOf(_PATH, 64)))
+    container_workdir: str = field(default="", metadata=wire(_PATH))
+    # An interactive session (mgpu_client session start): it holds its allocation until its
+    # time limit (the TTL) and a grace period, `session stop`, or its idle policy.
+    session: bool = field(default=False, metadata=wire(Bool()))
 
     def command_display(self) -> str:
         """A one-line rendering of what runs, for queue listings and logs (bytes that are not
@@ -238,6 +250,13 @@ class NodeHello(WireRecord):
         default_factory=list, metadata=wire(ListOf(JOB_ID, MAX_IDS_PER_REQUEST))
     )
     agent_version: str = field(default="", metadata=wire(NAME))
+    # --port-range LO-HI: the ports the master may give this node's jobs ([] = none).
+    port_range: list[int] = field(default_factory=list, metadata=wire(ListOf(PORT, 2)))
+    # The container runtimes found on the node ("podman", "apptainer", ...), for jobs with an
+    # image (containers.py); [] = none, or an agent older than the field.
+    runtimes: list[str] = field(default_factory=list, metadata=wire(ListOf(NAME, 8)))
+    # Where each user's persistent workspace is on this node ("" = none).
+    workspace_root: str = field(default="", metadata=wire(_PATH))
 
 
 @wire_record
@@ -263,6 +282,10 @@ class Launch(WireRecord):
     partition: str = field(default="", metadata=wire(NAME))
     # The master's cluster name (SLURM_CLUSTER_NAME); "": the node says "mgpu".
     cluster_name: str = field(default="", metadata=wire(NAME))
+    # The TCP ports given to the job (--ports), from the node's range: MGPU_PORTS.
+    ports: list[int] = field(default_factory=list, metadata=wire(ListOf(PORT, MAX_JOB_PORTS)))
+    # A session's grace after its TTL (the time limit), before it is ended (its QoS's).
+    grace_s: int = field(default=0, metadata=wire(Int(0, MAX_TIME_LIMIT_S)))
 
 
 @wire_record
