@@ -45,6 +45,15 @@ def _factors(f: dict[str, Any] | None) -> str:
     )
 
 
+def _ports(job: dict[str, Any]) -> str:
+    """The TCP ports given (--ports), where they can be reached: node:port."""
+    ports = job.get("ports") or []
+    if not ports:
+        return f"{job['spec_ports']} asked" if job.get("spec_ports") else "-"
+    host = job.get("node") or "?"
+    return ", ".join(f"{host}:{p}" for p in ports)
+
+
 def render(job: dict[str, Any], now: float) -> str:
     """``job`` (the master's ``job`` reply row) as aligned "Key: value" lines."""
     state = job["state"]
@@ -75,6 +84,7 @@ def render(job: dict[str, Any], now: float) -> str:
         ("Elapsed", format_duration(job.get("elapsed_s") or 0)),
         ("Node", where),
         ("GPU UUIDs", uuids),
+        ("Ports", _ports(job)),
         ("GPU usage", _gpu_usage(job)),
         ("Expected start", _when(job.get("expected_start")) if state == "PENDING" else "-"),
         ("Stdout", job.get("stdout_path") or "-"),

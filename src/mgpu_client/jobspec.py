@@ -14,6 +14,7 @@ from __future__ import annotations
 from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number, split_list
 from mgpu_core import procenv
 from mgpu_core.errors import UsageError
+from mgpu_core.limits import MAX_JOB_PORTS
 from mgpu_core.text import printable
 
 TYPE_CHECKING = False  # not typing's: importing typing costs a client command ~3 ms
@@ -356,6 +357,8 @@ def _placement(opts: dict[str, Any], job: dict[str, Any]) -> None:
         job["exclude"] = hosts("-x/--exclude", opts["exclude"])
     if opts.get("exclusive"):
         job["exclusive"] = True
+    if opts.get("ports") is not None:
+        job["ports"] = number("--ports", opts["ports"], 0, MAX_JOB_PORTS)
     mode = opts.get("open_mode")
     if mode is not None:
         if str(mode).lower() not in ("append", "truncate"):

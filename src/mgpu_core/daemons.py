@@ -104,6 +104,8 @@ class NodeConfig:
     max_frame_bytes: int = MAX_FRAME_BYTES
     job_user: JobUser = JobUser.SUBMITTER
     allow_root_jobs: bool = False  # without it, a job that would run as root fails
+    # --port-range LO-HI: TCP ports the master may give this node's jobs (--ports); () = none.
+    port_range: tuple[int, ...] = ()
 
     def validate(self) -> NodeConfig:
         if not self.node_id or len(self.node_id) > 256 or any(c.isspace() for c in self.node_id):

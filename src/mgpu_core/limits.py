@@ -25,6 +25,7 @@ MAX_OUTPUT_CHUNK = 1024 * 1024
 # One read of a job's output file (mgpu_client log): a client reads a large file in turns.
 MAX_LOG_READ = 256 * 1024
 MAX_GPUS_PER_NODE = 64
+MAX_JOB_PORTS = 16  # --ports: TCP ports one job may be given
 MAX_GPU_PROCESSES = 256  # the strangers' processes one GPU sample lists
 MAX_IDS_PER_REQUEST = 10_000
 MAX_CPUS = 65_536

@@ -39,6 +39,7 @@ from mgpu_core.limits import (
     MAX_GPU_PROCESSES,
     MAX_GPUS_PER_NODE,
     MAX_IDS_PER_REQUEST,
+    MAX_JOB_PORTS,
     MAX_MESSAGE_LEN,
     MAX_NAME_LEN,
     MAX_NICE,
@@ -56,7 +57,6 @@ from mgpu_core.text import printable as printable  # re-exported: its older home
 
 _PATH = Str(MAX_PATH_LEN)
 PORT = Int(1, 65_535)
-MAX_JOB_PORTS = 16
 # What a job's owner (--mail-type) and the cluster's webhooks can be told of: Slurm's mail
 # types (ALL is BEGIN, END, FAIL, REQUEUE, INVALID_DEPEND; TIME_LIMIT_N: N % of the limit).
 NOTIFY_EVENTS = (

@@ -312,3 +312,19 @@ def _clock(text: str) -> tuple[int, int, int]:
     if hour > 23 or minute > 59 or second > 59:
         raise ValueError(f"invalid begin time '{text}': use HH:MM[:SS]")
     return hour, minute, second
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``LO-HI`` (inclusive, 1..65535, LO <= HI): a node's ``--port-range``; ValueError with a
+    one-line reason otherwise."""
+    lo_text, dash, hi_text = text.strip().partition("-")
+    lo, hi = (_port(lo_text), _port(hi_text)) if dash else (0, 0)
+    if not (lo and hi and lo <= hi):
+        raise ValueError(f"invalid port range '{text}': use LO-HI, e.g. 20000-20999")
+    return lo, hi
+
+
+def _port(text: str) -> int:
+    text = text.strip()
+    value = int(text) if text.isascii() and text.isdigit() and len(text) <= 5 else 0
+    return value if 1 <= value <= 65_535 else 0

@@ -282,6 +282,7 @@ class Agent:
                 isolation=self.isolation.summary,
                 running_job_ids=self._running_job_ids(),
                 agent_version=__version__,
+                port_range=list(self.config.port_range),
             ).to_wire(),
         }
 

@@ -24,7 +24,7 @@ from mgpu_core.daemons import JobUser, NodeConfig, default_node_state_dir
 from mgpu_core.errors import MgpuError, RegistrationRefused
 from mgpu_core.exitcodes import EXIT_STARTUP_FAILURE
 from mgpu_core.logformat import reopen_logs
-from mgpu_core.units import parse_size
+from mgpu_core.units import parse_port_range, parse_size
 from mgpu_node import join, nodeconf
 from mgpu_node.agent import Agent, host_resources
 from mgpu_node.cgroups import setup_isolation
@@ -75,6 +75,15 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     help="Use fake GPUs of these models instead of NVML: a comma list of MODEL*N or MODEL "
     "(one), e.g. h100*2 or a100*1,h100*1 (jobs ask for them with --gres=gpu:h100:1). Not "
     "with --gpu-count.",
+)
+@click.option(
+    "--port-range",
+    callback=parsed_by(parse_port_range),
+    default=None,
+    metavar="LO-HI",
+    help="TCP ports the master may give this node's jobs that ask for --ports, e.g. "
+    "20000-20999 (keep the range for mgpu: other programs should not listen in it) "
+    "[default: none].",
 )
 @click.option(
     "--fallback-gpu-count",
@@ -165,6 +174,7 @@ def cli(
     gpu_count: int | None,
     fake_gpus: list[str] | None,
     fallback_gpu_count: int | None,
+    port_range: tuple[int, int] | None,
     cpus: int | None,
     mem_bytes: int | None,
     state_dir: Path | None,
@@ -207,6 +217,7 @@ def cli(
             fence_timeout_s=fence_timeout_s,
             job_user=JobUser(job_user),
             allow_root_jobs=allow_root_jobs,
+            port_range=port_range or (),
         ).validate()
         cluster_key = auth.load_key(key_file or nodeconf.key_file(config_dir))
     except MgpuError as exc:

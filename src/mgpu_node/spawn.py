@@ -106,6 +106,9 @@ class Launcher:
                 "MGPU_RESTART_COUNT": str(launch.restart_count),
             }
         )
+        if launch.ports:  # --ports: given by the master from this node's --port-range
+            env["MGPU_PORTS"] = ",".join(map(str, launch.ports))
+            env["MGPU_PORT"] = str(launch.ports[0])
         return env
 
     def _script_path(self, job_id: int) -> Path:

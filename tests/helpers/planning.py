@@ -100,6 +100,8 @@ def node_views(draw: st.DrawFn, index: int, *, typed: bool = False) -> NodeView:
         view.healthy_models = dict(Counter(view.gpu_models))
         view.slices = frozenset(i for i, m in enumerate(view.gpu_models) if m in PROFILES)
         view.healthy_slices = len(view.slices)
+        view.total_ports = draw(st.sampled_from([0, 0, 2, 4]))
+        view.free_ports = draw(st.integers(0, view.total_ports))
         if releases and draw(st.integers(0, 4)) == 0:
             view.exclusive_end = max(r.end_s for r in releases)
     return view
@@ -121,6 +123,7 @@ def constraints(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
     return {
         "gpu_type": draw(st.sampled_from(["", "", *MODELS, "v100", PROFILES[0]])),
         "exclusive": draw(st.integers(0, 5)) == 0,
+        "ports": draw(st.sampled_from([0, 0, 0, 1, 2, 5])),
         "exclude": draw(st.frozensets(st.sampled_from(names), max_size=2))
         if draw(st.integers(0, 3)) == 0
         else frozenset(),

@@ -76,6 +76,7 @@ def reference_plan(
                 node.free_gpus = [g for g in node.free_gpus if g not in gpus]
                 node.free_cpus -= job.cpus
                 node.free_mem_bytes -= job.mem_bytes
+                node.free_ports -= job.ports
                 end = now + job.time_limit_s if job.time_limit_s else float("inf")
                 node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
                 if job.exclusive:
@@ -171,6 +172,8 @@ def test_no_gpu_or_slice_is_given_twice_and_whole_gpu_jobs_never_get_slices(
     for start in got.starts:
         node, job = nodes[start.node_id], jobs[start.job_id]
         assert len(start.gpu_indices) == job.gpus
+        ports_given = sum(jobs[s.job_id].ports for s in got.starts if s.node_id == node.node_id)
+        assert ports_given <= node.free_ports  # --ports: never more than the range has free
         for index in start.gpu_indices:
             assert index in node.free_gpus and (node.node_id, index) not in given
             given.add((node.node_id, index))

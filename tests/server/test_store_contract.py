@@ -222,6 +222,8 @@ def test_a_database_of_every_earlier_schema_is_migrated_with_its_jobs(tmp_path: 
             " VALUES (4, 'bob', 'COMPLETED', '', 'n1', '[0]', 1.0, 2.0, 3.0, 0, NULL, 0, 9, ?)",
             (spec,),
         )
+        if version >= 10:  # a master of schema 10 writes the derived columns itself
+            db.execute("UPDATE jobs SET name = 'true' WHERE job_id = 4")
         db.commit()
         db.close()
         store = SqliteStore(state_dir)

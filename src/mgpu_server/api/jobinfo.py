@@ -29,6 +29,7 @@ def job_detail(
         wait_s=_wait_s(job, now),
         gpu_uuids=_gpu_uuids(state, job),
         time_limit_s=job.spec.time_limit_s,
+        spec_ports=job.spec.ports,
         nodelist=list(job.spec.nodelist),
         exclude=list(job.spec.exclude),
         requeue=job.spec.requeue,

@@ -60,6 +60,8 @@ class Job:
     gpu_util_pct: float | None = None
     gpu_samples: int = 0
     gpu_mem_peak_bytes: int | None = None
+    # The TCP ports of its node's range it was given (--ports): MGPU_PORTS.
+    ports: tuple[int, ...] = ()
     # A pending job's reserved start, as of the last pass that reached it (0: none). Not stored.
     expected_start: float = 0.0
     # An array task whose spec is its array's, the one object every task shares (and the store
@@ -227,6 +229,7 @@ ROW_FIELDS: dict[str, str] = {
     "gpu_mem_peak_bytes": "j.gpu_mem_peak_bytes",
     # squeue --start: a pending job's reserved start (0: none known).
     "expected_start": "j.expected_start if j.state is PENDING else 0.0",
+    "ports": "list(j.ports)",
 }
 _ALL_FIELDS = tuple(ROW_FIELDS)
 _NAMES = {

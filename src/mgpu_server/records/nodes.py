@@ -87,6 +87,10 @@ class NodeRecord:
     mem_alloc_bytes: int = 0
     jobs: set[int] = field(default_factory=set)
     launch_seq: int = 0  # launches sent on the current link (a new record per registration)
+    # --port-range: the ports its jobs may be given (LO, HI, inclusive; () = none), and which
+    # job holds each port given out.
+    port_range: tuple[int, ...] = ()
+    ports_held: dict[int, int] = field(default_factory=dict)
     # Each GPU's type (--gres=gpu:TYPE), by index, and how many of each: fixed per record.
     models: tuple[str, ...] = field(init=False)
     model_counts: dict[str, int] = field(init=False)
@@ -118,6 +122,7 @@ class NodeRecord:
             agent_version=hello.agent_version,
             last_seen_s=now,
             drain_reason=drain_reason,
+            port_range=tuple(hello.port_range),
         )
 
     @classmethod
@@ -138,6 +143,7 @@ class NodeRecord:
             gpu_backend=self.gpu_backend,
             isolation=self.isolation,
             agent_version=self.agent_version,
+            port_range=list(self.port_range),
         )
         return {**hello.to_wire(), "drain_reason": self.drain_reason}
 
@@ -145,9 +151,34 @@ class NodeRecord:
     def up(self) -> bool:
         return self.connected and not self.down_reason
 
+    @property
+    def total_ports(self) -> int:
+        return self.port_range[1] - self.port_range[0] + 1 if self.port_range else 0
+
+    def free_ports(self, count: int) -> tuple[int, ...]:
+        """The ``count`` lowest ports of the range no job holds (fewer if there are not)."""
+        if not count or not self.port_range:
+            return ()
+        found: list[int] = []
+        for port in range(self.port_range[0], self.port_range[1] + 1):
+            if port not in self.ports_held:
+                found.append(port)
+                if len(found) == count:
+                    break
+        return tuple(found)
+
     def allocate(
-        self, job_id: int, gpu_indices: tuple[int, ...], cpus: int, mem_bytes: int
+        self,
+        job_id: int,
+        gpu_indices: tuple[int, ...],
+        cpus: int,
+        mem_bytes: int,
+        ports: tuple[int, ...] = (),
     ) -> None:
+        for port in ports:
+            holder = self.ports_held.get(port)
+            if holder is not None and holder != job_id:
+                raise RuntimeError(f"port {port} on {self.node_id} already held by {holder}")
         for idx in gpu_indices:
             gpu = self.gpus[idx]
             if gpu.job_id is not None:
@@ -157,6 +188,8 @@ class NodeRecord:
         self.cpus_alloc += cpus
         self.mem_alloc_bytes += mem_bytes
         self.jobs.add(job_id)
+        for port in ports:  # a restored job's may lie outside a range edited since: kept
+            self.ports_held[port] = job_id
 
     def release(self, job_id: int, cpus: int, mem_bytes: int) -> None:
         if job_id not in self.jobs:
@@ -164,6 +197,8 @@ class NodeRecord:
         for gpu in self.gpus:
             if gpu.job_id == job_id:
                 gpu.job_id = None
+        if self.ports_held:
+            self.ports_held = {p: j for p, j in self.ports_held.items() if j != job_id}
         self.cpus_alloc -= cpus
         self.mem_alloc_bytes -= mem_bytes
         self.jobs.discard(job_id)
@@ -180,6 +215,8 @@ class NodeRecord:
             free_mem_bytes=self.mem_bytes - self.mem_alloc_bytes,
             total_mem_bytes=self.mem_bytes,
             gpu_models=self.models,
+            free_ports=self.total_ports - len(self.ports_held) if self.port_range else 0,
+            total_ports=self.total_ports,
             slices=self.slices,
             healthy_slices=sum(1 for g in healthy if g.index in self.slices) if self.slices else 0,
             healthy_models=(
@@ -229,6 +266,8 @@ class NodeRecord:
             "gpu_backend": self.gpu_backend,
             "isolation": self.isolation,
             "agent_version": self.agent_version,
+            "port_range": list(self.port_range),
+            "ports_held": len(self.ports_held),
             "gpus": [g.to_wire() for g in self.gpus],
             "jobs": sorted(self.jobs),
         }

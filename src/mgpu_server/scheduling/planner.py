@@ -271,6 +271,7 @@ class Planner:
             del node.free_gpus[: job.gpus]
         node.free_cpus -= job.cpus
         node.free_mem_bytes -= job.mem_bytes
+        node.free_ports -= job.ports
         end = self.now + job.time_limit_s if job.time_limit_s else INF
         node.releases.append(Release(end, job.gpus, job.cpus, job.mem_bytes))
         if job.exclusive:

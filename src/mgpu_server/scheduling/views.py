@@ -48,6 +48,9 @@ class NodeView:
     # Each GPU's type, by index ("": unknown), and the healthy GPUs of each type.
     gpu_models: tuple[str, ...] = ()
     healthy_models: dict[str, int] = field(default_factory=dict)
+    # TCP ports of its --port-range no job holds, and the range's size.
+    free_ports: int = 0
+    total_ports: int = 0
     # The MIG slices' indices, and how many are healthy: not for jobs without a GPU type.
     slices: frozenset[int] = frozenset()
     healthy_slices: int = 0
@@ -67,6 +70,7 @@ class PendingJob:
     max_user_gpus: int = 0  # QoS limits; 0 = none
     max_user_jobs: int = 0
     gpu_type: str = ""  # "": GPUs of any type
+    ports: int = 0  # --ports: TCP ports of its node's range
     exclusive: bool = False
     exclude: frozenset[str] = frozenset()
     # The partitions it may run in now, in the user's order; (): anywhere, no partition.
@@ -136,6 +140,7 @@ def fits_now(job: PendingJob, node: NodeView) -> bool:
         len(usable_gpus(job, node)) >= job.gpus
         and node.free_cpus >= job.cpus
         and node.free_mem_bytes >= job.mem_bytes
+        and node.free_ports >= job.ports
     )
 
 
@@ -144,6 +149,7 @@ def fits_ever(job: PendingJob, node: NodeView) -> bool:
         healthy_gpus(job, node) >= job.gpus
         and node.total_cpus >= job.cpus
         and node.total_mem_bytes >= job.mem_bytes
+        and node.total_ports >= job.ports
     )
 
 

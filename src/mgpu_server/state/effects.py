@@ -81,8 +81,11 @@ class Outbox:
         self.effects = [e for e in self.effects if _job_id(e) not in job_ids]
 
 
-def launch_order(job: Job, *, kill_grace_s: float, cluster_name: str) -> dict[str, Any]:
-    """The ``launch`` that starts a job just placed (node, GPUs, partition set) on its node."""
+def launch_order(
+    job: Job, *, kill_grace_s: float, cluster_name: str, grace_s: int = 0
+) -> dict[str, Any]:
+    """The ``launch`` that starts a job just placed (node, GPUs, ports, partition set) on its
+    node; ``grace_s``: its QoS's time past the limit before it is ended."""
     launch = Launch(
         job_id=job.job_id,
         user=job.user,
@@ -93,6 +96,8 @@ def launch_order(job: Job, *, kill_grace_s: float, cluster_name: str) -> dict[st
         launch_seq=job.launch_seq,
         partition=job.partition,
         cluster_name=cluster_name,
+        ports=list(job.ports),
+        grace_s=grace_s,
     )
     return {"t": "launch", "launch": launch.to_wire()}
 

@@ -102,7 +102,9 @@ class Lifecycle:
             self.running.add(job)
             node = self.nodes.get(job.node_id)
             if node is not None and all(i < len(node.gpus) for i in job.gpu_indices):
-                node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+                node.allocate(
+                    job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes, job.ports
+                )
                 self.nodes.recount(node)
         elif job.end_time:
             self.usage.add(job.user, job.usage_gpu_s(), job.end_time, now)
@@ -137,7 +139,9 @@ class Lifecycle:
         """PENDING -> RUNNING on ``node_id`` (in ``partition``) with exactly these GPUs; the
         node is told."""
         node = self.nodes[node_id]
-        node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+        ports = node.free_ports(job.spec.ports)  # the planner saw that there are enough
+        node.allocate(job.job_id, gpu_indices, job.spec.cpus, job.spec.mem_bytes, ports)
+        job.ports = ports
         self.nodes.recount(node)
         node.launch_seq += 1
         job.launch_seq = node.launch_seq
@@ -288,7 +292,7 @@ class Lifecycle:
         GPUs, CPUs and memory again, and a stop asked while it was away is asked again."""
         job.launch_seq = 0  # launched on an earlier link: every heartbeat on this one counts
         if all(i < len(node.gpus) for i in job.gpu_indices):
-            node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes)
+            node.allocate(job.job_id, job.gpu_indices, job.spec.cpus, job.spec.mem_bytes, job.ports)
             self.nodes.recount(node)
         # else its GPUs are gone from the node; the job keeps running, unaccounted
         stop = (

@@ -179,6 +179,7 @@ class SchedulingPass:
             max_user_gpus=qos.max_gpus_per_user,
             max_user_jobs=qos.max_jobs_per_user,
             gpu_type=spec.gpu_type,
+            ports=spec.ports,
             exclusive=spec.exclusive,
             exclude=frozenset(spec.exclude) if spec.exclude else _NONE,
             partitions=partitions,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 from mgpu_core.arrays import ArraySpec, parse_array
 from mgpu_core.deps import Dependency, parse_dependency
@@ -164,6 +165,12 @@ class Submission:
             )
         most = max(_gpus_of(n, typed) for n in candidates)
         cpus = max(n.cpus for n in candidates)
+        if spec.ports and any(_holds(n, replace(spec, ports=0), typed) for n in candidates):
+            ports = max(n.total_ports for n in candidates)
+            raise InvalidRequest(
+                f"requested node configuration is not available: {spec.ports} ports asked "
+                f"(--ports); the most a node offers is {ports} (its --port-range)"
+            )
         kind = f"{typed} GPUs" if typed else "GPUs"
         raise InvalidRequest(
             f"requested node configuration is not available: {spec.gpus} {kind}, "
@@ -265,6 +272,7 @@ def _holds(node: NodeRecord, spec: JobSpec, typed: str) -> bool:
         spec.gpus <= _gpus_of(node, typed)
         and spec.cpus <= node.cpus
         and spec.mem_bytes <= node.mem_bytes
+        and spec.ports <= node.total_ports
     )
 
 

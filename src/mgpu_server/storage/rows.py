@@ -18,7 +18,7 @@ JOB_COLUMNS = (
     "job_id, user, state, reason, node_id, gpu_indices, submit_time, start_time, end_time, "
     "exit_code, signal, cancel_requested, pid, spec, restart_count, hold, priority_override, "
     "array_job_id, array_task_id, array_throttle, output_bytes, cancelled_by, partition, "
-    "gpu_util_pct, gpu_samples, gpu_mem_peak_bytes"
+    "gpu_util_pct, gpu_samples, gpu_mem_peak_bytes, ports"
 )
 # Written with every row, never read back into a Job (they are its spec's): columns for
 # history queries and reports, which must not decode every spec.
@@ -58,6 +58,7 @@ def job_row(job: Job) -> tuple[Any, ...]:
         job.gpu_util_pct,
         job.gpu_samples,
         job.gpu_mem_peak_bytes,
+        json.dumps(list(job.ports)),
         job.spec.display_name(),
         job.spec.gpus,
         job.spec.account,
@@ -102,6 +103,7 @@ def job_from_row(row: tuple[Any, ...], arrays: dict[int, JobSpec]) -> Job:
         gpu_util_pct=row[23],
         gpu_samples=row[24],
         gpu_mem_peak_bytes=row[25],
+        ports=tuple(json.loads(row[26])),
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from mgpu_core.models import JobSpec
 from mgpu_server.storage.history import spec_loader
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 # MIGRATIONS[n] takes a database from version n to n + 1 (0 = empty file).
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -83,6 +83,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX jobs_by_submit ON jobs (submit_time)",
         "CREATE INDEX jobs_by_array ON jobs (array_job_id)",
     ),
+    # The TCP ports a job was given (issue 15: --ports), a JSON list.
+    10: ("ALTER TABLE jobs ADD COLUMN ports TEXT NOT NULL DEFAULT '[]'",),
 }
 
 
