@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from mgpu_core.auth import Token
     from mgpu_core.models import JobResult, JobSpec
 
-EVENT_TYPES = frozenset({"job_state", "job_output", "job_ended", "watch_dropped"})
+EVENT_TYPES = frozenset(
+    {"job_state", "job_output", "job_ended", "watch_dropped", "pty_output", "pty_exit"}
+)
 
 
 def current_user() -> str:
@@ -184,6 +186,19 @@ class Client:
         """Send a request without waiting: its id, for :meth:`answer`. A command overlaps its
         own work (importing its formatter) with the master's this way."""
         return self._send({"t": kind, **fields})
+
+    def tell(self, kind: str, **fields: Any) -> None:
+        """Send a message the master does not answer (a terminal's keystrokes)."""
+        self._conn.send({"t": kind, **fields})
+
+    def fileno(self) -> int:
+        """The connection's socket, for select (see :meth:`buffered` first)."""
+        return self._conn.fileno()
+
+    def buffered(self) -> bool:
+        """Whether a message may be read without waiting for the socket (events queued, or
+        bytes the connection or TLS already holds)."""
+        return bool(self._events) or self._conn.buffered()
 
     def answer(self, req_id: int) -> dict[str, Any]:
         """The answer to a request :meth:`send` sent (requests are answered in order)."""

@@ -85,6 +85,7 @@ def render(job: dict[str, Any], now: float) -> str:
         ("Node", where),
         ("GPU UUIDs", uuids),
         ("Ports", _ports(job)),
+        ("Idle", format_duration(job["idle_s"]) + " (GPUs unused)" if job.get("idle_s") else "-"),
         ("GPU usage", _gpu_usage(job)),
         ("Expected start", _when(job.get("expected_start")) if state == "PENDING" else "-"),
         ("Stdout", job.get("stdout_path") or "-"),

@@ -50,6 +50,9 @@ _TEXT_FIELDS = {
     "array": "--array",
     "nodelist": "--nodelist",
     "exclude": "--exclude",
+    "container_image": "--container-image",
+    "container_mounts": "--container-mounts",
+    "container_workdir": "--container-workdir",
 }
 
 
@@ -300,6 +303,7 @@ def build(
         if opts.get(key):
             job[key] = str(opts[key]).strip()
     _placement(opts, job)
+    _container(opts, job)
     _timing(opts, job)
     _notices(opts, job)
     _check_text(job)
@@ -367,6 +371,25 @@ def _placement(opts: dict[str, Any], job: dict[str, Any]) -> None:
     mpi = opts.get("mpi")
     if mpi is not None and str(mpi).lower() != "none":
         raise UsageError(f"--mpi={mpi} is not supported: MPI plugins are not, use --mpi=none")
+
+
+def _container(opts: dict[str, Any], job: dict[str, Any]) -> None:
+    """--container-image, --container-mounts, --container-workdir (pyxis's spellings)."""
+    image, workdir = opts.get("container_image"), opts.get("container_workdir")
+    mounts = split_list(opts.get("container_mounts"))
+    if not image:
+        if mounts or workdir:
+            raise UsageError("--container-mounts and --container-workdir need --container-image")
+        return
+    from mgpu_core.mounts import check_image, check_workdir, parse_mount
+
+    try:
+        job["container_image"] = check_image(str(image).strip())
+        job["container_mounts"] = [parse_mount(m).spec() for m in mounts]
+        if workdir:
+            job["container_workdir"] = check_workdir(str(workdir).strip())
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _timing(opts: dict[str, Any], job: dict[str, Any]) -> None:

@@ -22,7 +22,9 @@ from mgpu_client import (
     queue,
     sbatch,
     scancel,
+    sessions,
     srun,
+    workspaces,
 )
 from mgpu_client._common import (
     CONTEXT,
@@ -115,6 +117,8 @@ cli.add_command(details.show)
 cli.add_command(logs.log_command)
 cli.add_command(accounting.history)
 cli.add_command(accounting.report)
+cli.add_command(workspaces.workspace)
+cli.add_command(sessions.session)
 
 
 @cli.command()

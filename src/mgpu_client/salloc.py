@@ -32,7 +32,7 @@ HOLDER = (
 )
 
 
-def _granted(client: Client, job_id: int) -> dict[str, Any]:
+def granted(client: Client, job_id: int) -> dict[str, Any]:
     """Wait for the allocation to start (or end); its queue row."""
     row: dict[str, Any] = client.request("attach", job_id=job_id, offset=0)["job"]
     while row["state"] == "PENDING":
@@ -103,7 +103,7 @@ def allocate(argv: list[str], prog: str) -> int:
         say(f"Pending job allocation {job_id}")
         _release_on_hangup()
         try:
-            row = _granted(client, job_id)
+            row = granted(client, job_id)
             nodes = client.nodes() if row["state"] == "RUNNING" else []
         except (KeyboardInterrupt, _Released):
             _release(master, job_id, say, prog)

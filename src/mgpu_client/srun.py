@@ -13,7 +13,12 @@ from mgpu_client import jobspec
 from mgpu_client.cmdline import parse, render_help, wants_help
 from mgpu_client.exits import run_command, warn
 from mgpu_client.optable import JOB_OPTIONS, SRUN_WAIT, R, table_for
+from mgpu_core import procenv
 from mgpu_core.errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 USAGE = "[OPTIONS] COMMAND [ARGS...]"
 SUMMARY = (
@@ -54,6 +59,13 @@ def run(argv: list[str], prog: str, *, slurm: bool) -> int:
             warn(prog, line)
     if not command:
         raise UsageError("give a command to run")
+    target = _terminal_target(opts)
+    if target is not None:  # srun --jobid ID --pty CMD: a terminal in that job, on its node
+        from mgpu_client.client import connect
+        from mgpu_client.terminal import enter
+
+        with connect(opts.get("master")) as client:
+            return enter(client, target, command, prog=prog)
     if opts.get("jobid") is not None or _in_a_job():
         from mgpu_client.steps import allocation_job_id, run_step
 
@@ -82,6 +94,19 @@ def run(argv: list[str], prog: str, *, slurm: bool) -> int:
 
     install_signal_handlers()
     return submit_and_follow(client, job, prog)
+
+
+def _terminal_target(opts: dict[str, Any]) -> str | None:
+    """The job whose terminal ``--pty`` asks for from outside it: ``--jobid``, or salloc's
+    allocation from another host (MGPU_ALLOCATION); None where srun runs a step instead (on
+    the job's own node, inside it) or without --pty."""
+    if opts.get("pty") is None:
+        return None
+    inside = procenv.getenv("MGPU_JOB_ID") or ""
+    target = str(opts.get("jobid") or procenv.getenv("MGPU_ALLOCATION") or "")
+    if not target or target.split(".")[0] == inside:
+        return None
+    return target.split(".")[0]
 
 
 def main(prog: str = "mgpu_srun", *, slurm: bool = False) -> None:

@@ -106,6 +106,15 @@ class BlockingConnection:
             self._pending.extend(self._decoder.feed(data))
         return self._pending.pop(0)
 
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def buffered(self) -> bool:
+        """Messages decoded and not yet read, or bytes TLS has decrypted that select cannot
+        see on the socket."""
+        pending = getattr(self._sock, "pending", None)  # an SSLSocket's
+        return bool(self._pending) or bool(pending is not None and pending())
+
     def close(self) -> None:
         self._sock.close()
 

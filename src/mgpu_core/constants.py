@@ -65,6 +65,10 @@ FAKE_GPU_DEV_DIR = "dev"  # nvidia<i>: fake GPUs' device nodes, for the devices 
 LEASE_FILE = "lease"  # until when the jobs may run without word from the master (the fence)
 GUARD_PID_FILE = "guard.pid"  # the fence guard, which outlives the agent
 GUARD_LOG_FILE = "guard.log"  # one line per thing the guard did
+WORKSPACES_DIR = "workspaces"  # the users' workspaces when --workspace-root is not given
+# -- In a workspace root (mgpu_node/workspaces.py) ----------------------------------------------
+WORKSPACE_ROOT_ID_FILE = ".mgpu-root-id"  # the root's id: nodes that read the same share it
+WORKSPACE_REMOVING_PREFIX = ".mgpu-removing-"  # a removed workspace, renamed aside, being deleted
 
 # -- Keys of the client config file (config.toml) ----------------------------------------------
 CONFIG_MASTER = "master"  # HOST:PORT or unix:PATH

@@ -257,6 +257,9 @@ class NodeHello(WireRecord):
     runtimes: list[str] = field(default_factory=list, metadata=wire(ListOf(NAME, 8)))
     # Where each user's persistent workspace is on this node ("" = none).
     workspace_root: str = field(default="", metadata=wire(_PATH))
+    # The workspace root's id (mgpu_node/workspaces.py): nodes that report the same one share
+    # the directory (a shared filesystem); "" = not known to be shared with any.
+    workspace_id: str = field(default="", metadata=wire(NAME))
 
 
 @wire_record

@@ -11,6 +11,9 @@ class Reason(StrEnum):
     PRIORITY = "Priority"  # behind higher-priority jobs (also: not examined by the last pass)
     RESOURCES = "Resources"  # first in line, waiting for GPUs/CPUs/memory to free
     NODE_NOT_AVAIL = "ReqNodeNotAvail"  # the nodes it may use are down or drained
+    # It has --container-image and no up node it may use has a container runtime (mgpu's own:
+    # Slurm has no such reason).
+    NO_CONTAINER_RUNTIME = "NoContainerRuntime"
     QOS_GPUS = "QOSMaxGpuPerUserLimit"
     QOS_JOBS = "QOSMaxJobsPerUserLimit"
     HELD_USER = "JobHeldUser"

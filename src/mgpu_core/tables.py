@@ -48,6 +48,7 @@ QUEUE_FIELDS = [
     "gpu_indices",
     "elapsed_s",
     "gpus",
+    "idle_s",
 ]
 
 
@@ -60,6 +61,8 @@ def queue_row(job: dict[str, Any]) -> list[str]:
             where += f" gpu:{','.join(str(i) for i in job['gpu_indices'])}"
         if job["state"] in TROUBLED and job["reason"]:
             where += f" ({job['reason']})"  # why it failed matters more than where
+        elif job.get("idle_s"):  # its GPUs unused that long (state/idle.py)
+            where += f" (idle {format_duration(job['idle_s'])})"
     else:
         where = f"({job['reason']})" if job["reason"] else ""
     return [
@@ -73,7 +76,9 @@ def queue_row(job: dict[str, Any]) -> list[str]:
     ]
 
 
-NODE_HEADERS = ("NODE", "STATE", "ADDRESS", "GPUS", "CPUS", "MEMORY", "JOBS", "ISOLATION")
+NODE_HEADERS = (
+    "NODE", "STATE", "ADDRESS", "GPUS", "CPUS", "MEMORY", "JOBS", "ISOLATION", "RUNTIMES",
+)  # fmt: skip
 
 
 def node_row(node: dict[str, Any]) -> list[str]:
@@ -93,6 +98,8 @@ def node_row(node: dict[str, Any]) -> list[str]:
         ",".join(str(j) for j in node["jobs"]) or "-",
         # How the node enforces the allocation beyond CUDA_VISIBLE_DEVICES ("-": not told).
         node.get("isolation") or "-",
+        # The container runtimes for --container-image jobs, preferred first ("-": none).
+        ",".join(node.get("runtimes") or ()) or "-",
     ]
 
 

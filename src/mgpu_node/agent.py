@@ -18,6 +18,7 @@ import logging
 import os
 import random
 import socket
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ from mgpu_core.limits import MAX_GPU_PROCESSES, MAX_IDS_PER_REQUEST
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
+from mgpu_core.termmsgs import SESSION_ORDERS
 from mgpu_node.cgroups import Isolation
+from mgpu_node.containers import Runtime
 from mgpu_node.executor import Executor
 from mgpu_node.exitlink import ExitDelivery
 from mgpu_node.gpus import GpuBackend
@@ -51,6 +54,10 @@ from mgpu_node.lease import LeaseKeeper, boottime
 from mgpu_node.logread import read_range
 from mgpu_node.outlog import Outputs, replay_offsets
 from mgpu_node.spool import ExitSpool
+from mgpu_node.terminals import Terminals
+from mgpu_node.workspaces import Workspaces
+from mgpu_node.workspaces import listing as workspace_listing
+from mgpu_node.workspaces import removal as workspace_removal
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +103,12 @@ class Agent:
         stop_jobs_on_exit: bool = False,
         cluster_key: bytes,
         isolation: Isolation,
+        workspaces: Workspaces | None = None,
+        runtimes: tuple[Runtime, ...] = (),
     ) -> None:
         self.config = config
+        self.runtimes = runtimes  # for jobs with an image; their names go in the hello
+        self.workspaces = workspaces  # the users' workspaces (None: --workspace-root none)
         self.isolation = isolation  # told to the master in the hello
         self.cluster_key = cluster_key
         self.backend = backend
@@ -119,11 +130,21 @@ class Agent:
             job_users=JobUserPolicy(config.job_user, config.allow_root_jobs),
             outputs=self.outputs,
             cgroups=isolation.cgroups,
+            workspaces=workspaces,
+            runtimes=runtimes,
         )
+        cgroups = isolation.cgroups
+        self.terminals = Terminals(  # shells in running jobs, relayed by the master
+            send=self._send,
+            job=self.executor.job_view,
+            enter_cgroups=cgroups.enter if cgroups is not None else None,
+        )
+        self.executor.on_ending = self.terminals.job_ended  # they are told, then hang up
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)
         self.guard = GuardHandle(config.state_dir)
         self._launch_seq = 0  # the highest Launch.launch_seq received on this link
-        self._reads: set[asyncio.Task[None]] = set()  # read_output answers under way
+        # read_output and workspace list answers under way
+        self._reads: set[asyncio.Task[None]] = set()
         self._conn: AsyncConnection | None = None
         self.should_exit = asyncio.Event()
         self.registered = asyncio.Event()
@@ -171,6 +192,7 @@ class Agent:
                     delay_s = 0.2  # the link worked: start the backoff afresh
                 self.registered.clear()
                 self._conn = None
+                self.terminals.close()  # their routes were the master's: users enter again
                 wait_s = delay_s * random.uniform(0.5, 1.0)
                 if why:  # logged after the reset above, so that it says the actual wait
                     log.warning("master link: %s; retrying in %.1f s", why, wait_s)
@@ -179,6 +201,7 @@ class Agent:
                 delay_s = min(delay_s * 2, self.config.reconnect_max_s)
         finally:
             watch_guard.cancel()
+            self.terminals.close()
             if self.stop_jobs_on_exit:
                 await self.executor.stop_all()
                 self.guard.stop()
@@ -283,6 +306,9 @@ class Agent:
                 running_job_ids=self._running_job_ids(),
                 agent_version=__version__,
                 port_range=list(self.config.port_range),
+                runtimes=[r.name for r in self.runtimes],
+                workspace_root=str(self.workspaces.root) if self.workspaces else "",
+                workspace_id=self.workspaces.root_id if self.workspaces else "",
             ).to_wire(),
         }
 
@@ -332,11 +358,34 @@ class Agent:
         elif kind == "heartbeat_ack":
             self.lease.acked(msg["seq"])
         elif kind == "read_output":
-            task = asyncio.get_running_loop().create_task(self._read_output(msg))
-            self._reads.add(task)
-            task.add_done_callback(self._reads.discard)
+            self._answer_later(self._read_output(msg))
+        elif kind == "workspace" and msg["action"] == "rm":
+            # Now, before the next order is read: a launch after it gets a fresh workspace.
+            self._send(workspace_removal(self.workspaces, msg, node=self.config.node_id))
+        elif kind == "workspace":
+            self._answer_later(self._list_workspaces(msg))
+        elif kind in SESSION_ORDERS:
+            self._on_session_order(msg)
         elif kind == "error":
             self.delivery.refused(msg)
+
+    def _on_session_order(self, msg: dict[str, Any]) -> None:
+        kind = msg["t"]
+        if kind == "notice":  # the master's word for the job's terminals (an idle warning)
+            self.terminals.notify(msg["job_id"], msg["text"])
+        elif kind == "time_limit":  # session extend
+            self.executor.set_time_limit(msg["job_id"], msg["time_limit_s"])
+            self.terminals.schedule_warnings(msg["job_id"])
+        else:
+            self.terminals.on_order(msg)
+
+    def _answer_later(self, answer: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(answer)
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _list_workspaces(self, msg: dict[str, Any]) -> None:
+        self._send(await workspace_listing(self.workspaces, msg, node=self.config.node_id))
 
     async def _read_output(self, msg: dict[str, Any]) -> None:
         """A job's output file for a client's ``log``: read in a thread (a slow or network

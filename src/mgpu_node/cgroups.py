@@ -217,7 +217,7 @@ class JobCgroups:
                 dirs = self.create(launch)
                 for path in dirs:
                     cgroupfs.write(path / "cgroup.procs", str(proc.pid))
-                _wait_stopped(proc.pid)  # a SIGCONT before its SIGSTOP would be lost
+                wait_stopped(proc.pid)  # a SIGCONT before its SIGSTOP would be lost
             except OSError as exc:
                 proc.kill()  # stopped or not: nothing of the job ran
                 _reap(proc)
@@ -245,6 +245,13 @@ class JobCgroups:
         except BaseException:
             self.remove_now(job_id)
             raise
+
+    def enter(self, job_id: int, pid: int) -> None:
+        """Put ``pid`` (stopped, not yet running anything) in the job's groups, as the job's
+        first process was: a terminal's shell inside the job. OSError if it cannot."""
+        for h, path in self.job_dirs(job_id):
+            procs_file = "cgroup.procs" if h.version == 2 else "tasks"
+            cgroupfs.write(path / procs_file, str(pid))
 
     def oom_kills(self, job_id: int) -> int:
         """The processes of the job the kernel's OOM killer killed, read before its groups are
@@ -376,7 +383,7 @@ def _not_placed(exc: OSError) -> OSError:
     return OSError(f"cannot put the job in its cgroup: {exc.strerror or exc}{where}")
 
 
-def _wait_stopped(pid: int) -> None:
+def wait_stopped(pid: int) -> None:
     """Wait until the gate ``pid`` (our child) has stopped itself, which is its first step;
     OSError if it ended instead (the status is left for Popen to collect)."""
     info = os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)

@@ -28,8 +28,10 @@ from mgpu_core.units import parse_port_range, parse_size
 from mgpu_node import join, nodeconf
 from mgpu_node.agent import Agent, host_resources
 from mgpu_node.cgroups import setup_isolation
+from mgpu_node.containers import node_runtimes, parse_runtime_names
 from mgpu_node.gpus import FakeGpuBackend, GpuBackend, detect_gpus, parse_fake_gpus
 from mgpu_node.spool import lock_state_dir
+from mgpu_node.workspaces import node_workspaces
 
 DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
 
@@ -52,6 +54,16 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     is_flag=True,
     help="Do not run jobs in cgroups of their own (where something else isolates them, such "
     "as a container runtime): CUDA_VISIBLE_DEVICES is then the only GPU isolation.",
+)
+@click.option(
+    "--container-runtimes",
+    "container_runtimes",
+    callback=parsed_by(parse_runtime_names),
+    default=None,
+    metavar="LIST",
+    help="The container runtimes jobs with --container-image may use, in the order to prefer "
+    "(a comma list of apptainer, singularity, podman, docker), or 'none'; each must be on "
+    "PATH and run [default: every one of them found, in that order].",
 )
 @click.option(
     "--insecure-plaintext",
@@ -122,6 +134,24 @@ DEFAULT_KEY_FILE = Path(constants.SYSTEM_KEY_FILE)
     f"fault file [default: ~/.local/state/mgpu/{constants.NODE_DIR_PREFIX}ID].",
 )
 @click.option(
+    "--workspace-root",
+    default=None,
+    metavar="PATH",
+    help="Where each user's persistent workspace is made (PATH/USER, mode 0700, the job's "
+    "MGPU_WORKSPACE): local scratch, or a path several nodes share; only root (or the agent's "
+    "user) may be able to change PATH and the directories above it. 'none': no workspaces "
+    f"[default: STATE_DIR/{constants.WORKSPACES_DIR}].",
+)
+@click.option(
+    "--workspace-quota",
+    "workspace_quota_bytes",
+    callback=parsed_by(parse_size),
+    default=None,
+    metavar="SIZE",
+    help="Mark workspaces over SIZE (e.g. 500G) in listings, and warn their jobs on stderr "
+    "at start; advisory: nothing is deleted or refused [default: none].",
+)
+@click.option(
     "--stop-jobs-on-exit",
     is_flag=True,
     help="On SIGTERM/SIGINT kill the jobs and report their exits before leaving, instead of "
@@ -170,6 +200,7 @@ def cli(
     tls_ca: Path | None,
     insecure_plaintext: bool,
     no_cgroups: bool,
+    container_runtimes: list[str] | None,
     node_id: str | None,
     gpu_count: int | None,
     fake_gpus: list[str] | None,
@@ -185,6 +216,8 @@ def cli(
     allow_root_jobs: bool,
     heartbeat_interval_s: float,
     fence_timeout_s: float,
+    workspace_root: str | None,
+    workspace_quota_bytes: int | None,
     log_level: str,
     log_format: str,
     log_file: Path | None,
@@ -226,6 +259,15 @@ def cli(
         lock = lock_state_dir(config.state_dir)
     except OSError as exc:
         raise StartupFailure(str(exc)) from None
+    try:
+        workspaces = node_workspaces(
+            workspace_root,
+            default=config.state_dir / constants.WORKSPACES_DIR,
+            node=config.node_id,
+            quota_bytes=workspace_quota_bytes or 0,
+        )
+    except MgpuError as exc:
+        raise StartupFailure(str(exc)) from None
     host_cpus, host_mem = host_resources()
     backend = _gpus(
         config, gpu_count=gpu_count, fake_gpus=fake_gpus, fallback_gpu_count=fallback_gpu_count
@@ -244,6 +286,8 @@ def cli(
         stop_jobs_on_exit=stop_jobs_on_exit,
         cluster_key=cluster_key,
         isolation=isolation,
+        workspaces=workspaces,
+        runtimes=node_runtimes(container_runtimes),
     )
     try:
         asyncio.run(_run(agent))

@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from mgpu_core.limits import MAX_REASON_LEN, shorten
 from mgpu_core.models import GpuDevice, JobExited, JobSpec, Launch
 from mgpu_node import procs
 from mgpu_node.cgroups import ENTER_FAILED, NOT_ENTERED, JobCgroups, with_oom
+from mgpu_node.containers import Runtime
 from mgpu_node.held import HELD_CANCELLED, HeldLaunches
 from mgpu_node.jobuser import (
     JobRefused,
@@ -48,6 +50,8 @@ from mgpu_node.outlog import Outputs
 from mgpu_node.running import RunningJob
 from mgpu_node.spawn import Emit, Launcher, Relay, spawn_error
 from mgpu_node.spool import ExitSpool, JobRecord, JobRecords
+from mgpu_node.terminals import JobView
+from mgpu_node.workspaces import Workspaces
 from mgpu_node.wrapper import read_outcome
 
 log = logging.getLogger(__name__)
@@ -70,21 +74,27 @@ class Executor:
         job_users: JobUserPolicy,
         outputs: Outputs | None = None,
         cgroups: JobCgroups | None = None,
+        workspaces: Workspaces | None = None,
+        runtimes: tuple[Runtime, ...] = (),
     ) -> None:
         self.node_name = node_name
+        self.workspaces = workspaces  # None: --workspace-root none
         self.job_users = job_users
         self.agent = agent_account()
         log.info("node=%s %s", node_name, describe(job_users, self.agent))
         # Absolute: jobs run in their own working directory and get these paths as arguments.
         state_dir = state_dir.absolute()
         self.cgroups = cgroups  # None: jobs are isolated by CUDA_VISIBLE_DEVICES only
-        self.launcher = Launcher(node_name, devices, state_dir / SCRIPTS_DIR, cgroups)
+        self.launcher = Launcher(node_name, devices, state_dir / SCRIPTS_DIR, cgroups, runtimes)
         self.records = JobRecords(state_dir / JOBS_DIR)
         self.exits = exits
         self.emit = emit
         # The agent's (sent while its link is up); by default every chunk goes to ``emit``.
         self.outputs = outputs or Outputs(state_dir / OUTPUT_DIR, lambda m: _sent(emit, m))
         self.jobs: dict[int, RunningJob] = {}
+        # Told that a job's process has ended, before its leftovers and cgroup are cleared
+        # (which would kill a terminal's shell in it unannounced): the agent's terminals.
+        self.on_ending: Callable[[int, str], None] = lambda job_id, why: None
         self._unsent: list[dict[str, Any]] = []  # exits put, not yet flushed and sent
         # Launches of another run of a job whose earlier run still ends here.
         self.held = HeldLaunches()
@@ -123,7 +133,10 @@ class Executor:
                 launch.user, self.job_users, agent=self.agent, node=self.node_name
             )
             status_file = self.records.status_file(job_id)
-            proc = self.launcher.start(launch, status_file, account)
+            workspace = None
+            if self.workspaces is not None:  # made (or checked) before the job can look
+                workspace = self.workspaces.prepare(launch.user, account or self.agent)
+            proc = self.launcher.start(launch, status_file, account, workspace=workspace)
         except (OSError, ValueError) as exc:
             self._launch_failed(job_id, spec, exc, launch.restart_count)
             return
@@ -133,7 +146,9 @@ class Executor:
             create_time=procs.create_time(proc.pid) or 0.0,
             start_wall=time.time(),
             start_boot=boottime(),
-            time_limit_s=spec.time_limit_s,
+            # A session ends after its TTL (its time limit) and its grace (Launch.grace_s).
+            time_limit_s=spec.time_limit_s + launch.grace_s if spec.time_limit_s else 0,
+            grace_s=launch.grace_s if spec.time_limit_s else 0,
             kill_grace_s=launch.kill_grace_s,
             interactive=spec.interactive,
             restart_count=launch.restart_count,
@@ -267,6 +282,9 @@ class Executor:
 
     async def _wait(self, job: RunningJob) -> None:
         rc = await job.wait_end()
+        record = job.record
+        why = "time limit" if record.timed_out else "cancelled" if record.cancelled else "exited"
+        self.on_ending(job.job_id, why)
         procs.signal_group(job.pid, signal.SIGKILL)  # leftovers of the job's group
         oom_kills = self._oom_kills(job.job_id)  # counted in its memory group: read it first
         if self.cgroups is not None:  # and of its cgroup: those that left the group too
@@ -384,6 +402,27 @@ class Executor:
             procs.signal_children(job.pid, sig)
         else:
             procs.signal_tree(job.pid, sig)
+
+    def job_view(self, job_id: int) -> JobView | None:
+        """What a terminal into a running job needs of it (None: not running here)."""
+        job = self.jobs.get(job_id)
+        if job is None or job.ended:
+            return None
+        record = job.record
+        ttl_s = record.time_limit_s - record.grace_s if record.time_limit_s else 0
+        return JobView(job.pid, record.start_wall, ttl_s, record.grace_s)
+
+    def set_time_limit(self, job_id: int, time_limit_s: int) -> None:
+        """A session's new TTL (session extend): its end and warnings move; its grace stays."""
+        job = self.jobs.get(job_id)
+        if job is None or job.record.terminate_wall:
+            return  # not here, or already being ended
+        record = job.record
+        record.time_limit_s = time_limit_s + record.grace_s if time_limit_s else 0
+        self._save(record)
+        job.stop_timers()
+        job.start_timers(self._time_limit)
+        log.info("job=%d time limit now %d s", job_id, time_limit_s)
 
     def _time_limit(self, job: RunningJob) -> None:
         job.record.timed_out = True

@@ -39,6 +39,7 @@ from mgpu_node.nvml import NVIDIA_MAJOR, DeviceNumber, NvmlBackend, NvmlUnavaila
 logger = logging.getLogger(__name__)
 
 MAX_FAKE_GPUS = 64
+FAKE_GPU_LOAD_FILE = "fake-gpu-load"  # beside the fault file: what fake GPUs report busy
 FAKE_GPU_MEMORY_BYTES = 80 * 1024**3
 
 
@@ -207,14 +208,42 @@ class FakeGpuBackend:
             logger.info("fake GPU device nodes not made in %s: %s", dev_dir, exc)
 
     def sample(self) -> list[GpuSample]:
-        """Every fake device idle and empty; healthy unless the fault file names it."""
+        """Every fake device idle and empty unless the load file says otherwise; healthy
+        unless the fault file names it."""
         faults = self._read_faults()
+        load = self._read_load()
         return [
             GpuSample(index=d.index, healthy=False, error=faults[d.index])
             if d.index in faults
-            else GpuSample(index=d.index, utilization_pct=0, memory_used_bytes=0)
+            else GpuSample(
+                index=d.index,
+                utilization_pct=load.get(d.index, (0, 0))[0],
+                memory_used_bytes=load.get(d.index, (0, 0))[1],
+            )
             for d in self._devices
         ]
+
+    def _read_load(self) -> dict[int, tuple[int, int]]:
+        """``fake-gpu-load`` beside the fault file: ``<index> <utilisation %> [<memory
+        bytes>]`` per line, what a fake GPU reports busy (idle detection's tests); lines that
+        do not parse are ignored."""
+        if self.fault_file is None:
+            return {}
+        try:
+            text = (self.fault_file.parent / FAKE_GPU_LOAD_FILE).read_text(errors="replace")
+        except OSError:
+            return {}
+        load = {}
+        for line in text.splitlines():
+            fields = line.split()
+            if 2 <= len(fields) <= 3 and all(f.isdigit() for f in fields):
+                index, util, *mem = (int(f) for f in fields)
+                if 0 <= index < len(self._devices) and util <= 100:
+                    load[index] = (
+                        util,
+                        min(mem[0] if mem else 0, self._devices[index].memory_total_bytes),
+                    )
+        return load
 
     def _read_faults(self) -> dict[int, str]:
         if self.fault_file is None:

@@ -24,6 +24,7 @@ from mgpu_core.constants import DEFAULT_BATCH_OUTPUT
 from mgpu_core.models import GpuDevice, JobSpec, Launch, printable
 from mgpu_core.patterns import expand_path_template
 from mgpu_node.cgroups import UNGATED, Gate, JobCgroups
+from mgpu_node.containers import Runtime, contain, share_spool
 from mgpu_node.jobuser import (
     Account,
     create_status_file,
@@ -31,7 +32,9 @@ from mgpu_node.jobuser import (
     write_script,
 )
 from mgpu_node.slurmenv import OWNED, array_task, slurm_environment
-from mgpu_node.wrapper import find_executable, wrap, wrap_as_user
+from mgpu_node.workspaces import ENV_VAR as WORKSPACE_VAR
+from mgpu_node.workspaces import Workspace
+from mgpu_node.wrapper import NOTICE_VAR, find_executable, wrap, wrap_as_user
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
 DEFAULT_OUTPUT = DEFAULT_BATCH_OUTPUT
@@ -46,22 +49,35 @@ class Launcher:
     devices: list[GpuDevice]
     spool_dir: Path  # batch scripts (absolute: jobs run in their own working directory)
     cgroups: JobCgroups | None = None  # where the node isolates jobs in cgroups
+    # The container runtimes for jobs with an image, the preferred first (containers.py).
+    runtimes: tuple[Runtime, ...] = ()
 
     def start(
-        self, launch: Launch, status_file: Path, account: Account | None = None
+        self,
+        launch: Launch,
+        status_file: Path,
+        account: Account | None = None,
+        *,
+        workspace: Workspace | None = None,
     ) -> subprocess.Popen[bytes]:
         """Spawn the job of ``launch`` under the wrapper, as ``account`` if given (else as the
-        agent's own user), in its cgroup if the node has them; OSError/ValueError if it cannot."""
+        agent's own user), in its cgroup if the node has them, with ``workspace`` (made by
+        workspaces.py) as MGPU_WORKSPACE; OSError/ValueError if it cannot."""
         if self.cgroups is None:
-            return self._start(launch, status_file, account, UNGATED)
+            return self._start(launch, status_file, account, UNGATED, workspace)
         return self.cgroups.spawn(
             launch,
-            lambda g: self._start(launch, status_file, account, g),
+            lambda g: self._start(launch, status_file, account, g, workspace),
             uid=account.uid if account is not None else None,
         )
 
     def _start(
-        self, launch: Launch, status_file: Path, account: Account | None, gate: Gate
+        self,
+        launch: Launch,
+        status_file: Path,
+        account: Account | None,
+        gate: Gate,
+        workspace: Workspace | None,
     ) -> subprocess.Popen[bytes]:
         job_id, spec = launch.job_id, launch.spec
         if spec.script is None and not spec.argv:
@@ -69,21 +85,25 @@ class Launcher:
         if account is not None:
             if not os.path.isabs(spec.cwd):  # the wrapper resolves paths after entering it
                 raise ValueError(f"working directory {spec.cwd} is not an absolute path")
-            env = self._environment(launch, account)
+            env = self._environment(launch, account, workspace)
             env.update(account.environment())
             return self._spawn_as(launch, env, status_file, account, gate)
         if not Path(spec.cwd).is_dir():
             raise NotADirectoryError(
                 f"working directory {spec.cwd} does not exist on {self.node_name}"
             )
-        env = self._environment(launch, None)
+        env = self._environment(launch, None, workspace)
         argv = self._argv(job_id, spec)
+        if spec.container_image:
+            argv, env = self._contained(launch, argv, env, None)
         program = find_executable(argv[0], env, spec.cwd)
         status_file.unlink(missing_ok=True)  # a previous run's, if the job was requeued here
         wrapped = gate.argv(wrap(argv, status_file, program))
         return self._spawn(launch, wrapped, env)
 
-    def _environment(self, launch: Launch, account: Account | None) -> dict[str, str]:
+    def _environment(
+        self, launch: Launch, account: Account | None, workspace: Workspace | None = None
+    ) -> dict[str, str]:
         """The job's environment: the submitted one, then ours (slurmenv.py says why the
         SLURM_* variables, and why inherited ones are dropped)."""
         spec, gpu_indices = launch.spec, launch.gpu_indices
@@ -92,6 +112,14 @@ class Launcher:
         except IndexError:
             raise ValueError(f"GPU index out of range: {gpu_indices}") from None
         env = {name: value for name, value in spec.env.items() if name not in OWNED}
+        # A submitter's (from inside a job on another node, say) would name another workspace,
+        # or print a warning that is not this job's.
+        env.pop(WORKSPACE_VAR, None)
+        env.pop(NOTICE_VAR, None)
+        if workspace is not None:
+            env[WORKSPACE_VAR] = str(workspace.path)
+            if workspace.notice:
+                env[NOTICE_VAR] = workspace.notice  # printed by the wrapper, then unset
         uid, gid = (account.uid, account.gid) if account else (os.geteuid(), os.getegid())
         env.update(slurm_environment(launch, node=self.node_name, uid=uid, gid=gid))
         env.update(
@@ -110,6 +138,31 @@ class Launcher:
             env["MGPU_PORTS"] = ",".join(map(str, launch.ports))
             env["MGPU_PORT"] = str(launch.ports[0])
         return env
+
+    def _contained(
+        self, launch: Launch, argv: list[str], env: dict[str, str], account: Account | None
+    ) -> tuple[list[str], dict[str, str]]:
+        """``argv`` and ``env`` run in the job's container (containers.py). A batch script is
+        passed by its path, which the runtime binds into the container."""
+        script = ""
+        if launch.spec.script is not None:
+            script = str(self._script_path(launch.job_id))
+            argv = [script, *argv[1:]]
+            if account is not None:
+                share_spool(self.runtimes, str(self.spool_dir), account.name)
+        uid, gid = (account.uid, account.gid) if account else (os.geteuid(), os.getegid())
+        devices = [self.devices[i] for i in launch.gpu_indices]
+        return contain(
+            self.runtimes,
+            launch,
+            argv,
+            env,
+            node=self.node_name,
+            devices=devices,
+            uid=uid,
+            gid=gid,
+            script=script,
+        )
 
     def _script_path(self, job_id: int) -> Path:
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -210,6 +263,8 @@ class Launcher:
             if spec.script is not None:
                 fds.append(write_script(self._script_path(job_id), spec.script, account))
                 argv = [f"/dev/fd/{fds[-1]}", *spec.argv]
+            if spec.container_image:
+                argv, env = self._contained(launch, argv, env, account)
             pipe = subprocess.PIPE if spec.interactive else subprocess.DEVNULL
             wrapped = wrap_as_user(
                 argv,

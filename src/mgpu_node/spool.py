@@ -273,6 +273,8 @@ class JobRecord:
     start_boot: float = 0.0  # CLOCK_BOOTTIME at launch (the guard's clock; 0: not known)
     # Set from the guard's mark (GuardMark): killed by the fence after this much silence.
     fenced_s: float = 0.0
+    # A session's grace after its TTL (time_limit_s counts it: the TTL is the difference).
+    grace_s: int = 0
 
     def deadline(self) -> float | None:
         return self.start_wall + self.time_limit_s if self.time_limit_s > 0 else None

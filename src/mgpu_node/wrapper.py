@@ -82,10 +82,16 @@ _TRAPS = (
     + "".join(f"trap : {s.name.removeprefix('SIG')}\n" for s in _TELLING)
 )
 
+# A one-line warning the agent has for the job (a workspace over its quota): printed on the
+# job's stderr (its file or pipe, set up by then) before the command runs, not passed on to it.
+NOTICE_VAR = "MGPU_NOTICE"
+
 # After a prelude that defines w, which records how the command ended: "exit N" or "signal N".
 # The command's subshell reads its own pid (read is a builtin: /proc/self is the subshell,
 # which then becomes the command) for SLURM_TASK_PID, which only it can know (slurmenv.py).
 _BODY = f"""\
+[ -z "${{{NOTICE_VAR}-}}" ] || printf 'mgpu: %s\\n' "${NOTICE_VAR}" >&2
+unset {NOTICE_VAR}
 exec 3>&2 2>/dev/null
 ( [ "$mgpu_sig" = 0 ] || exit $((128 + mgpu_sig))
   read -r SLURM_TASK_PID _ 2>/dev/null </proc/self/stat && export SLURM_TASK_PID

@@ -14,7 +14,13 @@ priority_max_age = "7-0"          # Slurm time format, or seconds
 fairshare_half_life = "7-0"
 default_qos = "normal"
 queue_depth = 1000                # eligible jobs a scheduling pass examines at most
+idle_after = "10:00"              # a job whose GPUs are idle this long is flagged (squeue, API)
+idle_threshold_pct = 1            # ... idle: utilisation at most this, memory unchanged
 [qos.normal]
+max_sessions_per_user = 2         # sessions (mgpu_client session) one user may hold; 0: any
+session_grace = 300               # a session goes on this long past its TTL, warned
+idle_warn = "30:00"               # warn a job idle this long (its terminals, webhooks); 0: no
+idle_end = "1:00:00"              # end a job idle this long (0, the default: never)
 [qos.long]
 priority = 10
 max_wall = "3-0"
@@ -80,6 +86,8 @@ _SCHEDULER_KEYS = {
     "fairshare_half_life": "half_life_s",
     "default_qos": "default_qos",
     "queue_depth": "queue_depth",
+    "idle_after": "idle_after_s",
+    "idle_threshold_pct": "idle_util_pct",
 }
 _QOS_KEYS = {
     "priority": "priority",
@@ -87,6 +95,10 @@ _QOS_KEYS = {
     "max_jobs_per_user": "max_jobs_per_user",
     "max_wall": "max_wall_s",
     "grace_time": "grace_s",
+    "max_sessions_per_user": "max_sessions_per_user",
+    "session_grace": "session_grace_s",
+    "idle_warn": "idle_warn_s",
+    "idle_end": "idle_end_s",
     "allowed_users": "allowed_users",
     "allowed_groups": "allowed_groups",
 }
@@ -101,7 +113,18 @@ _PARTITION_KEYS = {
     "priority_tier": "priority_tier",
     "state": "state",
 }
-_DURATIONS = {"max_age_s", "half_life_s", "max_wall_s", "grace_s", "max_time_s", "default_time_s"}
+_DURATIONS = {
+    "max_age_s",
+    "half_life_s",
+    "max_wall_s",
+    "grace_s",
+    "max_time_s",
+    "default_time_s",
+    "session_grace_s",
+    "idle_after_s",
+    "idle_warn_s",
+    "idle_end_s",
+}
 _NAME_LISTS = {"allowed_users", "allowed_groups", "allowed_qos"}
 # A partition's or the cluster's name: what -p lists (comma-separated) and jobs see.
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")

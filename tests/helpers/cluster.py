@@ -142,6 +142,9 @@ class Cluster(launch.ProcessCluster):
             *(["--stop-jobs-on-exit"] if stop_jobs_on_exit else []),
             *("--heartbeat-interval", "0.5"),
             *(("--job-user", "agent", "--allow-root-jobs") if jobs_as_agent else ()),
+            # The same nodes whatever the test machine has installed (and no probe at each
+            # start); a test of containers names its runtimes, later on the line.
+            *("--container-runtimes", "none"),
         ]
         self.start_agent(
             node_id,

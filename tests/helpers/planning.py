@@ -102,6 +102,7 @@ def node_views(draw: st.DrawFn, index: int, *, typed: bool = False) -> NodeView:
         view.healthy_slices = len(view.slices)
         view.total_ports = draw(st.sampled_from([0, 0, 2, 4]))
         view.free_ports = draw(st.integers(0, view.total_ports))
+        view.containers = draw(st.integers(0, 2)) == 0  # a container runtime, on a third
         if releases and draw(st.integers(0, 4)) == 0:
             view.exclusive_end = max(r.end_s for r in releases)
     return view
@@ -113,7 +114,8 @@ QOS_LIMITS = [(0, 0)] * 6 + [(2, 0), (4, 0), (0, 1), (0, 2), (6, 2), (1, 1)]
 
 @st.composite
 def constraints(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
-    """A job's GPU type, --exclusive, excluded nodes and partitions (-p), each now and then."""
+    """A job's GPU type, --exclusive, ports, an image, excluded nodes and partitions (-p),
+    each now and then."""
     partitions: list[Choice] = [
         ("p0", frozenset(names[:2])),
         ("p1", None),
@@ -124,6 +126,7 @@ def constraints(draw: st.DrawFn, names: list[str]) -> dict[str, Any]:
         "gpu_type": draw(st.sampled_from(["", "", *MODELS, "v100", PROFILES[0]])),
         "exclusive": draw(st.integers(0, 5)) == 0,
         "ports": draw(st.sampled_from([0, 0, 0, 1, 2, 5])),
+        "container": draw(st.integers(0, 3)) == 0,  # --container-image
         "exclude": draw(st.frozensets(st.sampled_from(names), max_size=2))
         if draw(st.integers(0, 3)) == 0
         else frozenset(),

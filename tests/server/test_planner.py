@@ -92,6 +92,9 @@ def reference_plan(
         if not places:
             result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
             continue
+        if job.container and not any(n.containers for _, nodes in places for n in nodes):
+            result.reasons[job.job_id] = Reason.NO_CONTAINER_RUNTIME
+            continue
         result.reasons[job.job_id] = Reason.PRIORITY if fits else Reason.RESOURCES
         options = [
             (earliest_start(job, n, now), rank, n.node_id, name)
@@ -144,7 +147,8 @@ def test_planner_decides_as_the_reference_with_partitions_types_and_exclusive(
     case: Case, reserve: bool, few: int
 ) -> None:
     """GPU types (mixed nodes too), --exclusive jobs and nodes an exclusive job holds,
-    excluded nodes and partitions (-p a,b): the same plan as the reference, whether a
+    images (nodes with and without a container runtime), excluded nodes and partitions
+    (-p a,b): the same plan as the reference, whether a
     partition's nodes are tried one by one or through the best-fit order (``few``)."""
     before = copy.deepcopy(case.nodes)
     saved = planner_module.FEW_NODES
@@ -181,6 +185,35 @@ def test_no_gpu_or_slice_is_given_twice_and_whole_gpu_jobs_never_get_slices(
                 assert node.gpu_models[index] == job.gpu_type
             else:
                 assert index not in node.slices, (job, node)
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=cases(constrained=True), reserve=st.booleans())
+def test_a_job_with_an_image_starts_or_reserves_only_where_a_runtime_is(
+    case: Case, reserve: bool
+) -> None:
+    """Containers: a job with --container-image starts and reserves only on a node with a
+    container runtime, and waits with NoContainerRuntime exactly when none of the up nodes it
+    may use has one."""
+    got = plan(case.pending, case.nodes, now=NOW, loads=case.loads, reserve=reserve)
+    nodes = {n.node_id: n for n in case.nodes}
+    jobs = {j.job_id: j for j in case.pending}
+    for start in got.starts:
+        assert nodes[start.node_id].containers or not jobs[start.job_id].container
+    for res in got.reservations.values():
+        assert nodes[res.node_id].containers or not jobs[res.job_id].container
+    for job_id, why in got.reasons.items():
+        if why is Reason.NO_CONTAINER_RUNTIME:
+            job = jobs[job_id]
+            usable = [
+                n
+                for n in case.nodes
+                if n.up
+                and n.node_id not in job.exclude
+                and (not job.nodelist or n.node_id in job.nodelist)
+                and any(p is None or n.node_id in p for _, p in job.partitions or (("", None),))
+            ]
+            assert job.container and usable and not any(n.containers for n in usable)
 
 
 @settings(max_examples=300, deadline=None)

@@ -30,7 +30,7 @@ COMMON = {
     "ntasks": 1, "gpu_type": "a100", "exclusive": False, "expected_start": 1.0e9 + 60,
     "command": "c", "cwd": "/w", "stdout_path": "o", "stderr_path": "e",
     "dependency": "afterok:1", "submit_host": "h", "gpu_util_pct": None,
-    "gpu_mem_peak_bytes": None, "ports": [],
+    "gpu_mem_peak_bytes": None, "ports": [], "session": False, "idle_s": 0,
 }  # fmt: skip
 PROTOTYPES = (
     COMMON,

@@ -59,6 +59,7 @@ AUDITED: dict[str, tuple[str, ...]] = {
     "release": ("job_ids",),
     "requeue": ("job_ids",),
     "update": ("job_id", "changes"),
+    "session_extend": ("job_id", "add_s"),
     "node_update": ("node_id", "action", "reason"),
     "turns": ("action", "users", "user", "mode", "seconds"),
     "token": ("action", "user", "token_id"),  # never the secret
@@ -95,6 +96,7 @@ class ClientService:
             "release": self.release,
             "requeue": self.requeue,
             "update": self.update,
+            "session_extend": self.session_extend,
             "priority": self.priority,
             "job": self.job,
             "history": lambda ctx, conn, msg: accounting.history(
@@ -215,6 +217,17 @@ class ClientService:
             self.state.control.requeue(job)
 
         return self._per_job(msg["job_ids"], act)
+
+    def session_extend(
+        self, ctx: RequestContext, conn: object, msg: dict[str, Any]
+    ) -> dict[str, Any]:
+        """mgpu_client session extend: the owner (or an admin) gives a session more time."""
+        jobs = self.state.find([msg["job_id"]])
+        if len(jobs) != 1:
+            raise InvalidRequest(f"job {msg['job_id']} is not one session")
+        perm.check_owner(ctx, jobs[0], "extend")
+        limit_s = self.state.control.extend(jobs[0], msg["add_s"])
+        return {"job_id": jobs[0].job_id, "time_limit_s": limit_s}
 
     def update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         job = self.state.get(msg["job_id"])

@@ -253,6 +253,16 @@ def check_attach(ctx: RequestContext, job: Job) -> None:
         raise PermissionDenied(f"job {job.job_id} belongs to {job.user}: its output is theirs")
 
 
+def check_workspace(ctx: RequestContext, action: str, user: str) -> None:
+    """A user lists and removes their own workspaces; an admin anyone's (``user`` "": every
+    user's, which only a listing asks)."""
+    if ctx.admin or (user and user == ctx.user):
+        return
+    verb = "list" if action == "list" else "remove"
+    whose = f"{user}'s workspaces" if user else "every user's workspaces"
+    raise PermissionDenied(f"only {user or 'an admin'} or an admin can {verb} {whose}")
+
+
 def check_turns(ctx: RequestContext, action: str) -> None:
     if action not in TURNS_READ_ONLY:
         require_admin(ctx, f"change the GPU turn queue ({action})")

@@ -25,6 +25,8 @@ from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
 from mgpu_server.api import audit
 from mgpu_server.net import authn
 from mgpu_server.net.outputreads import OutputReads
+from mgpu_server.net.terminals import Terminals
+from mgpu_server.net.workspacereqs import WorkspaceRequests
 from mgpu_server.state.cluster import ClusterState
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ class NodeLinks:
         cluster: ClusterState,
         *,
         outputs: OutputReads,
+        workspaces: WorkspaceRequests,
         cluster_key: bytes,
         node_key: Callable[[str], bytes | None],
         hello_timeout_s: float,
@@ -43,9 +46,12 @@ class NodeLinks:
         kick: Callable[[], None],
         relay: Callable[[int, dict[str, Any]], None],
         authenticated: Callable[[AsyncConnection], None],
+        terminals: Terminals | None = None,
     ) -> None:
         self.cluster = cluster
         self.outputs = outputs  # clients' reads of job output files, answered by nodes
+        self.workspaces = workspaces  # clients' workspace listings and removals, likewise
+        self.terminals = terminals  # shells in running jobs: their output goes to clients
         self.cluster_key = cluster_key
         # A node's own key (mgpu_node join), else None: then the shared cluster key (legacy).
         self.node_key = node_key
@@ -97,6 +103,7 @@ class NodeLinks:
         if stale is not None:
             stale.close()  # a silent link this registration replaces (see NodeRegistry.join)
         self.links[node_id] = conn
+        self.workspaces.node_joined(node_id, registration.workspace_root, registration.workspace_id)
         # The fence parameters are the master's: the node kills its jobs after fence_timeout_s
         # without an acknowledged heartbeat, and the master waits longer than that.
         registered = {
@@ -120,6 +127,9 @@ class NodeLinks:
             if self.links.get(node_id) is conn:
                 del self.links[node_id]
                 self.outputs.node_gone(node_id)
+                self.workspaces.node_gone(node_id)
+                if self.terminals is not None:
+                    self.terminals.node_gone(node_id)
                 self.cluster.node_leave(node_id, time.time())
                 self.kick()
 
@@ -189,6 +199,13 @@ class NodeLinks:
             return
         if kind == "output_data":  # an answer, not an event: nothing changes
             self.outputs.answered(node_id, msg)
+            return
+        if kind == "workspace_data":  # likewise
+            self.workspaces.answered(node_id, msg)
+            return
+        if kind in ("pty_output", "pty_exit"):  # a terminal's, to its client
+            if self.terminals is not None:
+                self.terminals.from_node(node_id, msg)
             return
         if kind == "heartbeat":
             cluster.heartbeat(

@@ -30,6 +30,7 @@ from mgpu_core.errors import (
 )
 from mgpu_core.messages import CLIENT_REQUESTS, HELLO, validate
 from mgpu_core.protocol import PROTOCOL_VERSION, Message, error_reply, ok_reply
+from mgpu_core.termmsgs import UNANSWERED
 from mgpu_server.api import audit
 from mgpu_server.api.handlers import ClientService
 from mgpu_server.api.jobinfo import log_status
@@ -47,7 +48,9 @@ from mgpu_server.net.nodelinks import NodeLinks
 from mgpu_server.net.notify import Notifier, NotifySettings
 from mgpu_server.net.outputreads import OutputReads
 from mgpu_server.net.pacing import Pacer
+from mgpu_server.net.terminals import Terminals
 from mgpu_server.net.watchers import Watchers
+from mgpu_server.net.workspacereqs import WorkspaceRequests
 from mgpu_server.scheduling.policy import PolicyConfig
 from mgpu_server.state.cluster import ClusterState
 from mgpu_server.state.effects import Notify, ToNode, ToWatchers
@@ -121,9 +124,20 @@ class Server:
             job_status=lambda job_id: log_status(self.cluster.find([job_id])[0], time.time()),
             kick=self.kick,
         )
+        self.workspaces = WorkspaceRequests(
+            send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
+            reply=self.reply,
+            kick=self.kick,
+        )
+        self.terminals = Terminals(
+            send_to_node=lambda node_id, msg: self.nodes.send_now(node_id, msg),
+            max_backlog_bytes=config.max_client_backlog_bytes,
+        )
         self.nodes = NodeLinks(
             self.cluster,
+            terminals=self.terminals,
             outputs=self.outputs,
+            workspaces=self.workspaces,
             cluster_key=cluster_key,
             node_key=self.joins.node_key,
             hello_timeout_s=config.hello_timeout_s,
@@ -356,8 +370,18 @@ class Server:
                 req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
                 try:
                     msg = validate(raw, CLIENT_REQUESTS)
+                    if msg["t"] in UNANSWERED:  # a terminal's keystrokes, size, close
+                        self.terminals.from_client(conn, msg)
+                        continue
+                    if msg["t"] == "pty_open":
+                        opened = self.terminals.open(self.cluster, ctx, conn, msg)
+                        self.reply(conn, ok_reply(msg["id"], opened))
+                        continue
                     if msg["t"] == "log":  # answered by the job's node, later
                         self.outputs.request(self.cluster, ctx, conn, msg)
+                        continue
+                    if msg["t"] == "workspace":  # answered by the nodes, later
+                        self.workspaces.request(self.cluster, ctx, conn, msg)
                         continue
                     data = self.service.handle(ctx, conn, msg)
                 except MgpuError as err:
@@ -391,6 +415,8 @@ class Server:
         running: srun may re-attach after a network blip or a master restart, or from another
         shell."""
         self.outputs.client_gone(conn)
+        self.workspaces.client_gone(conn)
+        self.terminals.client_gone(conn)
         sessions = self.token_sessions.get(token_id or "")
         if sessions is not None:
             sessions.discard(conn)

@@ -62,6 +62,9 @@ class Job:
     gpu_mem_peak_bytes: int | None = None
     # The TCP ports of its node's range it was given (--ports): MGPU_PORTS.
     ports: tuple[int, ...] = ()
+    # Since when its GPUs have been idle, once that has lasted the cluster's idle_after (0:
+    # not idle). Set by state/idle.py; not stored.
+    idle_since: float = 0.0
     # A pending job's reserved start, as of the last pass that reached it (0: none). Not stored.
     expected_start: float = 0.0
     # An array task whose spec is its array's, the one object every task shares (and the store
@@ -230,6 +233,8 @@ ROW_FIELDS: dict[str, str] = {
     # squeue --start: a pending job's reserved start (0: none known).
     "expected_start": "j.expected_start if j.state is PENDING else 0.0",
     "ports": "list(j.ports)",
+    "session": "j.spec.session",
+    "idle_s": "round(now - j.idle_since) if j.idle_since and j.state is RUNNING else 0",
 }
 _ALL_FIELDS = tuple(ROW_FIELDS)
 _NAMES = {

@@ -90,6 +90,8 @@ class NodeRecord:
     # --port-range: the ports its jobs may be given (LO, HI, inclusive; () = none), and which
     # job holds each port given out.
     port_range: tuple[int, ...] = ()
+    # The container runtimes it found, preferred first ((): none; jobs with an image wait).
+    runtimes: tuple[str, ...] = ()
     ports_held: dict[int, int] = field(default_factory=dict)
     # Each GPU's type (--gres=gpu:TYPE), by index, and how many of each: fixed per record.
     models: tuple[str, ...] = field(init=False)
@@ -123,6 +125,7 @@ class NodeRecord:
             last_seen_s=now,
             drain_reason=drain_reason,
             port_range=tuple(hello.port_range),
+            runtimes=tuple(hello.runtimes),
         )
 
     @classmethod
@@ -144,6 +147,7 @@ class NodeRecord:
             isolation=self.isolation,
             agent_version=self.agent_version,
             port_range=list(self.port_range),
+            runtimes=list(self.runtimes),
         )
         return {**hello.to_wire(), "drain_reason": self.drain_reason}
 
@@ -216,6 +220,7 @@ class NodeRecord:
             total_mem_bytes=self.mem_bytes,
             gpu_models=self.models,
             free_ports=self.total_ports - len(self.ports_held) if self.port_range else 0,
+            containers=bool(self.runtimes),
             total_ports=self.total_ports,
             slices=self.slices,
             healthy_slices=sum(1 for g in healthy if g.index in self.slices) if self.slices else 0,
@@ -267,6 +272,7 @@ class NodeRecord:
             "isolation": self.isolation,
             "agent_version": self.agent_version,
             "port_range": list(self.port_range),
+            "runtimes": list(self.runtimes),
             "ports_held": len(self.ports_held),
             "gpus": [g.to_wire() for g in self.gpus],
             "jobs": sorted(self.jobs),

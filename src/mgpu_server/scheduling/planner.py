@@ -16,7 +16,7 @@ Policy: priority order with backfill (Slurm's main + backfill scheduler, in one 
 - A job no up node could ever hold reserves nothing.
 - A job in several partitions (``-p a,b``) starts in the first, in the user's order, where it
   fits now; else it reserves in the one where it could start soonest (the first among equals).
-  Its GPU type, ``--exclusive`` and excluded nodes narrow the nodes it may use
+  Its GPU type, ``--exclusive``, an image and excluded nodes narrow the nodes it may use
   (:mod:`mgpu_server.scheduling.views` has the arithmetic of one job on one node).
 """
 
@@ -136,6 +136,7 @@ class Planner:
         self._offers: dict[tuple[object, ...], tuple[int, NodeView | None, bool]] = {}
         self._reserved_changes = 0
         self._up_in: dict[frozenset[str], bool] = {}  # whether a node set has an up node
+        self._runtimes = [n.node_id for n in self._free.values() if n.containers]
 
     def could_start(self, gpus: int, cpus: int, mem_bytes: int) -> bool:
         """Whether some up node has this much free now (reservations aside): if not, no job
@@ -177,6 +178,9 @@ class Planner:
         if not places:
             result.reasons[job.job_id] = Reason.NODE_NOT_AVAIL
             return
+        if job.container and not self._any_runtime(job, places):
+            result.reasons[job.job_id] = Reason.NO_CONTAINER_RUNTIME
+            return
         result.reasons[job.job_id] = Reason.PRIORITY if fits else Reason.RESOURCES
         if self.reserve and len(result.reservations) < MAX_RESERVATIONS:
             self._reserve(job, places)
@@ -197,6 +201,15 @@ class Planner:
             if not known or not exclude:
                 return known
         return any(n in free and n not in exclude for n in allowed)
+
+    def _any_runtime(self, job: PendingJob, places: list[Choice]) -> bool:
+        """Whether an up node the job may use, in any of its partitions, has a container
+        runtime (those are few: a scan of them, not of the job's nodes)."""
+        for _, allowed in places:
+            for node_id in self._runtimes:
+                if node_id not in job.exclude and (allowed is None or node_id in allowed):
+                    return True
+        return False
 
     def _open_node(
         self, job: PendingJob, allowed: frozenset[str] | None
@@ -241,7 +254,9 @@ class Planner:
         if not reservations:
             return None, False
         end = self.now + job.time_limit_s if job.time_limit_s else INF
-        shape = (job.gpus, job.cpus, job.mem_bytes, end, job.gpu_type, job.exclusive)
+        shape = (
+            job.gpus, job.cpus, job.mem_bytes, end, job.gpu_type, job.exclusive, job.container
+        )  # fmt: skip
         key = (*shape, allowed, job.exclude)
         known = self._offers.get(key)
         if known is not None and known[0] == self._reserved_changes:

@@ -23,6 +23,7 @@ from mgpu_core.models import JobSpec
 from mgpu_server.scheduling.partitions import Partitions
 
 DAY_S = 86_400.0
+DEFAULT_SESSION_GRACE_S = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,13 @@ class Qos:
     max_jobs_per_user: int = 0  # running jobs; 0 = no limit
     max_wall_s: int = 0  # 0 = no limit
     grace_s: int = 0  # extra time past the limit before the job is killed
+    # Sessions (mgpu_client session): how many one user may hold (0 = no limit), and how long
+    # one goes on past its TTL, warned, before it is ended.
+    max_sessions_per_user: int = 0
+    session_grace_s: int = DEFAULT_SESSION_GRACE_S
+    # Idle jobs (GPUs at ~0 % and memory unchanged): warn after, end after (0 = never).
+    idle_warn_s: int = 0
+    idle_end_s: int = 0
     # Who may use it (the master's config: allowed_users, allowed_groups). Neither set: everyone;
     # either set: only the users named or in a group named (an empty list names nobody).
     allowed_users: frozenset[str] | None = None
@@ -52,6 +60,10 @@ class PolicyConfig:
     half_life_s: float = 7 * DAY_S
     default_qos: str = "normal"
     qos: dict[str, Qos] = field(default_factory=lambda: {"normal": Qos("normal")})
+    # A running job's GPUs at or under this utilisation (%), their memory unchanged, for
+    # idle_after_s: it is flagged idle (state/idle.py); its QoS may warn, then end it.
+    idle_util_pct: float = 1.0
+    idle_after_s: int = 600
     # Eligible jobs one scheduling pass examines at most (Slurm's default_queue_depth): the
     # ones further down keep their last reason until a pass reaches them.
     queue_depth: int = 1000

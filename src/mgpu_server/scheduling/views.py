@@ -5,7 +5,8 @@ running jobs end. Pure: no I/O, no clock of its own.
 A job may be constrained beyond its size: a GPU type (all its GPUs of that model, on one
 node; a MIG profile is a type, and a job without a type gets whole GPUs only, never MIG
 slices), ``--exclusive`` (it starts only on a node where nothing runs, and nothing starts
-beside it while it runs: :attr:`NodeView.exclusive_end`), the nodes it may use (its partitions' and
+beside it while it runs: :attr:`NodeView.exclusive_end`), an image (``--container-image``:
+only a node with a container runtime can ever hold it), the nodes it may use (its partitions' and
 its node list, minus its excluded nodes; the planner filters those). On a node whose GPUs are
 of several types, a typed job's start time counts every GPU a running job frees towards its
 type (capped at the node's GPUs of that type): an estimate, exact on nodes of one type.
@@ -56,6 +57,8 @@ class NodeView:
     healthy_slices: int = 0
     # An --exclusive job runs here until then (INF: no limit): nothing else starts here.
     exclusive_end: float | None = None
+    # It has a container runtime: jobs with --container-image may run here.
+    containers: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,6 +76,7 @@ class PendingJob:
     ports: int = 0  # --ports: TCP ports of its node's range
     exclusive: bool = False
     exclude: frozenset[str] = frozenset()
+    container: bool = False  # --container-image: only on a node with a container runtime
     # The partitions it may run in now, in the user's order; (): anywhere, no partition.
     partitions: tuple[Choice, ...] = ()
 
@@ -150,6 +154,7 @@ def fits_ever(job: PendingJob, node: NodeView) -> bool:
         and node.total_cpus >= job.cpus
         and node.total_mem_bytes >= job.mem_bytes
         and node.total_ports >= job.ports
+        and (node.containers or not job.container)
     )
 
 

@@ -26,6 +26,7 @@ from mgpu_server.records.nodes import NodeRecord
 from mgpu_server.scheduling.policy import PolicyConfig, Priorities, Usage
 from mgpu_server.scheduling.turns import TurnQueue
 from mgpu_server.state.effects import Effect, Outbox
+from mgpu_server.state.idle import IdleWatch
 from mgpu_server.state.jobctl import JobControl
 from mgpu_server.state.lifecycle import Lifecycle
 from mgpu_server.state.listing import Selection
@@ -100,6 +101,11 @@ class ClusterState:
         self.wakeup_at: float | None = None  # earliest --begin of a pending job, per pass
         self.pass_stats = PassStats()
         self.time_limit_notices = TimeLimitNotices()
+        self.idle = IdleWatch(
+            policy,
+            self.outbox,
+            end=lambda job, now: self.lifecycle.cancel(job, now, by="idle policy"),
+        )
         # What the store holds: nodes (down until they reconnect), then the jobs, then the
         # pending ones placed (a dependency may name a job loaded after it).
         self.nodes.load(now)
@@ -279,7 +285,7 @@ class ClusterState:
         """A node's heartbeat: its GPUs' health and, from current agents, the jobs it runs
         (reconciled both ways; launches it may not have seen yet are left alone)."""
         self.nodes.heartbeat(node_id, samples, now)
-        self._measure(node_id, samples)
+        self._measure(node_id, samples, now)
         if running_ids is None:
             return  # an older agent: reconciled at registration only
         reported = set(running_ids)
@@ -289,21 +295,28 @@ class ClusterState:
                 self.lifecycle.node_lost(job, now, reason=f"job vanished from node {node_id}")
         self._kill_unknown(node_id, reported)
 
-    def _measure(self, node_id: str, samples: list[GpuSample]) -> None:
-        """Each running job's GPU utilisation and memory, from its GPUs' samples."""
+    def _measure(self, node_id: str, samples: list[GpuSample], now: float) -> None:
+        """Each running job's GPU utilisation and memory, from its GPUs' samples; and whether
+        they are idle (state/idle.py)."""
         node = self.nodes.get(node_id)
         if node is None:
             return
+        by_job: dict[int, list[GpuSample]] = {}
         for sample in samples:
             if 0 <= sample.index < len(node.gpus):
                 holder = node.gpus[sample.index].job_id
                 job = self.table.jobs.get(holder) if holder is not None else None
                 if job is not None:
                     job.add_gpu_sample(sample.utilization_pct, sample.memory_used_bytes)
+                    by_job.setdefault(job.job_id, []).append(sample)
+        for job_id, held in by_job.items():
+            self.idle.observe(self.table.jobs[job_id], held, now)
 
     def time_notices(self, now: float) -> None:
-        """Once a second: TIME_LIMIT_50/80/90/TIME_LIMIT notices of running jobs (notices.py)."""
+        """Once a second: TIME_LIMIT_50/80/90/TIME_LIMIT notices of running jobs (notices.py),
+        and idle jobs flagged, warned or ended (idle.py)."""
         self.time_limit_notices.tick(self.running.values(), self.outbox, now)
+        self.idle.tick(self.running.values(), now)
 
     def evict_finished(self, now: float) -> int:
         """Once a second: finished jobs older than keep_finished_s leave memory (they are
@@ -348,6 +361,7 @@ class ClusterState:
         if not limit_s or job.timed_out:
             return False
         grace_s = self.policy.qos_of(job.spec.qos).grace_s + self.lifecycle.kill_grace_of(job)
+        grace_s += self.lifecycle.session_grace_of(job)  # a session's TTL is its limit
         return now >= job.start_time + limit_s + grace_s
 
     def expire_turns(self, now: float) -> None:

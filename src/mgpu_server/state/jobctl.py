@@ -104,6 +104,34 @@ class JobControl:
         self.lifecycle.reconsider(job, now)  # and whether a rule parks it (QoS, GPUs)
         log.info("job=%d updated %s", job.job_id, sorted(changes))
 
+    def extend(self, job: Job, add_s: int) -> int:
+        """A session's TTL (its time limit) grows by ``add_s``, within its QoS's MaxWall and
+        its partition's MaxTime as at submit; a running one's node is told. The new limit."""
+        if not job.spec.session:
+            raise InvalidRequest(
+                f"job {job.job_id} is not a session: only sessions are extended "
+                "(a pending job's time limit: mgpu_client update)"
+            )
+        if job.state.terminal:
+            raise InvalidJobState(f"session {job.job_id} already ended ({job.state.value})")
+        if job.spec_shared:
+            job.spec, job.spec_shared = job.launch_spec(), False
+        spec, before = job.spec, job.spec.time_limit_s
+        spec.time_limit_s = before + add_s
+        try:
+            self.submission.check(spec)
+        except MgpuError:
+            spec.time_limit_s = before
+            raise
+        if job.state is JobState.PENDING:
+            self.lifecycle.replace(job)
+        else:
+            self.lifecycle.running_changed(job)
+            msg = {"t": "time_limit", "job_id": job.job_id, "time_limit_s": spec.time_limit_s}
+            self.outbox.to_node(job.node_id, msg)
+        log.info("job=%d session extended to %d s", job.job_id, spec.time_limit_s)
+        return spec.time_limit_s
+
     def priorities(self, job_ids: list[int], now: float) -> list[Breakdown]:
         """sprio: the priority factors of pending jobs (all of them when no ids are given)."""
         calc = self.priorities_at(now)

@@ -159,8 +159,13 @@ class Lifecycle:
         log.info(
             "job=%d user=%s node=%s state=RUNNING gpus=%s", job.job_id, job.user, node_id, gpus
         )
-        grace_s, cluster = self.kill_grace_of(job), self.policy.cluster_name
-        self.outbox.to_node(node_id, launch_order(job, kill_grace_s=grace_s, cluster_name=cluster))
+        order = launch_order(
+            job,
+            kill_grace_s=self.kill_grace_of(job),
+            cluster_name=self.policy.cluster_name,
+            grace_s=self.session_grace_of(job),
+        )
+        self.outbox.to_node(node_id, order)
         self.outbox.to_watchers(job.job_id, state_event(job))  # srun, attach (if any)
         self.outbox.notify("BEGIN", job, now)
         self._wake(job, now)
@@ -319,6 +324,12 @@ class Lifecycle:
         """SIGTERM to SIGKILL for this job on its node (the launch carries it)."""
         return max(self.kill_grace_s, self.policy.qos_of(job.spec.qos).grace_s)
 
+    def session_grace_of(self, job: Job) -> int:
+        """How long a session goes on past its TTL (its time limit), warned, before it ends."""
+        if not job.spec.session or not job.spec.time_limit_s:
+            return 0
+        return self.policy.qos_of(job.spec.qos).session_grace_s
+
     def record_pid(self, job: Job, pid: int) -> None:
         job.pid = pid
         self.store.put_job(job)
@@ -334,6 +345,11 @@ class Lifecycle:
     def replace(self, job: Job) -> None:
         """A pending job's request, QoS, nice or admin priority changed: re-place it."""
         self.pending.refresh(job)
+        self._changed(job)
+
+    def running_changed(self, job: Job) -> None:
+        """A running job's spec changed (a session's TTL): stored, and its end re-planned."""
+        self.running.add(job)  # again: its release (end) moves with its limit
         self._changed(job)
 
     def reconsider(self, job: Job, now: float) -> None:

@@ -181,6 +181,7 @@ class SchedulingPass:
             gpu_type=spec.gpu_type,
             ports=spec.ports,
             exclusive=spec.exclusive,
+            container=bool(spec.container_image),
             exclude=frozenset(spec.exclude) if spec.exclude else _NONE,
             partitions=partitions,
         )

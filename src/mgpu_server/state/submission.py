@@ -51,6 +51,8 @@ class Submission:
         ask for what (nice, QoS access, GPU access) and whether the per-user limits bind
         (``limited``) was decided by api.permissions."""
         self.check(spec, new=True)
+        if spec.session:
+            self._check_session(user, spec)
         dependency = self._canonical_dependency(spec) if spec.dependency else None
         array = _parse_array(spec.array) if spec.array else None
         if limited:
@@ -72,6 +74,25 @@ class Submission:
             first = first or job
         assert first is not None
         return first
+
+    def _check_session(self, user: str, spec: JobSpec) -> None:
+        """A session has a TTL, is one job, and counts against its QoS's sessions per user."""
+        if spec.array:
+            raise InvalidRequest("a session is one allocation: it cannot be a job array")
+        if not spec.time_limit_s:
+            raise InvalidRequest("a session needs a TTL (its time limit), e.g. 8h")
+        qos = self.policy.qos_of(spec.qos)
+        if qos.max_sessions_per_user:
+            held = sum(
+                1
+                for job in self.table.jobs.values()
+                if job.user == user and job.spec.session and not job.state.terminal
+            )
+            if held >= qos.max_sessions_per_user:
+                raise InvalidRequest(
+                    f"session refused: {user} holds {held} session(s), QOS {qos.name} allows "
+                    f"{qos.max_sessions_per_user} (stop one: mgpu_client session stop ID)"
+                )
 
     def _add_job(
         self,

@@ -1,0 +1,51 @@
+"""A session's terminals are warned 10 and 1 minutes before its TTL ends and when its grace
+begins; a new TTL (session extend) moves the warnings; a job without a TTL gets none."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from mgpu_node.terminals import JobView, Terminals
+
+
+def scheduled(views: dict[int, JobView | None], job_id: int) -> list[float]:
+    """When (seconds from now) the warnings of ``job_id`` are due, after schedule_warnings."""
+
+    async def run() -> list[float]:
+        loop = asyncio.get_running_loop()
+        sent: list[dict[str, Any]] = []
+
+        def send(msg: dict[str, Any]) -> bool:
+            sent.append(msg)
+            return True
+
+        terms = Terminals(send=send, job=views.get)
+        terms.schedule_warnings(job_id)
+        now = loop.time()
+        handles = terms._warnings.get(job_id, [])
+        due = sorted(float(round(h.when() - now)) for h in handles)
+        terms.close()
+        assert all(h.cancelled() for h in handles)
+        return due
+
+    return asyncio.run(run())
+
+
+def test_warnings_before_the_ttl_and_at_the_grace() -> None:
+    view = JobView(pid=1, start_wall=time.time(), ttl_s=3600, grace_s=300)
+    assert scheduled({7: view}, 7) == [3000, 3540, 3600]
+
+
+def test_a_new_ttl_moves_them_and_past_ones_are_skipped() -> None:
+    started = time.time() - 3590  # ten seconds of its hour left
+    assert scheduled({7: JobView(1, started, 3600, 300)}, 7) == [10]  # only the grace's
+    assert scheduled({7: JobView(1, started, 7200, 0)}, 7) == [3010, 3550]  # extended, no grace
+
+
+@pytest.mark.parametrize("view", [None, JobView(1, time.time(), 0, 0)])
+def test_no_ttl_no_warnings(view: JobView | None) -> None:
+    assert scheduled({7: view}, 7) == []
