@@ -93,6 +93,12 @@ pyinstaller_args=(
     --exclude-module importlib.metadata
     --exclude-module csv
     --exclude-module typing_extensions
+    # rich's Windows-only consoles (imported only where WINDOWS is true), and zipfile (only
+    # shutil's archive helpers and importlib's zip readers reach it; the bundle has no zips).
+    --exclude-module rich._win32_console
+    --exclude-module rich._windows
+    --exclude-module rich._windows_renderer
+    --exclude-module zipfile
     # attrs: only rich.pretty's optional import reaches it (the venv has it for test tools).
     --exclude-module attr
     --exclude-module attrs

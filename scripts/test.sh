@@ -14,6 +14,14 @@ if ! command -v chromedriver >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v
         apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 ||
         echo "test: could not install chromium: the dashboard's browser test will be skipped" >&2
 fi
+# The containers' test runs a job in a real Podman container made from a static busybox
+# (tests/integration/test_containers.py). Best effort as above; without them it is skipped.
+if ! command -v podman >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing podman and busybox-static for the containers' test" >&2
+    { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 \
+        apt-get install -y -qq podman busybox-static; } >/dev/null 2>&1 ||
+        echo "test: could not install podman: the real container test will be skipped" >&2
+fi
 echo "== ruff" >&2
 .venv/bin/ruff check src tests bench
 .venv/bin/ruff format --check src tests bench
