@@ -61,6 +61,11 @@ from mgpu_core.termmsgs import (
     MASTER_TERMINAL_ORDERS,
     NODE_TERMINAL_MESSAGES,
 )
+from mgpu_core.wsmsgs import (
+    CLIENT_WORKSPACE_REQUESTS,
+    MASTER_WORKSPACE_ORDERS,
+    NODE_WORKSPACE_MESSAGES,
+)
 
 # Types only, and not typing's TYPE_CHECKING: see mgpu_core.records.
 TYPE_CHECKING = False
@@ -77,9 +82,6 @@ MAX_JOIN_TOKEN_TTL_S = 365 * 24 * 3600
 MAX_JOIN_TOKEN_USES = 10_000
 MAX_SIGNAL = 64
 MAX_FORMAT_LEN = 4096  # an squeue -o or -O format
-# One node's answer to a workspace listing: at most this many (by user name), so that even
-# with the longest paths the answer stays far below a frame's 16 MiB.
-MAX_WORKSPACES = 1024
 SIGNAL_SCOPES = ("all", "batch")
 
 
@@ -204,16 +206,6 @@ CLIENT_REQUESTS: dict[str, Record] = {
             "max_bytes": (Int(1, MAX_LOG_READ), MAX_LOG_READ),
         }
     ),
-    # Users' persistent workspaces on the nodes (mgpu_client workspace): list them (user "":
-    # everyone's an admin may see), or remove one user's; on one node ("": every node).
-    "workspace": Record(
-        {
-            "id": (ID, REQUIRED),
-            "action": (OneOf("list", "rm"), REQUIRED),
-            "node": (NAME, ""),
-            "user": (NAME, ""),
-        }
-    ),
     # Jobs from the database (mgpu_client history, sacct): finished ones too, long after the
     # master let them go from memory; newest first.
     "history": Record(
@@ -319,18 +311,6 @@ CLIENT_REQUESTS: dict[str, Record] = {
     ),
 }
 
-# One workspace in a node's workspace_data (mgpu_node/workspaces.py).
-WORKSPACE = Record(
-    {
-        "user": (NAME, REQUIRED),
-        "path": (Str(MAX_PATH_LEN), ""),
-        "used_bytes": (Int(0, 2**62), 0),  # on disk, as du counts
-        "complete": (Bool(), True),  # False: measuring was cut short; used_bytes is at least
-        "over_quota": (Bool(), False),  # used_bytes reached the node's --workspace-quota
-        "modified_s": (Float(), 0.0),  # the directory's mtime
-    }
-)
-
 NODE_MESSAGES: dict[str, Record] = {
     "heartbeat": Record(
         {
@@ -370,20 +350,6 @@ NODE_MESSAGES: dict[str, Record] = {
             "data": (Bytes(MAX_LOG_READ), b""),
             "offset": (Int(0, 2**62), 0),
             "size": (Int(0, 2**62), 0),
-            "error": (Str(MAX_MESSAGE_LEN), ""),
-        }
-    ),
-    # The answer to a workspace order: the root, its filesystem's space, the workspaces
-    # listed, or the one removed; or why not.
-    "workspace_data": Record(
-        {
-            "req": (ID, REQUIRED),
-            "root": (Str(MAX_PATH_LEN), ""),
-            "free_bytes": (Int(-1, 2**62), -1),  # -1: not measured (an rm)
-            "total_bytes": (Int(-1, 2**62), -1),
-            "quota_bytes": (Int(0, 2**62), 0),  # --workspace-quota; 0: none
-            "workspaces": (ListOf(WORKSPACE, MAX_WORKSPACES), list),
-            "removed": (Str(MAX_PATH_LEN), ""),  # rm: the path removed; "": there was none
             "error": (Str(MAX_MESSAGE_LEN), ""),
         }
     ),
@@ -432,15 +398,6 @@ MASTER_TO_NODE: dict[str, Record] = {
             "max_bytes": (Int(1, MAX_LOG_READ), MAX_LOG_READ),
         }
     ),
-    # A client's workspace list or rm (the master checked who asks, and that no job of the
-    # user runs on a node that shares the root); answered with workspace_data.
-    "workspace": Record(
-        {
-            "req": (ID, REQUIRED),
-            "action": (OneOf("list", "rm"), REQUIRED),
-            "user": (NAME, ""),  # list: "" = everyone's; rm: required
-        }
-    ),
     # Send this interactive job's output again from this offset, in order, then go on live.
     "replay": Record({"job_id": (JOB_ID, REQUIRED), "offset": (Int(0, 2**62), 0)}),
 }
@@ -449,10 +406,10 @@ MASTER_TO_CLIENT: frozenset[str] = frozenset(
     {"ok", "error", "challenge", "job_state", "job_output", "job_ended", "watch_dropped"}
     | NODE_TERMINAL_MESSAGES.keys()
 )
-# A terminal inside a running job (termmsgs.py, where its messages are described).
-CLIENT_REQUESTS.update(CLIENT_TERMINAL_REQUESTS)
-NODE_MESSAGES.update(NODE_TERMINAL_MESSAGES)
-MASTER_TO_NODE.update(MASTER_TERMINAL_ORDERS)
+# Sessions and terminals (termmsgs.py), workspaces (wsmsgs.py): described where they are.
+CLIENT_REQUESTS.update(CLIENT_TERMINAL_REQUESTS, **CLIENT_WORKSPACE_REQUESTS)
+NODE_MESSAGES.update(NODE_TERMINAL_MESSAGES, **NODE_WORKSPACE_MESSAGES)
+MASTER_TO_NODE.update(MASTER_TERMINAL_ORDERS, **MASTER_WORKSPACE_ORDERS)
 
 
 def validate(msg: Message, table: dict[str, Record]) -> dict[str, Any]:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
 import socket
 from collections.abc import Coroutine
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from mgpu_core.errors import (
     error_from_wire,
 )
 from mgpu_core.handshake import Initiator
-from mgpu_core.limits import MAX_GPU_PROCESSES, MAX_IDS_PER_REQUEST
+from mgpu_core.limits import MAX_IDS_PER_REQUEST
 from mgpu_core.messages import MASTER_TO_NODE, validate
 from mgpu_core.models import Launch, NodeHello
 from mgpu_core.protocol import PROTOCOL_VERSION, Message
@@ -47,11 +45,11 @@ from mgpu_node.cgroups import Isolation
 from mgpu_node.containers import Runtime
 from mgpu_node.executor import Executor
 from mgpu_node.exitlink import ExitDelivery
-from mgpu_node.gpus import GpuBackend
+from mgpu_node.gpus import GpuBackend, strangers_only
 from mgpu_node.guard import GuardHandle
 from mgpu_node.jobuser import JobUserPolicy
 from mgpu_node.lease import LeaseKeeper, boottime
-from mgpu_node.logread import read_range
+from mgpu_node.logread import read_answer
 from mgpu_node.outlog import Outputs, replay_offsets
 from mgpu_node.spool import ExitSpool
 from mgpu_node.terminals import Terminals
@@ -388,26 +386,8 @@ class Agent:
         self._send(await workspace_listing(self.workspaces, msg, node=self.config.node_id))
 
     async def _read_output(self, msg: dict[str, Any]) -> None:
-        """A job's output file for a client's ``log``: read in a thread (a slow or network
-        filesystem must not hold up the agent's loop: heartbeats, exits)."""
         uid = self.executor.account_uid(msg["user"])
-        answer: dict[str, Any]
-        if not msg["path"]:  # an interactive job: its output log, as srun showed it
-            answer = self.outputs.read_range(
-                msg["job_id"], msg["offset"], msg["from_end"], msg["max_bytes"]
-            )
-        elif uid is None:
-            answer = {"error": f"{msg['user']}'s jobs do not run on this node"}
-        else:
-            answer = await asyncio.to_thread(
-                read_range,
-                msg["path"],
-                uid=uid,
-                offset=msg["offset"],
-                from_end=msg["from_end"],
-                max_bytes=msg["max_bytes"],
-                node=self.config.node_id,
-            )
+        answer = await read_answer(msg, uid, self.outputs, node=self.config.node_id)
         self._send({"t": "output_data", "req": msg["req"], **answer})
 
     async def _heartbeats(self, conn: AsyncConnection) -> None:
@@ -433,21 +413,7 @@ class Agent:
             self.guard.ensure()
 
     def _gpu_samples(self) -> list[dict[str, Any]]:
-        """This moment's GPU samples, each listing only the processes of strangers (not of a
-        job of ours), as many as the wire takes."""
-        ours = self.executor.job_sessions()
-        out = []
-        for s in self.backend.sample():
-            foreign = [p for p in s.processes if _session_of(p.pid) not in ours]
-            out.append(replace(s, processes=foreign[:MAX_GPU_PROCESSES]).to_wire())
-        return out
-
-
-def _session_of(pid: int) -> int:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return -1
+        return [s.to_wire() for s in strangers_only(self.backend, self.executor.job_sessions())]
 
 
 def host_resources() -> tuple[int, int]:

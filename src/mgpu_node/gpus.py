@@ -21,7 +21,7 @@ import os
 import re
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -32,7 +32,7 @@ from mgpu_core.gputypes import (
     normalise,
     valid_type,
 )
-from mgpu_core.limits import MAX_NAME_LEN, shorten
+from mgpu_core.limits import MAX_GPU_PROCESSES, MAX_NAME_LEN, shorten
 from mgpu_core.models import GpuDevice, GpuSample
 from mgpu_node.nvml import NVIDIA_MAJOR, DeviceNumber, NvmlBackend, NvmlUnavailableError
 
@@ -313,6 +313,23 @@ def _fake_device(index: int, unit: FakeUnit, safe_name: str) -> GpuDevice:
         parent_uuid=gpu_uuid,
         parent_index=unit.gpu,
     )
+
+
+def strangers_only(backend: GpuBackend, ours: set[int]) -> list[GpuSample]:
+    """This moment's GPU samples, each listing only the processes of strangers (whose session
+    is none of ``ours``, our jobs' sessions), as many as the wire takes."""
+    out = []
+    for sample in backend.sample():
+        foreign = [p for p in sample.processes if _session_of(p.pid) not in ours]
+        out.append(replace(sample, processes=foreign[:MAX_GPU_PROCESSES]))
+    return out
+
+
+def _session_of(pid: int) -> int:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return -1
 
 
 def detect_gpus(

@@ -9,10 +9,13 @@ descriptor: never by its name, which can be swapped between a check and the open
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import stat
 from typing import Any
+
+from mgpu_node.outlog import Outputs
 
 _FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -44,3 +47,24 @@ def read_range(
         return {"error": f"cannot read {path} on node {node}: {exc.strerror}"}
     finally:
         os.close(fd)
+
+
+async def read_answer(
+    msg: dict[str, Any], uid: int | None, outputs: Outputs, *, node: str
+) -> dict[str, Any]:
+    """The node's answer to a ``read_output`` (a client's ``log``), read in a thread: a slow
+    or network filesystem must not hold up the agent's loop (heartbeats, exits). ``uid``: the
+    account the job's owner runs as here (None: none)."""
+    if not msg["path"]:  # an interactive job: its output log, as srun showed it
+        return outputs.read_range(msg["job_id"], msg["offset"], msg["from_end"], msg["max_bytes"])
+    if uid is None:
+        return {"error": f"{msg['user']}'s jobs do not run on this node"}
+    return await asyncio.to_thread(
+        read_range,
+        msg["path"],
+        uid=uid,
+        offset=msg["offset"],
+        from_end=msg["from_end"],
+        max_bytes=msg["max_bytes"],
+        node=node,
+    )

@@ -49,8 +49,8 @@ from typing import Any, cast
 
 from mgpu_core.constants import WORKSPACE_REMOVING_PREFIX, WORKSPACE_ROOT_ID_FILE
 from mgpu_core.errors import ConfigError
-from mgpu_core.messages import MAX_WORKSPACES
 from mgpu_core.units import format_size
+from mgpu_core.wsmsgs import MAX_WORKSPACES
 from mgpu_node.jobuser import Account, JobRefused
 
 log = logging.getLogger(__name__)

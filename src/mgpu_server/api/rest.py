@@ -53,7 +53,7 @@ SPECIAL = ("whoami", "openapi", "metrics", "events", "asset:NAME")
 LIST_FIELDS = [
     "job_id", "job_ref", "name", "user", "state", "reason", "node", "gpus", "gpu_indices",
     "cpus", "mem_bytes", "partition", "time_limit_s", "submit_time", "start_time", "end_time",
-    "elapsed_s", "expected_start", "exit_code", "signal",
+    "elapsed_s", "expected_start", "exit_code", "signal", "ports", "session", "idle_s",
 ]  # fmt: skip
 # States by name or squeue's code (PD, R, CG, CD, F, CA, TO, NF, OOM).
 _SHORT = {**{state.short: state.value for state in JobState}, "CG": COMPLETING}

@@ -11,9 +11,10 @@ import struct
 from typing import Any
 
 from mgpu_core.aio import AsyncConnection
-from mgpu_core.errors import ConnectionClosed
+from mgpu_core.errors import AuthenticationFailed, ConnectionClosed
 from mgpu_core.handshake import Responder
 from mgpu_server.api import audit
+from mgpu_server.api.tokens import TokenRegistry
 
 log = logging.getLogger(__name__)
 
@@ -56,3 +57,22 @@ def user_name(uid: int) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid without a passwd entry (a container): still a distinct user
         return f"uid{uid}"
+
+
+async def token_user(
+    conn: AsyncConnection,
+    hello: dict[str, Any],
+    token_id: str,
+    tokens: TokenRegistry,
+    timeout_s: float,
+) -> str:
+    """A TCP client's user: the owner of the token it proves (challenge-response), checked
+    again after the proof (a token revoked meanwhile is refused); AuthenticationFailed."""
+    record = tokens.lookup(token_id)
+    if record is None:
+        raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
+    await challenge(conn, hello, record.secret, token_id, peer_role="client", timeout_s=timeout_s)
+    if tokens.lookup(token_id) is None:  # revoked while we waited for the proof
+        raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
+    audit.log_event("client_auth", peer=conn.peer, user=record.user, token=token_id)
+    return record.user

@@ -350,7 +350,8 @@ class Server:
         if peer_user is not None:
             user = peer_user  # the kernel's word; a claimed name is ignored
         elif token_id is not None:
-            user = await self._authenticate_token(conn, hello, token_id)
+            timeout_s = self.config.hello_timeout_s
+            user = await authn.token_user(conn, hello, token_id, self.tokens, timeout_s)
             self.listeners.authenticated(conn)
             self.token_sessions.setdefault(token_id, set()).add(conn)
         else:
@@ -370,45 +371,24 @@ class Server:
                 req_id = raw.get("id") if isinstance(raw.get("id"), int) else None
                 try:
                     msg = validate(raw, CLIENT_REQUESTS)
-                    if msg["t"] in UNANSWERED:  # a terminal's keystrokes, size, close
+                    kind = msg["t"]
+                    if kind in UNANSWERED:  # a terminal's keystrokes, size, close
                         self.terminals.from_client(conn, msg)
                         continue
-                    if msg["t"] == "pty_open":
-                        opened = self.terminals.open(self.cluster, ctx, conn, msg)
-                        self.reply(conn, ok_reply(msg["id"], opened))
+                    if kind in ("log", "workspace"):  # answered by the nodes, later
+                        node_answers = self.outputs if kind == "log" else self.workspaces
+                        node_answers.request(self.cluster, ctx, conn, msg)
                         continue
-                    if msg["t"] == "log":  # answered by the job's node, later
-                        self.outputs.request(self.cluster, ctx, conn, msg)
-                        continue
-                    if msg["t"] == "workspace":  # answered by the nodes, later
-                        self.workspaces.request(self.cluster, ctx, conn, msg)
-                        continue
-                    data = self.service.handle(ctx, conn, msg)
+                    if kind == "pty_open":
+                        data = self.terminals.open(self.cluster, ctx, conn, msg)
+                    else:
+                        data = self.service.handle(ctx, conn, msg)
                 except MgpuError as err:
                     self.reply(conn, error_reply(req_id, err.code, err.message))
                     continue
                 self.reply(conn, ok_reply(msg["id"], data))
         finally:
             self._client_gone(conn, token_id)
-
-    async def _authenticate_token(
-        self, conn: AsyncConnection, hello: dict[str, Any], token_id: str
-    ) -> str:
-        record = self.tokens.lookup(token_id)
-        if record is None:
-            raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
-        await authn.challenge(
-            conn,
-            hello,
-            record.secret,
-            token_id,
-            peer_role="client",
-            timeout_s=self.config.hello_timeout_s,
-        )
-        if self.tokens.lookup(token_id) is None:  # revoked while we waited for the proof
-            raise AuthenticationFailed(f"token {token_id} is unknown or revoked")
-        audit.log_event("client_auth", peer=conn.peer, user=record.user, token=token_id)
-        return record.user
 
     def _client_gone(self, conn: AsyncConnection, token_id: str | None) -> None:
         """Forget a closed client's session and subscriptions. Its interactive jobs keep
