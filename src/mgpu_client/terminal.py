@@ -50,8 +50,8 @@ def enter(client: Client, job_ref: str, command: list[str], *, prog: str) -> int
     os.set_blocking(wake_w, False)
     previous = signal.signal(signal.SIGWINCH, lambda *_: _poke(wake_w))
     try:
-        if is_tty:
-            tty.setraw(stdin)
+        if is_tty:  # TCSANOW: what was typed ahead stays, and goes to the remote shell
+            tty.setraw(stdin, termios.TCSANOW)
         return _relay(client, term_id, stdin, wake_r, prog)
     finally:
         signal.signal(signal.SIGWINCH, previous)

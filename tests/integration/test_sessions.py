@@ -59,6 +59,8 @@ def test_enter_is_a_real_shell_in_the_allocation(cluster: Cluster) -> None:
     c = cluster
     job_id = start(c, "-G", "1", "--ttl", "10m", "--name", "nb")
     shell = terminal(c, "-m", "mgpu_client", "session", "enter", str(job_id))
+    shell.sendline("echo typed''ahead")  # before the remote shell is there: kept, not lost
+    shell.expect("typedahead")
     shell.expect(PROMPT)
     shell.sendline('echo "in=$MGPU_JOB_ID gpus=$CUDA_VISIBLE_DEVICES term=$MGPU_TERMINAL"')
     shell.expect(rf"in={job_id} gpus=\d term=1")
