@@ -78,6 +78,13 @@ class PolicyConfig:
     def qos_of(self, name: str) -> Qos:
         return self.qos.get(name or self.default_qos) or self.qos[self.default_qos]
 
+    def session_grace_of(self, spec: JobSpec) -> int:
+        """How long a session goes on past its TTL (its time limit), warned, before it ends
+        (0 for any other job)."""
+        if not spec.session or not spec.time_limit_s:
+            return 0
+        return self.qos_of(spec.qos).session_grace_s
+
     def top_qos_priority(self) -> int:
         return max((q.priority for q in self.qos.values()), default=0)
 

@@ -361,7 +361,7 @@ class ClusterState:
         if not limit_s or job.timed_out:
             return False
         grace_s = self.policy.qos_of(job.spec.qos).grace_s + self.lifecycle.kill_grace_of(job)
-        grace_s += self.lifecycle.session_grace_of(job)  # a session's TTL is its limit
+        grace_s += self.policy.session_grace_of(job.spec)  # a session's TTL is its limit
         return now >= job.start_time + limit_s + grace_s
 
     def expire_turns(self, now: float) -> None:

@@ -163,7 +163,7 @@ class Lifecycle:
             job,
             kill_grace_s=self.kill_grace_of(job),
             cluster_name=self.policy.cluster_name,
-            grace_s=self.session_grace_of(job),
+            grace_s=self.policy.session_grace_of(job.spec),
         )
         self.outbox.to_node(node_id, order)
         self.outbox.to_watchers(job.job_id, state_event(job))  # srun, attach (if any)
@@ -323,12 +323,6 @@ class Lifecycle:
     def kill_grace_of(self, job: Job) -> float:
         """SIGTERM to SIGKILL for this job on its node (the launch carries it)."""
         return max(self.kill_grace_s, self.policy.qos_of(job.spec.qos).grace_s)
-
-    def session_grace_of(self, job: Job) -> int:
-        """How long a session goes on past its TTL (its time limit), warned, before it ends."""
-        if not job.spec.session or not job.spec.time_limit_s:
-            return 0
-        return self.policy.qos_of(job.spec.qos).session_grace_s
 
     def record_pid(self, job: Job, pid: int) -> None:
         job.pid = pid

@@ -64,8 +64,7 @@ class RunningJobs:
         totals.gpu_start_s += spec.gpus * job.start_time
         # Planned with the QoS grace: the job may run that long past its limit (a session,
         # its session grace too).
-        qos = self.policy.qos_of(spec.qos)
-        grace_s = qos.grace_s + (qos.session_grace_s if spec.session else 0)
+        grace_s = self.policy.qos_of(spec.qos).grace_s + self.policy.session_grace_of(spec)
         end = job.start_time + (spec.time_limit_s + grace_s) if spec.time_limit_s else INF
         release = Release(end, spec.gpus, spec.cpus, spec.mem_bytes)
         self._releases.setdefault(job.node_id, {})[job.job_id] = release
