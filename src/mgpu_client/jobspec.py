@@ -303,7 +303,7 @@ def build(
         if opts.get(key):
             job[key] = str(opts[key]).strip()
     _placement(opts, job)
-    _container(opts, job)
+    container_options(opts, job)
     _timing(opts, job)
     _notices(opts, job)
     _check_text(job)
@@ -373,7 +373,7 @@ def _placement(opts: dict[str, Any], job: dict[str, Any]) -> None:
         raise UsageError(f"--mpi={mpi} is not supported: MPI plugins are not, use --mpi=none")
 
 
-def _container(opts: dict[str, Any], job: dict[str, Any]) -> None:
+def container_options(opts: dict[str, Any], job: dict[str, Any]) -> None:
     """--container-image, --container-mounts, --container-workdir (pyxis's spellings)."""
     image, workdir = opts.get("container_image"), opts.get("container_workdir")
     mounts = split_list(opts.get("container_mounts"))

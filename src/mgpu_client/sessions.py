@@ -22,7 +22,8 @@ from mgpu_core.text import escape_controls
 from mgpu_core.units import format_duration, parse_duration_s, parse_size, parse_time_limit
 
 PROG = "mgpu_client session"
-HOLDER = "#!/bin/sh\n# an mgpu session: hold the allocation until it ends\nexec sleep infinity\n"
+# (A number, not "infinity": busybox's sleep, in a session's container image, takes only those.)
+HOLDER = "#!/bin/sh\n# an mgpu session: hold the allocation until it ends\nexec sleep 2147483647\n"
 DEFAULT_TTL = "8h"
 HEADERS = ("ID", "NAME", "USER", "STATE", "NODE", "GPUS", "LEFT", "PORTS", "IDLE")
 FIELDS = [
@@ -75,6 +76,14 @@ def session() -> None:
 @click.option("--ports", type=click.IntRange(0, 16), default=0, help="TCP ports (MGPU_PORTS).")
 @click.option("-q", "--qos", default="", help="QoS (its session limits apply).")
 @click.option("-p", "--partition", default="", help="Partition(s), a,b.")
+@click.option(
+    "--container-image",
+    default=None,
+    metavar="IMAGE",
+    help="Hold it in a container of IMAGE; `enter` opens shells in that image.",
+)
+@click.option("--container-mounts", default=None, metavar="SRC:DST[:ro],...")
+@click.option("--container-workdir", default=None, metavar="DIR")
 @click.option("--no-wait", is_flag=True, help="Print its id and return; do not wait for it.")
 @master_option
 @handles_errors(f"{PROG} start")
@@ -88,6 +97,9 @@ def start(
     ports: int,
     qos: str,
     partition: str,
+    container_image: str | None,
+    container_mounts: str | None,
+    container_workdir: str | None,
     no_wait: bool,
     master: str | None,
 ) -> None:
@@ -116,6 +128,16 @@ def start(
         "env": dict(os.environ),
         "mail_types": ["TIME_LIMIT_90"],  # a warning before the TTL, where notices are set up
     }
+    from mgpu_client.jobspec import container_options
+
+    container_options(
+        {
+            "container_image": container_image,
+            "container_mounts": container_mounts,
+            "container_workdir": container_workdir,
+        },
+        job,
+    )
     with connect(master) as client:
         job_id = int(client.submit_job(job)["job_id"])
         if no_wait:

@@ -210,17 +210,21 @@ def describe(runtimes: Sequence[Runtime]) -> str:
 
 
 def command(
-    runtime: Runtime, run: ContainerRun, argv: list[str]
+    runtime: Runtime, run: ContainerRun, argv: list[str], *, tty: bool = False
 ) -> tuple[list[str], dict[str, str]]:
     """The argv that runs ``argv`` in ``run``'s container with ``runtime``, and the environment
-    to start it with. ValueError (one line, for the job's reason) if the image, a mount or the
-    working directory is not valid."""
+    to start it with; ``tty``: on the terminal its stdin is (a shell in a session: podman and
+    docker give it a pty of their own inside, apptainer runs on ours). ValueError (one line,
+    for the job's reason) if the image, a mount or the working directory is not valid."""
     image = check_image(run.image)
     binds = _binds(run)
     workdir = check_workdir(run.workdir) if run.workdir else _visible_cwd(run.cwd, binds)
     if runtime.name in _ENV_PREFIX:
         return _apptainer(runtime, run, binds, workdir, image, argv)
-    return _oci(runtime, run, binds, workdir, image, argv)
+    oci_argv, env = _oci(runtime, run, binds, workdir, image, argv)
+    if tty:
+        oci_argv[2:2] = ["--interactive", "--tty"]  # after "run"
+    return oci_argv, env
 
 
 def _binds(run: ContainerRun) -> list[Mount]:
@@ -337,6 +341,7 @@ def contain(
     uid: int,
     gid: int,
     script: str = "",
+    tty: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
     """A launch's ``argv`` and ``env`` run in its container (--container-image) by the node's
     preferred runtime; ``script``: the batch script's host path, its first argument.
@@ -356,7 +361,7 @@ def contain(
         env=env,
         script=script,
     )
-    return command(runtimes[0], run, argv)
+    return command(runtimes[0], run, argv, tty=tty)
 
 
 def share_spool(runtimes: Sequence[Runtime], spool_dir: str, user: str) -> None:

@@ -28,6 +28,8 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,7 @@ class Executor:
             # A session ends after its TTL (its time limit) and its grace (Launch.grace_s).
             time_limit_s=spec.time_limit_s + launch.grace_s if spec.time_limit_s else 0,
             grace_s=launch.grace_s if spec.time_limit_s else 0,
+            container_image=spec.container_image,
             kill_grace_s=launch.kill_grace_s,
             interactive=spec.interactive,
             restart_count=launch.restart_count,
@@ -156,7 +159,7 @@ class Executor:
             warn_before_s=spec.warn_before_s,
         )
         self._save(record)
-        job = RunningJob(record, proc, pidfd=procs.open_pidfd(proc.pid))
+        job = RunningJob(record, proc, pidfd=procs.open_pidfd(proc.pid), launch=launch)
         self.jobs[job_id] = job
         self.emit({"t": "job_started", "job_id": job_id, "pid": proc.pid})
         log.info(
@@ -410,7 +413,12 @@ class Executor:
             return None
         record = job.record
         ttl_s = record.time_limit_s - record.grace_s if record.time_limit_s else 0
-        return JobView(job.pid, record.start_wall, ttl_s, record.grace_s)
+        contained = None
+        if record.container_image and job.launch is not None:
+            launch = job.launch
+            contained = partial(self.launcher.terminal_command, launch)
+        view = JobView(job.pid, record.start_wall, ttl_s, record.grace_s)
+        return replace(view, container_image=record.container_image, contained=contained)
 
     def set_time_limit(self, job_id: int, time_limit_s: int) -> None:
         """A session's new TTL (session extend): its end and warnings move; its grace stays."""

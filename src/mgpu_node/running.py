@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from mgpu_core.models import Launch
 from mgpu_node import procs
 from mgpu_node.spawn import Relay
 from mgpu_node.spool import JobRecord
@@ -33,6 +34,7 @@ START_POLL_S = 0.02
 class RunningJob:
     record: JobRecord
     proc: subprocess.Popen[bytes] | None  # None: re-adopted, not our child
+    launch: Launch | None = None  # None: re-adopted (a terminal in its container needs it)
     pidfd: int | None = None  # until the waiter takes it
     kill_sent: bool = False  # SIGKILL sent: the wrapper had no chance to record a status
     kill_handle: asyncio.TimerHandle | None = None

@@ -37,6 +37,8 @@ from mgpu_node.workspaces import Workspace
 from mgpu_node.wrapper import NOTICE_VAR, find_executable, wrap, wrap_as_user
 
 OUTPUT_CHUNK_BYTES = 64 * 1024
+# The job's own runtime's copies of its variables (apptainer's), made again for a terminal.
+_RUNTIME_ENV_PREFIXES = ("APPTAINERENV_", "SINGULARITYENV_")
 DEFAULT_OUTPUT = DEFAULT_BATCH_OUTPUT
 
 Emit = Callable[[dict[str, Any]], None]
@@ -163,6 +165,18 @@ class Launcher:
             gid=gid,
             script=script,
         )
+
+    def terminal_command(
+        self, launch: Launch, argv: list[str], env: dict[str, str], uid: int, gid: int
+    ) -> tuple[list[str], dict[str, str]]:
+        """``argv`` (a terminal's shell) and ``env`` (the job's) run in a container of the
+        job's image, mounts and GPUs, on the terminal (terminals.py)."""
+        devices = [self.devices[i] for i in launch.gpu_indices]
+        kept = {k: v for k, v in env.items() if not k.startswith(_RUNTIME_ENV_PREFIXES)}
+        return contain(
+            self.runtimes, launch, argv, kept, node=self.node_name, devices=devices, uid=uid,
+            gid=gid, tty=True,
+        )  # fmt: skip
 
     def _script_path(self, job_id: int) -> Path:
         self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -275,6 +275,8 @@ class JobRecord:
     fenced_s: float = 0.0
     # A session's grace after its TTL (time_limit_s counts it: the TTL is the difference).
     grace_s: int = 0
+    # --container-image: a terminal in the job runs in a container of it ("": none).
+    container_image: str = ""
 
     def deadline(self) -> float | None:
         return self.start_wall + self.time_limit_s if self.time_limit_s > 0 else None

@@ -43,6 +43,7 @@ GATE = 'kill -STOP $$; exec setsid --ctty "$@"'
 WARN_BEFORE_S = (600, 60)  # a session's terminals are told this long before its TTL ends
 
 Send = Callable[[dict[str, Any]], bool]
+Contain = Callable[[list[str], dict[str, str], int, int], tuple[list[str], dict[str, str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,10 @@ class JobView:
     start_wall: float
     ttl_s: int  # its time limit (a session's TTL); 0 = none
     grace_s: int  # a session's grace after the TTL
+    # --container-image: the shell runs in a container of it, made by ``contained(argv, env,
+    # uid, gid)`` (None: the agent restarted since the job started, and cannot make it).
+    container_image: str = ""
+    contained: Contain | None = None
 
 
 @dataclass(slots=True)
@@ -132,6 +137,14 @@ class Terminals:
         if not os.path.isdir(cwd):
             cwd = account.pw_dir if os.path.isdir(account.pw_dir) else "/"
         command = list(msg["command"]) or [account.pw_shell or SHELL, "-l"]
+        if view.container_image:  # the shell in the job's image, mounts and GPUs
+            if view.contained is None:
+                raise OSError(
+                    f"job {job_id} runs in a container and this agent restarted since it "
+                    "started: its terminal cannot be made again here"
+                )
+            command, env = view.contained(list(msg["command"]) or [SHELL], env, uid, gid)
+            env.update(TERM=msg["term"])
         master, slave = os.openpty()
         try:
             _set_size(master, msg["rows"], msg["cols"])

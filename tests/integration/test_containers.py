@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cluster import Cluster, running_cluster, wait_for, wait_for_text
+from tests.helpers.cluster import PY, Cluster, running_cluster, wait_for, wait_for_text
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -208,3 +208,37 @@ def test_a_job_runs_in_a_real_podman_container(tmp_path: Path, podman: dict[str,
         row = c.wait_state(bad, "COMPLETED", "FAILED", timeout_s=90)
         assert (row["state"], row["exit_code"]) == ("FAILED", 125)  # podman's own failure
         assert "mgpu-no-such-image" in (tmp_path / f"bad-{bad}").read_text()
+
+
+def test_a_session_in_a_container_is_entered_in_its_image(
+    tmp_path: Path, podman: dict[str, str]
+) -> None:
+    """A session started with an image holds its allocation in a container of it, and `enter`
+    opens a shell in that image (podman gives it a pty inside), with the session's GPUs."""
+    import pexpect
+
+    with running_cluster(tmp_path) as c:
+        c.start_node("n1", 2, "--container-runtimes", "podman")
+        env = {**c.env, **podman}
+        started = subprocess.run(
+            [PY, "-m", "mgpu_client", "session", "start", "-G", "1", "--ttl", "10m",
+             "--container-image", IMAGE],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        job_id = int(started.stdout.split()[1])
+        shell = pexpect.spawn(
+            PY, ["-m", "mgpu_client", "session", "enter", str(job_id)],
+            env=env, cwd=str(tmp_path), timeout=60, encoding="utf-8",
+        )  # fmt: skip
+        shell.sendline(
+            "test -e /run/.containerenv && echo in''side; echo cvd=$CUDA_VISIBLE_DEVICES"
+        )
+        shell.expect("inside")  # podman's mark: this shell runs in a container
+        shell.expect(r"cvd=0")  # the session's one GPU, 0 inside
+        shell.sendline("exit 4")
+        shell.expect(pexpect.EOF)
+        shell.close()
+        assert shell.exitstatus == 4
+        c.cli("mgpu_client", "session", "stop", str(job_id), check=True)
+        c.wait_state(job_id, "CANCELLED", timeout_s=60)

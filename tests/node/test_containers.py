@@ -285,3 +285,15 @@ def test_a_job_with_an_image_runs_under_the_runtime_with_its_script_bound(tmp_pa
     assert "--env=SECRET" in argv and "--env=MGPU_TEST_DIR" in argv
     assert argv[-3:] == ["localhost/img", script, "arg1"]
     assert (tmp_path / "env").read_text().splitlines() == ["0", "s3"]  # GPU 1 is 0 inside
+
+
+def test_a_terminal_gets_a_pty_inside_from_podman_and_docker_and_ours_from_apptainer() -> None:
+    """A session's terminal (terminals.py): podman and docker run the shell on a pty of their
+    own (-it), on the terminal we give them; apptainer runs it on ours as it is."""
+    for runtime in (PODMAN, DOCKER):
+        plain, _ = command(runtime, run(), ["sh"])
+        argv, _ = command(runtime, run(), ["sh"], tty=True)
+        assert argv[:4] == [runtime.path, "run", "--interactive", "--tty"]
+        assert [a for a in argv if a not in ("--interactive", "--tty")] == plain
+    plain, _ = command(APPTAINER, run(), ["sh"])
+    assert command(APPTAINER, run(), ["sh"], tty=True)[0] == plain

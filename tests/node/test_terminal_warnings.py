@@ -4,6 +4,7 @@ begins; a new TTL (session extend) moves the warnings; a job without a TTL gets 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -49,3 +50,25 @@ def test_a_new_ttl_moves_them_and_past_ones_are_skipped() -> None:
 @pytest.mark.parametrize("view", [None, JobView(1, time.time(), 0, 0)])
 def test_no_ttl_no_warnings(view: JobView | None) -> None:
     assert scheduled({7: view}, 7) == []
+
+
+def test_a_container_job_the_agent_readopted_is_not_entered_on_the_host() -> None:
+    """After an agent restart the job's container cannot be made again: the terminal is
+    refused in one line rather than opened as a host shell beside the container."""
+    sent: list[dict[str, Any]] = []
+
+    def send(msg: dict[str, Any]) -> bool:
+        sent.append(msg)
+        return True
+
+    view = JobView(os.getpid(), time.time(), 0, 0, container_image="localhost/img")
+    order = {"t": "pty_open", "term_id": 5, "job_id": 9, "user": "u", "rows": 24, "cols": 80,
+             "term": "xterm", "command": []}  # fmt: skip
+
+    async def run() -> None:
+        Terminals(send=send, job=lambda job_id: view).on_order(order)
+
+    asyncio.run(run())
+    [reply] = sent
+    assert reply["t"] == "pty_exit" and reply["term_id"] == 5
+    assert "runs in a container and this agent restarted" in reply["error"]
