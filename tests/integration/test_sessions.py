@@ -6,6 +6,8 @@ GPUs are flagged, warned and ended by a QoS's policy; QoS session limits are enf
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +166,38 @@ def test_idle_gpus_are_flagged_warned_then_ended(cluster: Cluster) -> None:
     assert row["cancelled_by"] == "idle policy"
     assert c.job(busy)["state"] == "RUNNING" and c.job(busy)["idle_s"] == 0
     c.cli("mgpu_client", "session", "stop", str(busy), check=True)
+
+
+def test_a_master_crash_ends_the_terminal_and_its_shell_not_the_session(cluster: Cluster) -> None:
+    """The terminal is a route through the master: killed with SIGKILL, the master takes it
+    along. The client says so in one line and exits; the node hangs the shell up (no shell is
+    left behind); the session itself goes on and is entered again once the master is back."""
+    c = cluster
+    job_id = start(c, "--ttl", "10m")
+    shell = terminal(c, "-m", "mgpu_client", "session", "enter", str(job_id))
+    shell.expect(PROMPT)
+    shell.sendline("echo pid=$$")
+    shell.expect(r"pid=(\d+)")
+    assert isinstance(shell.match, re.Match)
+    remote_pid = int(shell.match.group(1))
+    c.kill_master()
+    shell.expect(pexpect.EOF)
+    shell.close()
+    assert shell.exitstatus not in (0, None)
+    assert "master" in (shell.before or "")  # one line: it lost the master
+
+    def gone() -> bool:
+        try:
+            os.kill(remote_pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, 20, "the terminal's shell hung up on the node")
+    c.start_master(*c.last_master_args, port=c.port)
+    c.wait_for(lambda: c.node_up("n1"), 20, "n1 back")
+    assert c.job(job_id)["state"] == "RUNNING"
+    again = terminal(c, "-m", "mgpu_client", "session", "enter", str(job_id), "sh", "-c", "exit 7")
+    again.expect(pexpect.EOF)
+    again.close()
+    assert again.exitstatus == 7
