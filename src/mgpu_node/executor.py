@@ -142,22 +142,8 @@ class Executor:
         except (OSError, ValueError) as exc:
             self._launch_failed(job_id, spec, exc, launch.restart_count)
             return
-        record = JobRecord(
-            job_id=job_id,
-            pid=proc.pid,
-            create_time=procs.create_time(proc.pid) or 0.0,
-            start_wall=time.time(),
-            start_boot=boottime(),
-            # A session ends after its TTL (its time limit) and its grace (Launch.grace_s).
-            time_limit_s=spec.time_limit_s + launch.grace_s if spec.time_limit_s else 0,
-            grace_s=launch.grace_s if spec.time_limit_s else 0,
-            container_image=spec.container_image,
-            kill_grace_s=launch.kill_grace_s,
-            interactive=spec.interactive,
-            restart_count=launch.restart_count,
-            warn_signal=spec.warn_signal,
-            warn_before_s=spec.warn_before_s,
-        )
+        created = procs.create_time(proc.pid) or 0.0
+        record = JobRecord.started(launch, proc.pid, created, time.time(), boottime())
         self._save(record)
         job = RunningJob(record, proc, pidfd=procs.open_pidfd(proc.pid), launch=launch)
         self.jobs[job_id] = job

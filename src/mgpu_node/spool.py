@@ -38,6 +38,7 @@ from typing import Any
 
 from mgpu_core.constants import AGENT_LOCK_FILE, EXIT_JOURNAL_FILE
 from mgpu_core.limits import MAX_IDS_PER_REQUEST
+from mgpu_core.models import Launch
 
 log = logging.getLogger(__name__)
 
@@ -277,6 +278,29 @@ class JobRecord:
     grace_s: int = 0
     # --container-image: a terminal in the job runs in a container of it ("": none).
     container_image: str = ""
+
+    @classmethod
+    def started(
+        cls, launch: Launch, pid: int, create_time: float, wall: float, boot: float
+    ) -> JobRecord:
+        """The record of a job just started by ``launch`` as ``pid`` (its wrapper)."""
+        spec = launch.spec
+        return cls(
+            job_id=launch.job_id,
+            pid=pid,
+            create_time=create_time,
+            start_wall=wall,
+            start_boot=boot,
+            # A session ends after its TTL (its time limit) and its grace (Launch.grace_s).
+            time_limit_s=spec.time_limit_s + launch.grace_s if spec.time_limit_s else 0,
+            grace_s=launch.grace_s if spec.time_limit_s else 0,
+            container_image=spec.container_image,
+            kill_grace_s=launch.kill_grace_s,
+            interactive=spec.interactive,
+            restart_count=launch.restart_count,
+            warn_signal=spec.warn_signal,
+            warn_before_s=spec.warn_before_s,
+        )
 
     def deadline(self) -> float | None:
         return self.start_wall + self.time_limit_s if self.time_limit_s > 0 else None
