@@ -12,6 +12,7 @@ than a schema error (and costs nothing when the option is absent).
 from __future__ import annotations
 
 from mgpu_client.cmdline import QUIET, REFUSE, USE, WARN, number, split_list
+from mgpu_client.resources import resources
 from mgpu_core import procenv
 from mgpu_core.errors import UsageError
 from mgpu_core.limits import MAX_JOB_PORTS
@@ -28,13 +29,9 @@ DEFAULT_OUTPUT = "slurm-%j.out"
 ARRAY_OUTPUT = "slurm-%A_%a.out"
 # The name of a --wrap job without -J, as Slurm names it (%x in its output path).
 WRAP_JOB_NAME = "wrap"
-MAX_GPUS = 64
-MAX_CPUS = 65536
-MAX_TASKS = 65536
 DEFAULT_NICE = 100  # --nice without a value, as in Slurm
 # Time limits, as mgpu_core.limits.MAX_TIME_LIMIT_S (not imported: it pulls in the schema).
 MAX_TIME_LIMIT_S = 365 * 86_400
-MAX_BYTES = 2**60  # mgpu_core.limits.MAX_BYTES: the most memory a job may ask for
 # The fields shown in the queue, which must be text (UTF-8); a command's arguments, its
 # environment and a batch script go to the job byte for byte (mgpu_core.schema.OsStr). Checked
 # here so that a bad one is a usage error with nothing sent, not the master's refusal.
@@ -74,52 +71,6 @@ def used(found: list[tuple[Opt, Any]]) -> dict[str, Any]:
     """The honoured options by dest, the last of each winning (Slurm's rule; the command line
     comes after a script's directives)."""
     return {opt.dest: value for opt, value in found if opt.how == USE or opt.how == QUIET}
-
-
-def _gpu_count(option: str, text: str) -> tuple[str, int]:
-    """``[TYPE:]N`` -> (type, N): -G/--gpus, --gpus-per-node, --gpus-per-task."""
-    kind, _, count = str(text).rpartition(":")
-    if kind.startswith("gpu:"):
-        kind = kind[4:]
-    return _gpu_type(option, kind, text), number(option, count, 0, MAX_GPUS)
-
-
-def _gpu_type(option: str, kind: str, text: object) -> str:
-    if not kind:
-        return ""
-    from mgpu_core.gputypes import valid_type
-
-    kind = kind.lower()
-    if not valid_type(kind):
-        raise UsageError(f"invalid GPU type '{kind}' in {option} {text}")
-    return kind
-
-
-def _gres(text: str) -> tuple[str, int]:
-    """``--gres=gpu:N``, ``gpu:TYPE:N``, ``gpu`` (one), ``none``; other resources refused."""
-    kind, total = "", 0
-    for item in str(text).split(","):
-        parts = item.strip().split(":")
-        if parts == ["none"]:
-            continue
-        if parts[0] != "gpu" or len(parts) > 3:
-            raise UsageError(f"unsupported gres '{item}': mgpu schedules GPUs (gpu[:TYPE]:N)")
-        if len(parts) == 3 and not parts[2].isdigit():
-            raise UsageError(f"invalid GPU count in --gres {item}: gpu:TYPE:N")
-        count = parts[-1] if len(parts) > 1 and parts[-1].isdigit() else "1"
-        named = parts[1] if len(parts) == 3 or (len(parts) == 2 and not parts[1].isdigit()) else ""
-        kind = _gpu_type("--gres", named, text) or kind
-        total += number("--gres", count, 0, MAX_GPUS)
-    return kind, total
-
-
-def _size(option: str, text: str) -> int:
-    from mgpu_core.units import parse_size
-
-    try:
-        return parse_size(str(text))
-    except ValueError as exc:
-        raise UsageError(f"invalid {option}: {exc}") from None
 
 
 def time_limit_s(text: str) -> int:
@@ -198,82 +149,11 @@ def environment(export: object) -> dict[str, str]:
     return chosen
 
 
-def _tasks(opts: dict[str, Any]) -> int:
-    nodes = str(opts.get("nodes") or "1")
-    low = nodes.split("-")[0].split(",")[0].split(":")[0]
-    if number("-N/--nodes", low, 0, 1 << 20) > 1:
-        raise UsageError(
-            f"multi-node jobs are not supported (-N {nodes}): an mgpu job runs on one node"
-        )
-    ntasks = opts.get("ntasks")
-    per_node = opts.get("ntasks_per_node")
-    tasks = number("-n/--ntasks", ntasks, 1, MAX_TASKS) if ntasks is not None else 0
-    if per_node is not None:
-        on_node = number("--ntasks-per-node", per_node, 1, MAX_TASKS)
-        if tasks > on_node:
-            raise UsageError(
-                f"{tasks} tasks at {on_node} per node need several nodes: multi-node jobs are "
-                "not supported"
-            )
-        tasks = tasks or on_node
-    return tasks or 1
-
-
-def _gpus(opts: dict[str, Any], ntasks: int) -> tuple[str, int]:
-    """(GPU type, GPUs for the whole job) from -G, --gres, --gpus-per-node, --gpus-per-task."""
-    asked: list[tuple[str, int]] = []
-    if opts.get("gpus") is not None:
-        asked.append(_gpu_count("-G/--gpus", opts["gpus"]))
-    if opts.get("gpus_per_node") is not None:
-        asked.append(_gpu_count("--gpus-per-node", opts["gpus_per_node"]))
-    if opts.get("gres") is not None:
-        asked.append(_gres(opts["gres"]))
-    if opts.get("gpus_per_task") is not None:
-        kind, per_task = _gpu_count("--gpus-per-task", opts["gpus_per_task"])
-        asked.append((kind, per_task * ntasks))
-    types = {kind for kind, _ in asked if kind}
-    if len(types) > 1:
-        raise UsageError(f"conflicting GPU types: {', '.join(sorted(types))}")
-    count = max((n for _, n in asked), default=0)
-    if count > MAX_GPUS:
-        raise UsageError(f"{count} GPUs is more than a node may have ({MAX_GPUS})")
-    return (types.pop() if types else ""), count
-
-
-def _memory(opts: dict[str, Any], cpus: int, gpus: int) -> int:
-    given = [k for k in ("mem", "mem_per_cpu", "mem_per_gpu") if opts.get(k) is not None]
-    if len(given) > 1:
-        raise UsageError("--mem, --mem-per-cpu and --mem-per-gpu are mutually exclusive")
-    if not given:
-        return 0
-    key = given[0]
-    option = "--" + key.replace("_", "-")
-    each = _size(option, opts[key])
-    if key == "mem_per_cpu":
-        each *= cpus
-    elif key == "mem_per_gpu":
-        each *= max(gpus, 1)
-    if each > MAX_BYTES:
-        raise UsageError(
-            f"invalid {option}: {opts[key]} is more memory than a job may ask for (1 EiB)"
-        )
-    return each
-
-
 def build(
     opts: dict[str, Any], *, argv: list[str], script: str | None, interactive: bool
 ) -> dict[str, Any]:
     """The job's wire form (JobSpec.to_wire()'s keys; the master fills in what is missing)."""
-    ntasks = _tasks(opts)
-    per_task = opts.get("cpus_per_task")
-    cpus = ntasks * (number("-c/--cpus-per-task", per_task, 1, MAX_CPUS) if per_task else 1)
-    if opts.get("mincpus") is not None:
-        cpus = max(cpus, number("--mincpus", opts["mincpus"], 1, MAX_CPUS))
-    gpu_type, gpus = _gpus(opts, ntasks)
-    if opts.get("cpus_per_gpu") is not None:
-        cpus = max(cpus, gpus * number("--cpus-per-gpu", opts["cpus_per_gpu"], 1, MAX_CPUS))
-    if cpus > MAX_CPUS:
-        raise UsageError(f"{cpus} CPUs is more than a job may ask for ({MAX_CPUS})")
+    asked = resources(opts)
     try:
         cwd = procenv.abspath(opts.get("chdir") or procenv.getcwd())
     except OSError as exc:
@@ -283,11 +163,7 @@ def build(
         "argv": argv,
         "script": script,
         "interactive": interactive,
-        "gpus": gpus,
-        "gpu_type": gpu_type,
-        "cpus": cpus,
-        "ntasks": ntasks,
-        "mem_bytes": _memory(opts, cpus, gpus),
+        **asked,
         "env": environment(opts.get("export")),
         "cwd": cwd,
         "umask": procenv.umask(),

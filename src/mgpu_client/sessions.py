@@ -48,14 +48,6 @@ def parse_ttl(text: str) -> int:
     return seconds
 
 
-def _gpus(text: str) -> tuple[int, str]:
-    """``N`` or ``TYPE:N`` (a model or a MIG profile: ``1g.10gb:1``)."""
-    kind, _, count = text.rpartition(":")
-    if not count.isdigit() or not 0 <= int(count) <= 64:
-        raise UsageError(f"invalid --gpus '{text}': use N or TYPE:N, e.g. 1 or 1g.10gb:1")
-    return int(count), kind.strip().lower()
-
-
 @click.group("session")
 def session() -> None:
     """Interactive GPU sessions: start one, enter it, extend it, stop it."""
@@ -106,7 +98,9 @@ def start(
     """Allocate resources and hold them as a session (enter it with `session enter ID`)."""
     import os
 
-    count, gpu_type = _gpus(gpus)
+    from mgpu_client.resources import gpu_count
+
+    gpu_type, count = gpu_count("-G/--gpus", gpus)  # N or TYPE:N (a model, a MIG profile)
     try:
         mem_bytes = parse_size(mem) if mem else 0
     except ValueError as exc:
