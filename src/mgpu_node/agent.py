@@ -136,6 +136,7 @@ class Agent:
             send=self._send,
             job=self.executor.job_view,
             enter_cgroups=cgroups.enter if cgroups is not None else None,
+            backlog=lambda: self._conn.backlog_bytes() if self._conn is not None else 0,
         )
         self.executor.on_ending = self.terminals.job_ended  # they are told, then hang up
         self.lease = LeaseKeeper(config.state_dir, config.fence_timeout_s)

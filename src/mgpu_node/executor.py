@@ -28,7 +28,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -273,6 +272,7 @@ class Executor:
         rc = await job.wait_end()
         record = job.record
         why = "time limit" if record.timed_out else "cancelled" if record.cancelled else "exited"
+        job.ending = True  # no terminal opens in it any more
         self.on_ending(job.job_id, why)
         procs.signal_group(job.pid, signal.SIGKILL)  # leftovers of the job's group
         oom_kills = self._oom_kills(job.job_id)  # counted in its memory group: read it first
@@ -395,7 +395,7 @@ class Executor:
     def job_view(self, job_id: int) -> JobView | None:
         """What a terminal into a running job needs of it (None: not running here)."""
         job = self.jobs.get(job_id)
-        if job is None or job.ended:
+        if job is None or job.ended or job.ending:
             return None
         record = job.record
         ttl_s = record.time_limit_s - record.grace_s if record.time_limit_s else 0
@@ -403,8 +403,17 @@ class Executor:
         if record.container_image and job.launch is not None:
             launch = job.launch
             contained = partial(self.launcher.terminal_command, launch)
-        view = JobView(job.pid, record.start_wall, ttl_s, record.grace_s)
-        return replace(view, container_image=record.container_image, contained=contained)
+        uid = self.account_uid(job.launch.user) if job.launch is not None else None
+        return JobView(
+            job.pid,
+            record.start_wall,
+            ttl_s,
+            record.grace_s,
+            uid=-1 if uid is None else uid,
+            alive=partial(procs.is_same_live_process, record.pid, record.create_time),
+            container_image=record.container_image,
+            contained=contained,
+        )
 
     def set_time_limit(self, job_id: int, time_limit_s: int) -> None:
         """A session's new TTL (session extend): its end and warnings move; its grace stays."""

@@ -45,6 +45,7 @@ class RunningJob:
     term_again: asyncio.Task[None] | None = None  # see _term_when_started
     duplicate_logged: bool = False
     ended: bool = False  # no longer the executor's: it exited, or was left to the next agent
+    ending: bool = False  # its wrapper has exited (and been reaped): its pid is not its own
 
     @property
     def job_id(self) -> int:

@@ -21,6 +21,7 @@ import fcntl
 import logging
 import os
 import pwd
+import shutil
 import signal
 import struct
 import subprocess
@@ -37,10 +38,19 @@ from mgpu_node.cgroups import wait_stopped
 log = logging.getLogger(__name__)
 
 SHELL = "/bin/sh"
-# The gate: stop until the agent has put us in the job's cgroups, then become a session
-# leader whose controlling terminal is our stdin (the pty) and run the shell.
-GATE = 'kill -STOP $$; exec setsid --ctty "$@"'
+SETSID = shutil.which("setsid", path="/usr/bin:/bin") or "/usr/bin/setsid"  # not the job's PATH
+# The gate, as the job's user: stop until the agent has put us in the job's cgroups; then go to
+# the terminal's directory (as the user: its permissions apply), give back the dynamic
+# loader's variables held aside (a job's LD_PRELOAD must not run in the gate, before the stop,
+# outside the job's cgroups), become a session leader whose controlling terminal is our stdin
+# (the pty), and run the shell.
+GATE = 'kill -STOP $$; cd -- "$MGPU_TERMINAL_DIR" 2>/dev/null || cd; unset MGPU_TERMINAL_DIR\n'
 WARN_BEFORE_S = (600, 60)  # a session's terminals are told this long before its TTL ends
+MAX_PENDING_INPUT = 256 * 1024  # keystrokes the shell has not read: past this, hung up
+MAX_TERMINALS = 256  # on this node at once (each is a pty, two fds and a process)
+MAX_TERMINALS_PER_JOB = 16
+MAX_LINK_BACKLOG = 1024 * 1024  # output waiting for the master link: reading pauses past it
+_HELD = "MGPU_HELD_"  # a dynamic loader variable held aside until the gate has passed
 
 Send = Callable[[dict[str, Any]], bool]
 Contain = Callable[[list[str], dict[str, str], int, int], tuple[list[str], dict[str, str]]]
@@ -54,6 +64,9 @@ class JobView:
     start_wall: float
     ttl_s: int  # its time limit (a session's TTL); 0 = none
     grace_s: int  # a session's grace after the TTL
+    uid: int = -1  # the account the job runs as here (-1: any, for tests)
+    # Whether ``pid`` is still the job's wrapper (not a process that reused the pid).
+    alive: Callable[[], bool] = lambda: True
     # --container-image: the shell runs in a container of it, made by ``contained(argv, env,
     # uid, gid)`` (None: the agent restarted since the job started, and cannot make it).
     container_image: str = ""
@@ -76,10 +89,12 @@ class Terminals:
         send: Send,
         job: Callable[[int], JobView | None],
         enter_cgroups: Callable[[int, int], None] | None = None,
+        backlog: Callable[[], int] = lambda: 0,
     ) -> None:
         """``job``: a running job's view (None: not running here); ``enter_cgroups(job_id,
         pid)``: put a process in the job's cgroups (OSError if it cannot), None without them."""
         self.send = send
+        self.backlog = backlog  # bytes waiting to go out on the master link
         self.job = job
         self.enter_cgroups = enter_cgroups
         self._terms: dict[int, _Term] = {}
@@ -98,6 +113,11 @@ class Terminals:
             return
         if kind == "pty_input":
             term.pending += msg["data"]
+            if len(term.pending) > MAX_PENDING_INPUT:  # the shell does not read it
+                self._notice(term, "input not read by the shell: this terminal closes")
+                self._hang_up(term)
+                self._exit(term.term_id, error="the shell did not read its input; enter again")
+                return
             self._write(term)
         elif kind == "pty_resize":
             _set_size(term.fd, msg["rows"], msg["cols"])
@@ -110,9 +130,13 @@ class Terminals:
         if view is None:
             self._exit(term_id, error=f"job {job_id} does not run on this node")
             return
+        here = sum(1 for t in self._terms.values() if t.job_id == job_id)
+        if len(self._terms) >= MAX_TERMINALS or here >= MAX_TERMINALS_PER_JOB:
+            self._exit(term_id, error=f"too many terminals open (job {job_id}: {here})")
+            return
         try:
             proc, fd = self._spawn(view, job_id, msg)
-        except OSError as exc:
+        except Exception as exc:  # whatever it is, this order fails, not the agent's link
             log.warning("terminal %d into job %d: %s", term_id, job_id, exc)
             self._exit(term_id, error=f"cannot start a shell in job {job_id}: {exc}")
             return
@@ -127,15 +151,17 @@ class Terminals:
         self, view: JobView, job_id: int, msg: dict[str, Any]
     ) -> tuple[subprocess.Popen[bytes], int]:
         status = _proc_status(view.pid)
+        env = _job_environment(view.pid)
+        cwd = env.get("MGPU_WORKSPACE") or os.readlink(f"/proc/{view.pid}/cwd")
+        if not view.alive():  # read from the job's wrapper, not a process that reused its pid
+            raise OSError(f"job {job_id} has ended")
         uid, gid = status["Uid"], status["Gid"]
+        if view.uid >= 0 and uid != view.uid:
+            raise OSError(f"job {job_id}'s process is not its owner's")
         if uid != os.geteuid() and os.geteuid() != 0:
             raise OSError("the agent may not start processes as the job's user")
         account = pwd.getpwuid(uid)
-        env = _job_environment(view.pid)
         env.update(TERM=msg["term"], MGPU_TERMINAL="1", HOME=account.pw_dir, USER=account.pw_name)
-        cwd = env.get("MGPU_WORKSPACE") or os.readlink(f"/proc/{view.pid}/cwd")
-        if not os.path.isdir(cwd):
-            cwd = account.pw_dir if os.path.isdir(account.pw_dir) else "/"
         command = list(msg["command"]) or [account.pw_shell or SHELL, "-l"]
         if view.container_image:  # the shell in the job's image, mounts and GPUs
             if view.contained is None:
@@ -145,17 +171,25 @@ class Terminals:
                 )
             command, env = view.contained(list(msg["command"]) or [SHELL], env, uid, gid)
             env.update(TERM=msg["term"])
+        env["MGPU_TERMINAL_DIR"] = cwd  # entered by the gate, as the user
+        env, restore = _held_loader_vars(env)
         master, slave = os.openpty()
         try:
             _set_size(master, msg["rows"], msg["cols"])
             same = uid == os.geteuid()
             proc = subprocess.Popen(
-                [SHELL, "-c", GATE, "mgpu-terminal", *command],
+                [
+                    SHELL,
+                    "-c",
+                    f'{GATE}{restore}exec {SETSID} --ctty "$@"',
+                    "mgpu-terminal",
+                    *command,
+                ],
                 stdin=slave,
                 stdout=slave,
                 stderr=slave,
                 env=env,
-                cwd=cwd,
+                cwd="/",  # not the job's directory as root: the gate goes there as the user
                 close_fds=True,
                 user=None if same else uid,
                 group=None if same else gid,
@@ -188,10 +222,23 @@ class Terminals:
             return
         except OSError:  # EIO: every process on the terminal has closed it
             data = b""
-        if data:
-            self.send({"t": "pty_output", "term_id": term.term_id, "data": data})
+        if not data:
+            self._finish(term)
             return
-        self._finish(term)
+        self.send({"t": "pty_output", "term_id": term.term_id, "data": data})
+        if self.backlog() > MAX_LINK_BACKLOG:  # the link is behind: the program waits
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(term.fd)
+            loop.call_later(0.05, self._resume, term)
+
+    def _resume(self, term: _Term) -> None:
+        if self._terms.get(term.term_id) is not term:
+            return
+        loop = asyncio.get_running_loop()
+        if self.backlog() > MAX_LINK_BACKLOG // 2:
+            loop.call_later(0.05, self._resume, term)
+        else:
+            loop.add_reader(term.fd, self._read, term)
 
     def _write(self, term: _Term) -> None:
         loop = asyncio.get_running_loop()
@@ -256,6 +303,8 @@ class Terminals:
         for term in [t for t in self._terms.values() if t.job_id == job_id]:
             self._notice(term, f"job {job_id} ended ({why}): this terminal closes")
             self._hang_up(term)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(term.proc.pid, signal.SIGKILL)  # nothing of it outlives the job
             self._exit(term.term_id, error=f"job {job_id} ended ({why})")
 
     def schedule_warnings(self, job_id: int) -> None:
@@ -304,6 +353,20 @@ class Terminals:
             for handle in handles:
                 handle.cancel()
         self._warnings.clear()
+
+
+def _held_loader_vars(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """``env`` without the dynamic loader's variables (held aside under another name), and
+    the sh that gives them back after the gate; names that are not plain are dropped."""
+    held, restore = {}, ""
+    for name, value in env.items():
+        if name.startswith("LD_"):
+            if name.replace("_", "").isalnum() and name.isascii():
+                held[_HELD + name] = value
+                restore += f'export {name}="${_HELD}{name}"; unset {_HELD}{name}\n'
+        else:
+            held[name] = value
+    return held, restore
 
 
 def _set_size(fd: int, rows: int, cols: int) -> None:

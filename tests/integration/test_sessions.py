@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,13 +60,21 @@ def terminal(c: Cluster, *argv: str) -> pexpect.spawn[str]:
 
 def test_enter_is_a_real_shell_in_the_allocation(cluster: Cluster) -> None:
     c = cluster
-    job_id = start(c, "-G", "1", "--ttl", "10m", "--name", "nb")
+    env = {**c.env, "LD_LIBRARY_PATH": "/tmp/mgpu-no-such-lib"}  # the session's, past the gate
+    started = subprocess.run(
+        [PY, "-m", "mgpu_client", "session", "start", "-G", "1", "--ttl", "10m", "--name", "nb"],
+        env=env, cwd=c.tmp, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    job_id = int(started.stdout.split()[1])
     shell = terminal(c, "-m", "mgpu_client", "session", "enter", str(job_id))
     shell.sendline("echo typed''ahead")  # before the remote shell is there: kept, not lost
     shell.expect("typedahead")
     shell.expect(PROMPT)
     shell.sendline('echo "in=$MGPU_JOB_ID gpus=$CUDA_VISIBLE_DEVICES term=$MGPU_TERMINAL"')
     shell.expect(rf"in={job_id} gpus=\d term=1")
+    shell.sendline('echo "ld=$LD_LIBRARY_PATH at=$(pwd)"')
+    shell.expect(r"ld=/tmp/mgpu-no-such-lib at=\S+/workspaces/root")  # its workspace
     shell.sendline("stty size")
     shell.expect(r"30 100")
     shell.setwinsize(40, 120)  # SIGWINCH here: the new size reaches the remote pty

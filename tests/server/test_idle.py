@@ -84,3 +84,14 @@ def test_the_webhooks_hear_of_it() -> None:
     idle.observe(job, [sample(0, 0)], now=T0 + 0.0)
     idle.tick([job], now=T0 + 61.0)
     assert [e.event for e in outbox.take() if isinstance(e, Notify)] == ["IDLE"]
+
+
+def test_a_requeued_jobs_new_run_starts_its_idle_clock_afresh() -> None:
+    idle, _, ended = watch(idle_end_s=120)
+    job = running()
+    idle.observe(job, [sample(0, 0)], now=T0)
+    idle.tick([job], now=T0 + 100.0)
+    job.restart_count = 1  # requeued, running again
+    idle.observe(job, [sample(0, 0)], now=T0 + 110.0)
+    idle.tick([job], now=T0 + 121.0)
+    assert ended == [] and idle_s(job, T0 + 121.0) == 0  # 11 s into its new run

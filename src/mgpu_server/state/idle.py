@@ -30,6 +30,7 @@ MEM_TOLERANCE_BYTES = 64 * 1024 * 1024
 class _Watch:
     since: float | None  # idle from then on (None: busy)
     memory: dict[int, int] = field(default_factory=dict)  # each GPU's memory when idle began
+    run: int = 0  # the job's restart_count: a requeued job's new run starts afresh
     warned: bool = False
 
 
@@ -59,8 +60,8 @@ class IdleWatch:
         if not memory:
             return
         watch = self._jobs.get(job.job_id)
-        if watch is None or busy or _moved(watch.memory, memory):
-            self._jobs[job.job_id] = _Watch(None if busy else now, memory)
+        if watch is None or watch.run != job.restart_count or busy or _moved(watch.memory, memory):
+            self._jobs[job.job_id] = _Watch(None if busy else now, memory, run=job.restart_count)
             job.idle_since = 0.0
         elif watch.since is None:
             watch.since, watch.memory = now, memory

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mgpu_core.errors import InvalidJobState, InvalidRequest, MgpuError
+from mgpu_core.limits import MAX_TIME_LIMIT_S
 from mgpu_core.states import Hold, JobState
 from mgpu_server.records.jobs import Job
 from mgpu_server.scheduling.policy import Breakdown, Priorities
@@ -117,6 +118,16 @@ class JobControl:
         if job.spec_shared:
             job.spec, job.spec_shared = job.launch_spec(), False
         spec, before = job.spec, job.spec.time_limit_s
+        if before + add_s > MAX_TIME_LIMIT_S:
+            raise InvalidRequest(
+                f"session {job.job_id}: a time limit of {before + add_s} s is more than any "
+                f"job may have ({MAX_TIME_LIMIT_S} s)"
+            )
+        node = self.nodes.get(job.node_id)
+        if job.state is JobState.RUNNING and (node is None or not node.connected):
+            raise InvalidJobState(
+                f"session {job.job_id}: its node {job.node_id} is not connected; not extended"
+            )
         spec.time_limit_s = before + add_s
         try:
             self.submission.check(spec)
