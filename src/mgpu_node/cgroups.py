@@ -112,10 +112,21 @@ class Gate:
     held: bool = False
     enter: tuple[str, ...] = ()
 
-    def argv(self, argv: list[str]) -> list[str]:
+    def wrap(self, argv: list[str], env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """``argv`` behind the gate, and ``env`` with the dynamic loader's variables held aside
+        until the gate has passed (a job's LD_PRELOAD would otherwise run code in the gate's
+        shell before it is in the job's groups, and could leave a process outside them)."""
+        if not self.held and not self.enter:
+            return argv, env
+        env, restore = hold_loader_vars(env)
+        return self.argv(argv, restore), env
+
+    def argv(self, argv: list[str], restore: str = "") -> list[str]:
         if not self.held and not self.enter:
             return argv
         first = enter_script(self.enter) if self.enter else STOP
+        if restore:  # the loader's variables, given back once past the gate
+            first += "\n" + restore.rstrip("\n")
         if argv[:2] == [SHELL, "-c"]:
             # The wrapper is a shell script already: its first lines are the gate's, one
             # shell start fewer on every job's way in (~0.7 ms) than a gate in front of it.
@@ -125,6 +136,27 @@ class Gate:
 
 UNGATED = Gate()
 GATED = Gate(held=True)
+_HELD = "MGPU_HELD_"  # a dynamic loader variable held aside until a gate has passed
+
+
+def hold_loader_vars(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """``env`` without the dynamic loader's variables (LD_*, held aside under another name),
+    and the sh that gives them back once past a gate; names that are not plain are dropped."""
+    held, restore = {}, ""
+    for name, value in env.items():
+        if name.startswith("LD_"):
+            if name.replace("_", "").isalnum() and name.isascii():
+                held[_HELD + name] = value
+                restore += f'export {name}="${_HELD}{name}"; unset {_HELD}{name}\n'
+        else:
+            held[name] = value
+    return held, restore
+
+
+def given_back(env: dict[str, str]) -> dict[str, str]:
+    """A gated process's environment as the job has it past the gate (its /proc environ still
+    holds the loader's variables aside: :func:`hold_loader_vars`)."""
+    return {name.removeprefix(_HELD): value for name, value in env.items()}
 
 
 def agent_group(node_id: str, state_dir: Path) -> str:

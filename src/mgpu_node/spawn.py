@@ -100,7 +100,7 @@ class Launcher:
             argv, env = self._contained(launch, argv, env, None)
         program = find_executable(argv[0], env, spec.cwd)
         status_file.unlink(missing_ok=True)  # a previous run's, if the job was requeued here
-        wrapped = gate.argv(wrap(argv, status_file, program))
+        wrapped, env = gate.wrap(wrap(argv, status_file, program), env)
         return self._spawn(launch, wrapped, env)
 
     def _environment(
@@ -280,17 +280,20 @@ class Launcher:
             if spec.container_image:
                 argv, env = self._contained(launch, argv, env, account)
             pipe = subprocess.PIPE if spec.interactive else subprocess.DEVNULL
-            wrapped = wrap_as_user(
-                argv,
-                cwd=spec.cwd,
-                stdout=stdout,
-                stderr=stderr,
-                append=appends(launch),
-                user=account.name,
-                node=self.node_name,
+            gated, env = gate.wrap(
+                wrap_as_user(
+                    argv,
+                    cwd=spec.cwd,
+                    stdout=stdout,
+                    stderr=stderr,
+                    append=appends(launch),
+                    user=account.name,
+                    node=self.node_name,
+                ),
+                env,
             )
             return subprocess.Popen(
-                gate.argv(wrapped),
+                gated,
                 stdin=fds[0],  # the status file: the wrapper's to write
                 stdout=pipe,
                 stderr=pipe,

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mgpu_core.termmsgs import MAX_PTY_CHUNK
-from mgpu_node.cgroups import wait_stopped
+from mgpu_node.cgroups import given_back, hold_loader_vars, wait_stopped
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,6 @@ MAX_PENDING_INPUT = 256 * 1024  # keystrokes the shell has not read: past this, 
 MAX_TERMINALS = 256  # on this node at once (each is a pty, two fds and a process)
 MAX_TERMINALS_PER_JOB = 16
 MAX_LINK_BACKLOG = 1024 * 1024  # output waiting for the master link: reading pauses past it
-_HELD = "MGPU_HELD_"  # a dynamic loader variable held aside until the gate has passed
 
 Send = Callable[[dict[str, Any]], bool]
 Contain = Callable[[list[str], dict[str, str], int, int], tuple[list[str], dict[str, str]]]
@@ -151,7 +150,7 @@ class Terminals:
         self, view: JobView, job_id: int, msg: dict[str, Any]
     ) -> tuple[subprocess.Popen[bytes], int]:
         status = _proc_status(view.pid)
-        env = _job_environment(view.pid)
+        env = given_back(_job_environment(view.pid))  # as the job has it past its gate
         cwd = env.get("MGPU_WORKSPACE") or os.readlink(f"/proc/{view.pid}/cwd")
         if not view.alive():  # read from the job's wrapper, not a process that reused its pid
             raise OSError(f"job {job_id} has ended")
@@ -172,7 +171,7 @@ class Terminals:
             command, env = view.contained(list(msg["command"]) or [SHELL], env, uid, gid)
             env.update(TERM=msg["term"])
         env["MGPU_TERMINAL_DIR"] = cwd  # entered by the gate, as the user
-        env, restore = _held_loader_vars(env)
+        env, restore = hold_loader_vars(env)
         master, slave = os.openpty()
         try:
             _set_size(master, msg["rows"], msg["cols"])
@@ -353,20 +352,6 @@ class Terminals:
             for handle in handles:
                 handle.cancel()
         self._warnings.clear()
-
-
-def _held_loader_vars(env: dict[str, str]) -> tuple[dict[str, str], str]:
-    """``env`` without the dynamic loader's variables (held aside under another name), and
-    the sh that gives them back after the gate; names that are not plain are dropped."""
-    held, restore = {}, ""
-    for name, value in env.items():
-        if name.startswith("LD_"):
-            if name.replace("_", "").isalnum() and name.isascii():
-                held[_HELD + name] = value
-                restore += f'export {name}="${_HELD}{name}"; unset {_HELD}{name}\n'
-        else:
-            held[name] = value
-    return held, restore
 
 
 def _set_size(fd: int, rows: int, cols: int) -> None:

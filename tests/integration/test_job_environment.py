@@ -3,9 +3,11 @@ Slurm's variables, output paths in directories not made yet, a requeued job's lo
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 
+import psutil
 import pytest
 
 from tests.helpers.cluster import Cluster, wait_for, wait_for_text
@@ -77,3 +79,32 @@ def test_an_srun_job_is_its_step_0(cluster: Cluster) -> None:
     result = cluster.cli("mgpu_srun", "sh", "-c", script, check=True)
     job_id, *step = result.stdout.split()
     assert job_id.isdigit() and step == ["0", "0", "1"]
+
+
+def test_the_loaders_variables_wait_for_the_cgroup_gate(cluster: Cluster) -> None:
+    """A job's LD_PRELOAD / LD_LIBRARY_PATH reach its command, but not the gate's shell that
+    runs before the job is in its cgroups (a preloaded library's code would run there, outside
+    them): the wrapper was started with them held aside (its /proc environ shows it)."""
+    cluster.start_node("n1", gpus=1)
+    isolation = cluster.nodes_json()[0]["isolation"]
+    if isolation.startswith("none"):
+        pytest.skip(f"no cgroups on this node ({isolation}): no gate to hold them for")
+    script = 'echo "ld=$LD_LIBRARY_PATH"; exec sleep 30'
+    job_id = cluster.sbatch("--export=ALL,LD_LIBRARY_PATH=/tmp/mgpu-no-such-lib", "--wrap", script)
+    out = wait_for_text(cluster.tmp / f"mgpu-{job_id}.out", timeout_s=20)
+    assert out == "ld=/tmp/mgpu-no-such-lib"  # the command has it
+
+    def environs() -> list[dict[str, str]] | None:
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                env = proc.environ()
+                if env.get("MGPU_JOB_ID") == str(job_id):
+                    found.append(env)
+        return found or None
+
+    envs = wait_for(environs, 20, f"job {job_id}'s processes")
+    held = [e for e in envs if "MGPU_HELD_LD_LIBRARY_PATH" in e]  # the gate's (the wrapper)
+    assert held and all("LD_LIBRARY_PATH" not in e for e in held)
+    assert held[0]["MGPU_HELD_LD_LIBRARY_PATH"] == "/tmp/mgpu-no-such-lib"
+    cluster.cli("mgpu_cancel", str(job_id), check=True)

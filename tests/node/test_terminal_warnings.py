@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from mgpu_node.terminals import JobView, Terminals, _held_loader_vars
+from mgpu_node.cgroups import hold_loader_vars
+from mgpu_node.terminals import JobView, Terminals
 
 
 def scheduled(views: dict[int, JobView | None], job_id: int) -> list[float]:
@@ -133,7 +134,7 @@ def test_input_the_shell_never_reads_is_bounded() -> None:
 
 
 def test_the_dynamic_loaders_variables_wait_for_the_gate() -> None:
-    env, restore = _held_loader_vars(
+    env, restore = hold_loader_vars(
         {"LD_PRELOAD": "/evil.so", "LD_LIBRARY_PATH": "/lib2", "LD_$(x)": "y", "PATH": "/bin"}
     )
     assert env == {"MGPU_HELD_LD_PRELOAD": "/evil.so", "MGPU_HELD_LD_LIBRARY_PATH": "/lib2",
