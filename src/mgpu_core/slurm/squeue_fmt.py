@@ -235,20 +235,16 @@ def format_jobs(
 # ---------------------------------------------------------------- sorting
 
 
-def _start_key(job: Row, now: float) -> float:
-    start = jf.start_time(job)
-    return now if job_state(job) == "PENDING" and start < now else start
-
-
-def _start_order(job: Row, now: float) -> tuple[bool, float]:
-    """sort.c's first order: latest start first, jobs that never start last (the
-    keys of ``jf.start_time`` and :func:`_start_key`, reading the state once: the master
-    sorts every pending job for a listing)."""
+def _start_order(job: Row, now: float, sign: int = -1) -> tuple[bool, float]:
+    """sort.c's order by start time (``jf.start_time``; a pending job's past start counts as
+    now), jobs that never start last whichever the direction: latest first (``sign`` -1, its
+    first order) or earliest first (1). The state is read once: the master sorts every
+    pending job for a listing."""
     if job_state(job) == "PENDING":
         start = number(job, "expected_start")
-        return start == 0, -(now if start < now else start)
+        return start == 0, sign * (now if start < now else start)
     start = jf.start_time(job)
-    return start == 0, -start
+    return start == 0, sign * start
 
 
 def _end_key(job: Row) -> float:
@@ -315,7 +311,7 @@ def sort_jobs(
         if letter == "S":
             # sort.c: a job that never starts sorts last whichever the direction.
             sign = -1 if reverse else 1
-            ordered.sort(key=lambda j: (jf.start_time(j) == 0, sign * _start_key(j, now)))
+            ordered.sort(key=lambda j: _start_order(j, now, sign))
         elif letter in _SORT_KEYS:
             get = _SORT_KEYS[letter]
             ordered.sort(key=lambda job: get(job, now, part_tiers), reverse=reverse)

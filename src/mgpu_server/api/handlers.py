@@ -23,7 +23,7 @@ from mgpu_core.models import JobResult, SubmitRequest
 from mgpu_core.states import JobState
 from mgpu_server.api import accounting, audit
 from mgpu_server.api import permissions as perm
-from mgpu_server.api.jobinfo import job_detail
+from mgpu_server.api.jobinfo import job_detail, one_job
 from mgpu_server.api.joins import JoinRegistry
 from mgpu_server.api.listingtext import ListingText
 from mgpu_server.api.permissions import RequestContext
@@ -222,12 +222,9 @@ class ClientService:
         self, ctx: RequestContext, conn: object, msg: dict[str, Any]
     ) -> dict[str, Any]:
         """mgpu_client session extend: the owner (or an admin) gives a session more time."""
-        jobs = self.state.find([msg["job_id"]])
-        if len(jobs) != 1:
-            raise InvalidRequest(f"job {msg['job_id']} is not one session")
-        perm.check_owner(ctx, jobs[0], "extend")
-        limit_s = self.state.control.extend(jobs[0], msg["add_s"])
-        return {"job_id": jobs[0].job_id, "time_limit_s": limit_s}
+        job = one_job(self.state, msg["job_id"])
+        perm.check_owner(ctx, job, "extend")
+        return {"job_id": job.job_id, "time_limit_s": self.state.control.extend(job, msg["add_s"])}
 
     def update(self, ctx: RequestContext, conn: object, msg: dict[str, Any]) -> dict[str, Any]:
         job = self.state.get(msg["job_id"])

@@ -104,17 +104,21 @@ def _priority_factors(state: ClusterState, job: Job, now: float) -> dict[str, An
     }
 
 
+def one_job(state: ClusterState, ref: int | str) -> Job:
+    """The one job ``ref`` names (a verb that acts on a single job: log, a terminal, a
+    session's extension); an array's id names several: InvalidRequest."""
+    jobs = state.find([ref])
+    if len(jobs) != 1:
+        raise InvalidRequest(f"job {ref} is an array of {len(jobs)} tasks: name one, as ID_TASK")
+    return jobs[0]
+
+
 def log_order(
     state: ClusterState, ctx: RequestContext, msg: dict[str, Any]
 ) -> tuple[Job, dict[str, Any] | None]:
     """(the job, the ``read_output`` its node is to answer; None: the job has not started,
     so there is no output yet) for a client's ``log`` request."""
-    jobs = state.find([msg["job_id"]])
-    if len(jobs) != 1:
-        raise InvalidRequest(
-            f"job {msg['job_id']} is an array of {len(jobs)} tasks: name one, as ID_TASK"
-        )
-    [job] = jobs
+    job = one_job(state, msg["job_id"])
     perm.check_owner(ctx, job, "read the output of")
     # An interactive job's output is its node's log of what srun showed ("": no file).
     path = job.output_file(msg["stream"]) or ""

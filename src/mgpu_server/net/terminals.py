@@ -22,6 +22,7 @@ from mgpu_core.errors import InvalidJobState, InvalidRequest
 from mgpu_core.states import JobState
 from mgpu_core.termmsgs import MAX_TERMINALS_PER_CLIENT
 from mgpu_server.api import permissions as perm
+from mgpu_server.api.jobinfo import one_job
 from mgpu_server.api.permissions import RequestContext
 from mgpu_server.state.cluster import ClusterState
 
@@ -54,12 +55,7 @@ class Terminals:
     ) -> dict[str, Any]:
         """A client's ``pty_open``: a shell in the job, on its node, as its owner. The job's
         owner or an admin may open one; an admin's runs as the job's owner too."""
-        jobs = state.find([msg["job_id"]])
-        if len(jobs) != 1:
-            raise InvalidRequest(
-                f"job {msg['job_id']} is an array of {len(jobs)} tasks: name one, as ID_TASK"
-            )
-        [job] = jobs
+        job = one_job(state, msg["job_id"])
         perm.check_owner(ctx, job, "enter")
         if job.state is not JobState.RUNNING:
             raise InvalidJobState(

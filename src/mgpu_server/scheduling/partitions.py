@@ -13,14 +13,17 @@ config has one, :data:`IMPLICIT_NAME`, holding every node, with no limits.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from mgpu_core.errors import InvalidPartition
 from mgpu_core.reasons import Reason
 from mgpu_server.scheduling.views import Choice
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 IMPLICIT_NAME = "gpu"
 
@@ -146,12 +149,7 @@ class Partitions:
         config's rules; their access lists are permissions'), and, when there are none, why
         (the first listed partition's reason). Remembered: a pass asks for every job."""
         key = (text, time_limit_s, qos)
-        offer = self._offers.get(key)
-        if offer is None:
-            if len(self._offers) >= 4096:  # a bound: the texts come from users
-                self._offers.clear()
-            offer = self._offers[key] = self._offer(text, time_limit_s, qos)
-        return offer
+        return _remembered(self._offers, key, lambda: self._offer(text, time_limit_s, qos))
 
     def _offer(self, text: str, time_limit_s: int, qos: str) -> Offer:
         found = self.known(text)
@@ -170,12 +168,9 @@ class Partitions:
         """A job's priority tier: the highest of its partitions' (a job in several is
         considered as early as its best partition would consider it). Remembered: a
         listing asks for every pending job."""
-        tier = self._tiers.get(text)
-        if tier is None:
-            if len(self._tiers) >= 4096:  # a bound: the texts come from users
-                self._tiers.clear()
-            tier = self._tiers[text] = max((p.priority_tier for p in self.known(text)), default=0)
-        return tier
+        return _remembered(
+            self._tiers, text, lambda: max((p.priority_tier for p in self.known(text)), default=0)
+        )
 
     def of_node(self, node_id: str) -> list[str]:
         """The partitions a node is in, in the config's order."""
@@ -207,3 +202,14 @@ class Partitions:
 def _listed(names: frozenset[str] | None) -> list[str] | None:
     """An access list for the wire: null when not set (everyone), else sorted."""
     return None if names is None else sorted(names)
+
+
+def _remembered(cache: dict[K, V], key: K, make: Callable[[], V]) -> V:
+    """``cache[key]``, made by ``make`` the first time; the cache is emptied at 4,096 entries
+    (a bound: its keys come from users' job texts)."""
+    found = cache.get(key)
+    if found is None:
+        if len(cache) >= 4096:
+            cache.clear()
+        found = cache[key] = make()
+    return found
